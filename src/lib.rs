@@ -1,0 +1,3 @@
+//! modelc placeholder
+pub use modelc_macros::model;
+pub use modelc_runtime::{ndarray, Error, Variable};
