@@ -1,1 +1,303 @@
-//! TODO
+//! The kernels generated code calls: free functions over ndarray views that write into
+//! caller-owned buffers (so that a generated model allocates its buffers once), plus the
+//! scalar functions its fused elementwise loops inline.
+//!
+//! Every kernel trusts the shapes it is given: the compiler checked them. A shape that
+//! does not fit is a bug in modelc, and ndarray's own assertions stop it.
+
+use ndarray::{linalg::general_mat_mul, ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD, Axis, Zip};
+
+/// `out = op(a) x op(b)`, `op` a transpose where the flag is set (no copy is made).
+pub fn matmul(a: ArrayView2<'_, f32>, ta: bool, b: ArrayView2<'_, f32>, tb: bool, mut out: ArrayViewMut2<'_, f32>) {
+    let a = if ta { a.reversed_axes() } else { a };
+    let b = if tb { b.reversed_axes() } else { b };
+    general_mat_mul(1.0, &a, &b, 0.0, &mut out);
+}
+
+/// `out = a^T`.
+pub fn transpose(a: ArrayView2<'_, f32>, mut out: ArrayViewMut2<'_, f32>) {
+    out.assign(&a.t());
+}
+
+/// Drops the reduced axis of `out` if it was kept (`keepdims`).
+fn reduced<'a>(out: ArrayViewMutD<'a, f32>, input_rank: usize, axis: usize) -> ArrayViewMutD<'a, f32> {
+    if out.ndim() == input_rank {
+        out.index_axis_move(Axis(axis), 0)
+    } else {
+        out
+    }
+}
+
+/// `out = sum(a, axes)`; `out` has the reduced axes removed or kept as 1.
+pub fn sum_axes(a: ArrayViewD<'_, f32>, axes: &[usize], mut out: ArrayViewMutD<'_, f32>) {
+    if axes.len() == a.ndim() {
+        out.fill(a.sum());
+        return;
+    }
+    if axes.len() == 1 {
+        let axis = axes[0];
+        let mut out = reduced(out, a.ndim(), axis);
+        if axis == 0 {
+            out.fill(0.0);
+            for row in a.axis_iter(Axis(0)) {
+                out += &row;
+            }
+        } else {
+            Zip::from(&mut out).and(a.lanes(Axis(axis))).for_each(|o, lane| *o = lane.sum());
+        }
+        return;
+    }
+    // Several (not all) axes: reduce one at a time, last first (rare; allocates).
+    let mut current = a.to_owned();
+    for &axis in axes.iter().rev() {
+        current = current.sum_axis(Axis(axis));
+    }
+    let n = out.len();
+    out.as_slice_mut()
+        .expect("kernel outputs are standard layout")
+        .copy_from_slice(&current.as_slice().expect("owned arrays are contiguous")[..n]);
+}
+
+/// `out = max(a, axis)`.
+pub fn max_axis(a: ArrayViewD<'_, f32>, axis: usize, out: ArrayViewMutD<'_, f32>) {
+    let mut out = reduced(out, a.ndim(), axis);
+    Zip::from(&mut out)
+        .and(a.lanes(Axis(axis)))
+        .for_each(|o, lane| *o = lane.fold(f32::NEG_INFINITY, |m, &v| if v > m || v.is_nan() { v } else { m }));
+}
+
+/// `out = argmax(a, axis)` as f32 indices (the first maximum wins, as in NumPy).
+pub fn argmax_axis(a: ArrayViewD<'_, f32>, axis: usize, out: ArrayViewMutD<'_, f32>) {
+    let mut out = reduced(out, a.ndim(), axis);
+    Zip::from(&mut out).and(a.lanes(Axis(axis))).for_each(|o, lane| {
+        let mut best = 0;
+        let mut best_v = f32::NEG_INFINITY;
+        for (i, &v) in lane.iter().enumerate() {
+            if v > best_v || (i == 0 && v.is_nan()) {
+                best = i;
+                best_v = v;
+            }
+        }
+        *o = best as f32;
+    });
+}
+
+/// `out = a` broadcast (NumPy rules) to `out`'s shape.
+pub fn broadcast_to(a: ArrayViewD<'_, f32>, mut out: ArrayViewMutD<'_, f32>) {
+    out.assign(&a);
+}
+
+/// `out = a` summed down to `out`'s shape (the adjoint of broadcasting).
+pub fn sum_to(a: ArrayViewD<'_, f32>, mut out: ArrayViewMutD<'_, f32>) {
+    if out.len() == a.len() {
+        reshape(a, out);
+        return;
+    }
+    if out.len() == 1 {
+        out.fill(a.sum());
+        return;
+    }
+    // Leading axes summed away ([n, k] -> [k], [n, k] -> [1, k]): add rows.
+    let core: Vec<usize> = out.shape().iter().copied().skip_while(|&d| d == 1).collect();
+    let leading_only = core.len() <= a.ndim() && a.shape()[a.ndim() - core.len()..] == core[..];
+    if leading_only {
+        let inner = out.len();
+        if let (Some(src), Some(dst)) = (a.as_slice(), out.as_slice_mut()) {
+            dst.fill(0.0);
+            for chunk in src.chunks_exact(inner) {
+                for (d, s) in dst.iter_mut().zip(chunk) {
+                    *d += s;
+                }
+            }
+            return;
+        }
+    }
+    // General case: accumulate every element into its broadcast source.
+    out.fill(0.0);
+    let offset = a.ndim() - out.ndim();
+    let out_shape: Vec<usize> = out.shape().to_vec();
+    let mut idx = [0usize; 16];
+    for (i, &v) in a.indexed_iter() {
+        for j in 0..out_shape.len() {
+            idx[j] = if out_shape[j] == 1 { 0 } else { i[j + offset] };
+        }
+        out[&idx[..out_shape.len()]] += v;
+    }
+}
+
+/// `out = a` with the same elements in `out`'s shape (only unit axes differ).
+pub fn reshape(a: ArrayViewD<'_, f32>, mut out: ArrayViewMutD<'_, f32>) {
+    match (a.as_slice(), out.as_slice_mut()) {
+        (Some(src), Some(dst)) => dst.copy_from_slice(src),
+        _ => {
+            for (o, &v) in out.iter_mut().zip(a.iter()) {
+                *o = v;
+            }
+        }
+    }
+}
+
+/// `out = softmax(a)` along `axis`, computed stably (the maximum is subtracted first).
+pub fn softmax(a: ArrayViewD<'_, f32>, axis: usize, mut out: ArrayViewMutD<'_, f32>) {
+    Zip::from(a.lanes(Axis(axis))).and(out.lanes_mut(Axis(axis))).for_each(|a, mut o| {
+        let m = a.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut s = 0.0;
+        Zip::from(&mut o).and(&a).for_each(|o, &v| {
+            let e = (v - m).exp();
+            *o = e;
+            s += e;
+        });
+        let inv = 1.0 / s;
+        o.map_inplace(|v| *v *= inv);
+    });
+}
+
+/// `out = log_softmax(a)` along `axis`: `a - max - ln(sum(exp(a - max)))`, finite for
+/// any finite logits.
+pub fn log_softmax(a: ArrayViewD<'_, f32>, axis: usize, mut out: ArrayViewMutD<'_, f32>) {
+    Zip::from(a.lanes(Axis(axis))).and(out.lanes_mut(Axis(axis))).for_each(|a, mut o| {
+        let m = a.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let s: f32 = a.iter().map(|&v| (v - m).exp()).sum();
+        let lse = m + s.ln();
+        Zip::from(&mut o).and(&a).for_each(|o, &v| *o = v - lse);
+    });
+}
+
+/// `out = softmax_cross_entropy(z, y) = -sum(y * log_softmax(z), -1)`, fused and stable.
+pub fn softmax_xent(z: ArrayViewD<'_, f32>, y: ArrayViewD<'_, f32>, mut out: ArrayViewMutD<'_, f32>) {
+    let last = Axis(z.ndim() - 1);
+    Zip::from(&mut out).and(z.lanes(last)).and(y.lanes(last)).for_each(|o, z, y| {
+        let m = z.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let s: f32 = z.iter().map(|&v| (v - m).exp()).sum();
+        let lse = m + s.ln();
+        *o = Zip::from(&z).and(&y).fold(0.0, |acc, &zv, &yv| acc + yv * (lse - zv));
+    });
+}
+
+/// `out = (softmax(z) * sum(y, -1) - y) * g[..., None]`: the gradient of
+/// [`softmax_xent`] w.r.t. the logits, in one pass per row.
+pub fn softmax_xent_grad(
+    z: ArrayViewD<'_, f32>,
+    y: ArrayViewD<'_, f32>,
+    g: ArrayViewD<'_, f32>,
+    mut out: ArrayViewMutD<'_, f32>,
+) {
+    let last = Axis(z.ndim() - 1);
+    Zip::from(out.lanes_mut(last)).and(z.lanes(last)).and(y.lanes(last)).and(&g).for_each(|mut o, z, y, &g| {
+        let m = z.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut s = 0.0;
+        Zip::from(&mut o).and(&z).for_each(|o, &v| {
+            let e = (v - m).exp();
+            *o = e;
+            s += e;
+        });
+        let sy: f32 = y.sum();
+        let scale = sy / s;
+        Zip::from(&mut o).and(&y).for_each(|o, &yv| *o = (*o * scale - yv) * g);
+    });
+}
+
+/// `max(x, 0)`.
+#[inline(always)]
+pub fn relu(x: f32) -> f32 {
+    if x > 0.0 {
+        x
+    } else {
+        0.0
+    }
+}
+
+/// 1 where `x > 0`, else 0.
+#[inline(always)]
+pub fn step(x: f32) -> f32 {
+    if x > 0.0 {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// -1, 0 or 1.
+#[inline(always)]
+pub fn sign(x: f32) -> f32 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
+}
+
+/// `x * x`.
+#[inline(always)]
+pub fn square(x: f32) -> f32 {
+    x * x
+}
+
+/// `1 / (1 + e^-x)`, without overflow for large `|x|`.
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// `ln(1 + e^x)`, computed as `max(x, 0) + ln(1 + e^-|x|)`.
+#[inline(always)]
+pub fn softplus(x: f32) -> f32 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+/// `sigmoid_cross_entropy(x, z) = max(x, 0) - x z + ln(1 + e^-|x|)` (TensorFlow's form).
+#[inline(always)]
+pub fn sigmoid_xent(x: f32, z: f32) -> f32 {
+    x.max(0.0) - x * z + (-x.abs()).exp().ln_1p()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{array, Array1, Array2, ArrayD, IxDyn};
+
+    #[test]
+    fn sum_to_handles_leading_and_unit_axes() {
+        let a = Array2::from_shape_fn((3, 4), |(i, j)| (i * 4 + j) as f32);
+        let mut out = Array1::<f32>::zeros(4);
+        sum_to(a.view().into_dyn(), out.view_mut().into_dyn());
+        assert_eq!(out, array![12.0, 15.0, 18.0, 21.0]);
+        let mut col = Array2::<f32>::zeros((3, 1));
+        sum_to(a.view().into_dyn(), col.view_mut().into_dyn());
+        assert_eq!(col, array![[6.0], [22.0], [38.0]]);
+        let mut all = ArrayD::<f32>::zeros(IxDyn(&[]));
+        sum_to(a.view().into_dyn(), all.view_mut());
+        assert_eq!(all[[]], 66.0);
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one_and_xent_is_stable() {
+        let z = array![[1e4f32, 0.0, -1e4], [1.0, 2.0, 3.0]].into_dyn();
+        let y = array![[0.0f32, 1.0, 0.0], [0.0, 0.0, 1.0]].into_dyn();
+        let mut p = ArrayD::<f32>::zeros(z.raw_dim());
+        softmax(z.view(), 1, p.view_mut());
+        for row in p.rows() {
+            assert!((row.sum() - 1.0).abs() < 1e-6);
+        }
+        let mut l = ArrayD::<f32>::zeros(IxDyn(&[2]));
+        softmax_xent(z.view(), y.view(), l.view_mut());
+        assert!((l[[0]] - 1e4).abs() < 1.0, "{l}");
+        assert!((l[[1]] - 0.407_606).abs() < 1e-5, "{l}");
+    }
+
+    #[test]
+    fn scalar_functions_are_stable() {
+        assert_eq!(sigmoid(-1000.0), 0.0);
+        assert_eq!(sigmoid(1000.0), 1.0);
+        assert_eq!(softplus(1000.0), 1000.0);
+        assert!(softplus(-1000.0) >= 0.0);
+        assert!((sigmoid_xent(0.0, 1.0) - std::f32::consts::LN_2).abs() < 1e-7);
+    }
+}

@@ -17,6 +17,8 @@ pub mod init;
 pub mod kernels;
 pub mod optim;
 pub mod schedule;
+#[doc(hidden)]
+pub mod support;
 mod types;
 
 pub use error::Error;

@@ -1,0 +1,136 @@
+//! What the macro expands to when the model has errors: the errors, plus a stub with the
+//! same public API (struct, params, gradients struct, every method with the inputs it
+//! would take), so that the user sees only the real mistakes and not a cascade of
+//! "no method named `train_step`" errors (thiserror's `fallback.rs` pattern).
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+use super::{array_ty, plan, view_ty};
+use crate::diag::Diag;
+use crate::model::Model;
+use crate::syntax::{Item, ModelDef, NodeKind};
+
+/// The errors, plus a stub of the model's API whose bodies are unreachable.
+pub fn fallback(def: &ModelDef, model: &Model, diag: &Diag) -> TokenStream {
+    let errors = diag.to_compile_errors();
+    let name = &def.ident;
+    let vis = &def.vis;
+    let attrs = &def.attrs;
+    let grads_ty = format_ident!("{}Gradients", name);
+    let stub = quote!(::core::unreachable!("this model has compile errors"));
+
+    let params: Vec<_> = def
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Param(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let fields = params.iter().map(|p| {
+        let (n, t, a) = (&p.name, array_ty(p.shape.dims.len()), &p.attrs);
+        quote!(#(#a)* pub #n: #t,)
+    });
+    let gfields = params.iter().filter(|p| !p.frozen).map(|p| {
+        let (n, t) = (&p.name, array_ty(p.shape.dims.len()));
+        quote!(pub #n: #t,)
+    });
+
+    // Every input a function could take, by name.
+    let all_inputs: Vec<TokenStream> = def
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Input(inp) => {
+                let (n, t) = (&inp.name, view_ty(inp.shape.dims.len()));
+                Some(quote!(#n: #t))
+            }
+            _ => None,
+        })
+        .collect();
+    let inputs_of = |node: Option<usize>| -> Vec<TokenStream> {
+        match node {
+            Some(node) => {
+                let p = plan::plan(model, &[node]);
+                p.inputs
+                    .iter()
+                    .map(|&i| {
+                        let inp = &model.inputs[i];
+                        let (n, t) = (&inp.name, view_ty(inp.shape.rank()));
+                        quote!(#n: #t)
+                    })
+                    .collect()
+            }
+            None => all_inputs.clone(),
+        }
+    };
+
+    let mut fns = Vec::new();
+    let mut loss_node = None;
+    let mut has_loss_item = false;
+    for item in &def.items {
+        let Item::Node(n) = item else { continue };
+        if n.kind == NodeKind::Let {
+            continue;
+        }
+        let fetch = model.fetches.iter().find(|f| f.name == n.name);
+        let node = fetch.map(|f| f.node);
+        if n.kind == NodeKind::Loss && !has_loss_item {
+            has_loss_item = true;
+            loss_node = node;
+        }
+        let ps = inputs_of(node);
+        let ret = match (n.kind, node) {
+            (NodeKind::Output, Some(id)) => array_ty(model.graph.shape(id).rank()),
+            (NodeKind::Output, None) => quote!(::modelc::ndarray::ArrayD<f32>),
+            _ => quote!(f32),
+        };
+        let fname = &n.name;
+        fns.push(quote! {
+            pub fn #fname(&mut self, #(#ps),*) -> ::core::result::Result<#ret, ::modelc::Error> { #stub }
+        });
+    }
+    let has_optimizer = def.items.iter().any(|i| matches!(i, Item::Optimizer(_)));
+    if has_optimizer {
+        let ps = if has_loss_item { inputs_of(loss_node) } else { all_inputs.clone() };
+        fns.push(quote! {
+            pub fn train_step(&mut self, #(#ps),*) -> ::core::result::Result<f32, ::modelc::Error> { #stub }
+            pub fn compute_gradients(&mut self, #(#ps),*) -> ::core::result::Result<(f32, #grads_ty), ::modelc::Error> { #stub }
+            pub fn compute_gradients_into(&mut self, #(#ps,)* gradients: &mut #grads_ty) -> ::core::result::Result<f32, ::modelc::Error> { #stub }
+            pub fn apply_gradients(&mut self, gradients: &#grads_ty) -> ::core::result::Result<(), ::modelc::Error> { #stub }
+            pub fn check_gradients(&mut self, #(#ps),*) -> ::core::result::Result<::modelc::GradientCheck, ::modelc::Error> { #stub }
+            pub fn learning_rate(&self) -> f32 { #stub }
+            pub fn set_learning_rate(&mut self, learning_rate: f32) { #stub }
+        });
+    }
+    let syms = model.symbols.iter().map(|s| format_ident!("{}", s));
+    quote! {
+        #errors
+
+        #(#attrs)*
+        #vis struct #name {
+            #(#fields)*
+        }
+
+        #vis struct #grads_ty {
+            #(#gfields)*
+        }
+
+        #[allow(unused_variables, clippy::all, dead_code, unreachable_code)]
+        impl #name {
+            pub const PARAMETERS: usize = 0;
+            pub fn new() -> Self { #stub }
+            pub fn with_seed(seed: u64) -> Self { #stub }
+            pub fn global_step(&self) -> u64 { #stub }
+            pub fn trainable_variables(&self) -> ::std::vec::Vec<::modelc::Variable> { #stub }
+            pub fn variables(&self) -> ::std::vec::Vec<::modelc::Variable> { #stub }
+            pub fn explain() -> &'static str { #stub }
+            pub fn graph_dot() -> &'static str { #stub }
+            pub fn cost(#(#syms: usize),*) -> ::modelc::Cost { #stub }
+            pub fn save(&self, path: impl ::core::convert::AsRef<::std::path::Path>) -> ::core::result::Result<(), ::modelc::Error> { #stub }
+            pub fn load(path: impl ::core::convert::AsRef<::std::path::Path>) -> ::core::result::Result<Self, ::modelc::Error> { #stub }
+            #(#fns)*
+        }
+    }
+}

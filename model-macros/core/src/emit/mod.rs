@@ -1,0 +1,935 @@
+//! Code generation: the model struct, its gradients struct, one pruned function per
+//! fetch, the training functions, and the introspection functions.
+//!
+//! Everything generated names the runtime through `::modelc::__private` and
+//! `::modelc::ndarray`, and every local starts with `__`, so that user names never
+//! collide with generated ones. Emission trusts the checks of the earlier stages.
+
+mod fallback;
+pub mod plan;
+
+pub use fallback::fallback;
+
+use proc_macro2::{Ident, Literal, Span, TokenStream};
+use quote::{format_ident, quote};
+
+use crate::autodiff::Compiled;
+use crate::ir::explain;
+use crate::ir::NodeId;
+use crate::model::{InitSpec, Model, OptimizerKind};
+use crate::ops::elementwise::f32_tokens;
+use crate::ops::Op;
+use crate::shape::{Dim, Shape};
+use crate::syntax::NodeKind;
+use plan::{group_members, Program, Step};
+
+/// `::modelc::ndarray::ArrayN<f32>`
+pub fn array_ty(rank: usize) -> TokenStream {
+    let id = format_ident!("Array{}", rank);
+    quote!(::modelc::ndarray::#id<f32>)
+}
+
+/// `::modelc::ndarray::ArrayViewN<'_, f32>`
+pub fn view_ty(rank: usize) -> TokenStream {
+    let id = format_ident!("ArrayView{}", rank);
+    quote!(::modelc::ndarray::#id<'_, f32>)
+}
+
+fn usize_lit(n: usize) -> Literal {
+    Literal::usize_suffixed(n)
+}
+
+/// The tokens of a dimension: a literal, or `__d[i]` for a symbolic one.
+fn dim_tokens(model: &Model, d: &Dim) -> TokenStream {
+    match d {
+        Dim::Static(n) => {
+            let n = usize_lit(*n);
+            quote!(#n)
+        }
+        Dim::Sym(s) => {
+            let i = model.symbols.iter().position(|x| x == s).unwrap_or(0);
+            quote!(__d[#i])
+        }
+    }
+}
+
+/// A shape as an ndarray shape argument (`()` or `[a, b]`).
+fn shape_tokens(model: &Model, shape: &Shape) -> TokenStream {
+    if shape.is_scalar() {
+        return quote!(());
+    }
+    let dims = shape.0.iter().map(|d| dim_tokens(model, d));
+    quote!([#(#dims),*])
+}
+
+/// The number of elements of a shape as a `u64` expression.
+fn numel_tokens(model: &Model, shape: &Shape) -> TokenStream {
+    let dims = shape.0.iter().map(|d| dim_tokens(model, d));
+    quote!((1u64 #(* (#dims as u64))*))
+}
+
+fn buf(id: NodeId) -> Ident {
+    format_ident!("__n{}", id)
+}
+
+/// Everything the emitter needs about one model.
+struct Ctx<'a> {
+    c: &'a Compiled,
+    m: &'a Model,
+    name: &'a Ident,
+    state_ty: Ident,
+    grads_ty: Ident,
+    k: usize,
+}
+
+/// Generates the whole model.
+pub fn model(c: &Compiled) -> TokenStream {
+    let m = &c.model;
+    let ctx = Ctx {
+        c,
+        m,
+        name: &m.ident,
+        state_ty: format_ident!("__Modelc{}State", m.ident),
+        grads_ty: format_ident!("{}Gradients", m.ident),
+        k: m.symbols.len(),
+    };
+    let mut programs: Vec<(String, Program)> =
+        m.fetches.iter().map(|f| (f.name.to_string(), plan::plan(m, &[f.node]))).collect();
+    let train = m.optimizer.as_ref().and_then(|_| {
+        let loss = m.loss()?;
+        let mut roots = vec![loss.node];
+        roots.extend(c.grads.iter().map(|g| g.1));
+        Some(plan::plan(m, &roots))
+    });
+    if let Some(t) = &train {
+        programs.push(("__train".to_string(), t.clone()));
+    }
+
+    let workspaces: Vec<TokenStream> = programs.iter().enumerate().map(|(i, (_, p))| workspace(&ctx, i, p)).collect();
+    let struct_def = struct_def(&ctx, programs.len());
+    let fetch_fns: Vec<TokenStream> =
+        m.fetches.iter().enumerate().map(|(i, f)| fetch_fn(&ctx, i, f, &programs[i].1)).collect();
+    let train_fns = match &train {
+        Some(t) => train_fns(&ctx, programs.len() - 1, t),
+        None => TokenStream::new(),
+    };
+    let common = common_fns(&ctx, &programs, train.as_ref());
+    let grads_struct = grads_struct(&ctx);
+    let name = ctx.name;
+    quote! {
+        #struct_def
+        #grads_struct
+        #(#workspaces)*
+
+        #[allow(clippy::all, clippy::pedantic, unused_variables, unused_mut, unused_parens, non_snake_case)]
+        impl #name {
+            #common
+            #(#fetch_fns)*
+            #train_fns
+        }
+
+        impl ::core::default::Default for #name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+    }
+}
+
+fn struct_def(ctx: &Ctx, n_programs: usize) -> TokenStream {
+    let m = ctx.m;
+    let (name, state_ty) = (ctx.name, &ctx.state_ty);
+    let attrs = &m.attrs;
+    let vis = &m.vis;
+    let fields = m.params.iter().map(|p| {
+        let (pn, attrs, ty) = (&p.name, &p.attrs, array_ty(p.dims.len()));
+        let kind = if p.frozen { "frozen (never updated)" } else { "trainable" };
+        let doc = format!("Param `{}`: {:?}, {kind}.", pn, p.dims);
+        let doc = if attrs.is_empty() { quote!(#[doc = #doc]) } else { quote!() };
+        quote!(#(#attrs)* #doc pub #pn: #ty,)
+    });
+    let k = ctx.k;
+    let ws_fields = (0..n_programs).map(|i| {
+        let f = format_ident!("ws{}", i);
+        let ty = format_ident!("__Modelc{}Ws{}", name, i);
+        quote!(#f: ::core::option::Option<([usize; #k], #ty)>,)
+    });
+    quote! {
+        #(#attrs)*
+        #vis struct #name {
+            #(#fields)*
+            __state: #state_ty,
+        }
+
+        #[doc(hidden)]
+        #[derive(Clone, Debug)]
+        #[allow(non_camel_case_types)]
+        struct #state_ty {
+            optimizer: ::core::option::Option<::modelc::__private::optim::Optimizer>,
+            slots: ::std::vec::Vec<::std::vec::Vec<::std::vec::Vec<f32>>>,
+            global_step: u64,
+            #(#ws_fields)*
+        }
+
+        /// Clones the params, the optimizer state and the global step (not the
+        /// workspaces, which are rebuilt on first use).
+        impl ::core::clone::Clone for #name {
+            fn clone(&self) -> Self {
+                Self::__clone_parts(self)
+            }
+        }
+    }
+}
+
+fn grads_struct(ctx: &Ctx) -> TokenStream {
+    let m = ctx.m;
+    let grads_ty = &ctx.grads_ty;
+    let vis = &m.vis;
+    let trainable = m.trainable();
+    let fields = trainable.iter().map(|&p| {
+        let p = &m.params[p];
+        let (pn, ty) = (&p.name, array_ty(p.dims.len()));
+        let doc = format!("The gradient of the loss with respect to `{pn}`.");
+        quote!(#[doc = #doc] pub #pn: #ty,)
+    });
+    let zeros = trainable.iter().map(|&p| {
+        let p = &m.params[p];
+        let (pn, ty) = (&p.name, array_ty(p.dims.len()));
+        let dims = p.dims.iter().map(|&d| usize_lit(d));
+        let shape = if p.dims.is_empty() { quote!(()) } else { quote!([#(#dims),*]) };
+        quote!(#pn: #ty::zeros(#shape),)
+    });
+    let doc = format!("The gradients of the loss of [`{}`] for every trainable param.", ctx.name);
+    quote! {
+        #[doc = #doc]
+        #[derive(Clone, Debug, PartialEq)]
+        #vis struct #grads_ty {
+            #(#fields)*
+        }
+
+        impl #grads_ty {
+            /// Gradients of zero, of the params' shapes (a buffer for `compute_gradients_into`).
+            pub fn zeros() -> Self {
+                Self { #(#zeros)* }
+            }
+        }
+    }
+}
+
+fn workspace(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
+    let ty = format_ident!("__Modelc{}Ws{}", ctx.name, i);
+    let g = &ctx.m.graph;
+    let fields = p.buffers().map(|id| {
+        let (b, t) = (buf(id), array_ty(g.shape(id).rank()));
+        quote!(#b: #t,)
+    });
+    let inits = p.buffers().map(|id| {
+        let shape = g.shape(id);
+        let (b, t, s) = (buf(id), array_ty(shape.rank()), shape_tokens(ctx.m, shape));
+        quote!(#b: #t::zeros(#s),)
+    });
+    let bytes = p.buffers().map(|id| numel_tokens(ctx.m, g.shape(id)));
+    let k = ctx.k;
+    quote! {
+        #[doc(hidden)]
+        #[derive(Clone, Debug)]
+        #[allow(non_camel_case_types)]
+        struct #ty {
+            #(#fields)*
+        }
+
+        #[allow(unused_variables, clippy::all)]
+        impl #ty {
+            fn new(__d: &[usize; #k]) -> Self {
+                Self { #(#inits)* }
+            }
+            fn bytes(__d: &[usize; #k]) -> u64 {
+                4 * (0u64 #(+ #bytes)*)
+            }
+        }
+    }
+}
+
+/// `fn NAME(&mut self, x: ArrayView2<f32>, ...)` parameters for a program's inputs.
+fn input_params(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
+    p.inputs
+        .iter()
+        .map(|&i| {
+            let inp = &ctx.m.inputs[i];
+            let (n, t) = (&inp.name, view_ty(inp.shape.rank()));
+            quote!(#n: #t)
+        })
+        .collect()
+}
+
+fn input_args(ctx: &Ctx, p: &Program) -> Vec<Ident> {
+    p.inputs.iter().map(|&i| ctx.m.inputs[i].name.clone()).collect()
+}
+
+/// Validation of inputs and params: nothing has changed when this returns `Err`.
+fn validate(ctx: &Ctx, p: &Program) -> TokenStream {
+    let m = ctx.m;
+    let k = ctx.k;
+    let names = m.symbols.iter();
+    let binds = p.inputs.iter().map(|&i| {
+        let inp = &m.inputs[i];
+        let n = &inp.name;
+        let ns = n.to_string();
+        let specs = inp.shape.0.iter().map(|d| match d {
+            Dim::Static(s) => quote!(::modelc::__private::DimSpec::Static(#s)),
+            Dim::Sym(s) => {
+                let idx = m.symbols.iter().position(|x| x == s).unwrap_or(0);
+                quote!(::modelc::__private::DimSpec::Sym(#idx))
+            }
+        });
+        quote!(__b.bind(#ns, &[#(#specs),*], #n.shape())?;)
+    });
+    let params = p.params.iter().map(|&i| {
+        let prm = &m.params[i];
+        let (n, ns) = (&prm.name, prm.name.to_string());
+        let dims = prm.dims.iter();
+        quote!(::modelc::__private::check_param(#ns, &mut self.#n, &[#(#dims),*])?;)
+    });
+    quote! {
+        let mut __b = ::modelc::__private::Binder::<#k>::new([#(#names),*]);
+        #(#binds)*
+        let __d: [usize; #k] = __b.values();
+        #(#params)*
+    }
+}
+
+/// The scalar expression of operand `id` inside a fused loop.
+fn scalar_operand(ctx: &Ctx, p: &Program, id: NodeId, externals: &[NodeId]) -> TokenStream {
+    let g = &ctx.m.graph;
+    let node = g.node(id);
+    match &node.op {
+        Op::Const(bits) => f32_tokens(f32::from_bits(*bits)),
+        Op::DimProduct(syms) => {
+            let ds = syms.iter().map(|s| dim_tokens(ctx.m, &Dim::Sym(s.clone())));
+            quote!(((1usize #(* #ds)*) as f32))
+        }
+        _ if p.inlined.contains(&id) => {
+            let args: Vec<TokenStream> = node.inputs.iter().map(|&i| scalar_operand(ctx, p, i, externals)).collect();
+            node.op.scalar_expr(&args)
+        }
+        _ => {
+            let pos = externals.iter().position(|&e| e == id).unwrap_or(0);
+            let v = format_ident!("__v{}", pos);
+            quote!(#v)
+        }
+    }
+}
+
+/// A producer (`&array`) for `id`, for `Zip`.
+fn producer(ctx: &Ctx, id: NodeId) -> TokenStream {
+    let m = ctx.m;
+    match &m.graph.node(id).op {
+        Op::Input(i) => {
+            let n = &m.inputs[*i].name;
+            quote!(&#n)
+        }
+        Op::Param(i) => {
+            let n = &m.params[*i].name;
+            quote!(&self.#n)
+        }
+        _ => {
+            let b = buf(id);
+            quote!(&__ws.#b)
+        }
+    }
+}
+
+/// A read-only view of `id`, for kernels.
+fn view(ctx: &Ctx, id: NodeId) -> TokenStream {
+    let m = ctx.m;
+    match &m.graph.node(id).op {
+        Op::Input(i) => {
+            let n = &m.inputs[*i].name;
+            quote!(#n.view())
+        }
+        Op::Param(i) => {
+            let n = &m.params[*i].name;
+            quote!(self.#n.view())
+        }
+        _ => {
+            let b = buf(id);
+            quote!(__ws.#b.view())
+        }
+    }
+}
+
+/// The statements computing a program into its workspace `__ws`.
+fn compute(ctx: &Ctx, p: &Program) -> TokenStream {
+    let g = &ctx.m.graph;
+    let mut out = TokenStream::new();
+    for (id, step) in &p.steps {
+        let b = buf(*id);
+        let node = g.node(*id);
+        let stmt = match step {
+            Step::Materialize => match &node.op {
+                Op::Const(_) | Op::DimProduct(_) => {
+                    let v = scalar_operand(ctx, p, *id, &[]);
+                    quote!(__ws.#b.fill(#v);)
+                }
+                _ => {
+                    let src = producer(ctx, *id);
+                    quote!(__ws.#b.assign(#src);)
+                }
+            },
+            Step::Kernel => {
+                let args: Vec<TokenStream> = node.inputs.iter().map(|&i| view(ctx, i)).collect();
+                node.op.kernel_call(&args, &quote!(__ws.#b.view_mut()))
+            }
+            Step::Fused => {
+                let members = group_members(g, p, *id);
+                let externals = plan::external_operands(g, &members);
+                let expr = scalar_operand_root(ctx, p, *id, &externals);
+                if externals.is_empty() {
+                    quote!(__ws.#b.fill(#expr);)
+                } else {
+                    let producers = externals.iter().map(|&e| producer(ctx, e));
+                    let vars = (0..externals.len()).map(|i| format_ident!("__v{}", i));
+                    quote! {
+                        ::modelc::ndarray::Zip::from(&mut __ws.#b)
+                            #(.and_broadcast(#producers))*
+                            .for_each(|__o, #(&#vars),*| *__o = #expr);
+                    }
+                }
+            }
+        };
+        out.extend(stmt);
+    }
+    out
+}
+
+fn scalar_operand_root(ctx: &Ctx, p: &Program, id: NodeId, externals: &[NodeId]) -> TokenStream {
+    let node = ctx.m.graph.node(id);
+    let args: Vec<TokenStream> = node.inputs.iter().map(|&i| scalar_operand(ctx, p, i, externals)).collect();
+    node.op.scalar_expr(&args)
+}
+
+/// The prologue of every function computing program `i`: validate, then get the
+/// workspace for these dimensions (allocated once per distinct set of dimensions).
+fn prologue(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
+    let validate = validate(ctx, p);
+    let f = format_ident!("ws{}", i);
+    let ty = format_ident!("__Modelc{}Ws{}", ctx.name, i);
+    quote! {
+        #validate
+        let __ws = ::modelc::__private::workspace(&mut self.__state.#f, __d, #ty::new);
+    }
+}
+
+fn fetch_fn(ctx: &Ctx, i: usize, f: &crate::model::Fetch, p: &Program) -> TokenStream {
+    let g = &ctx.m.graph;
+    let (name, attrs) = (&f.name, &f.attrs);
+    let params = input_params(ctx, p);
+    let prologue = prologue(ctx, i, p);
+    let body = compute(ctx, p);
+    let b = buf(f.node);
+    let shape = g.shape(f.node);
+    let (ret_ty, ret) = if f.kind == NodeKind::Output {
+        (array_ty(shape.rank()), quote!(__ws.#b.clone()))
+    } else {
+        (quote!(f32), quote!(__ws.#b[()]))
+    };
+    let inputs: Vec<String> = p.inputs.iter().map(|&i| format!("`{}`", ctx.m.inputs[i].name)).collect();
+    let doc = format!(
+        "Computes {} `{name}` (shape {shape}) from {}; only the ops it depends on run.\n\n\
+         Returns `Err(Error::Shape {{ .. }})`, changing nothing, if an input does not have its declared shape.",
+        match f.kind {
+            NodeKind::Output => "output",
+            NodeKind::Loss => "the loss",
+            NodeKind::Metric => "metric",
+            NodeKind::Let => "node",
+        },
+        if inputs.is_empty() { "the params".to_string() } else { inputs.join(", ") }
+    );
+    let doc = if attrs.is_empty() { quote!(#[doc = #doc]) } else { quote!(#(#attrs)* #[doc = ""] #[doc = #doc]) };
+    quote! {
+        #doc
+        pub fn #name(&mut self, #(#params),*) -> ::core::result::Result<#ret_ty, ::modelc::Error> {
+            #prologue
+            #body
+            ::core::result::Result::Ok(#ret)
+        }
+    }
+}
+
+fn train_fns(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
+    let m = ctx.m;
+    let c = ctx.c;
+    let grads_ty = &ctx.grads_ty;
+    let params = input_params(ctx, p);
+    let args = input_args(ctx, p);
+    let prologue = prologue(ctx, i, p);
+    let body = compute(ctx, p);
+    let loss = m.loss().map(|l| l.node).unwrap_or(0);
+    let loss_name = m.loss().map(|l| l.name.clone()).unwrap_or_else(|| format_ident!("loss"));
+    let lb = buf(loss);
+    let ws = format_ident!("ws{}", i);
+    let trainable: Vec<usize> = c.grads.iter().map(|g| g.0).collect();
+    let tnames: Vec<&Ident> = trainable.iter().map(|&t| &m.params[t].name).collect();
+    let tstrs: Vec<String> = tnames.iter().map(|n| n.to_string()).collect();
+    let gbufs: Vec<Ident> = c.grads.iter().map(|g| buf(g.1)).collect();
+    let tdims: Vec<TokenStream> = trainable
+        .iter()
+        .map(|&t| {
+            let d = m.params[t].dims.iter();
+            quote!(&[#(#d),*])
+        })
+        .collect();
+    let probe_blocks = trainable.iter().zip(&gbufs).map(|(&t, _)| {
+        let n = &m.params[t].name;
+        let ns = n.to_string();
+        quote! {
+            {
+                let mut __probe = ::modelc::__private::GradProbe::new(#ns, self.#n.len());
+                for __i in __probe.indices() {
+                    let __orig = ::modelc::__private::slice_mut(&mut self.#n)[__i];
+                    let __h = __probe.step(__orig);
+                    ::modelc::__private::slice_mut(&mut self.#n)[__i] = __orig + __h;
+                    let __lp = self.#loss_name(#(#args),*);
+                    ::modelc::__private::slice_mut(&mut self.#n)[__i] = __orig - __h;
+                    let __lm = self.#loss_name(#(#args),*);
+                    ::modelc::__private::slice_mut(&mut self.#n)[__i] = __orig;
+                    __probe.record(::modelc::__private::slice(&__g.#n)[__i], __lp?, __lm?, __h);
+                }
+                __params.push(__probe.finish());
+            }
+        }
+    });
+    quote! {
+        /// Runs the forward and backward programs into the training workspace; returns
+        /// the loss.
+        fn __forward_backward(&mut self, #(#params),*) -> ::core::result::Result<f32, ::modelc::Error> {
+            #prologue
+            #body
+            ::core::result::Result::Ok(__ws.#lb[()])
+        }
+
+        /// Applies the optimizer to the gradients in the training workspace.
+        fn __update_from_workspace(&mut self) {
+            let __ws = match self.__state.#ws.as_ref() {
+                ::core::option::Option::Some((_, __w)) => __w,
+                ::core::option::Option::None => return,
+            };
+            let __opt = match self.__state.optimizer.as_ref() {
+                ::core::option::Option::Some(__o) => __o,
+                ::core::option::Option::None => return,
+            };
+            ::modelc::__private::apply_updates(
+                __opt,
+                &mut self.__state.global_step,
+                &mut self.__state.slots,
+                &mut [#(::modelc::__private::slice_mut(&mut self.#tnames)),*],
+                &[#(::modelc::__private::slice(&__ws.#gbufs)),*],
+            );
+        }
+
+        /// One step of training (TensorFlow's `minimize`): computes the loss and its
+        /// gradients, applies the optimizer, and returns the loss *before* the update.
+        ///
+        /// Returns `Err`, changing nothing, if an input does not have its declared shape.
+        pub fn train_step(&mut self, #(#params),*) -> ::core::result::Result<f32, ::modelc::Error> {
+            let __loss = self.__forward_backward(#(#args),*)?;
+            self.__update_from_workspace();
+            ::core::result::Result::Ok(__loss)
+        }
+
+        /// The loss and its gradient for every trainable param (the first half of
+        /// TensorFlow's `minimize`). Allocates the returned gradients; see
+        /// [`Self::compute_gradients_into`] for the allocation-free form.
+        pub fn compute_gradients(&mut self, #(#params),*) -> ::core::result::Result<(f32, #grads_ty), ::modelc::Error> {
+            let __loss = self.__forward_backward(#(#args),*)?;
+            let __ws = match self.__state.#ws.as_ref() {
+                ::core::option::Option::Some((_, __w)) => __w,
+                ::core::option::Option::None => unreachable!("the workspace was just filled"),
+            };
+            ::core::result::Result::Ok((__loss, #grads_ty { #(#tnames: __ws.#gbufs.clone(),)* }))
+        }
+
+        /// Like [`Self::compute_gradients`], writing into `gradients` (no allocation).
+        pub fn compute_gradients_into(&mut self, #(#params,)* gradients: &mut #grads_ty) -> ::core::result::Result<f32, ::modelc::Error> {
+            #(::modelc::__private::check_gradient(#tstrs, gradients.#tnames.shape(), #tdims)?;)*
+            let __loss = self.__forward_backward(#(#args),*)?;
+            let __ws = match self.__state.#ws.as_ref() {
+                ::core::option::Option::Some((_, __w)) => __w,
+                ::core::option::Option::None => unreachable!("the workspace was just filled"),
+            };
+            #(gradients.#tnames.assign(&__ws.#gbufs);)*
+            ::core::result::Result::Ok(__loss)
+        }
+
+        /// Applies the optimizer to `gradients` (the second half of TensorFlow's
+        /// `minimize`) and increments the global step.
+        ///
+        /// Returns `Err(Error::GradientShape { .. })`, changing nothing, if a gradient does
+        /// not have its param's shape.
+        pub fn apply_gradients(&mut self, gradients: &#grads_ty) -> ::core::result::Result<(), ::modelc::Error> {
+            #(::modelc::__private::check_gradient(#tstrs, gradients.#tnames.shape(), #tdims)?;)*
+            #(let #tnames = gradients.#tnames.as_standard_layout();)*
+            let __opt = match self.__state.optimizer.as_ref() {
+                ::core::option::Option::Some(__o) => __o,
+                ::core::option::Option::None => return ::core::result::Result::Ok(()),
+            };
+            ::modelc::__private::apply_updates(
+                __opt,
+                &mut self.__state.global_step,
+                &mut self.__state.slots,
+                &mut [#(::modelc::__private::slice_mut(&mut self.#tnames)),*],
+                &[#(::modelc::__private::slice(&#tnames)),*],
+            );
+            ::core::result::Result::Ok(())
+        }
+
+        /// Compares the symbolic gradient of every trainable param with central finite
+        /// differences of the loss (probing a bounded number of scalars per param).
+        pub fn check_gradients(&mut self, #(#params),*) -> ::core::result::Result<::modelc::GradientCheck, ::modelc::Error> {
+            let (__loss, __g) = self.compute_gradients(#(#args),*)?;
+            let mut __params = ::std::vec::Vec::new();
+            #(#probe_blocks)*
+            ::core::result::Result::Ok(::modelc::GradientCheck { loss: __loss, params: __params })
+        }
+
+        /// The learning rate the optimizer uses now.
+        pub fn learning_rate(&self) -> f32 {
+            self.__state.optimizer.as_ref().map_or(0.0, |o| o.learning_rate)
+        }
+
+        /// Sets the learning rate for the next updates (e.g. from a schedule).
+        pub fn set_learning_rate(&mut self, learning_rate: f32) {
+            if let ::core::option::Option::Some(o) = self.__state.optimizer.as_mut() {
+                o.learning_rate = learning_rate;
+            }
+        }
+    }
+}
+
+fn init_tokens(init: InitSpec) -> TokenStream {
+    let i = quote!(::modelc::__private::init::Init);
+    match init {
+        InitSpec::Zeros => quote!(#i::Zeros),
+        InitSpec::Ones => quote!(#i::Ones),
+        InitSpec::Constant(v) => {
+            let v = f32_tokens(v);
+            quote!(#i::Constant(#v))
+        }
+        InitSpec::Uniform(lo, hi) => {
+            let (lo, hi) = (f32_tokens(lo), f32_tokens(hi));
+            quote!(#i::Uniform { low: #lo, high: #hi })
+        }
+        InitSpec::Normal(mean, std) => {
+            let (mean, std) = (f32_tokens(mean), f32_tokens(std));
+            quote!(#i::Normal { mean: #mean, std: #std })
+        }
+        InitSpec::TruncatedNormal(mean, std) => {
+            let (mean, std) = (f32_tokens(mean), f32_tokens(std));
+            quote!(#i::TruncatedNormal { mean: #mean, std: #std })
+        }
+        InitSpec::GlorotUniform => quote!(#i::GlorotUniform),
+        InitSpec::GlorotNormal => quote!(#i::GlorotNormal),
+        InitSpec::HeNormal => quote!(#i::HeNormal),
+    }
+}
+
+fn optimizer_tokens(m: &Model) -> TokenStream {
+    let Some(o) = &m.optimizer else { return quote!(::core::option::Option::None) };
+    let k = quote!(::modelc::__private::optim::OptimizerKind);
+    let f = f32_tokens;
+    let kind = match o.kind {
+        OptimizerKind::Sgd => quote!(#k::Sgd),
+        OptimizerKind::Momentum { momentum, nesterov } => {
+            let mo = f(momentum);
+            quote!(#k::Momentum { momentum: #mo, nesterov: #nesterov })
+        }
+        OptimizerKind::Adam { beta1, beta2, epsilon } => {
+            let (b1, b2, e) = (f(beta1), f(beta2), f(epsilon));
+            quote!(#k::Adam { beta1: #b1, beta2: #b2, epsilon: #e })
+        }
+        OptimizerKind::RmsProp { rho, epsilon, momentum, centered } => {
+            let (r, e, mo) = (f(rho), f(epsilon), f(momentum));
+            quote!(#k::RmsProp { rho: #r, epsilon: #e, momentum: #mo, centered: #centered })
+        }
+        OptimizerKind::Adagrad { initial_accumulator_value, epsilon } => {
+            let (a, e) = (f(initial_accumulator_value), f(epsilon));
+            quote!(#k::Adagrad { initial_accumulator_value: #a, epsilon: #e })
+        }
+    };
+    let lr = f(o.learning_rate);
+    let clip = match o.clip_norm {
+        Some(c) => {
+            let c = f(c);
+            quote!(::core::option::Option::Some(#c))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let wd = f(o.weight_decay);
+    quote! {
+        ::core::option::Option::Some(::modelc::__private::optim::Optimizer {
+            kind: #kind,
+            learning_rate: #lr,
+            clip_norm: #clip,
+            weight_decay: #wd,
+        })
+    }
+}
+
+fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Option<&Program>) -> TokenStream {
+    let m = ctx.m;
+    let c = ctx.c;
+    let name_str = ctx.name.to_string();
+    let state_ty = &ctx.state_ty;
+    let k = ctx.k;
+    let pnames: Vec<&Ident> = m.params.iter().map(|p| &p.name).collect();
+    let pstrs: Vec<String> = pnames.iter().map(|n| n.to_string()).collect();
+    let inits = m.params.iter().map(|p| {
+        let (n, ns, ty) = (&p.name, p.name.to_string(), array_ty(p.dims.len()));
+        let dims = p.dims.iter().map(|&d| usize_lit(d));
+        let shape = if p.dims.is_empty() { quote!(()) } else { quote!([#(#dims),*]) };
+        let init = init_tokens(p.init);
+        quote!(#n: ::modelc::__private::init_param(#init, #shape, seed, #ns),)
+    });
+    let trainable: Vec<usize> = c.grads.iter().map(|g| g.0).collect();
+    let tnames: Vec<&Ident> = trainable.iter().map(|&t| &m.params[t].name).collect();
+    let tstrs: Vec<String> = tnames.iter().map(|n| n.to_string()).collect();
+    let tdims: Vec<Vec<usize>> = trainable.iter().map(|&t| m.params[t].dims.clone()).collect();
+    let tlens: Vec<usize> = tdims.iter().map(|d| d.iter().product()).collect();
+    let tdims_tok: Vec<TokenStream> = tdims
+        .iter()
+        .map(|d| {
+            let d = d.iter();
+            quote!(&[#(#d),*][..])
+        })
+        .collect();
+    let parameters: usize = m.params.iter().filter(|p| !p.frozen).map(|p| p.dims.iter().product::<usize>()).sum();
+    let slot_scalars = parameters as u64 * m.optimizer.as_ref().map_or(0, |o| slot_count(o.kind));
+    let all_dims: Vec<Vec<usize>> = m.params.iter().map(|p| p.dims.clone()).collect();
+    let all_dims_tok: Vec<TokenStream> = all_dims
+        .iter()
+        .map(|d| {
+            let d = d.iter();
+            quote!(&[#(#d),*])
+        })
+        .collect();
+    let ptrain: Vec<bool> = m.params.iter().map(|p| !p.frozen).collect();
+    let optimizer = optimizer_tokens(m);
+    let ws_none = (0..programs.len()).map(|i| {
+        let f = format_ident!("ws{}", i);
+        quote!(#f: ::core::option::Option::None,)
+    });
+    let ws_none2 = ws_none.clone();
+    let explain_text = explain::explain(c);
+    let dot_text = explain::dot(m);
+    let sym_args: Vec<Ident> = m.symbols.iter().map(|s| format_ident!("{}", s)).collect();
+    let fetch_costs = m.fetches.iter().zip(programs).map(|(f, (_, p))| {
+        let n = f.name.to_string();
+        let flops = program_flops(ctx, p);
+        quote!((#n, #flops))
+    });
+    let train_cost = match train {
+        Some(p) => {
+            let f = program_flops(ctx, p);
+            let upd = 4 * parameters as u64;
+            quote!(#f + #upd)
+        }
+        None => quote!(0u64),
+    };
+    let ws_bytes = programs.iter().enumerate().map(|(i, _)| {
+        let ty = format_ident!("__Modelc{}Ws{}", ctx.name, i);
+        quote!(#ty::bytes(&__d))
+    });
+    let total_params: usize = m.params.iter().map(|p| p.dims.iter().product::<usize>()).sum();
+    let cost_doc = if m.symbols.is_empty() {
+        "What the model costs: FLOPs per fetch and per `train_step`, and memory.".to_string()
+    } else {
+        format!(
+            "What the model costs for these values of its symbolic dimensions ({}): FLOPs per fetch and per `train_step`, and memory.",
+            m.symbols.join(", ")
+        )
+    };
+    let has_opt = m.optimizer.is_some();
+    let save_slots = quote! {
+        if let ::core::option::Option::Some(__opt) = self.__state.optimizer.as_ref() {
+            for (__t, (__pname, __dims)) in [#((#tstrs, #tdims_tok)),*].iter().enumerate() {
+                for (__s, __slot) in __opt.slot_names().iter().enumerate() {
+                    __tensors.push(::modelc::__private::checkpoint::TensorData {
+                        name: ::modelc::__private::slot_name(__pname, __slot),
+                        shape: __dims.to_vec(),
+                        data: &self.__state.slots[__t][__s],
+                    });
+                }
+            }
+        }
+    };
+    let _ = has_opt;
+    quote! {
+        /// Creates the model with every param initialized from the default seed (0).
+        pub fn new() -> Self {
+            Self::with_seed(0)
+        }
+
+        /// Creates the model with every param initialized from `seed`; each param's
+        /// values depend only on the seed and its name.
+        pub fn with_seed(seed: u64) -> Self {
+            let __optimizer: ::core::option::Option<::modelc::__private::optim::Optimizer> = #optimizer;
+            let __slots = match __optimizer.as_ref() {
+                ::core::option::Option::Some(__o) => ::std::vec![#(__o.new_slots(#tlens)),*],
+                ::core::option::Option::None => ::std::vec::Vec::new(),
+            };
+            Self {
+                #(#inits)*
+                __state: #state_ty {
+                    optimizer: __optimizer,
+                    slots: __slots,
+                    global_step: 0,
+                    #(#ws_none)*
+                },
+            }
+        }
+
+        fn __clone_parts(other: &Self) -> Self {
+            Self {
+                #(#pnames: other.#pnames.clone(),)*
+                __state: #state_ty {
+                    optimizer: other.__state.optimizer,
+                    slots: other.__state.slots.clone(),
+                    global_step: other.__state.global_step,
+                    #(#ws_none2)*
+                },
+            }
+        }
+
+        /// The number of updates applied so far.
+        pub fn global_step(&self) -> u64 {
+            self.__state.global_step
+        }
+
+        /// The trainable params (TensorFlow's `tf.trainable_variables()`): name, shape.
+        pub fn trainable_variables(&self) -> ::std::vec::Vec<::modelc::Variable> {
+            self.variables().into_iter().filter(|v| v.trainable).collect()
+        }
+
+        /// Every param, trainable or frozen.
+        pub fn variables(&self) -> ::std::vec::Vec<::modelc::Variable> {
+            ::std::vec![#(::modelc::Variable { name: #pstrs, shape: #all_dims_tok.to_vec(), trainable: #ptrain }),*]
+        }
+
+        /// The number of trainable scalars.
+        pub const PARAMETERS: usize = #parameters;
+
+        /// The forward program, the rewrites the compiler made, and the derived
+        /// gradients, as text.
+        pub fn explain() -> &'static str {
+            #explain_text
+        }
+
+        /// The simplified graph (forward and backward) in Graphviz's dot language.
+        pub fn graph_dot() -> &'static str {
+            #dot_text
+        }
+
+        #[doc = #cost_doc]
+        pub fn cost(#(#sym_args: usize),*) -> ::modelc::Cost {
+            let __d: [usize; #k] = [#(#sym_args),*];
+            ::modelc::Cost {
+                fetches: ::std::vec![#(#fetch_costs),*],
+                train_step: #train_cost,
+                workspace_bytes: 0u64 #(+ #ws_bytes)*,
+                state_bytes: 4 * (#total_params as u64 + #slot_scalars),
+            }
+        }
+
+        /// Saves the params, the optimizer's slots and the global step to a safetensors
+        /// file, atomically (a temporary file, then a rename).
+        pub fn save(&self, path: impl ::core::convert::AsRef<::std::path::Path>) -> ::core::result::Result<(), ::modelc::Error> {
+            let mut __tensors = ::std::vec![#(::modelc::__private::checkpoint::TensorData {
+                name: ::std::string::String::from(#pstrs),
+                shape: #all_dims_tok.to_vec(),
+                data: ::modelc::__private::slice(&self.#pnames),
+            }),*];
+            #save_slots
+            ::modelc::__private::checkpoint::save(path.as_ref(), #name_str, self.__state.global_step, &__tensors)
+        }
+
+        /// Loads a model saved by [`Self::save`]: params, optimizer slots and global step,
+        /// so that training resumes exactly. Every name, dtype and shape is checked; the
+        /// error names what differs.
+        pub fn load(path: impl ::core::convert::AsRef<::std::path::Path>) -> ::core::result::Result<Self, ::modelc::Error> {
+            let __path = path.as_ref();
+            let mut __m = Self::new();
+            let mut __expected: ::std::vec::Vec<(::std::string::String, ::std::vec::Vec<usize>)> =
+                ::std::vec![#((::std::string::String::from(#pstrs), #all_dims_tok.to_vec())),*];
+            if let ::core::option::Option::Some(__opt) = __m.__state.optimizer.as_ref() {
+                for (__pname, __dims) in [#((#tstrs, #tdims_tok)),*] {
+                    for __slot in __opt.slot_names() {
+                        __expected.push((::modelc::__private::slot_name(__pname, __slot), __dims.to_vec()));
+                    }
+                }
+            }
+            let mut __ck = ::modelc::__private::checkpoint::load(__path, #name_str, &__expected)?;
+            #(::modelc::__private::take_into(&mut __ck, #pstrs, ::modelc::__private::slice_mut(&mut __m.#pnames), __path)?;)*
+            if let ::core::option::Option::Some(__opt) = __m.__state.optimizer {
+                for (__t, __pname) in [#(#tstrs),*].iter().enumerate() {
+                    for (__s, __slot) in __opt.slot_names().iter().enumerate() {
+                        let __n = ::modelc::__private::slot_name(__pname, __slot);
+                        ::modelc::__private::take_into(&mut __ck, &__n, &mut __m.__state.slots[__t][__s], __path)?;
+                    }
+                }
+            }
+            __m.__state.global_step = __ck.global_step;
+            ::core::result::Result::Ok(__m)
+        }
+    }
+}
+
+/// How many slots of a param's size the optimizer keeps.
+fn slot_count(kind: OptimizerKind) -> u64 {
+    match kind {
+        OptimizerKind::Sgd => 0,
+        OptimizerKind::Momentum { .. } | OptimizerKind::Adagrad { .. } => 1,
+        OptimizerKind::Adam { .. } => 2,
+        OptimizerKind::RmsProp { momentum, centered, .. } => 1 + u64::from(momentum > 0.0) + u64::from(centered),
+    }
+}
+
+/// FLOPs of one program as a `u64` expression of `__d`.
+fn program_flops(ctx: &Ctx, p: &Program) -> TokenStream {
+    let g = &ctx.m.graph;
+    let mut terms = Vec::new();
+    let mut ids: Vec<NodeId> = p.steps.iter().map(|s| s.0).collect();
+    ids.extend(p.inlined.iter().copied());
+    for id in ids {
+        let node = g.node(id);
+        let per = node.op.flops_per_element();
+        if per == 0 {
+            continue;
+        }
+        let t = match &node.op {
+            Op::MatMul { ta, .. } => {
+                let a = g.shape(node.inputs[0]);
+                let kdim = if *ta { &a.0[0] } else { &a.0[1] };
+                let k = dim_tokens(ctx.m, kdim);
+                let out = numel_tokens(ctx.m, &node.shape);
+                quote!(2 * #out * (#k as u64))
+            }
+            Op::Sum { .. } | Op::Max { .. } | Op::Argmax { .. } | Op::SumTo(_) | Op::SoftmaxXent => {
+                let inp = numel_tokens(ctx.m, g.shape(node.inputs[0]));
+                quote!(#per * #inp)
+            }
+            _ => {
+                let out = numel_tokens(ctx.m, &node.shape);
+                quote!(#per * #out)
+            }
+        };
+        terms.push(t);
+    }
+    quote!((0u64 #(+ #terms)*))
+}
+
+/// Tokens for a `&'static str`.
+pub fn str_lit(s: &str) -> TokenStream {
+    let lit = Literal::string(s);
+    let _ = Span::call_site();
+    quote!(#lit)
+}

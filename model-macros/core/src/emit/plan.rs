@@ -1,0 +1,184 @@
+//! Program planning: which nodes one generated function computes, which elementwise
+//! chains fuse into one loop, and which nodes need a buffer.
+//!
+//! A function computes only the cone of its roots (TensorFlow's pruned `Session.run`).
+//! An elementwise node used once, by an elementwise consumer of the same shape, is
+//! inlined into that consumer's loop (no buffer, no extra pass over memory); a group
+//! reads at most [`MAX_PRODUCERS`] arrays because that is what `ndarray::Zip` takes.
+
+use std::collections::BTreeSet;
+
+use crate::ir::{Graph, NodeId};
+use crate::model::Model;
+use crate::ops::Op;
+
+/// `ndarray::Zip` takes six producers: the output and five operands.
+pub const MAX_PRODUCERS: usize = 5;
+
+/// How one node of a program is computed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// A fused elementwise group rooted at this node: one loop writing its buffer.
+    Fused,
+    /// A runtime kernel call writing this node's buffer.
+    Kernel,
+    /// A scalar leaf (constant, dimension product) or a leaf (input, param) that must be
+    /// materialized in a buffer because it is a root or feeds a kernel.
+    Materialize,
+}
+
+/// One generated function's computation.
+#[derive(Clone, Debug)]
+pub struct Program {
+    /// The roots it returns.
+    pub roots: Vec<NodeId>,
+    /// The steps in order: (node, how).
+    pub steps: Vec<(NodeId, Step)>,
+    /// Nodes inlined into a consumer's loop (no buffer).
+    pub inlined: BTreeSet<NodeId>,
+    /// The inputs the function takes (indices into `model.inputs`), in declaration order.
+    pub inputs: Vec<usize>,
+    /// The params it reads.
+    pub params: Vec<usize>,
+}
+
+impl Program {
+    /// Nodes that own a buffer in this program's workspace.
+    pub fn buffers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.steps.iter().map(|(id, _)| *id)
+    }
+}
+
+fn is_scalar_leaf(op: &Op) -> bool {
+    matches!(op, Op::Const(_) | Op::DimProduct(_))
+}
+
+fn is_leaf(op: &Op) -> bool {
+    matches!(op, Op::Input(_) | Op::Param(_)) || is_scalar_leaf(op)
+}
+
+/// Plans the function computing `roots`.
+pub fn plan(model: &Model, roots: &[NodeId]) -> Program {
+    let g = &model.graph;
+    let cone = g.cone(roots);
+    let computed: Vec<NodeId> = cone.iter().copied().filter(|&id| !is_leaf(&g.node(id).op)).collect();
+    let uses = g.use_counts(&computed);
+
+    // Fusion, consumers first.
+    let mut inlined: BTreeSet<NodeId> = BTreeSet::new();
+    for &id in computed.iter().rev() {
+        if !g.node(id).op.is_elementwise() || inlined.contains(&id) {
+            continue;
+        }
+        let mut members: BTreeSet<NodeId> = BTreeSet::from([id]);
+        let mut frontier: Vec<NodeId> = g.node(id).inputs.clone();
+        while let Some(candidate) = frontier.pop() {
+            let node = g.node(candidate);
+            let fusable = node.op.is_elementwise()
+                && uses[candidate] == 1
+                && !roots.contains(&candidate)
+                && node.shape == g.node(id).shape
+                && !members.contains(&candidate);
+            if !fusable {
+                continue;
+            }
+            let mut trial = members.clone();
+            trial.insert(candidate);
+            if external_operands(g, &trial).len() <= MAX_PRODUCERS {
+                members = trial;
+                frontier.extend(node.inputs.iter().copied());
+            }
+        }
+        members.remove(&id);
+        inlined.extend(members);
+    }
+
+    let mut steps = Vec::new();
+    let mut materialize: BTreeSet<NodeId> = BTreeSet::new();
+    for &id in &computed {
+        if inlined.contains(&id) {
+            continue;
+        }
+        let node = g.node(id);
+        if node.op.is_elementwise() {
+            steps.push((id, Step::Fused));
+        } else {
+            // Kernel operands must be arrays: scalar leaves feeding a kernel get a buffer.
+            for &i in &node.inputs {
+                if is_scalar_leaf(&g.node(i).op) {
+                    materialize.insert(i);
+                }
+            }
+            steps.push((id, Step::Kernel));
+        }
+    }
+    for &r in roots {
+        if is_leaf(&g.node(r).op) {
+            materialize.insert(r);
+        }
+    }
+    let mut all: Vec<(NodeId, Step)> = materialize.into_iter().map(|id| (id, Step::Materialize)).collect();
+    all.extend(steps);
+
+    // Inputs: those in the cone, plus one declaring each symbolic dimension the
+    // program needs but no cone input binds.
+    let mut inputs: BTreeSet<usize> = BTreeSet::new();
+    let mut params: BTreeSet<usize> = BTreeSet::new();
+    let mut syms: BTreeSet<String> = BTreeSet::new();
+    for &id in &cone {
+        let node = g.node(id);
+        match &node.op {
+            Op::Input(i) => {
+                inputs.insert(*i);
+            }
+            Op::Param(p) => {
+                params.insert(*p);
+            }
+            Op::DimProduct(s) => syms.extend(s.iter().cloned()),
+            _ => {}
+        }
+        syms.extend(node.shape.symbols());
+    }
+    for s in syms {
+        let bound = inputs.iter().any(|&i| model.inputs[i].shape.symbols().contains(&s));
+        if !bound {
+            if let Some(i) = model.inputs.iter().position(|inp| inp.shape.symbols().contains(&s)) {
+                inputs.insert(i);
+            }
+        }
+    }
+    Program {
+        roots: roots.to_vec(),
+        steps: all,
+        inlined,
+        inputs: inputs.into_iter().collect(),
+        params: params.into_iter().collect(),
+    }
+}
+
+/// The operands a fused group reads that are arrays (not inlined members, not scalars).
+pub fn external_operands(g: &Graph, members: &BTreeSet<NodeId>) -> Vec<NodeId> {
+    let mut out: Vec<NodeId> = Vec::new();
+    for &m in members {
+        for &i in &g.node(m).inputs {
+            if !members.contains(&i) && !is_scalar_leaf(&g.node(i).op) && !out.contains(&i) {
+                out.push(i);
+            }
+        }
+    }
+    out
+}
+
+/// The members of the fused group rooted at `root` (root included), in topological order.
+pub fn group_members(g: &Graph, program: &Program, root: NodeId) -> BTreeSet<NodeId> {
+    let mut members = BTreeSet::from([root]);
+    let mut stack = vec![root];
+    while let Some(id) = stack.pop() {
+        for &i in &g.node(id).inputs {
+            if program.inlined.contains(&i) && members.insert(i) {
+                stack.push(i);
+            }
+        }
+    }
+    members
+}

@@ -1,0 +1,274 @@
+//! `explain()` and `graph_dot()`: the model's programs as text, generated at compile time.
+//!
+//! `explain()` reads like a derivation: the forward program as written (sugar lowered to
+//! primitives), the rewrites the simplifier made, then `d loss / d param = ...` for every
+//! trainable param over the simplified graph, with shared subexpressions named `t1`,
+//! `t2`, ... Primitive pairs print as the sugar they came from (`a + -b` as `a - b`,
+//! `a * recip(b)` as `a / b`).
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use proc_macro2::TokenStream;
+
+use crate::autodiff::Compiled;
+use crate::ir::{Graph, NodeId};
+use crate::model::Model;
+use crate::ops::{Binary, Op, Unary};
+use crate::syntax::NodeKind;
+
+struct Printer<'a> {
+    g: &'a Graph,
+    names: HashMap<NodeId, String>,
+}
+
+fn num(v: f32) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e9 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+impl Printer<'_> {
+    fn is_infix(&self, id: NodeId) -> bool {
+        if self.names.contains_key(&id) {
+            return false;
+        }
+        matches!(
+            self.g.node(id).op,
+            Op::Binary(Binary::Add | Binary::Mul | Binary::Eq | Binary::Ge | Binary::Gt) | Op::Unary(Unary::Recip)
+        )
+    }
+
+    fn operand(&self, id: NodeId) -> String {
+        let s = self.expr(id, None);
+        if self.is_infix(id) {
+            format!("({s})")
+        } else {
+            s
+        }
+    }
+
+    fn expr(&self, id: NodeId, defining: Option<NodeId>) -> String {
+        if defining != Some(id) {
+            if let Some(n) = self.names.get(&id) {
+                return n.clone();
+            }
+        }
+        let node = self.g.node(id);
+        let x = &node.inputs;
+        let op = |i: usize| self.operand(x[i]);
+        let axis_suffix = |axis: usize, keep: bool| {
+            let mut s = format!(", axis = {axis}");
+            if keep {
+                s.push_str(", keepdims = true");
+            }
+            s
+        };
+        match &node.op {
+            Op::Input(_) | Op::Param(_) => format!("%{id}"),
+            Op::Const(bits) => num(f32::from_bits(*bits)),
+            Op::DimProduct(syms) => syms.join(" * "),
+            Op::Unary(Unary::Neg) => format!("-{}", op(0)),
+            Op::Unary(Unary::Recip) => format!("1 / {}", op(0)),
+            Op::Unary(Unary::Pow(k)) => format!("pow({}, {})", self.expr(x[0], None), num(f32::from_bits(*k))),
+            Op::Unary(u) => format!("{}({})", u.name(), self.expr(x[0], None)),
+            Op::Binary(Binary::Add) => {
+                let b = self.g.node(x[1]);
+                if b.op == Op::Unary(Unary::Neg) && !self.names.contains_key(&x[1]) {
+                    format!("{} - {}", op(0), self.operand(b.inputs[0]))
+                } else {
+                    format!("{} + {}", op(0), op(1))
+                }
+            }
+            Op::Binary(Binary::Mul) => {
+                let b = self.g.node(x[1]);
+                if b.op == Op::Unary(Unary::Recip) && !self.names.contains_key(&x[1]) {
+                    format!("{} / {}", op(0), self.operand(b.inputs[0]))
+                } else {
+                    format!("{} * {}", op(0), op(1))
+                }
+            }
+            Op::Binary(Binary::Eq) => format!("{} == {}", op(0), op(1)),
+            Op::Binary(Binary::Ge) => format!("{} >= {}", op(0), op(1)),
+            Op::Binary(Binary::Gt) => format!("{} > {}", op(0), op(1)),
+            Op::Binary(b) => format!("{}({}, {})", b.name(), self.expr(x[0], None), self.expr(x[1], None)),
+            Op::MatMul { ta, tb } => {
+                let t = |i: usize, f: bool| {
+                    let e = self.expr(x[i], None);
+                    if f {
+                        format!("transpose({e})")
+                    } else {
+                        e
+                    }
+                };
+                format!("matmul({}, {})", t(0, *ta), t(1, *tb))
+            }
+            Op::Transpose => format!("transpose({})", self.expr(x[0], None)),
+            Op::Sum { axes, keepdims } => {
+                let a = self.expr(x[0], None);
+                if axes.len() == self.g.shape(x[0]).rank() && !keepdims {
+                    format!("sum({a})")
+                } else if axes.len() == 1 {
+                    format!("sum({a}{})", axis_suffix(axes[0], *keepdims))
+                } else {
+                    format!("sum({a}, axes = {axes:?}{})", if *keepdims { ", keepdims = true" } else { "" })
+                }
+            }
+            Op::Max { axis, keepdims } => format!("max({}{})", self.expr(x[0], None), axis_suffix(*axis, *keepdims)),
+            Op::Argmax { axis, keepdims } => format!("argmax({}{})", self.expr(x[0], None), axis_suffix(*axis, *keepdims)),
+            Op::Broadcast(s) => format!("broadcast({}, {s})", self.expr(x[0], None)),
+            Op::SumTo(s) => format!("sum_to({}, {s})", self.expr(x[0], None)),
+            Op::Reshape(s) => format!("reshape({}, {s})", self.expr(x[0], None)),
+            Op::Softmax(a) | Op::LogSoftmax(a) => {
+                let f = if matches!(node.op, Op::Softmax(_)) { "softmax" } else { "log_softmax" };
+                let e = self.expr(x[0], None);
+                if *a + 1 == self.g.shape(x[0]).rank() {
+                    format!("{f}({e})")
+                } else {
+                    format!("{f}({e}, axis = {a})")
+                }
+            }
+            Op::SoftmaxXent => format!("softmax_cross_entropy({}, {})", self.expr(x[0], None), self.expr(x[1], None)),
+            Op::SoftmaxXentGrad => {
+                let (z, y) = (self.expr(x[0], None), self.operand(x[1]));
+                // Show a broadcast scalar adjoint `1 / n` as a division.
+                let gnode = self.g.node(x[2]);
+                let scale = match &gnode.op {
+                    Op::Broadcast(_) if !self.names.contains_key(&x[2]) => gnode.inputs[0],
+                    _ => x[2],
+                };
+                let snode = self.g.node(scale);
+                let tail = if snode.op == Op::Unary(Unary::Recip) && !self.names.contains_key(&scale) {
+                    format!(" / {}", self.operand(snode.inputs[0]))
+                } else {
+                    format!(" * {}", self.operand(x[2]))
+                };
+                format!("(softmax({z}) * rowsum({y}) - {y}){tail}")
+            }
+            Op::SigmoidXent => format!("sigmoid_cross_entropy({}, {})", self.expr(x[0], None), self.expr(x[1], None)),
+            Op::StopGradient => format!("stop_gradient({})", self.expr(x[0], None)),
+            Op::Invalid(m) => format!("<invalid: {m}>"),
+        }
+    }
+}
+
+fn names_map(names: &[(NodeId, String)]) -> HashMap<NodeId, String> {
+    let mut map = HashMap::new();
+    for (id, n) in names {
+        map.entry(*id).or_insert_with(|| n.clone());
+    }
+    map
+}
+
+/// The text of `explain()`, as a string literal.
+pub fn explain(c: &Compiled) -> TokenStream {
+    let lit = proc_macro2::Literal::string(&explain_text(c));
+    quote::quote!(#lit)
+}
+
+/// The text of `explain()`.
+pub fn explain_text(c: &Compiled) -> String {
+    let m = &c.model;
+    let mut out = String::new();
+    let _ = writeln!(out, "model {}", m.ident);
+    let _ = writeln!(out, "\ninputs");
+    for i in &m.inputs {
+        let _ = writeln!(out, "  {}: {}", i.name, i.shape);
+    }
+    let _ = writeln!(out, "\nparams");
+    for p in &m.params {
+        let kind = if p.frozen { "frozen" } else { "trainable" };
+        let _ = writeln!(out, "  {}: {:?} ({kind})", p.name, p.dims);
+    }
+
+    // Forward, as written.
+    let _ = writeln!(out, "\nforward (as written, sugar lowered to primitives)");
+    let orig = Printer { g: &c.original, names: names_map(&c.original_names) };
+    for (id, name) in &c.original_names {
+        if matches!(c.original.node(*id).op, Op::Input(_) | Op::Param(_)) {
+            continue;
+        }
+        let kind = m
+            .fetches
+            .iter()
+            .find(|f| f.name == name.as_str())
+            .map_or("let", |f| f.kind.keyword());
+        let _ = writeln!(out, "  {kind} {name} = {}    : {}", orig.expr(*id, Some(*id)), c.original.shape(*id));
+    }
+
+    let _ = writeln!(out, "\nrewrites");
+    if c.rewrites.applied.is_empty() {
+        let _ = writeln!(out, "  (none)");
+    }
+    for (name, count) in &c.rewrites.applied {
+        let times = if *count == 1 { String::new() } else { format!(" (x{count})") };
+        let _ = writeln!(out, "  {name}{times}");
+    }
+
+    // Derivatives over the simplified graph, with shared subexpressions named.
+    if let Some(loss) = m.loss().filter(|_| !c.grads.is_empty()) {
+        let g = &m.graph;
+        let roots: Vec<NodeId> = c.grads.iter().map(|x| x.1).collect();
+        let cone = g.cone(&roots);
+        let uses = g.use_counts(&cone);
+        let mut names = names_map(&m.names);
+        let mut temps = Vec::new();
+        for &id in &cone {
+            let leafish = matches!(g.node(id).op, Op::Input(_) | Op::Param(_) | Op::Const(_) | Op::DimProduct(_));
+            if uses[id] >= 2 && !leafish && !names.contains_key(&id) {
+                let t = format!("t{}", temps.len() + 1);
+                names.insert(id, t.clone());
+                temps.push((id, t));
+            }
+        }
+        let pr = Printer { g, names };
+        let _ = writeln!(out, "\nbackward (reverse mode, simplified)");
+        for (id, t) in &temps {
+            let _ = writeln!(out, "  {t} = {}    : {}", pr.expr(*id, Some(*id)), g.shape(*id));
+        }
+        for (p, grad) in &c.grads {
+            let _ = writeln!(out, "  d {} / d {} = {}", loss.name, m.params[*p].name, pr.expr(*grad, None));
+        }
+    }
+    let fetches: Vec<String> = m
+        .fetches
+        .iter()
+        .map(|f| format!("{} {}", f.kind.keyword(), f.name))
+        .collect();
+    let _ = writeln!(out, "\nfetches: {}", fetches.join(", "));
+    if m.fetches.iter().all(|f| f.kind != NodeKind::Loss) {
+        let _ = writeln!(out, "(no loss: nothing to differentiate)");
+    }
+    out
+}
+
+/// The text of `graph_dot()`, as a string literal.
+pub fn dot(m: &Model) -> TokenStream {
+    let g = &m.graph;
+    let names = names_map(&m.names);
+    let mut out = String::from("digraph model {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n");
+    for (id, node) in g.nodes.iter().enumerate() {
+        let label = match &node.op {
+            Op::Const(b) => num(f32::from_bits(*b)),
+            Op::Unary(u) => u.name().to_string(),
+            Op::Binary(b) => b.name().to_string(),
+            other => {
+                let s = format!("{other:?}");
+                s.split(['(', ' ', '{']).next().unwrap_or("op").to_lowercase()
+            }
+        };
+        let label = match names.get(&id) {
+            Some(n) => format!("{n} = {label}"),
+            None => label,
+        };
+        let _ = writeln!(out, "  n{id} [label=\"{} {}\"];", label.replace('"', "'"), node.shape);
+        for &i in &node.inputs {
+            let _ = writeln!(out, "  n{i} -> n{id};");
+        }
+    }
+    out.push_str("}\n");
+    let lit = proc_macro2::Literal::string(&out);
+    quote::quote!(#lit)
+}

@@ -1,0 +1,283 @@
+//! The primitive ops. Each family keeps its shape rule, its derivative (VJP) and its
+//! lowering to Rust side by side, one file per family; the `match`es below have no
+//! `_ =>` arm, so adding an op makes the compiler list every place it must be handled.
+//!
+//! Surface ops that are sugar (`sub`, `div`, `mean`, `square`, `log`, ...) never reach
+//! this level: `lower.rs` rewrites them into these primitives, so only primitives need
+//! derivative rules.
+
+pub mod elementwise;
+pub mod linalg;
+pub mod nn;
+pub mod reduce;
+
+use proc_macro2::TokenStream;
+
+use crate::ir::{Graph, NodeId};
+use crate::shape::Shape;
+
+pub use elementwise::{Binary, Unary};
+
+/// A primitive op. Attributes (axes, target shapes) are part of the op, so that
+/// hash-consing treats `sum(x, axis = 0)` and `sum(x, axis = 1)` as different nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// The model's input with this index (a placeholder).
+    Input(usize),
+    /// The model's param with this index (a variable).
+    Param(usize),
+    /// A scalar constant, as `f32::to_bits`.
+    Const(u32),
+    /// The scalar product of these symbolic dimensions, as f32 (e.g. `batch` in a mean).
+    DimProduct(Vec<String>),
+    /// An elementwise unary op.
+    Unary(Unary),
+    /// An elementwise binary op with NumPy broadcasting.
+    Binary(Binary),
+    /// `op(a) x op(b)` with `op` a transpose where the flag is set.
+    MatMul {
+        /// Transpose the left operand.
+        ta: bool,
+        /// Transpose the right operand.
+        tb: bool,
+    },
+    /// Matrix transpose.
+    Transpose,
+    /// Sum over `axes` (sorted, distinct); all axes gives a full reduction.
+    Sum {
+        /// The reduced axes.
+        axes: Vec<usize>,
+        /// Keep reduced axes as size 1.
+        keepdims: bool,
+    },
+    /// Maximum along one axis.
+    Max {
+        /// The reduced axis.
+        axis: usize,
+        /// Keep it as size 1.
+        keepdims: bool,
+    },
+    /// Index of the maximum along one axis (as f32); not differentiable.
+    Argmax {
+        /// The reduced axis.
+        axis: usize,
+        /// Keep it as size 1.
+        keepdims: bool,
+    },
+    /// NumPy broadcast to this shape (the adjoint of [`Op::SumTo`]).
+    Broadcast(Shape),
+    /// Sum down to this shape (the adjoint of broadcasting).
+    SumTo(Shape),
+    /// The same elements in this shape (only unit axes added or removed).
+    Reshape(Shape),
+    /// Softmax along an axis.
+    Softmax(usize),
+    /// Log-softmax along an axis (stable: `z - max - ln(sum(exp(z - max)))`).
+    LogSoftmax(usize),
+    /// `softmax_cross_entropy(logits, labels)` along the last axis; fused and stable.
+    SoftmaxXent,
+    /// The fused gradient of [`Op::SoftmaxXent`] w.r.t. the logits:
+    /// `(softmax(z) * sum(y, -1) - y) * g[..., None]` for operands `(z, y, g)`.
+    SoftmaxXentGrad,
+    /// Elementwise `sigmoid_cross_entropy(logits, labels)`; stable.
+    SigmoidXent,
+    /// Identity whose derivative is zero.
+    StopGradient,
+    /// A node the compiler failed to build (an internal error, never user-visible
+    /// unless there is a compiler bug; reported as an error, never a panic).
+    Invalid(String),
+}
+
+impl Op {
+    /// The shape rule: the output shape for these operand shapes, or why they don't fit.
+    pub fn shape(&self, ins: &[&Shape]) -> Result<Shape, String> {
+        match self {
+            Op::Input(_) | Op::Param(_) | Op::Invalid(_) => {
+                Err("leaf nodes are made by `Graph::leaf`".to_string())
+            }
+            Op::Const(_) | Op::DimProduct(_) => Ok(Shape::scalar()),
+            Op::Unary(_) | Op::StopGradient => Ok(ins[0].clone()),
+            Op::Binary(_) | Op::SigmoidXent => elementwise::broadcast_shape(ins),
+            Op::MatMul { ta, tb } => linalg::matmul_shape(ins, *ta, *tb),
+            Op::Transpose => linalg::transpose_shape(ins),
+            Op::Sum { axes, keepdims } => reduce::sum_shape(ins[0], axes, *keepdims),
+            Op::Max { axis, keepdims } | Op::Argmax { axis, keepdims } => {
+                reduce::sum_shape(ins[0], &[*axis], *keepdims)
+            }
+            Op::Broadcast(to) => reduce::broadcast_shape(ins[0], to),
+            Op::SumTo(to) => reduce::sum_to_shape(ins[0], to),
+            Op::Reshape(to) => reduce::reshape_shape(ins[0], to),
+            Op::Softmax(axis) | Op::LogSoftmax(axis) => nn::softmax_shape(ins[0], *axis),
+            Op::SoftmaxXent => nn::xent_shape(ins),
+            Op::SoftmaxXentGrad => nn::xent_grad_shape(ins),
+        }
+    }
+
+    /// Whether gradients flow through this op at all (`argmax`, `==` and
+    /// `stop_gradient` block them; leaves have no operands).
+    pub fn blocks_gradient(&self) -> bool {
+        match self {
+            Op::Argmax { .. } | Op::StopGradient => true,
+            Op::Binary(b) => b.is_comparison(),
+            Op::Unary(u) => u.is_piecewise_constant(),
+            Op::Input(_)
+            | Op::Param(_)
+            | Op::Const(_)
+            | Op::DimProduct(_)
+            | Op::MatMul { .. }
+            | Op::Transpose
+            | Op::Sum { .. }
+            | Op::Max { .. }
+            | Op::Broadcast(_)
+            | Op::SumTo(_)
+            | Op::Reshape(_)
+            | Op::Softmax(_)
+            | Op::LogSoftmax(_)
+            | Op::SoftmaxXent
+            | Op::SoftmaxXentGrad
+            | Op::SigmoidXent
+            | Op::Invalid(_) => false,
+        }
+    }
+
+    /// Whether the op computes each output element from the same-index (broadcast)
+    /// elements of its operands only, so that chains of such ops fuse into one loop.
+    pub fn is_elementwise(&self) -> bool {
+        matches!(self, Op::Unary(_) | Op::Binary(_) | Op::SigmoidXent | Op::StopGradient)
+    }
+
+    /// The vector-Jacobian product: given the adjoint `g` of node `id`, the adjoint of
+    /// each operand (`None` where no gradient flows). Built from graph nodes, so the
+    /// simplifier cleans the backward graph as it cleans the forward one.
+    pub fn vjp(graph: &mut Graph, id: NodeId, g: NodeId) -> Vec<Option<NodeId>> {
+        let node = graph.node(id).clone();
+        match &node.op {
+            Op::Input(_) | Op::Param(_) | Op::Const(_) | Op::DimProduct(_) | Op::Invalid(_) => vec![],
+            Op::StopGradient | Op::Argmax { .. } => vec![None],
+            Op::Unary(u) => elementwise::unary_vjp(graph, *u, id, &node, g),
+            Op::Binary(b) => elementwise::binary_vjp(graph, *b, &node, g),
+            Op::SigmoidXent => nn::sigmoid_xent_vjp(graph, &node, g),
+            Op::MatMul { ta, tb } => linalg::matmul_vjp(graph, &node, *ta, *tb, g),
+            Op::Transpose => linalg::transpose_vjp(graph, &node, g),
+            Op::Sum { axes, keepdims } => reduce::sum_vjp(graph, &node, axes, *keepdims, g),
+            Op::Max { axis, keepdims } => reduce::max_vjp(graph, id, &node, *axis, *keepdims, g),
+            Op::Broadcast(_) => reduce::broadcast_vjp(graph, &node, g),
+            Op::SumTo(_) => reduce::sum_to_vjp(graph, &node, g),
+            Op::Reshape(_) => reduce::reshape_vjp(graph, &node, g),
+            Op::Softmax(axis) => nn::softmax_vjp(graph, id, &node, *axis, g),
+            Op::LogSoftmax(axis) => nn::log_softmax_vjp(graph, id, &node, *axis, g),
+            Op::SoftmaxXent => nn::xent_vjp(graph, &node, g),
+            Op::SoftmaxXentGrad => vec![None, None, None],
+        }
+    }
+
+    /// For an elementwise op: the scalar expression computing one output element from
+    /// its operands' scalar expressions.
+    pub fn scalar_expr(&self, args: &[TokenStream]) -> TokenStream {
+        match self {
+            Op::Unary(u) => elementwise::unary_expr(*u, &args[0]),
+            Op::Binary(b) => elementwise::binary_expr(*b, &args[0], &args[1]),
+            Op::SigmoidXent => nn::sigmoid_xent_expr(&args[0], &args[1]),
+            Op::StopGradient => args[0].clone(),
+            Op::Input(_)
+            | Op::Param(_)
+            | Op::Const(_)
+            | Op::DimProduct(_)
+            | Op::MatMul { .. }
+            | Op::Transpose
+            | Op::Sum { .. }
+            | Op::Max { .. }
+            | Op::Argmax { .. }
+            | Op::Broadcast(_)
+            | Op::SumTo(_)
+            | Op::Reshape(_)
+            | Op::Softmax(_)
+            | Op::LogSoftmax(_)
+            | Op::SoftmaxXent
+            | Op::SoftmaxXentGrad
+            | Op::Invalid(_) => unreachable!("scalar_expr is only called for elementwise ops"),
+        }
+    }
+
+    /// For a non-elementwise op: the statement that computes it into `out` (an
+    /// `ArrayViewMut`) from operand views `args`, through a runtime kernel.
+    pub fn kernel_call(&self, args: &[TokenStream], out: &TokenStream) -> TokenStream {
+        use quote::quote;
+        let k = quote!(::modelc::__private::kernels);
+        match self {
+            Op::MatMul { ta, tb } => {
+                let (a, b) = (&args[0], &args[1]);
+                quote!(#k::matmul(#a, #ta, #b, #tb, #out);)
+            }
+            Op::Transpose => {
+                let a = &args[0];
+                quote!(#k::transpose(#a, #out);)
+            }
+            Op::Sum { axes, .. } => {
+                let a = &args[0];
+                quote!(#k::sum_axes(#a.into_dyn(), &[#(#axes),*], #out.into_dyn());)
+            }
+            Op::Max { axis, .. } => {
+                let a = &args[0];
+                quote!(#k::max_axis(#a.into_dyn(), #axis, #out.into_dyn());)
+            }
+            Op::Argmax { axis, .. } => {
+                let a = &args[0];
+                quote!(#k::argmax_axis(#a.into_dyn(), #axis, #out.into_dyn());)
+            }
+            Op::Broadcast(_) => {
+                let a = &args[0];
+                quote!(#k::broadcast_to(#a.into_dyn(), #out.into_dyn());)
+            }
+            Op::SumTo(_) => {
+                let a = &args[0];
+                quote!(#k::sum_to(#a.into_dyn(), #out.into_dyn());)
+            }
+            Op::Reshape(_) => {
+                let a = &args[0];
+                quote!(#k::reshape(#a.into_dyn(), #out.into_dyn());)
+            }
+            Op::Softmax(axis) => {
+                let a = &args[0];
+                quote!(#k::softmax(#a.into_dyn(), #axis, #out.into_dyn());)
+            }
+            Op::LogSoftmax(axis) => {
+                let a = &args[0];
+                quote!(#k::log_softmax(#a.into_dyn(), #axis, #out.into_dyn());)
+            }
+            Op::SoftmaxXent => {
+                let (z, y) = (&args[0], &args[1]);
+                quote!(#k::softmax_xent(#z.into_dyn(), #y.into_dyn(), #out.into_dyn());)
+            }
+            Op::SoftmaxXentGrad => {
+                let (z, y, g) = (&args[0], &args[1], &args[2]);
+                quote!(#k::softmax_xent_grad(#z.into_dyn(), #y.into_dyn(), #g.into_dyn(), #out.into_dyn());)
+            }
+            Op::Input(_)
+            | Op::Param(_)
+            | Op::Const(_)
+            | Op::DimProduct(_)
+            | Op::Unary(_)
+            | Op::Binary(_)
+            | Op::SigmoidXent
+            | Op::StopGradient
+            | Op::Invalid(_) => unreachable!("kernel_call is only called for kernel ops"),
+        }
+    }
+
+    /// Floating-point operations per output element (or per input element for
+    /// reductions), for `cost()`. Matrix products are counted by `linalg`.
+    pub fn flops_per_element(&self) -> u64 {
+        match self {
+            Op::Unary(u) => u.flops(),
+            Op::Binary(_) | Op::StopGradient => 1,
+            Op::SigmoidXent => 6,
+            Op::Sum { .. } | Op::Max { .. } | Op::Argmax { .. } | Op::SumTo(_) => 1,
+            Op::Softmax(_) | Op::LogSoftmax(_) => 5,
+            Op::SoftmaxXent | Op::SoftmaxXentGrad => 6,
+            Op::Broadcast(_) | Op::Reshape(_) | Op::Transpose => 0,
+            Op::MatMul { .. } => 2,
+            Op::Input(_) | Op::Param(_) | Op::Const(_) | Op::DimProduct(_) | Op::Invalid(_) => 0,
+        }
+    }
+}
