@@ -29,6 +29,12 @@ pub fn array_ty(rank: usize) -> TokenStream {
     quote!(::modelc::ndarray::#id<f32>)
 }
 
+/// `::modelc::ndarray::ArrayN::<f32>` (expression position).
+pub fn array_path(rank: usize) -> TokenStream {
+    let id = format_ident!("Array{}", rank);
+    quote!(::modelc::ndarray::#id::<f32>)
+}
+
 /// `::modelc::ndarray::ArrayViewN<'_, f32>`
 pub fn view_ty(rank: usize) -> TokenStream {
     let id = format_ident!("ArrayView{}", rank);
@@ -194,7 +200,7 @@ fn grads_struct(ctx: &Ctx) -> TokenStream {
     });
     let zeros = trainable.iter().map(|&p| {
         let p = &m.params[p];
-        let (pn, ty) = (&p.name, array_ty(p.dims.len()));
+        let (pn, ty) = (&p.name, array_path(p.dims.len()));
         let dims = p.dims.iter().map(|&d| usize_lit(d));
         let shape = if p.dims.is_empty() { quote!(()) } else { quote!([#(#dims),*]) };
         quote!(#pn: #ty::zeros(#shape),)
@@ -225,7 +231,7 @@ fn workspace(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
     });
     let inits = p.buffers().map(|id| {
         let shape = g.shape(id);
-        let (b, t, s) = (buf(id), array_ty(shape.rank()), shape_tokens(ctx.m, shape));
+        let (b, t, s) = (buf(id), array_path(shape.rank()), shape_tokens(ctx.m, shape));
         quote!(#b: #t::zeros(#s),)
     });
     let bytes = p.buffers().map(|id| numel_tokens(ctx.m, g.shape(id)));
@@ -684,7 +690,7 @@ fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Option<&Program>
     let pnames: Vec<&Ident> = m.params.iter().map(|p| &p.name).collect();
     let pstrs: Vec<String> = pnames.iter().map(|n| n.to_string()).collect();
     let inits = m.params.iter().map(|p| {
-        let (n, ns, ty) = (&p.name, p.name.to_string(), array_ty(p.dims.len()));
+        let (n, ns) = (&p.name, p.name.to_string());
         let dims = p.dims.iter().map(|&d| usize_lit(d));
         let shape = if p.dims.is_empty() { quote!(()) } else { quote!([#(#dims),*]) };
         let init = init_tokens(p.init);
