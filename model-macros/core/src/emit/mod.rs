@@ -818,7 +818,7 @@ fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Option<&Program>
 
         /// Every param, trainable or frozen.
         pub fn variables(&self) -> ::std::vec::Vec<::modelc::Variable> {
-            ::std::vec![#(::modelc::Variable { name: #pstrs, shape: #all_dims_tok.to_vec(), trainable: #ptrain }),*]
+            ::std::vec![#(::modelc::Variable { name: #pstrs, shape: (#all_dims_tok).to_vec(), trainable: #ptrain }),*]
         }
 
         /// The number of trainable scalars.
@@ -851,7 +851,7 @@ fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Option<&Program>
         pub fn save(&self, path: impl ::core::convert::AsRef<::std::path::Path>) -> ::core::result::Result<(), ::modelc::Error> {
             let mut __tensors = ::std::vec![#(::modelc::__private::checkpoint::TensorData {
                 name: ::std::string::String::from(#pstrs),
-                shape: #all_dims_tok.to_vec(),
+                shape: (#all_dims_tok).to_vec(),
                 data: ::modelc::__private::slice(&self.#pnames),
             }),*];
             #save_slots
@@ -865,7 +865,7 @@ fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Option<&Program>
             let __path = path.as_ref();
             let mut __m = Self::new();
             let mut __expected: ::std::vec::Vec<(::std::string::String, ::std::vec::Vec<usize>)> =
-                ::std::vec![#((::std::string::String::from(#pstrs), #all_dims_tok.to_vec())),*];
+                ::std::vec![#((::std::string::String::from(#pstrs), (#all_dims_tok).to_vec())),*];
             if let ::core::option::Option::Some(__opt) = __m.__state.optimizer.as_ref() {
                 for (__pname, __dims) in [#((#tstrs, #tdims_tok)),*] {
                     for __slot in __opt.slot_names() {
