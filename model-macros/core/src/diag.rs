@@ -75,7 +75,7 @@ pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str
     candidates
         .into_iter()
         .map(|c| (edit_distance(name, c), c))
-        .filter(|&(d, c)| d <= limit && d < c.chars().count())
+        .filter(|&(d, c)| d <= limit && d < c.chars().count().max(name.chars().count()))
         .min_by_key(|&(d, _)| d)
         .map(|(_, c)| c)
 }
