@@ -1,0 +1,14 @@
+use modelc::model;
+
+model! {
+    pub struct M {
+        input x: [batch, 784];
+        input y: [batch, 10];
+        param w: [784, 10] = zeros;
+        loss xent = mean(softmax_cross_entropy(matmul(x, w), y));
+        optimizer sgd(learning_rate = 0.1);
+        optimizer adam(learning_rate = 0.001);
+    }
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use modelc::model;
+
+model! {
+    pub struct M {
+        input x: [batch, 784];
+        output o = argmax(x);
+    }
+}
+
+fn main() {}
