@@ -5,7 +5,7 @@
 //! Every kernel trusts the shapes it is given: the compiler checked them. A shape that
 //! does not fit is a bug in modelc, and ndarray's own assertions stop it.
 
-use ndarray::{linalg::general_mat_mul, ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD, Axis, Zip};
+use ndarray::{ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD, Axis, Zip};
 
 /// `out = op(a) x op(b)`, `op` a transpose where the flag is set (no copy is made).
 pub fn matmul(a: ArrayView2<'_, f32>, ta: bool, b: ArrayView2<'_, f32>, tb: bool, out: ArrayViewMut2<'_, f32>) {
@@ -16,8 +16,65 @@ pub fn matmul(a: ArrayView2<'_, f32>, ta: bool, b: ArrayView2<'_, f32>, tb: bool
 
 /// `c = alpha * a x b + beta * c`: the one matrix-product kernel of modelc (generated
 /// code and the benchmarks' hand-written steps both call it).
+///
+/// It is the `gemm` crate's kernel, called on the views' own strides, so transposed
+/// views cost nothing; the crate keeps its packing buffers in thread-local storage, so
+/// a call allocates nothing in steady state. With the `parallel` feature, products large
+/// enough to pay for it run on all cores.
 pub fn gemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32, mut c: ArrayViewMut2<'_, f32>) {
-    general_mat_mul(alpha, &a, &b, beta, &mut c);
+    let (m, k) = a.dim();
+    let (k2, n) = b.dim();
+    assert!(k == k2 && c.dim() == (m, n), "gemm: shapes {:?} x {:?} -> {:?}", a.dim(), b.dim(), c.dim());
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c.map_inplace(|v| *v *= beta);
+        return;
+    }
+    let (sa, sb, sc) = (a.strides(), b.strides(), c.strides());
+    let (c_rs, c_cs) = (sc[0], sc[1]);
+    let cp = c.as_mut_ptr();
+    // SAFETY: the pointers and strides come from live ndarray views whose shapes were
+    // just checked to be (m, k), (k, n) and (m, n), so every element gemm touches is
+    // inside its view; `c` is borrowed mutably, so it aliases neither `a` nor `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            cp,
+            c_cs,
+            c_rs,
+            beta != 0.0,
+            a.as_ptr(),
+            sa[1],
+            sa[0],
+            b.as_ptr(),
+            sb[1],
+            sb[0],
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            parallelism(m, n, k),
+        );
+    }
+}
+
+#[cfg(feature = "parallel")]
+fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    if m * n * k >= 1 << 21 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    }
+}
+
+#[cfg(not(feature = "parallel"))]
+fn parallelism(_m: usize, _n: usize, _k: usize) -> gemm::Parallelism {
+    gemm::Parallelism::None
 }
 
 /// `out = a^T`.
@@ -104,8 +161,9 @@ pub fn sum_to(a: ArrayViewD<'_, f32>, mut out: ArrayViewMutD<'_, f32>) {
         return;
     }
     // Leading axes summed away ([n, k] -> [k], [n, k] -> [1, k]): add rows.
-    let core: Vec<usize> = out.shape().iter().copied().skip_while(|&d| d == 1).collect();
-    let leading_only = core.len() <= a.ndim() && a.shape()[a.ndim() - core.len()..] == core[..];
+    let lead = out.shape().iter().take_while(|&&d| d == 1).count();
+    let core = &out.shape()[lead..];
+    let leading_only = core.len() <= a.ndim() && a.shape()[a.ndim() - core.len()..] == *core;
     if leading_only {
         let inner = out.len();
         if let (Some(src), Some(dst)) = (a.as_slice(), out.as_slice_mut()) {
@@ -121,13 +179,15 @@ pub fn sum_to(a: ArrayViewD<'_, f32>, mut out: ArrayViewMutD<'_, f32>) {
     // General case: accumulate every element into its broadcast source.
     out.fill(0.0);
     let offset = a.ndim() - out.ndim();
-    let out_shape: Vec<usize> = out.shape().to_vec();
+    let rank = out.ndim();
+    let mut out_shape = [0usize; 16];
+    out_shape[..rank].copy_from_slice(out.shape());
     let mut idx = [0usize; 16];
     for (i, &v) in a.indexed_iter() {
-        for j in 0..out_shape.len() {
+        for j in 0..rank {
             idx[j] = if out_shape[j] == 1 { 0 } else { i[j + offset] };
         }
-        out[&idx[..out_shape.len()]] += v;
+        out[&idx[..rank]] += v;
     }
 }
 
@@ -268,6 +328,23 @@ pub fn sigmoid_xent(x: f32, z: f32) -> f32 {
 mod tests {
     use super::*;
     use ndarray::{array, Array1, Array2, ArrayD, IxDyn};
+
+    #[test]
+    fn gemm_matches_a_naive_product_on_transposed_views() {
+        let a = Array2::from_shape_fn((5, 3), |(i, j)| (i * 3 + j) as f32 * 0.5 - 2.0);
+        let b = Array2::from_shape_fn((4, 3), |(i, j)| (i + 2 * j) as f32 * 0.25 - 1.0);
+        let mut c = Array2::from_elem((5, 4), 1.0f32);
+        gemm(2.0, a.view(), b.t(), 0.5, c.view_mut());
+        for i in 0..5 {
+            for j in 0..4 {
+                let dot: f32 = (0..3).map(|k| a[[i, k]] * b[[j, k]]).sum();
+                assert!((c[[i, j]] - (2.0 * dot + 0.5)).abs() < 1e-5);
+            }
+        }
+        let mut d = Array2::<f32>::zeros((3, 3));
+        matmul(a.view(), true, a.view(), false, d.view_mut());
+        assert!((d[[1, 2]] - (0..5).map(|k| a[[k, 1]] * a[[k, 2]]).sum::<f32>()).abs() < 1e-4);
+    }
 
     #[test]
     fn sum_to_handles_leading_and_unit_axes() {

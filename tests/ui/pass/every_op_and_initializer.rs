@@ -64,7 +64,8 @@ fn main() {
     assert!(classes.iter().all(|&c| (0.0..3.0).contains(&c)));
     let row_max: Array1<f32> = m.row_max(x.view()).unwrap();
     assert_eq!(row_max.len(), 6);
-    assert!(m.total(x.view()).unwrap().is_finite());
+    // A scalar output is a 0-d array.
+    assert!(m.total(x.view()).unwrap().into_scalar().is_finite());
     let acc = m.accuracy(x.view(), y.view()).unwrap();
     assert!((0.0..=1.0).contains(&acc));
     let check = m.check_gradients(x.view(), y.view(), t.view()).unwrap();

@@ -42,6 +42,7 @@ model! {
 }
 
 fn main() {
+    // Generated functions take their inputs in declaration order: here `y`, then `x`.
     let mut m = Frozen::with_seed(1);
     let mut x = Array2::<f32>::zeros((9, 4));
     let mut y = Array2::<f32>::zeros((9, 3));
@@ -52,15 +53,15 @@ fn main() {
     let offset = m.offset.clone();
     assert_eq!(offset, arr1(&[0.25, 0.25, 0.25]));
     let w1 = m.w1.clone();
-    let first = m.train_step(x.view(), y.view()).unwrap();
+    let first = m.train_step(y.view(), x.view()).unwrap();
     for _ in 0..10 {
-        m.train_step(x.view(), y.view()).unwrap();
+        m.train_step(y.view(), x.view()).unwrap();
     }
-    let last = m.xent(x.view(), y.view()).unwrap();
+    let last = m.xent(y.view(), x.view()).unwrap();
     assert!(last < first, "loss went from {first} to {last}");
     assert_eq!(m.offset, offset, "a frozen param is never updated");
     assert_ne!(m.w1, w1, "a trainable param is updated");
-    let (_, g) = m.compute_gradients(x.view(), y.view()).unwrap();
+    let (_, g) = m.compute_gradients(y.view(), x.view()).unwrap();
     let _ = (&g.w1, &g.b1, &g.w2); // no field for the frozen `offset`
     let vars = m.trainable_variables();
     assert_eq!(vars.len(), 3);
@@ -69,5 +70,5 @@ fn main() {
     let p = m.probs(x.view()).unwrap();
     assert_eq!(p.shape(), &[9, 3]);
     println!("{m:?}");
-    assert!(m.accuracy(x.view(), y.view()).unwrap() >= 0.0);
+    assert!(m.accuracy(y.view(), x.view()).unwrap() >= 0.0);
 }

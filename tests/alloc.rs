@@ -1,0 +1,149 @@
+//! Zero heap allocations per `train_step` (and per fetch returning a scalar) in steady
+//! state, checked with a counting global allocator. Buffers are allocated on the first
+//! call for a batch size and reused after that.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+
+use modelc::model;
+use modelc::ndarray::Array2;
+
+struct Counting;
+
+// Per thread, because tests run in parallel threads.
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn bump() {
+    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+}
+
+// SAFETY: forwards to the system allocator, only counting calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        bump();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        bump();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+model! {
+    struct Tutorial {
+        input x: [batch, 784];
+        input y: [batch, 10];
+        param w: [784, 10] = zeros;
+        param b: [10] = zeros;
+        let a = softmax(matmul(x, w) + b);
+        output probs = a;
+        loss cross_entropy = mean(-sum(y * ln(a), axis = 1));
+        metric accuracy = mean(argmax(a, axis = 1) == argmax(y, axis = 1));
+        optimizer sgd(learning_rate = 0.5);
+    }
+}
+
+model! {
+    struct Mlp {
+        input x: [batch, 784];
+        input y: [batch, 10];
+        param w1: [784, 256] = glorot_uniform;
+        param b1: [256] = zeros;
+        param w2: [256, 128] = glorot_uniform;
+        param b2: [128] = zeros;
+        param w3: [128, 10] = glorot_uniform;
+        param b3: [10] = zeros;
+        let h1 = relu(matmul(x, w1) + b1);
+        let h2 = relu(matmul(h1, w2) + b2);
+        loss l = mean(softmax_cross_entropy(matmul(h2, w3) + b3, y));
+        metric accuracy = mean(argmax(matmul(h2, w3), axis = 1) == argmax(y, axis = 1));
+        optimizer adam(learning_rate = 0.001, clip_norm = 5.0, weight_decay = 0.0001);
+    }
+}
+
+fn data(n: usize) -> (Array2<f32>, Array2<f32>) {
+    let x = Array2::from_shape_fn((n, 784), |(i, j)| ((i * 7 + j) % 13) as f32 / 13.0);
+    let y = Array2::from_shape_fn((n, 10), |(i, j)| f32::from(u8::from(i % 10 == j)));
+    (x, y)
+}
+
+/// Allocations made by `f`.
+fn count(f: impl FnOnce()) -> usize {
+    let before = ALLOCATIONS.with(|c| c.get());
+    f();
+    ALLOCATIONS.with(|c| c.get()) - before
+}
+
+#[test]
+fn steady_state_training_allocates_nothing() {
+    let (x, y) = data(100);
+    let mut t = Tutorial::new();
+    // Warm-up: the first call allocates the workspace.
+    t.train_step(x.view(), y.view()).unwrap();
+    t.accuracy(x.view(), y.view()).unwrap();
+    let n = count(|| {
+        for _ in 0..10 {
+            t.train_step(x.view(), y.view()).unwrap();
+        }
+    });
+    assert_eq!(n, 0, "tutorial train_step allocated {n} times in 10 steps");
+    assert_eq!(count(|| drop(t.accuracy(x.view(), y.view()).unwrap())), 0);
+
+    let (x, y) = data(128);
+    let mut m = Mlp::new();
+    m.train_step(x.view(), y.view()).unwrap();
+    let mut g = MlpGradients::zeros();
+    m.compute_gradients_into(x.view(), y.view(), &mut g).unwrap();
+    let n = count(|| {
+        for _ in 0..5 {
+            m.train_step(x.view(), y.view()).unwrap();
+            m.compute_gradients_into(x.view(), y.view(), &mut g).unwrap();
+            m.apply_gradients(&g).unwrap();
+        }
+    });
+    assert_eq!(n, 0, "MLP (adam, clipping, decay) allocated {n} times in 5 steps");
+}
+
+#[test]
+fn a_new_batch_size_allocates_once_then_nothing() {
+    let mut t = Tutorial::new();
+    let (x, y) = data(100);
+    t.train_step(x.view(), y.view()).unwrap();
+    let (x2, y2) = data(37);
+    assert!(count(|| drop(t.train_step(x2.view(), y2.view()).unwrap())) > 0);
+    assert_eq!(count(|| drop(t.train_step(x2.view(), y2.view()).unwrap())), 0);
+}
+
+#[test]
+fn kernels_allocate_nothing() {
+    use modelc::kernels::*;
+    let a = Array2::<f32>::ones((100, 784));
+    let mut w = Array2::<f32>::ones((784, 10));
+    let mut o = Array2::<f32>::zeros((100, 10));
+    let mut r = modelc::ndarray::Array1::<f32>::zeros(100);
+    let mut b = modelc::ndarray::Array1::<f32>::zeros(10);
+    let mut s = modelc::ndarray::Array0::<f32>::zeros(());
+    matmul(a.view(), false, w.view(), false, o.view_mut());
+    let mut report = Vec::new();
+    report.push(("matmul", count(|| matmul(a.view(), false, w.view(), false, o.view_mut()))));
+    report.push(("matmul_t", count(|| matmul(a.view(), true, o.view(), false, w.view_mut()))));
+    let o2 = o.clone();
+    report.push(("softmax", count(|| softmax(o2.view().into_dyn(), 1, o.view_mut().into_dyn()))));
+    report.push(("xent", count(|| softmax_xent(o2.view().into_dyn(), o2.view().into_dyn(), r.view_mut().into_dyn()))));
+    report.push(("xent_grad", count(|| softmax_xent_grad(o2.view().into_dyn(), o2.view().into_dyn(), r.view().into_dyn(), o.view_mut().into_dyn()))));
+    report.push(("sum_all", count(|| sum_axes(r.view().into_dyn(), &[0], s.view_mut().into_dyn()))));
+    report.push(("sum_to", count(|| sum_to(o2.view().into_dyn(), b.view_mut().into_dyn()))));
+    report.push(("argmax", count(|| argmax_axis(o2.view().into_dyn(), 1, r.view_mut().into_dyn()))));
+    report.push(("broadcast", count(|| broadcast_to(s.view().into_dyn(), r.view_mut().into_dyn()))));
+    report.push(("zip", count(|| modelc::ndarray::Zip::from(&mut o).and_broadcast(&o2).and_broadcast(&b).for_each(|x, &y, &z| *x = y + z))));
+    let bad: Vec<_> = report.iter().filter(|r| r.1 > 0).collect();
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
