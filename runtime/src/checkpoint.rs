@@ -225,9 +225,7 @@ pub fn load(path: &Path, model: &str, expected: &[(String, Vec<usize>)]) -> Resu
     }
     match get("model") {
         Some(m) if m == model => {}
-        Some(m) => {
-            return Err(checkpoint_error(path, format!("checkpoint of model `{m}`, expected model `{model}`")))
-        }
+        Some(m) => return Err(checkpoint_error(path, format!("checkpoint of model `{m}`, expected model `{model}`"))),
         None => return Err(checkpoint_error(path, format!("metadata names no model, expected model `{model}`"))),
     }
     let global_step = match get("global_step").map(str::parse::<u64>) {
@@ -235,7 +233,10 @@ pub fn load(path: &Path, model: &str, expected: &[(String, Vec<usize>)]) -> Resu
         _ => {
             return Err(checkpoint_error(
                 path,
-                format!("metadata `global_step` is {:?}, not an unsigned integer", get("global_step").unwrap_or("(none)")),
+                format!(
+                    "metadata `global_step` is {:?}, not an unsigned integer",
+                    get("global_step").unwrap_or("(none)")
+                ),
             ))
         }
     };
@@ -243,7 +244,8 @@ pub fn load(path: &Path, model: &str, expected: &[(String, Vec<usize>)]) -> Resu
     let diffs = differences(&header, expected, &found_names);
     if !diffs.is_empty() {
         let slots_differ = diffs.iter().any(|d| d.contains("`optimizer/"));
-        let hint = if slots_differ { " (the optimizer slots differ: was it saved with another optimizer?)" } else { "" };
+        let hint =
+            if slots_differ { " (the optimizer slots differ: was it saved with another optimizer?)" } else { "" };
         let n = diffs.len();
         let s = if n == 1 { "" } else { "s" };
         return Err(checkpoint_error(
@@ -309,15 +311,13 @@ fn describe(e: &SafeTensorError, file_len: usize) -> String {
         SafeTensorError::HeaderTooSmall => {
             format!("not a safetensors file: {file_len} bytes is too short for the 8-byte header length")
         }
-        SafeTensorError::HeaderTooLarge | SafeTensorError::InvalidHeaderLength => format!(
-            "not a safetensors file (or truncated): its header length does not fit the file's {file_len} bytes"
-        ),
+        SafeTensorError::HeaderTooLarge | SafeTensorError::InvalidHeaderLength => {
+            format!("not a safetensors file (or truncated): its header length does not fit the file's {file_len} bytes")
+        }
         SafeTensorError::InvalidHeader
         | SafeTensorError::InvalidHeaderStart
         | SafeTensorError::InvalidHeaderDeserialization
-        | SafeTensorError::JsonError(_) => {
-            "not a safetensors file: its header is not the expected JSON".to_string()
-        }
+        | SafeTensorError::JsonError(_) => "not a safetensors file: its header is not the expected JSON".to_string(),
         SafeTensorError::MetadataIncompleteBuffer => format!(
             "truncated or corrupt: the header's tensors do not cover exactly the file's data ({file_len} bytes in all)"
         ),

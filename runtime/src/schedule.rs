@@ -101,7 +101,13 @@ impl Schedule for ExponentialDecay {
 /// TensorFlow 1.x's `tf.train.exponential_decay(learning_rate, global_step, decay_steps,
 /// decay_rate, staircase)`: `learning_rate * decay_rate^(global_step / decay_steps)`,
 /// the exponent floored if `staircase`.
-pub fn exponential_decay(learning_rate: f32, global_step: u64, decay_steps: u64, decay_rate: f32, staircase: bool) -> f32 {
+pub fn exponential_decay(
+    learning_rate: f32,
+    global_step: u64,
+    decay_steps: u64,
+    decay_rate: f32,
+    staircase: bool,
+) -> f32 {
     let decay_steps = decay_steps.max(1);
     let p = if staircase { (global_step / decay_steps) as f64 } else { global_step as f64 / decay_steps as f64 };
     (f64::from(learning_rate) * f64::from(decay_rate).powf(p)) as f32
