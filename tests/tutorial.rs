@@ -143,3 +143,19 @@ fn introspection() {
     assert!(cost.workspace_bytes > 0);
     assert_eq!(m.learning_rate(), 0.5);
 }
+
+#[test]
+fn fused_sgd_train_step_matches_compute_then_apply_over_many_steps() {
+    let (x, y) = data(64);
+    let mut fused = SoftmaxRegression::with_seed(1);
+    let mut split = fused.clone();
+    for _ in 0..25 {
+        let a = fused.train_step(x.view(), y.view()).unwrap();
+        let (b, g) = split.compute_gradients(x.view(), y.view()).unwrap();
+        split.apply_gradients(&g).unwrap();
+        assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{a} vs {b}");
+    }
+    let diff = (&fused.w - &split.w).mapv(f32::abs).fold(0.0f32, |m, &v| m.max(v));
+    assert!(diff < 1e-4, "params drifted apart by {diff}");
+    assert_eq!(fused.global_step(), split.global_step());
+}

@@ -14,6 +14,39 @@ pub fn matmul(a: ArrayView2<'_, f32>, ta: bool, b: ArrayView2<'_, f32>, tb: bool
     gemm(1.0, a, b, 0.0, out);
 }
 
+/// `out += alpha * op(a) x op(b)`: a gradient product accumulated straight into a
+/// param (the fused SGD update).
+pub fn gemm_acc(alpha: f32, a: ArrayView2<'_, f32>, ta: bool, b: ArrayView2<'_, f32>, tb: bool, out: ArrayViewMut2<'_, f32>) {
+    let a = if ta { a.reversed_axes() } else { a };
+    let b = if tb { b.reversed_axes() } else { b };
+    gemm(alpha, a, b, 1.0, out);
+}
+
+/// `out += alpha * sum_to(a)`: a bias gradient's reduction fused with its update.
+pub fn sum_to_acc(alpha: f32, a: ArrayViewD<'_, f32>, mut out: ArrayViewMutD<'_, f32>) {
+    let inner = out.len();
+    let leading_only = a.shape().ends_with(out.shape()) || (out.ndim() == 0);
+    if let (true, Some(src), Some(dst)) = (leading_only, a.as_slice(), out.as_slice_mut()) {
+        for chunk in src.chunks_exact(inner.max(1)) {
+            for (d, s) in dst.iter_mut().zip(chunk) {
+                *d += alpha * s;
+            }
+        }
+        return;
+    }
+    let offset = a.ndim() - out.ndim();
+    let rank = out.ndim();
+    let mut out_shape = [0usize; 16];
+    out_shape[..rank].copy_from_slice(out.shape());
+    let mut idx = [0usize; 16];
+    for (i, &v) in a.indexed_iter() {
+        for j in 0..rank {
+            idx[j] = if out_shape[j] == 1 { 0 } else { i[j + offset] };
+        }
+        out[&idx[..rank]] += alpha * v;
+    }
+}
+
 /// `c = alpha * a x b + beta * c`: the one matrix-product kernel of modelc (generated
 /// code and the benchmarks' hand-written steps both call it).
 ///

@@ -110,13 +110,36 @@ pub fn model(c: &Compiled) -> TokenStream {
     if let Some(t) = &train {
         programs.push(("__train".to_string(), t.clone()));
     }
+    // Plain SGD: a dedicated train_step program whose weight updates are fused into the
+    // gradient products (see `sgd_updates`).
+    let fused = train.as_ref().and_then(|_| sgd_updates(c)).map(|updates| {
+        let loss = m.loss().map_or(0, |l| l.node);
+        let mut roots = vec![loss];
+        for (_, u) in &updates {
+            match *u {
+                Update::MatMul { a, b, .. } => roots.extend([a, b]),
+                Update::SumTo { src } => roots.push(src),
+                Update::Plain { grad } => roots.push(grad),
+            }
+        }
+        let p = plan::plan(m, &roots);
+        programs.push(("__train_step".to_string(), p.clone()));
+        (programs.len() - 1, p, updates)
+    });
 
     let workspaces: Vec<TokenStream> = programs.iter().enumerate().map(|(i, (_, p))| workspace(&ctx, i, p)).collect();
     let struct_def = struct_def(&ctx, programs.len());
     let fetch_fns: Vec<TokenStream> =
         m.fetches.iter().enumerate().map(|(i, f)| fetch_fn(&ctx, i, f, &programs[i].1)).collect();
     let train_fns = match &train {
-        Some(t) => train_fns(&ctx, programs.len() - 1, t),
+        Some(t) => {
+            let index = programs.iter().position(|p| p.0 == "__train").unwrap_or(0);
+            let mut fns = train_fns(&ctx, index, t, fused.is_none());
+            if let Some((i, p, updates)) = &fused {
+                fns.extend(fused_train_step(&ctx, *i, p, updates));
+            }
+            fns
+        }
         None => TokenStream::new(),
     };
     let common = common_fns(&ctx, &programs, train.as_ref());
@@ -462,7 +485,96 @@ fn fetch_fn(ctx: &Ctx, i: usize, f: &crate::model::Fetch, p: &Program) -> TokenS
     }
 }
 
-fn train_fns(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
+/// How a plain-SGD `train_step` updates one param without materializing its gradient.
+#[derive(Clone, Copy, Debug)]
+enum Update {
+    /// `w += -lr * op(a) op(b)`: one gemm call accumulating into the param.
+    MatMul { ta: bool, tb: bool, a: NodeId, b: NodeId },
+    /// `b += -lr * sum_to(src)`: the bias update fused with its reduction.
+    SumTo { src: NodeId },
+    /// `p -= lr * grad`, from the gradient's buffer.
+    Plain { grad: NodeId },
+}
+
+/// For plain SGD (no clipping, no weight decay), how each trainable param is updated.
+/// A product or reduction reading a param is not fused, because params are updated one
+/// after the other and must all be read before any changes.
+fn sgd_updates(c: &Compiled) -> Option<Vec<(usize, Update)>> {
+    let m = &c.model;
+    let o = m.optimizer.as_ref()?;
+    if o.kind != OptimizerKind::Sgd || o.clip_norm.is_some() || o.weight_decay != 0.0 {
+        return None;
+    }
+    let g = &m.graph;
+    let not_param = |id: NodeId| !matches!(g.node(id).op, Op::Param(_));
+    Some(
+        c.grads
+            .iter()
+            .map(|&(p, grad)| {
+                let node = g.node(grad);
+                let update = match node.op {
+                    Op::MatMul { ta, tb } if node.inputs.iter().all(|&i| not_param(i)) => {
+                        Update::MatMul { ta, tb, a: node.inputs[0], b: node.inputs[1] }
+                    }
+                    Op::SumTo(_) if not_param(node.inputs[0]) => Update::SumTo { src: node.inputs[0] },
+                    _ => Update::Plain { grad },
+                };
+                (p, update)
+            })
+            .collect(),
+    )
+}
+
+/// `train_step` for plain SGD: forward and backward into its own workspace, then every
+/// update fused with its gradient's last op.
+fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usize, Update)]) -> TokenStream {
+    let m = ctx.m;
+    let params = input_params(ctx, p);
+    let prologue = prologue(ctx, i, p);
+    let body = compute(ctx, p);
+    let lb = buf(m.loss().map_or(0, |l| l.node));
+    let k = quote!(::modelc::__private::kernels);
+    let steps = updates.iter().map(|(param, u)| {
+        let n = &m.params[*param].name;
+        match *u {
+            Update::MatMul { ta, tb, a, b } => {
+                let (a, b) = (view(ctx, a), view(ctx, b));
+                quote!(#k::gemm_acc(-__lr, #a, #ta, #b, #tb, self.#n.view_mut());)
+            }
+            Update::SumTo { src } => {
+                let s = view(ctx, src);
+                quote!(#k::sum_to_acc(-__lr, #s.into_dyn(), self.#n.view_mut().into_dyn());)
+            }
+            Update::Plain { grad } => {
+                let g = producer(ctx, grad);
+                quote!(::modelc::ndarray::Zip::from(&mut self.#n).and(#g).for_each(|__p, &__g| *__p -= __lr * __g);)
+            }
+        }
+    });
+    quote! {
+        /// One step of training (TensorFlow's `minimize`): computes the loss and its
+        /// gradients, applies the optimizer, and returns the loss *before* the update.
+        ///
+        /// For plain SGD each update is fused into its gradient's last operation (a
+        /// weight gradient `op(a) op(b)` is accumulated straight into the weight), so no
+        /// gradient is materialized.
+        ///
+        /// Returns `Err`, changing nothing, if an input does not have its declared shape.
+        pub fn train_step(&mut self, #(#params),*) -> ::core::result::Result<f32, ::modelc::Error> {
+            #prologue
+            #body
+            let __lr = match self.__state.optimizer.as_ref() {
+                ::core::option::Option::Some(__o) => __o.learning_rate,
+                ::core::option::Option::None => 0.0,
+            };
+            #(#steps)*
+            self.__state.global_step += 1;
+            ::core::result::Result::Ok(__ws.#lb[()])
+        }
+    }
+}
+
+fn train_fns(ctx: &Ctx, i: usize, p: &Program, with_train_step: bool) -> TokenStream {
     let m = ctx.m;
     let c = ctx.c;
     let grads_ty = &ctx.grads_ty;
@@ -505,6 +617,21 @@ fn train_fns(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
             }
         }
     });
+    let train_step = if with_train_step {
+        quote! {
+            /// One step of training (TensorFlow's `minimize`): computes the loss and its
+            /// gradients, applies the optimizer, and returns the loss *before* the update.
+            ///
+            /// Returns `Err`, changing nothing, if an input does not have its declared shape.
+            pub fn train_step(&mut self, #(#params),*) -> ::core::result::Result<f32, ::modelc::Error> {
+                let __loss = self.__forward_backward(#(#args),*)?;
+                self.__update_from_workspace();
+                ::core::result::Result::Ok(__loss)
+            }
+        }
+    } else {
+        TokenStream::new()
+    };
     quote! {
         /// Runs the forward and backward programs into the training workspace; returns
         /// the loss.
@@ -533,15 +660,7 @@ fn train_fns(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
             );
         }
 
-        /// One step of training (TensorFlow's `minimize`): computes the loss and its
-        /// gradients, applies the optimizer, and returns the loss *before* the update.
-        ///
-        /// Returns `Err`, changing nothing, if an input does not have its declared shape.
-        pub fn train_step(&mut self, #(#params),*) -> ::core::result::Result<f32, ::modelc::Error> {
-            let __loss = self.__forward_backward(#(#args),*)?;
-            self.__update_from_workspace();
-            ::core::result::Result::Ok(__loss)
-        }
+        #train_step
 
         /// The loss and its gradient for every trainable param (the first half of
         /// TensorFlow's `minimize`). Allocates the returned gradients; see
