@@ -59,9 +59,9 @@ pub mod defaults {
     /// `rmsprop(rho = ..)`: 0.99 (PyTorch's `alpha`; TF 1.x's `decay` is 0.9).
     ///
     /// PyTorch's because modelc's RMSProp *is* PyTorch's (zero-initialized average,
-    /// epsilon outside the square root), and with a zero-initialized average the slower
-    /// decay 0.99 is the tested pairing; TF 1.x's 0.9 goes with its average initialized
-    /// at 1, which damps the first steps instead.
+    /// epsilon outside the square root): with PyTorch's defaults, a model ported from
+    /// PyTorch behaves identically, while TF's 0.9 belongs with TF's average initialized
+    /// at 1, and mixing the two would match neither framework.
     pub const RMSPROP_RHO: f32 = 0.99;
     /// `rmsprop(epsilon = ..)`: 1e-8 (PyTorch; TF 1.x uses 1e-10 inside the square root).
     pub const RMSPROP_EPSILON: f32 = 1e-8;
