@@ -23,6 +23,11 @@ impl Diag {
         self.errors.push(syn::Error::new(span, message));
     }
 
+    /// Records an error spanning all of `tokens` (first to last token, also on stable).
+    pub fn spanned(&mut self, tokens: impl quote::ToTokens, message: impl std::fmt::Display) {
+        self.errors.push(syn::Error::new_spanned(tokens, message));
+    }
+
     /// Records an error produced by syn.
     pub fn push(&mut self, error: syn::Error) {
         self.errors.push(error);
@@ -71,7 +76,7 @@ impl Diag {
 /// The closest candidate to `name` by edit distance, if it is close enough to be a
 /// plausible typo ("did you mean `softmax`?").
 pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = (name.chars().count() / 3).max(1);
+    let limit = ((name.chars().count() + 2) / 3).max(1);
     candidates
         .into_iter()
         .map(|c| (edit_distance(name, c), c))

@@ -88,6 +88,8 @@ enum Decl {
     Input(usize),
     Param(usize),
     Node(usize),
+    /// An item that did not parse (already reported): uses of it are silent.
+    Broken,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -106,6 +108,8 @@ struct Lowerer<'a> {
     params: Vec<ParamDecl>,
     symbols: Vec<String>,
     names: Vec<(NodeId, String)>,
+    /// The node items being lowered (for cycle paths).
+    stack: Vec<usize>,
 }
 
 /// Checks a parsed model and lowers it to the graph IR. Errors go to `diag`.
@@ -120,8 +124,12 @@ pub fn lower(def: &ModelDef, diag: &mut Diag) -> Model {
         params: Vec::new(),
         symbols: Vec::new(),
         names: Vec::new(),
+        stack: Vec::new(),
     };
     let mut optimizers: Vec<&OptimizerItem> = Vec::new();
+    for name in &def.broken {
+        lw.decls.entry(name.to_string()).or_insert((Decl::Broken, name.span()));
+    }
 
     // Declarations first: items may appear in any order.
     for item in &def.items {
@@ -246,6 +254,7 @@ impl<'a> Lowerer<'a> {
                 Decl::Input(_) => "an input",
                 Decl::Param(_) => "a param",
                 Decl::Node(i) => self.nodes[*i].kind.keyword(),
+                Decl::Broken => "declared by an item with an error",
             };
             self.diag.error(name.span(), format!("`{s}` is declared twice: it is already {what}"));
             return false;
@@ -296,10 +305,17 @@ impl<'a> Lowerer<'a> {
             None => {}
         }
         self.state[idx] = Some(State::InProgress);
+        self.stack.push(idx);
         let item = self.nodes[idx];
         let node = self.expr(&item.expr);
-        self.state[idx] = Some(State::Done(node));
-        node
+        self.stack.pop();
+        if self.state[idx] == Some(State::InProgress) {
+            self.state[idx] = Some(State::Done(node));
+        }
+        self.state[idx].and_then(|s| match s {
+            State::Done(n) => n,
+            State::InProgress => None,
+        })
     }
 
     fn name(&mut self, ident: &Ident) -> Option<NodeId> {
@@ -307,9 +323,16 @@ impl<'a> Lowerer<'a> {
         match self.decls.get(&s).copied() {
             Some((Decl::Input(i), _)) => Some(self.inputs[i].node),
             Some((Decl::Param(i), _)) => Some(self.params[i].node),
+            Some((Decl::Broken, _)) => None,
             Some((Decl::Node(i), _)) => {
                 if self.state[i] == Some(State::InProgress) {
-                    self.diag.error(ident.span(), format!("`{s}` is defined in terms of itself (a cycle through `{s}`)"));
+                    let start = self.stack.iter().position(|&j| j == i).unwrap_or(0);
+                    let mut path: Vec<String> = self.stack[start..].iter().map(|&j| self.nodes[j].name.to_string()).collect();
+                    path.push(s.clone());
+                    self.diag.error(
+                        ident.span(),
+                        format!("`{s}` is defined in terms of itself: {}", path.join(" -> ")),
+                    );
                     // Mark done so the cycle is reported once.
                     self.state[i] = Some(State::Done(None));
                     return None;
@@ -351,7 +374,7 @@ impl<'a> Lowerer<'a> {
                     }
                 },
                 other => {
-                    self.diag.error(other.span(), "expected a number: tensors hold f32 values");
+                    self.diag.spanned(other, "expected a number: tensors hold f32 values");
                     None
                 }
             },
@@ -363,7 +386,8 @@ impl<'a> Lowerer<'a> {
                     Some(self.graph.neg(x))
                 }
                 _ => {
-                    self.diag.error(u.op.span(), "unsupported operator: the model language has `-x`, `+ - * /` and `==`");
+                    let op = quote::ToTokens::to_token_stream(&u.op).to_string();
+                    self.diag.error(u.op.span(), format!("unsupported operator `{op}`: the model language has `-x`, `+ - * /` and `==`"));
                     None
                 }
             },
@@ -381,8 +405,8 @@ impl<'a> Lowerer<'a> {
                 None
             }
             other => {
-                self.diag.error(
-                    other.span(),
+                self.diag.spanned(
+                    other,
                     "unsupported expression: expected a name, a number, an op call, `-x`, `+ - * /` or `==`",
                 );
                 None
@@ -398,7 +422,8 @@ impl<'a> Lowerer<'a> {
             BinOp::Div(_) => "/",
             BinOp::Eq(_) => "==",
             _ => {
-                self.diag.error(b.op.span(), "unsupported operator: the model language has `+ - * /` and `==`");
+                let op = quote::ToTokens::to_token_stream(&b.op).to_string();
+                self.diag.spanned(b.op, format!("unsupported operator `{op}`: the model language has `+ - * /` and `==`"));
                 return None;
             }
         };
@@ -407,10 +432,10 @@ impl<'a> Lowerer<'a> {
         let (l, r) = (l?, r?);
         let (sl, sr) = (self.graph.shape(l).clone(), self.graph.shape(r).clone());
         if let Err(why) = broadcast(&sl, &sr) {
-            self.diag.error(
-                b.op.span(),
+            self.diag.spanned(
+                b.op,
                 format!(
-                    "`{symbol}`: shapes do not broadcast: `{}` is {sl} but `{}` is {sr} ({why})",
+                    "`{symbol}`: shapes do not broadcast: `{}` is {sl} but `{}` is {sr}: {why}",
                     describe(&b.left),
                     describe(&b.right)
                 ),
@@ -429,7 +454,7 @@ impl<'a> Lowerer<'a> {
                 let rr = g.unary(Unary::Recip, r);
                 g.mul(l, rr)
             }
-            _ => g.binary(Binary::Eq, l, r),
+            _ => g.add(Op::Binary(Binary::Eq), vec![l, r], b.op.span()),
         })
     }
 
@@ -437,7 +462,7 @@ impl<'a> Lowerer<'a> {
         let ident = match &*c.func {
             Expr::Path(p) if p.path.get_ident().is_some() => p.path.get_ident().cloned()?,
             other => {
-                self.diag.error(other.span(), "expected an op name, e.g. `matmul`");
+                self.diag.spanned(other, "expected an op name, e.g. `matmul`");
                 return None;
             }
         };
@@ -447,7 +472,7 @@ impl<'a> Lowerer<'a> {
             None => {
                 let hint = suggestion(&name, OPS.iter().copied());
                 let what = if INITIALIZERS.contains(&name.as_str()) {
-                    " (it is an initializer: use it after `=` in a `param` item)".to_string()
+                    ": it is an initializer; use it after `=` in a `param` item".to_string()
                 } else {
                     hint
                 };
@@ -479,8 +504,8 @@ impl<'a> Lowerer<'a> {
                     } else if positional - tensors.len() < attrs.len() {
                         attrs[positional - tensors.len()] = Some(&arg.value);
                     } else {
-                        self.diag.error(
-                            arg.value.span(),
+                        self.diag.spanned(
+                            &arg.value,
                             format!("`{name}` takes {} argument{}: {}", sig.arity(), plural(sig.arity()), sig.describe()),
                         );
                         ok = false;
@@ -530,7 +555,8 @@ impl<'a> Lowerer<'a> {
                 Some(e) => match kind.parse(e) {
                     Some(v) => Some((v, e.span())),
                     None => {
-                        self.diag.error(e.span(), format!("`{name}`: `{attr}` must be {}", kind.expected()));
+                        let what = if *attr == "exponent" { "the exponent".to_string() } else { format!("`{attr}`") };
+                        self.diag.spanned(e, format!("`{name}`: {what} must be {}", kind.expected()));
                         ok = false;
                         None
                     }
@@ -581,9 +607,9 @@ impl<'a> Lowerer<'a> {
             "maximum" | "minimum" | "sigmoid_cross_entropy" => {
                 let s1 = g.shape(x[1]).clone();
                 if let Err(why) = broadcast(&s0, &s1) {
-                    self.diag.error(
-                        b.tensors[1].span(),
-                        format!("`{name}`: shapes do not broadcast: `{d0}` is {s0} but `{}` is {s1} ({why})", describe(b.tensors[1])),
+                    self.diag.spanned(
+                        b.tensors[1],
+                        format!("`{name}`: shapes do not broadcast: `{d0}` is {s0} but `{}` is {s1}: {why}", describe(b.tensors[1])),
                     );
                     return None;
                 }
@@ -598,16 +624,16 @@ impl<'a> Lowerer<'a> {
                 let d1 = describe(b.tensors[1]);
                 for (i, (s, d)) in [(&s0, &d0), (&s1, &d1)].into_iter().enumerate() {
                     if s.rank() != 2 {
-                        self.diag.error(
-                            b.tensors[i].span(),
+                        self.diag.spanned(
+                            b.tensors[i],
                             format!("matmul: `{d}` must be a matrix [rows, columns], but it is {s}; matmul takes [m, k] x [k, n]"),
                         );
                         return None;
                     }
                 }
                 if s0.0[1] != s1.0[0] {
-                    self.diag.error(
-                        b.tensors[1].span(),
+                    self.diag.spanned(
+                        b.tensors[1],
                         format!("matmul: inner dimensions differ: `{d0}` is {s0} but `{d1}` is {s1} ({} != {})", s0.0[1], s1.0[0]),
                     );
                     return None;
@@ -616,7 +642,7 @@ impl<'a> Lowerer<'a> {
             }
             "transpose" => {
                 if s0.rank() != 2 {
-                    self.diag.error(b.tensors[0].span(), format!("transpose: `{d0}` must be a matrix, but it is {s0}"));
+                    self.diag.spanned(b.tensors[0], format!("transpose: `{d0}` must be a matrix, but it is {s0}"));
                     return None;
                 }
                 Op::Transpose
@@ -657,7 +683,7 @@ impl<'a> Lowerer<'a> {
             }
             "softmax" | "log_softmax" => {
                 if s0.rank() == 0 {
-                    self.diag.error(b.tensors[0].span(), format!("`{name}`: `{d0}` is a scalar; softmax needs an axis to normalize over"));
+                    self.diag.spanned(b.tensors[0], format!("`{name}`: `{d0}` is a scalar; softmax needs an axis to normalize over"));
                     return None;
                 }
                 let axis = self.axis(name, b.attrs[0], s0.rank(), &d0, &s0).ok()?.unwrap_or(s0.rank() - 1);
@@ -670,8 +696,8 @@ impl<'a> Lowerer<'a> {
             "softmax_cross_entropy" => {
                 let s1 = g.shape(x[1]).clone();
                 if s0.rank() == 0 || s0 != s1 {
-                    self.diag.error(
-                        b.tensors[1].span(),
+                    self.diag.spanned(
+                        b.tensors[1],
                         format!(
                             "softmax_cross_entropy: logits and labels must have the same shape [.., classes]: `{d0}` is {s0} but `{}` is {s1}",
                             describe(b.tensors[1])
@@ -706,27 +732,35 @@ impl<'a> Lowerer<'a> {
             "truncated_normal" => (&[("mean", Some(0.0)), ("std", Some(0.05))], |v| InitSpec::TruncatedNormal(v[0], v[1])),
             _ => {
                 let hint = suggestion(&name, INITIALIZERS.iter().copied());
-                self.diag.error(call.name.span(), format!("unknown initializer `{name}`{hint}; the initializers are {}", INITIALIZERS.join(", ")));
+                self.diag.error(
+                    call.name.span(),
+                    format!("unknown initializer `{name}` (the initializers are {}){hint}", INITIALIZERS.join(", ")),
+                );
                 return InitSpec::Zeros;
             }
         };
-        let values = self.config_args(&name, call.args.as_deref().unwrap_or(&[]), call.span, params, &[]);
-        let Some((values, _)) = values else { return InitSpec::Zeros };
-        let spec = make(&values);
+        let cfg = self.config_args(&name, call.args.as_deref().unwrap_or(&[]), call.span, params, &[]);
+        let spec = make(&cfg.values);
         match spec {
-            InitSpec::Uniform(lo, hi) if lo >= hi => {
-                self.diag.error(call.span, format!("uniform: `low` ({lo}) must be less than `high` ({hi})"));
+            InitSpec::Uniform(lo, hi) if lo >= hi && cfg.valid[0] && cfg.valid[1] => {
+                self.diag.error(cfg.spans[1], format!("uniform: `low` ({lo}) must be less than `high` ({hi})"));
             }
-            InitSpec::Normal(_, s) | InitSpec::TruncatedNormal(_, s) if s <= 0.0 => {
-                self.diag.error(call.span, format!("{name}: `std` must be positive, found {s}"));
+            InitSpec::Normal(_, s) | InitSpec::TruncatedNormal(_, s) if s <= 0.0 && cfg.valid[1] => {
+                self.diag.error(cfg.spans[1], format!("{name}: `std` must be positive, found {s}"));
             }
             _ => {}
         }
-        spec
+        if cfg.ok {
+            spec
+        } else {
+            InitSpec::Zeros
+        }
     }
 
     /// Binds `name = number` / positional number arguments of an initializer or
-    /// optimizer, plus boolean flags. Returns numbers (in `params` order) and flags.
+    /// optimizer, plus boolean flags. Every value is returned (defaults where missing or
+    /// broken), with its span and whether it is usable, so that callers can check ranges
+    /// of every good value even when another one is wrong.
     fn config_args(
         &mut self,
         what: &str,
@@ -734,38 +768,52 @@ impl<'a> Lowerer<'a> {
         span: Span,
         params: &[(&str, Option<f32>)],
         flags: &[(&str, bool)],
-    ) -> Option<(Vec<f32>, Vec<bool>)> {
+    ) -> ConfigArgs {
         let mut values: Vec<Option<f32>> = vec![None; params.len()];
+        let mut valid = vec![true; params.len()];
+        let mut spans = vec![span; params.len()];
         let mut set_flags: Vec<Option<bool>> = vec![None; flags.len()];
         let mut ok = true;
+        let no_args = params.is_empty() && flags.is_empty();
         for (pos, arg) in args.iter().enumerate() {
             let key = match &arg.name {
+                _ if no_args => {
+                    self.diag.spanned(&arg.value, format!("`{what}` takes no arguments"));
+                    ok = false;
+                    continue;
+                }
                 Some(n) => n.to_string(),
                 None if pos < params.len() && args[..pos].iter().all(|a| a.name.is_none()) => params[pos].0.to_string(),
                 None => {
-                    self.diag.error(arg.value.span(), format!("`{what}`: unexpected positional argument; name it, e.g. `{} = ...`", params.first().map_or("x", |p| p.0)));
+                    let names: Vec<&str> = params.iter().map(|p| p.0).chain(flags.iter().map(|f| f.0)).collect();
+                    self.diag.spanned(
+                        &arg.value,
+                        format!("`{what}`: unexpected positional argument; name it, one of {}", names.join(", ")),
+                    );
                     ok = false;
                     continue;
                 }
             };
             let span_of = arg.name.as_ref().map_or(arg.value.span(), |n| n.span());
             if let Some(i) = params.iter().position(|p| p.0 == key) {
-                if values[i].is_some() {
+                if values[i].is_some() || !valid[i] {
                     self.diag.error(span_of, format!("`{what}`: argument `{key}` is given twice"));
                     ok = false;
                 }
+                spans[i] = arg.value.span();
                 match AttrKind::Number.parse(&arg.value) {
                     Some(AttrValue::Number(v)) if v.is_finite() => values[i] = Some(v as f32),
                     _ => {
-                        self.diag.error(arg.value.span(), format!("`{what}`: `{key}` must be a number literal"));
+                        self.diag.spanned(&arg.value, format!("`{what}`: `{key}` must be a number literal"));
                         ok = false;
+                        valid[i] = false;
                     }
                 }
             } else if let Some(i) = flags.iter().position(|f| f.0 == key) {
                 match AttrKind::Bool.parse(&arg.value) {
                     Some(AttrValue::Bool(v)) => set_flags[i] = Some(v),
                     _ => {
-                        self.diag.error(arg.value.span(), format!("`{what}`: `{key}` must be `true` or `false`"));
+                        self.diag.spanned(&arg.value, format!("`{what}`: `{key}` must be `true` or `false`"));
                         ok = false;
                     }
                 }
@@ -773,7 +821,7 @@ impl<'a> Lowerer<'a> {
                 let all: Vec<&str> = params.iter().map(|p| p.0).chain(flags.iter().map(|f| f.0)).collect();
                 let hint = suggestion(&key, all.iter().copied());
                 let takes = if all.is_empty() { "it takes no arguments".to_string() } else { format!("it takes {}", all.join(", ")) };
-                self.diag.error(span_of, format!("`{what}` has no argument `{key}`{hint}; {takes}"));
+                self.diag.error(span_of, format!("`{what}` has no argument `{key}` ({takes}){hint}"));
                 ok = false;
             }
         }
@@ -782,14 +830,17 @@ impl<'a> Lowerer<'a> {
             match (values[i], default) {
                 (Some(v), _) | (None, &Some(v)) => out.push(v),
                 (None, None) => {
-                    self.diag.error(span, format!("`{what}` needs `{p}`, e.g. `{what}({p} = ...)`"));
+                    if valid[i] {
+                        self.diag.error(span, format!("`{what}` needs `{p}`, e.g. `{what}({p} = ...)`"));
+                    }
                     ok = false;
+                    valid[i] = false;
                     out.push(0.0);
                 }
             }
         }
         let flags = flags.iter().zip(set_flags).map(|((_, d), v)| v.unwrap_or(*d)).collect();
-        ok.then_some((out, flags))
+        ConfigArgs { values: out, valid, spans, flags, ok }
     }
 
     fn optimizer(&mut self, o: &OptimizerItem) -> Option<OptimizerSpec> {
@@ -812,56 +863,72 @@ impl<'a> Lowerer<'a> {
             ),
             _ => {
                 let hint = suggestion(&kind, OPTIMIZERS.iter().copied());
-                self.diag.error(o.kind.span(), format!("unknown optimizer `{kind}`{hint}; the optimizers are {}", OPTIMIZERS.join(", ")));
+                self.diag.error(
+                    o.kind.span(),
+                    format!("unknown optimizer `{kind}` (the optimizers are {}){hint}", OPTIMIZERS.join(", ")),
+                );
                 return None;
             }
         };
         let n_own = own.len();
         let params: Vec<(&str, Option<f32>)> = own.into_iter().chain(COMMON).collect();
-        let (v, f) = self.config_args(&kind, &o.args, o.paren_span, &params, &flags)?;
-        let lr = v[0];
-        let mut ok = true;
-        let mut check = |cond: bool, msg: String, lw: &mut Self| {
-            if !cond {
-                lw.diag.error(o.paren_span, msg);
+        let cfg = self.config_args(&kind, &o.args, o.paren_span, &params, &flags);
+        let (v, f) = (&cfg.values, &cfg.flags);
+        let mut ok = cfg.ok;
+        // Checks one value's range, when that value itself is usable.
+        let mut check = |i: usize, good: bool, msg: String, lw: &mut Self| {
+            if cfg.valid[i] && !good {
+                lw.diag.error(cfg.spans[i], msg);
                 ok = false;
             }
         };
-        check(lr > 0.0, format!("`{kind}`: learning_rate must be positive, found {lr}"), self);
-        let clip = v[n_own];
-        check(clip > 0.0, format!("`{kind}`: clip_norm must be positive, found {clip}"), self);
-        let wd = v[n_own + 1];
-        check(wd >= 0.0, format!("`{kind}`: weight_decay must not be negative, found {wd}"), self);
         let in_unit = |x: f32| (0.0..1.0).contains(&x);
+        check(0, v[0] > 0.0, format!("`{kind}`: learning_rate must be positive, found {}", v[0]), self);
+        let clip = v[n_own];
+        check(n_own, clip > 0.0, format!("`{kind}`: clip_norm must be positive, found {clip}"), self);
+        let wd = v[n_own + 1];
+        check(n_own + 1, wd >= 0.0, format!("`{kind}`: weight_decay must not be negative, found {wd}"), self);
         let kind_spec = match kind.as_str() {
             "sgd" => OptimizerKind::Sgd,
             "momentum" => {
-                check(in_unit(v[1]), format!("momentum: `momentum` must be in [0, 1), found {}", v[1]), self);
+                check(1, in_unit(v[1]), format!("momentum: `momentum` must be in [0, 1), found {}", v[1]), self);
                 OptimizerKind::Momentum { momentum: v[1], nesterov: f[0] }
             }
             "adam" => {
-                check(in_unit(v[1]) && in_unit(v[2]), format!("adam: beta1 and beta2 must be in [0, 1), found {} and {}", v[1], v[2]), self);
-                check(v[3] > 0.0, format!("adam: epsilon must be positive, found {}", v[3]), self);
+                check(1, in_unit(v[1]), format!("adam: beta1 must be in [0, 1), found {}", v[1]), self);
+                check(2, in_unit(v[2]), format!("adam: beta2 must be in [0, 1), found {}", v[2]), self);
+                check(3, v[3] > 0.0, format!("adam: epsilon must be positive, found {}", v[3]), self);
                 OptimizerKind::Adam { beta1: v[1], beta2: v[2], epsilon: v[3] }
             }
             "rmsprop" => {
-                check(in_unit(v[1]), format!("rmsprop: rho must be in [0, 1), found {}", v[1]), self);
-                check(v[2] > 0.0, format!("rmsprop: epsilon must be positive, found {}", v[2]), self);
+                check(1, in_unit(v[1]), format!("rmsprop: rho must be in [0, 1), found {}", v[1]), self);
+                check(2, v[2] > 0.0, format!("rmsprop: epsilon must be positive, found {}", v[2]), self);
+                check(3, in_unit(v[3]), format!("rmsprop: momentum must be in [0, 1), found {}", v[3]), self);
                 OptimizerKind::RmsProp { rho: v[1], epsilon: v[2], momentum: v[3], centered: f[0] }
             }
             _ => {
-                check(v[1] >= 0.0, format!("adagrad: initial_accumulator_value must not be negative, found {}", v[1]), self);
+                check(1, v[1] >= 0.0, format!("adagrad: initial_accumulator_value must not be negative, found {}", v[1]), self);
+                check(2, v[2] > 0.0, format!("adagrad: epsilon must be positive, found {}", v[2]), self);
                 OptimizerKind::Adagrad { initial_accumulator_value: v[1], epsilon: v[2] }
             }
         };
         ok.then(|| OptimizerSpec {
             kind: kind_spec,
-            learning_rate: lr,
+            learning_rate: v[0],
             clip_norm: clip.is_finite().then_some(clip),
             weight_decay: wd,
             span: o.keyword,
         })
     }
+}
+
+/// Bound configuration arguments (see `Lowerer::config_args`).
+struct ConfigArgs {
+    values: Vec<f32>,
+    valid: Vec<bool>,
+    spans: Vec<Span>,
+    flags: Vec<bool>,
+    ok: bool,
 }
 
 fn plural(n: usize) -> &'static str {
@@ -942,7 +1009,7 @@ fn signature(name: &str) -> Option<Sig> {
     Some(match name {
         "exp" | "ln" | "log" | "sqrt" | "square" | "abs" | "relu" | "sigmoid" | "tanh" | "softplus" | "stop_gradient"
         | "transpose" => Sig { tensors: A, attrs: &[] },
-        "pow" => Sig { tensors: A, attrs: &[("k", AttrKind::Number)] },
+        "pow" => Sig { tensors: A, attrs: &[("exponent", AttrKind::Number)] },
         "matmul" | "maximum" | "minimum" => Sig { tensors: AB, attrs: &[] },
         "sum" | "mean" | "max" | "argmax" => Sig { tensors: A, attrs: AXIS_KEEP },
         "softmax" | "log_softmax" => Sig { tensors: A, attrs: &[("axis", AttrKind::Int)] },

@@ -141,10 +141,10 @@ pub fn broadcast(a: &Shape, b: &Shape) -> Result<Shape, String> {
             (Some(x), Some(y)) => {
                 let hint = match (x, y) {
                     (Dim::Sym(_), Dim::Sym(_)) => {
-                        " (symbolic dimensions with different names never match: use one name)"
+                        "; symbolic dimensions with different names never match, so use one name"
                     }
                     (Dim::Sym(_), _) | (_, Dim::Sym(_)) => {
-                        " (a symbolic dimension matches only itself or a static 1)"
+                        "; a symbolic dimension matches only itself or a static 1"
                     }
                     _ => "",
                 };

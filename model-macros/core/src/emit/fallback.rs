@@ -49,7 +49,7 @@ pub fn fallback(def: &ModelDef, model: &Model, diag: &Diag) -> TokenStream {
             _ => None,
         })
         .collect();
-    let inputs_of = |node: Option<usize>| -> Vec<TokenStream> {
+    let inputs_of = |node: Option<usize>, expr: &syn::Expr| -> Vec<TokenStream> {
         match node {
             Some(node) => {
                 let p = plan::plan(model, &[node]);
@@ -62,7 +62,23 @@ pub fn fallback(def: &ModelDef, model: &Model, diag: &Diag) -> TokenStream {
                     })
                     .collect()
             }
-            None => all_inputs.clone(),
+            None => {
+                // The node did not lower: find the inputs its expression names, directly or
+                // through other items, so that the stub takes the inputs the user passes.
+                let mut names = std::collections::BTreeSet::new();
+                let mut seen = std::collections::BTreeSet::new();
+                names_used(def, expr, &mut names, &mut seen);
+                def.items
+                    .iter()
+                    .filter_map(|i| match i {
+                        Item::Input(inp) if names.contains(&inp.name.to_string()) => {
+                            let (n, t) = (&inp.name, view_ty(inp.shape.dims.len()));
+                            Some(quote!(#n: #t))
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            }
         }
     };
 
@@ -71,16 +87,16 @@ pub fn fallback(def: &ModelDef, model: &Model, diag: &Diag) -> TokenStream {
     let mut has_loss_item = false;
     for item in &def.items {
         let Item::Node(n) = item else { continue };
-        if n.kind == NodeKind::Let {
+        if n.kind == NodeKind::Let || crate::lower::RESERVED.contains(&n.name.to_string().as_str()) {
             continue;
         }
         let fetch = model.fetches.iter().find(|f| f.name == n.name);
         let node = fetch.map(|f| f.node);
         if n.kind == NodeKind::Loss && !has_loss_item {
             has_loss_item = true;
-            loss_node = node;
+            loss_node = Some((node, &n.expr));
         }
-        let ps = inputs_of(node);
+        let ps = inputs_of(node, &n.expr);
         let ret = match (n.kind, node) {
             (NodeKind::Output, Some(id)) => array_ty(model.graph.shape(id).rank()),
             (NodeKind::Output, None) => quote!(::modelc::ndarray::ArrayD<f32>),
@@ -93,7 +109,10 @@ pub fn fallback(def: &ModelDef, model: &Model, diag: &Diag) -> TokenStream {
     }
     let has_optimizer = def.items.iter().any(|i| matches!(i, Item::Optimizer(_)));
     if has_optimizer {
-        let ps = if has_loss_item { inputs_of(loss_node) } else { all_inputs.clone() };
+        let ps = match loss_node {
+            Some((node, expr)) => inputs_of(node, expr),
+            None => all_inputs.clone(),
+        };
         fns.push(quote! {
             pub fn train_step(&mut self, #(#ps),*) -> ::core::result::Result<f32, ::modelc::Error> { #stub }
             pub fn compute_gradients(&mut self, #(#ps),*) -> ::core::result::Result<(f32, #grads_ty), ::modelc::Error> { #stub }
@@ -113,8 +132,22 @@ pub fn fallback(def: &ModelDef, model: &Model, diag: &Diag) -> TokenStream {
             #(#fields)*
         }
 
+        #[derive(Clone, Debug, PartialEq)]
         #vis struct #grads_ty {
             #(#gfields)*
+        }
+
+        #[allow(clippy::all, dead_code, unreachable_code)]
+        impl #grads_ty {
+            pub fn zeros() -> Self { #stub }
+        }
+
+        impl ::core::clone::Clone for #name {
+            fn clone(&self) -> Self { #stub }
+        }
+
+        impl ::core::default::Default for #name {
+            fn default() -> Self { #stub }
         }
 
         #[allow(unused_variables, clippy::all, dead_code, unreachable_code)]
@@ -132,5 +165,42 @@ pub fn fallback(def: &ModelDef, model: &Model, diag: &Diag) -> TokenStream {
             pub fn load(path: impl ::core::convert::AsRef<::std::path::Path>) -> ::core::result::Result<Self, ::modelc::Error> { #stub }
             #(#fns)*
         }
+    }
+}
+
+/// The names an expression uses, following `let`s and fetches through the model.
+fn names_used(def: &ModelDef, e: &syn::Expr, out: &mut std::collections::BTreeSet<String>, seen: &mut std::collections::BTreeSet<String>) {
+    use syn::Expr;
+    match e {
+        Expr::Path(p) => {
+            if let Some(id) = p.path.get_ident() {
+                let name = id.to_string();
+                if !seen.insert(name.clone()) {
+                    return;
+                }
+                out.insert(name.clone());
+                for item in &def.items {
+                    if let Item::Node(n) = item {
+                        if n.name == name {
+                            names_used(def, &n.expr, out, seen);
+                        }
+                    }
+                }
+            }
+        }
+        Expr::Call(c) => c.args.iter().for_each(|a| names_used(def, a, out, seen)),
+        Expr::MethodCall(m) => {
+            names_used(def, &m.receiver, out, seen);
+            m.args.iter().for_each(|a| names_used(def, a, out, seen));
+        }
+        Expr::Binary(b) => {
+            names_used(def, &b.left, out, seen);
+            names_used(def, &b.right, out, seen);
+        }
+        Expr::Unary(u) => names_used(def, &u.expr, out, seen),
+        Expr::Paren(p) => names_used(def, &p.expr, out, seen),
+        Expr::Group(g) => names_used(def, &g.expr, out, seen),
+        Expr::Assign(a) => names_used(def, &a.right, out, seen),
+        _ => {}
     }
 }

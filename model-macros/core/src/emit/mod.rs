@@ -828,6 +828,7 @@ fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Option<&Program>
         })
         .collect();
     let parameters: usize = m.params.iter().filter(|p| !p.frozen).map(|p| p.dims.iter().product::<usize>()).sum();
+    let n_trainable = trainable.len();
     let slot_scalars = parameters as u64 * m.optimizer.as_ref().map_or(0, |o| slot_count(o.kind));
     let all_dims: Vec<Vec<usize>> = m.params.iter().map(|p| p.dims.clone()).collect();
     let all_dims_tok: Vec<TokenStream> = all_dims
@@ -876,7 +877,8 @@ fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Option<&Program>
     let has_opt = m.optimizer.is_some();
     let save_slots = quote! {
         if let ::core::option::Option::Some(__opt) = self.__state.optimizer.as_ref() {
-            for (__t, (__pname, __dims)) in [#((#tstrs, #tdims_tok)),*].iter().enumerate() {
+            let __trainable: [(&str, &[usize]); #n_trainable] = [#((#tstrs, #tdims_tok)),*];
+            for (__t, (__pname, __dims)) in __trainable.iter().enumerate() {
                 for (__s, __slot) in __opt.slot_names().iter().enumerate() {
                     __tensors.push(::modelc::__private::checkpoint::TensorData {
                         name: ::modelc::__private::slot_name(__pname, __slot),
@@ -986,7 +988,8 @@ fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Option<&Program>
             let mut __expected: ::std::vec::Vec<(::std::string::String, ::std::vec::Vec<usize>)> =
                 ::std::vec![#((::std::string::String::from(#pstrs), (#all_dims_tok).to_vec())),*];
             if let ::core::option::Option::Some(__opt) = __m.__state.optimizer.as_ref() {
-                for (__pname, __dims) in [#((#tstrs, #tdims_tok)),*] {
+                let __trainable: [(&str, &[usize]); #n_trainable] = [#((#tstrs, #tdims_tok)),*];
+                for (__pname, __dims) in __trainable {
                     for __slot in __opt.slot_names() {
                         __expected.push((::modelc::__private::slot_name(__pname, __slot), __dims.to_vec()));
                     }
@@ -995,7 +998,8 @@ fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Option<&Program>
             let mut __ck = ::modelc::__private::checkpoint::load(__path, #name_str, &__expected)?;
             #(::modelc::__private::take_into(&mut __ck, #pstrs, ::modelc::__private::slice_mut(&mut __m.#pnames), __path)?;)*
             if let ::core::option::Option::Some(__opt) = __m.__state.optimizer {
-                for (__t, __pname) in [#(#tstrs),*].iter().enumerate() {
+                let __names: [&str; #n_trainable] = [#(#tstrs),*];
+                for (__t, __pname) in __names.iter().enumerate() {
                     for (__s, __slot) in __opt.slot_names().iter().enumerate() {
                         let __n = ::modelc::__private::slot_name(__pname, __slot);
                         ::modelc::__private::take_into(&mut __ck, &__n, &mut __m.__state.slots[__t][__s], __path)?;

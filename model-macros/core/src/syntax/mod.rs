@@ -17,7 +17,7 @@
 //! reported in one expansion, not only the first.
 
 use proc_macro2::{Span, TokenStream, TokenTree};
-use syn::parse::{Parse, ParseStream};
+use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{braced, bracketed, parenthesized, Attribute, Expr, Ident, LitInt, Token, Visibility};
@@ -46,6 +46,9 @@ pub struct ModelDef {
     pub items: Vec<Item>,
     /// The span of the braces, for errors about the whole model.
     pub brace_span: Span,
+    /// Names of items that failed to parse: they are declared, so that their uses do
+    /// not add "unknown name" errors to the real one.
+    pub broken: Vec<Ident>,
 }
 
 /// The part of a model before its items are split: `attrs vis struct Name { tokens }`.
@@ -86,18 +89,100 @@ pub fn parse_model(tokens: TokenStream, diag: &mut Diag) -> Option<ModelDef> {
         }
     };
     let mut items = Vec::new();
+    let mut broken = Vec::new();
     for chunk in split_items(shell.body) {
-        match syn::parse2::<Item>(chunk.tokens) {
-            Ok(item) => {
+        let last = chunk.tokens.clone().into_iter().last().map(|t| t.span());
+        let mut missing_semicolons = Vec::new();
+        let parsed = (|input: ParseStream| parse_items(input, &mut missing_semicolons)).parse2(chunk.tokens.clone());
+        for e in missing_semicolons {
+            diag.push(e);
+        }
+        match parsed {
+            Ok(parsed) => {
                 if !chunk.terminated {
-                    diag.error(item.name_span_end(), "expected `;` after this item");
+                    if let Some(item) = parsed.last() {
+                        diag.error(item.end_span(), "expected `;` after this item");
+                    }
                 }
-                items.push(item);
+                items.extend(parsed);
             }
-            Err(e) => diag.push(e),
+            Err(e) => {
+                diag.push(respan_end_of_input(e, last));
+                broken.extend(broken_name(&chunk.tokens));
+            }
         }
     }
-    Some(ModelDef { attrs: shell.attrs, vis: shell.vis, ident: shell.ident, items, brace_span: shell.brace_span })
+    Some(ModelDef {
+        attrs: shell.attrs,
+        vis: shell.vis,
+        ident: shell.ident,
+        items,
+        brace_span: shell.brace_span,
+        broken,
+    })
+}
+
+/// One or more items: a missing `;` between two items is reported and both are kept.
+fn parse_items(input: ParseStream, missing: &mut Vec<syn::Error>) -> syn::Result<Vec<Item>> {
+    let mut items = Vec::new();
+    loop {
+        items.push(input.parse::<Item>()?);
+        if input.is_empty() {
+            return Ok(items);
+        }
+        if starts_item(input) {
+            missing.push(input.error("expected `;` before this item: every item ends with `;`"));
+        } else {
+            return Err(input.error("expected `;` after this item"));
+        }
+    }
+}
+
+fn starts_item(input: ParseStream) -> bool {
+    input.peek(kw::input)
+        || input.peek(kw::param)
+        || input.peek(Token![let])
+        || input.peek(kw::output)
+        || input.peek(kw::loss)
+        || input.peek(kw::metric)
+        || input.peek(kw::optimizer)
+        || input.peek(Token![#])
+}
+
+/// syn reports an incomplete item at the end of the input, which is the whole macro call
+/// here; point at the item's last token instead.
+fn respan_end_of_input(e: syn::Error, last: Option<Span>) -> syn::Error {
+    let message = e.to_string();
+    match (message.strip_prefix("unexpected end of input, "), last) {
+        (Some(rest), Some(span)) => syn::Error::new(span, format!("this item is incomplete: {rest}")),
+        _ if message == "unexpected end of input" && last.is_some() => {
+            syn::Error::new(last.unwrap_or_else(Span::call_site), "this item is incomplete")
+        }
+        _ => e,
+    }
+}
+
+/// The name a broken item was declaring, if it can be seen: `[#[..]]* KEYWORD NAME ...`.
+fn broken_name(tokens: &TokenStream) -> Option<Ident> {
+    let mut iter = tokens.clone().into_iter().peekable();
+    while let Some(TokenTree::Punct(p)) = iter.peek() {
+        if p.as_char() != '#' {
+            break;
+        }
+        iter.next();
+        iter.next();
+    }
+    let keyword = match iter.next()? {
+        TokenTree::Ident(k) => k.to_string(),
+        _ => return None,
+    };
+    if !["input", "param", "let", "output", "loss", "metric"].contains(&keyword.as_str()) {
+        return None;
+    }
+    match iter.next()? {
+        TokenTree::Ident(name) => Some(name),
+        _ => None,
+    }
 }
 
 struct Chunk {
@@ -139,7 +224,7 @@ pub enum Item {
 }
 
 impl Item {
-    fn name_span_end(&self) -> Span {
+    fn end_span(&self) -> Span {
         match self {
             Item::Input(i) => i.shape.span,
             Item::Param(p) => p.init.name.span(),
@@ -152,6 +237,16 @@ impl Item {
 impl Parse for Item {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let attrs = input.call(Attribute::parse_outer)?;
+        if input.peek(Ident) && !starts_item(input) && !input.peek(Token![let]) {
+            let fork = input.fork();
+            let word: Ident = fork.parse()?;
+            let keywords = ["input", "param", "let", "output", "loss", "metric", "optimizer"];
+            let hint = crate::diag::suggestion(&word.to_string(), keywords);
+            return Err(syn::Error::new(
+                word.span(),
+                format!("expected an item (`input`, `param`, `let`, `output`, `loss`, `metric` or `optimizer`), found `{word}`{hint}"),
+            ));
+        }
         let lookahead = input.lookahead1();
         let item = if lookahead.peek(kw::input) {
             let kw: kw::input = input.parse()?;
@@ -166,7 +261,8 @@ impl Parse for Item {
             input.parse::<Token![:]>()?;
             let shape: ShapeSyntax = input.parse()?;
             if !input.peek(Token![=]) {
-                return Err(input.error(
+                return Err(syn::Error::new(
+                    shape.span,
                     "expected `= initializer` after the param's shape, e.g. `= zeros` or `= glorot_uniform`",
                 ));
             }
@@ -209,9 +305,6 @@ impl Parse for Item {
         } else {
             return Err(lookahead.error());
         };
-        if !input.is_empty() {
-            return Err(input.error("expected `;` after this item"));
-        }
         Ok(item)
     }
 }
@@ -226,7 +319,7 @@ fn take_frozen(attrs: Vec<Attribute>) -> syn::Result<(bool, Vec<Attribute>)> {
     for attr in attrs {
         if is_frozen(&attr) {
             if !matches!(attr.meta, syn::Meta::Path(_)) {
-                return Err(syn::Error::new(attr.meta.span(), "`#[frozen]` takes no arguments"));
+                return Err(syn::Error::new_spanned(&attr.meta, "`#[frozen]` takes no arguments"));
             }
             frozen = true;
         } else {
@@ -238,7 +331,7 @@ fn take_frozen(attrs: Vec<Attribute>) -> syn::Result<(bool, Vec<Attribute>)> {
 
 fn reject_frozen(attrs: &[Attribute], what: &str) -> syn::Result<()> {
     match attrs.iter().find(|a| is_frozen(a)) {
-        Some(a) => Err(syn::Error::new(a.span(), format!("`#[frozen]` applies to params only, not to {what}"))),
+        Some(a) => Err(syn::Error::new_spanned(a, format!("`#[frozen]` applies to params only, not to {what}"))),
         None => Ok(()),
     }
 }
@@ -482,9 +575,12 @@ mod tests {
             }
         });
         assert_eq!(diag.len(), 3, "{:?}", diag.messages());
-        assert_eq!(model.unwrap().items.len(), 1);
+        let model = model.unwrap();
+        assert_eq!(model.items.len(), 1);
+        let broken: Vec<String> = model.broken.iter().map(|b| b.to_string()).collect();
+        assert_eq!(broken, ["x", "b"]);
         let messages = diag.messages();
-        assert!(messages[1].contains("expected one of"), "{}", messages[1]);
+        assert!(messages[1].contains("found `paramm`; did you mean `param`?"), "{}", messages[1]);
         assert!(messages[2].contains("expected `= initializer`"), "{}", messages[2]);
     }
 
@@ -492,8 +588,9 @@ mod tests {
     fn points_at_the_offending_token() {
         let src = "struct M {\n    input x: [batch, 784];\n    output o = x\n    loss l = x;\n}";
         let tokens: TokenStream = src.parse().unwrap();
-        let (_, diag) = parse(tokens);
+        let (model, diag) = parse(tokens);
         assert_eq!(diag.len(), 1, "{:?}", diag.messages());
+        assert_eq!(model.unwrap().items.len(), 3, "both items around the missing `;` are kept");
         let start = diag.errors()[0].span().start();
         assert_eq!((start.line, start.column), (4, 4), "{:?}", diag.messages());
     }

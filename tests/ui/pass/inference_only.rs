@@ -1,12 +1,6 @@
 //! A model with no optimizer and no loss: inference only, with params that the user
 //! assigns.
 //!
-//! PENDING: not run by tests/ui.rs. It should be a pass case, but every model without an
-//! optimizer fails to compile today (E0282 "type annotations needed" and E0277 "`str`
-//! cannot be known at compilation time" inside the expansion): `save`/`load` in
-//! model-macros/core/src/emit/mod.rs iterate over `[#((#tstrs, #tdims_tok)),*]`, which is
-//! an empty array literal of unknown element type when the model has no gradients.
-//! Move it back to tests/ui/pass/ once that is fixed.
 
 use modelc::model;
 use modelc::ndarray::{arr1, arr2};
