@@ -156,7 +156,7 @@ pub fn apply_updates(opt: &Optimizer, step: &mut u64, slots: &mut [Vec<Vec<f32>>
 
 /// The checkpoint key of an optimizer slot.
 pub fn slot_name(param: &str, slot: &str) -> String {
-    format!("optimizer/{param}/{slot}")
+    crate::checkpoint::slot_key(param, slot)
 }
 
 /// Moves tensor `name` of a validated checkpoint into `dst`.

@@ -1,0 +1,335 @@
+//! Single-precision GEMM, `c = alpha * a x b + beta * c`, that allocates nothing in
+//! steady state.
+//!
+//! BLIS-style: `b` is packed in `kc x nc` blocks of `NR`-wide row panels, `a` in
+//! `mc x kc` blocks of `MR`-tall column panels, and a register-blocked `MR x NR`
+//! micro-kernel multiplies one pair of panels. The packing buffers live in thread-local
+//! scratch that grows to the largest product a thread has seen and is then reused, so
+//! after the first call for given sizes nothing allocates.
+//!
+//! Packing reads the views through their own strides (any sign, any size), so
+//! transposed and stepped views cost only what packing costs. When one side is thin
+//! the product is computed as `c^T = b^T x a^T` if that wastes fewer lanes of the
+//! micro-kernel, and when `b` is too narrow for packing `a` to pay off, `a` is read in
+//! place instead.
+//!
+//! The micro-kernel is chosen at run time: AVX2 + FMA (`std::arch` intrinsics) where
+//! the CPU has them, otherwise a portable loop the compiler vectorizes for the baseline
+//! target. `beta == 0` overwrites `c` without reading it.
+
+use std::cell::RefCell;
+
+use crate::ndarray::{ArrayView2, ArrayViewMut2};
+
+/// Rows of the micro-kernel's tile (broadcast side, from `a`).
+const MR: usize = 6;
+/// Columns of the micro-kernel's tile (vector side, from `b`): two 8-lane vectors.
+const NR: usize = 16;
+/// Depth of a packed block: an `MR x KC` panel of `a` plus a `KC x NR` panel of `b`
+/// (22 KiB) stay in L1.
+const KC: usize = 256;
+/// Rows of a packed block of `a` (`MC x KC` = 168 KiB stays in L2).
+const MC: usize = 168;
+/// Columns of a packed block of `b` (`KC x NC` = 4 MiB stays in L3).
+const NC: usize = 4080;
+
+thread_local! {
+    /// Packing scratch: the packed block of `b` followed by the packed block of `a`.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One `MR x NR` tile of accumulators.
+type Tile = [[f32; NR]; MR];
+
+/// `c = alpha * a x b + beta * c` for `f32` views of any strides.
+///
+/// Panics if the shapes do not agree: `a` is `m x k`, `b` is `k x n`, `c` is `m x n`.
+pub fn sgemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32, mut c: ArrayViewMut2<'_, f32>) {
+    let (m, k) = a.dim();
+    let (k2, n) = b.dim();
+    assert!(k == k2 && c.dim() == (m, n), "sgemm: shapes {:?} x {:?} -> {:?}", a.dim(), b.dim(), c.dim());
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 || alpha == 0.0 {
+        if beta == 0.0 {
+            c.fill(0.0);
+        } else if beta != 1.0 {
+            c.map_inplace(|v| *v *= beta);
+        }
+        return;
+    }
+    // Lanes the micro-kernel computes, either way round; the transposed product
+    // `c^T = b^T x a^T` swaps the roles of m and n.
+    let padded = |m: usize, n: usize| m.div_ceil(MR) * n.div_ceil(NR);
+    if padded(n, m) < padded(m, n) {
+        let ct = c.reversed_axes();
+        product(alpha, b.reversed_axes(), a.reversed_axes(), beta, ct);
+    } else {
+        product(alpha, a, b, beta, c);
+    }
+}
+
+/// The micro-kernels this build carries.
+#[derive(Clone, Copy)]
+enum Kernel {
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma,
+    Portable,
+}
+
+fn kernel() -> Kernel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // std caches the CPUID answer, so this is a couple of loads.
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Kernel::Avx2Fma;
+        }
+    }
+    Kernel::Portable
+}
+
+/// Raw access to `c`: base pointer and strides of a live, mutably borrowed view.
+struct Out {
+    ptr: *mut f32,
+    rs: isize,
+    cs: isize,
+}
+
+/// Splits `0..len` into `ceil(len / max)` blocks of nearly equal size, each a multiple
+/// of `unit` (except the last), and returns that block size.
+fn block(len: usize, max: usize, unit: usize) -> usize {
+    let count = len.div_ceil(max);
+    len.div_ceil(count).next_multiple_of(unit).min(max)
+}
+
+fn product(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32, mut c: ArrayViewMut2<'_, f32>) {
+    let (m, k) = a.dim();
+    let n = b.dim().1;
+    let kern = kernel();
+    let kc_max = block(k, KC, 1);
+    let nc_max = block(n, NC, NR);
+    let mc_max = block(m, MC, MR);
+    let b_len = kc_max * nc_max.next_multiple_of(NR);
+    let a_len = kc_max * mc_max.next_multiple_of(MR);
+    let out = Out { ptr: c.as_mut_ptr(), rs: c.strides()[0], cs: c.strides()[1] };
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        if scratch.len() < a_len + b_len {
+            scratch.resize(a_len + b_len, 0.0);
+        }
+        let (bpack, apack) = scratch.split_at_mut(b_len);
+        let apack = &mut apack[..a_len];
+        for jc in (0..n).step_by(nc_max) {
+            let nc = nc_max.min(n - jc);
+            for pc in (0..k).step_by(kc_max) {
+                let kc = kc_max.min(k - pc);
+                let beta = if pc == 0 { beta } else { 1.0 };
+                pack_b(&b, pc, kc, jc, nc, bpack);
+                for ic in (0..m).step_by(mc_max) {
+                    let mc = mc_max.min(m - ic);
+                    pack_a(&a, ic, mc, pc, kc, apack);
+                    for (jp, bpanel) in bpack.chunks_exact(kc * NR).take(nc.div_ceil(NR)).enumerate() {
+                        let j0 = jc + jp * NR;
+                        let nr = NR.min(n - j0);
+                        for (ip, apanel) in apack.chunks_exact(kc * MR).take(mc.div_ceil(MR)).enumerate() {
+                            let i0 = ic + ip * MR;
+                            let mr = MR.min(m - i0);
+                            let mut tile = [[0.0f32; NR]; MR];
+                            micro(kern, kc, apanel, bpanel, &mut tile);
+                            // SAFETY: i0 + mr <= m and j0 + nr <= n, so every element
+                            // written is inside `c`, which `out` points into and which
+                            // stays mutably borrowed (unaliased) for this whole call.
+                            unsafe { store(&out, i0, j0, mr, nr, &tile, alpha, beta) };
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// `acc = a_panel x b_panel` over depth `kc`: `a` holds `kc` columns of `MR`, `b`
+/// holds `kc` rows of `NR`.
+#[inline]
+fn micro(kern: Kernel, kc: usize, a: &[f32], b: &[f32], acc: &mut Tile) {
+    assert!(a.len() >= kc * MR && b.len() >= kc * NR);
+    match kern {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Avx2Fma` is only chosen after detecting avx2 and fma on this CPU.
+        Kernel::Avx2Fma => unsafe { micro_avx2(kc, a, b, acc) },
+        Kernel::Portable => micro_portable(kc, a, b, acc),
+    }
+}
+
+fn micro_portable(kc: usize, a: &[f32], b: &[f32], acc: &mut Tile) {
+    let mut t = [[0.0f32; NR]; MR];
+    for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(kc) {
+        for i in 0..MR {
+            let av = ap[i];
+            for j in 0..NR {
+                t[i][j] += av * bp[j];
+            }
+        }
+    }
+    *acc = t;
+}
+
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn micro_avx2(kc: usize, a: &[f32], b: &[f32], acc: &mut Tile) {
+    use std::arch::x86_64::*;
+    let z = _mm256_setzero_ps();
+    let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
+    let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
+    for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(kc) {
+        // `bp` has exactly NR = 16 elements: two unaligned 8-lane loads.
+        let b0 = _mm256_loadu_ps(bp.as_ptr());
+        let b1 = _mm256_loadu_ps(bp.as_ptr().add(8));
+        let x = _mm256_set1_ps(ap[0]);
+        c00 = _mm256_fmadd_ps(x, b0, c00);
+        c01 = _mm256_fmadd_ps(x, b1, c01);
+        let x = _mm256_set1_ps(ap[1]);
+        c10 = _mm256_fmadd_ps(x, b0, c10);
+        c11 = _mm256_fmadd_ps(x, b1, c11);
+        let x = _mm256_set1_ps(ap[2]);
+        c20 = _mm256_fmadd_ps(x, b0, c20);
+        c21 = _mm256_fmadd_ps(x, b1, c21);
+        let x = _mm256_set1_ps(ap[3]);
+        c30 = _mm256_fmadd_ps(x, b0, c30);
+        c31 = _mm256_fmadd_ps(x, b1, c31);
+        let x = _mm256_set1_ps(ap[4]);
+        c40 = _mm256_fmadd_ps(x, b0, c40);
+        c41 = _mm256_fmadd_ps(x, b1, c41);
+        let x = _mm256_set1_ps(ap[5]);
+        c50 = _mm256_fmadd_ps(x, b0, c50);
+        c51 = _mm256_fmadd_ps(x, b1, c51);
+    }
+    let rows = [(c00, c01), (c10, c11), (c20, c21), (c30, c31), (c40, c41), (c50, c51)];
+    for (row, (lo, hi)) in acc.iter_mut().zip(rows) {
+        // `row` has exactly NR = 16 elements.
+        _mm256_storeu_ps(row.as_mut_ptr(), lo);
+        _mm256_storeu_ps(row.as_mut_ptr().add(8), hi);
+    }
+}
+
+/// `c[i0.., j0..] = alpha * tile + beta * c` over the `mr x nr` corner of `tile`;
+/// `beta == 0` does not read `c`.
+///
+/// # Safety
+/// `out` must point to a live `m x n` view with its strides, not aliased elsewhere,
+/// and `i0 + mr <= m`, `j0 + nr <= n`.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn store(out: &Out, i0: usize, j0: usize, mr: usize, nr: usize, tile: &Tile, alpha: f32, beta: f32) {
+    for (i, trow) in tile.iter().enumerate().take(mr) {
+        let row = out.ptr.offset((i0 + i) as isize * out.rs + j0 as isize * out.cs);
+        if out.cs == 1 && nr == NR {
+            let dst = std::slice::from_raw_parts_mut(row, NR);
+            if beta == 0.0 {
+                for (d, t) in dst.iter_mut().zip(trow) {
+                    *d = alpha * t;
+                }
+            } else {
+                for (d, t) in dst.iter_mut().zip(trow) {
+                    *d = alpha * t + beta * *d;
+                }
+            }
+        } else {
+            for (j, t) in trow.iter().enumerate().take(nr) {
+                let d = row.offset(j as isize * out.cs);
+                *d = if beta == 0.0 { alpha * t } else { alpha * t + beta * *d };
+            }
+        }
+    }
+}
+
+/// Packs `a[ic..ic + mc, pc..pc + kc]` as `MR`-tall panels, each `kc` columns of `MR`
+/// contiguous values, zero-padded below the last row.
+fn pack_a(a: &ArrayView2<'_, f32>, ic: usize, mc: usize, pc: usize, kc: usize, dst: &mut [f32]) {
+    let (rs, cs) = (a.strides()[0], a.strides()[1]);
+    for (ip, panel) in dst.chunks_exact_mut(kc * MR).take(mc.div_ceil(MR)).enumerate() {
+        let i0 = ic + ip * MR;
+        let mr = MR.min(ic + mc - i0);
+        if cs.unsigned_abs() <= rs.unsigned_abs() {
+            // Row-major-like: walk each row along k.
+            for r in 0..mr {
+                let row = a.row(i0 + r);
+                let row = row.slice(crate::ndarray::s![pc..pc + kc]);
+                if let Some(src) = row.as_slice() {
+                    for (d, &v) in panel.chunks_exact_mut(MR).zip(src) {
+                        d[r] = v;
+                    }
+                } else {
+                    for (d, &v) in panel.chunks_exact_mut(MR).zip(row.iter()) {
+                        d[r] = v;
+                    }
+                }
+            }
+        } else {
+            // Column-major-like (a transposed view): walk each column along m.
+            for (p, d) in panel.chunks_exact_mut(MR).enumerate() {
+                let col = a.column(pc + p);
+                let col = col.slice(crate::ndarray::s![i0..i0 + mr]);
+                if let Some(src) = col.as_slice() {
+                    d[..mr].copy_from_slice(src);
+                } else {
+                    for (dv, &v) in d.iter_mut().zip(col.iter()) {
+                        *dv = v;
+                    }
+                }
+            }
+        }
+        if mr < MR {
+            for d in panel.chunks_exact_mut(MR) {
+                d[mr..].fill(0.0);
+            }
+        }
+    }
+}
+
+/// Packs `b[pc..pc + kc, jc..jc + nc]` as `NR`-wide panels, each `kc` rows of `NR`
+/// contiguous values, zero-padded right of the last column.
+fn pack_b(b: &ArrayView2<'_, f32>, pc: usize, kc: usize, jc: usize, nc: usize, dst: &mut [f32]) {
+    let (rs, cs) = (b.strides()[0], b.strides()[1]);
+    for (jp, panel) in dst.chunks_exact_mut(kc * NR).take(nc.div_ceil(NR)).enumerate() {
+        let j0 = jc + jp * NR;
+        let nr = NR.min(jc + nc - j0);
+        if cs.unsigned_abs() <= rs.unsigned_abs() {
+            // Row-major-like: copy NR-long row segments.
+            for (p, d) in panel.chunks_exact_mut(NR).enumerate() {
+                let row = b.row(pc + p);
+                let row = row.slice(crate::ndarray::s![j0..j0 + nr]);
+                if let Some(src) = row.as_slice() {
+                    d[..nr].copy_from_slice(src);
+                } else {
+                    for (dv, &v) in d.iter_mut().zip(row.iter()) {
+                        *dv = v;
+                    }
+                }
+            }
+        } else {
+            // Column-major-like (a transposed view): walk each column along k.
+            for jj in 0..nr {
+                let col = b.column(j0 + jj);
+                let col = col.slice(crate::ndarray::s![pc..pc + kc]);
+                if let Some(src) = col.as_slice() {
+                    for (d, &v) in panel.chunks_exact_mut(NR).zip(src) {
+                        d[jj] = v;
+                    }
+                } else {
+                    for (d, &v) in panel.chunks_exact_mut(NR).zip(col.iter()) {
+                        d[jj] = v;
+                    }
+                }
+            }
+        }
+        if nr < NR {
+            for d in panel.chunks_exact_mut(NR) {
+                d[nr..].fill(0.0);
+            }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! `sgemm` against a naive f64 triple loop: many shapes (tiny, primes, thin, edges of
+//! the block sizes), all four transpose combinations, alpha/beta including beta = 0 over
+//! a NaN-filled `c`, stepped and reversed views; and a counting allocator showing that a
+//! repeated call allocates nothing.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+// The module is compiled into this test directly (so the test does not depend on how
+// the runtime exports it); it reaches ndarray as `crate::ndarray`.
+#[allow(dead_code)]
+#[path = "../src/sgemm.rs"]
+mod sgemm;
+
+pub(crate) use modelc_runtime::ndarray;
+
+use ndarray::{s, Array2, ArrayView2};
+use sgemm::sgemm;
+
+// ---------------------------------------------------------------- counting allocator
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn bump() {
+    // `try_with`: the allocator may run while the thread's locals are being torn down.
+    let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
+}
+
+// SAFETY: every method forwards to the system allocator unchanged; counting touches
+// only a const-initialized thread-local `Cell`, which never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        bump();
+        System.alloc(layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        bump();
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        bump();
+        System.realloc(ptr, layout, new_size)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocs() -> usize {
+    ALLOCS.with(|n| n.get())
+}
+
+// ---------------------------------------------------------------- helpers
+
+/// Deterministic values in [-1, 1) (a small LCG: no rand dependency needed).
+fn filled(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    Array2::from_shape_fn((rows, cols), |_| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    })
+}
+
+fn reference(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32, c0: &Array2<f32>) -> Array2<f64> {
+    let (m, k) = a.dim();
+    let n = b.dim().1;
+    Array2::from_shape_fn((m, n), |(i, j)| {
+        let mut acc = 0.0f64;
+        for p in 0..k {
+            acc += a[[i, p]] as f64 * b[[p, j]] as f64;
+        }
+        let prev = if beta == 0.0 { 0.0 } else { beta as f64 * c0[[i, j]] as f64 };
+        alpha as f64 * acc + prev
+    })
+}
+
+fn check(got: ArrayView2<'_, f32>, want: &Array2<f64>, k: usize, what: &str) {
+    assert_eq!(got.dim(), want.dim(), "{what}: shape");
+    let tol = 1e-5 * (k as f64).sqrt().max(1.0) * 4.0;
+    for ((i, j), &g) in got.indexed_iter() {
+        let w = want[[i, j]];
+        assert!(
+            (g as f64 - w).abs() <= tol * (1.0 + w.abs()),
+            "{what}: c[{i}, {j}] = {g}, want {w} (tol {tol})"
+        );
+    }
+}
+
+/// Runs one product with `a` and `b` stored transposed or not, over `c` prefilled with
+/// NaN when beta is 0 (so any read of `c` shows).
+fn case(m: usize, k: usize, n: usize, ta: bool, tb: bool, alpha: f32, beta: f32) {
+    let seed = (m * 1_000_003 + k * 1009 + n) as u64;
+    let a_store = if ta { filled(k, m, seed) } else { filled(m, k, seed) };
+    let b_store = if tb { filled(n, k, seed + 1) } else { filled(k, n, seed + 1) };
+    let a = if ta { a_store.t() } else { a_store.view() };
+    let b = if tb { b_store.t() } else { b_store.view() };
+    let c0 = if beta == 0.0 { Array2::from_elem((m, n), f32::NAN) } else { filled(m, n, seed + 2) };
+    let want = reference(alpha, a, b, beta, &c0);
+    let mut c = c0.clone();
+    sgemm(alpha, a, b, beta, c.view_mut());
+    check(c.view(), &want, k, &format!("{m}x{k}x{n} ta={ta} tb={tb} alpha={alpha} beta={beta}"));
+}
+
+const SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (1, 7, 1),
+    (2, 3, 4),
+    (5, 1, 17),
+    (6, 16, 16),
+    (7, 17, 15),
+    (37, 53, 29),
+    (29, 37, 53),
+    (100, 784, 10),
+    (784, 100, 10),
+    (10, 100, 784),
+    (128, 256, 128),
+    (1, 300, 33),
+    (33, 300, 1),
+    // Edges of the blocks: KC = 256, MC = 168, NR = 16, MR = 6.
+    (169, 257, 17),
+    (167, 513, 31),
+    (173, 255, 49),
+    (337, 300, 65),
+];
+
+// ---------------------------------------------------------------- tests
+
+#[test]
+fn all_shapes_and_transposes_beta_zero_over_nan() {
+    for &(m, k, n) in SHAPES {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            case(m, k, n, ta, tb, 1.0, 0.0);
+        }
+    }
+}
+
+#[test]
+fn alpha_and_beta() {
+    for &(m, k, n) in &[(37, 53, 29), (100, 784, 10), (169, 257, 17), (7, 3, 40)] {
+        for &(alpha, beta) in &[(1.0, 1.0), (-0.5, 1.0), (2.0, -1.5), (0.25, 0.0), (1.0, 0.5)] {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                case(m, k, n, ta, tb, alpha, beta);
+            }
+        }
+    }
+}
+
+#[test]
+fn alpha_zero_and_k_zero_scale_c() {
+    let a = filled(5, 0, 1);
+    let b = filled(0, 4, 2);
+    let mut c = Array2::from_elem((5, 4), f32::NAN);
+    sgemm(1.0, a.view(), b.view(), 0.0, c.view_mut());
+    assert!(c.iter().all(|&v| v == 0.0));
+    let mut c = filled(5, 4, 3);
+    let c0 = c.clone();
+    sgemm(1.0, a.view(), b.view(), 2.0, c.view_mut());
+    assert_eq!(c, &c0 * 2.0);
+    let a = filled(5, 3, 4);
+    let b = filled(3, 4, 5);
+    let mut c = c0.clone();
+    sgemm(0.0, a.view(), b.view(), 1.0, c.view_mut());
+    assert_eq!(c, c0);
+    // Empty outputs are fine.
+    let mut e = Array2::<f32>::zeros((0, 4));
+    sgemm(1.0, filled(0, 3, 6).view(), b.view(), 0.0, e.view_mut());
+}
+
+#[test]
+fn stepped_and_reversed_views() {
+    let big_a = filled(120, 90, 11);
+    let big_b = filled(100, 80, 12);
+    // a: 40 x 30 with steps (3, 3); b: 30 x 27 reversed rows, step 3 in columns.
+    let a = big_a.slice(s![..;3, 1..;3]);
+    let b = big_b.slice(s![..90;-3, 2..;3]);
+    let (m, k) = a.dim();
+    assert_eq!(b.dim().0, k);
+    let n = b.dim().1;
+    for &(alpha, beta) in &[(1.0f32, 0.0f32), (0.5, 2.0)] {
+        // c: a stepped window of a bigger array, and a transposed one.
+        let mut big_c = if beta == 0.0 { Array2::from_elem((2 * m + 1, 2 * n + 3), f32::NAN) } else { filled(2 * m + 1, 2 * n + 3, 13) };
+        let c0 = big_c.slice(s![1..;2, ..;2]).slice(s![..m, ..n]).to_owned();
+        let want = reference(alpha, a, b, beta, &c0);
+        {
+            let c = big_c.slice_mut(s![1..;2, ..;2]);
+            let c = c.slice_move(s![..m, ..n]);
+            sgemm(alpha, a, b, beta, c);
+        }
+        check(big_c.slice(s![1..;2, ..;2]).slice(s![..m, ..n]), &want, k, "stepped c");
+
+        let mut ct_store = if beta == 0.0 { Array2::from_elem((n, m), f32::NAN) } else { c0.t().to_owned() };
+        sgemm(alpha, a, b, beta, ct_store.view_mut().reversed_axes());
+        check(ct_store.t(), &want, k, "transposed c");
+
+        // Transposed stepped operands: (b^T a^T)^T.
+        let want_t = reference(alpha, b.t(), a.t(), beta, &c0.t().to_owned());
+        let mut ct = c0.t().to_owned();
+        if beta == 0.0 {
+            ct.fill(f32::NAN);
+        }
+        sgemm(alpha, b.t(), a.t(), beta, ct.view_mut());
+        check(ct.view(), &want_t, k, "stepped transposed operands");
+    }
+}
+
+#[test]
+fn large_against_reference() {
+    // Several blocks along every dimension (NC is not exceeded: that would be slow in a
+    // debug-ish test profile), transposed a.
+    case(400, 600, 300, true, false, 1.0, 0.0);
+    case(400, 600, 300, false, true, 0.5, 1.0);
+}
+
+#[test]
+fn second_call_allocates_nothing() {
+    let shapes = [(100, 784, 10), (784, 100, 10), (128, 256, 128), (300, 520, 200), (37, 53, 29)];
+    let inputs: Vec<_> = shapes
+        .iter()
+        .map(|&(m, k, n)| (filled(m, k, 1), filled(k, n, 2), filled(n, k, 3), Array2::<f32>::zeros((m, n))))
+        .collect();
+    let mut inputs = inputs;
+    // First round: scratch grows to the largest product.
+    for (a, b, bt, c) in inputs.iter_mut() {
+        sgemm(1.0, a.view(), b.view(), 0.0, c.view_mut());
+        sgemm(0.5, a.view(), bt.t(), 1.0, c.view_mut());
+    }
+    let before = allocs();
+    for _ in 0..3 {
+        for (a, b, bt, c) in inputs.iter_mut() {
+            sgemm(1.0, a.view(), b.view(), 0.0, c.view_mut());
+            sgemm(0.5, a.view(), bt.t(), 1.0, c.view_mut());
+            let ct = c.view_mut().reversed_axes();
+            sgemm(1.0, b.t(), a.t(), 0.0, ct);
+        }
+    }
+    assert_eq!(allocs() - before, 0, "steady-state sgemm allocated");
+}
