@@ -86,10 +86,7 @@ fn check(got: ArrayView2<'_, f32>, want: &Array2<f64>, k: usize, what: &str) {
     let tol = 1e-5 * (k as f64).sqrt().max(1.0) * 4.0;
     for ((i, j), &g) in got.indexed_iter() {
         let w = want[[i, j]];
-        assert!(
-            (g as f64 - w).abs() <= tol * (1.0 + w.abs()),
-            "{what}: c[{i}, {j}] = {g}, want {w} (tol {tol})"
-        );
+        assert!((g as f64 - w).abs() <= tol * (1.0 + w.abs()), "{what}: c[{i}, {j}] = {g}, want {w} (tol {tol})");
     }
 }
 
@@ -185,7 +182,11 @@ fn stepped_and_reversed_views() {
     let n = b.dim().1;
     for &(alpha, beta) in &[(1.0f32, 0.0f32), (0.5, 2.0)] {
         // c: a stepped window of a bigger array, and a transposed one.
-        let mut big_c = if beta == 0.0 { Array2::from_elem((2 * m + 1, 2 * n + 3), f32::NAN) } else { filled(2 * m + 1, 2 * n + 3, 13) };
+        let mut big_c = if beta == 0.0 {
+            Array2::from_elem((2 * m + 1, 2 * n + 3), f32::NAN)
+        } else {
+            filled(2 * m + 1, 2 * n + 3, 13)
+        };
         let c0 = big_c.slice(s![1..;2, ..;2]).slice(s![..m, ..n]).to_owned();
         let want = reference(alpha, a, b, beta, &c0);
         {

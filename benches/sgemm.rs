@@ -1,0 +1,68 @@
+//! `sgemm` (runtime/src/sgemm.rs) against the `gemm` crate (through
+//! `modelc::kernels::gemm`, which calls `gemm::gemm` on the views' strides), single
+//! thread, on the products of the training benchmarks. Throughput is reported in
+//! elements = floating-point operations (2 m n k), so criterion's `Gelem/s` reads as
+//! GFLOP/s. `cargo bench --bench sgemm`.
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use modelc::ndarray::{Array2, ArrayView2};
+
+// The module is compiled into the bench directly; it reaches ndarray as `crate::ndarray`.
+#[allow(dead_code)]
+#[path = "../runtime/src/sgemm.rs"]
+mod sgemm;
+
+pub(crate) use modelc::ndarray;
+
+fn filled(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    Array2::from_shape_fn((rows, cols), |_| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    })
+}
+
+/// (label, m, k, n, a transposed, b transposed): the forward and backward products of
+/// the train_step workloads plus the square reference.
+const CASES: &[(&str, usize, usize, usize, bool, bool)] = &[
+    ("m1_fwd_100x784x10", 100, 784, 10, false, false),
+    ("m1_dw_784x100x10_aT", 784, 100, 10, true, false),
+    ("m2_128x256x128", 128, 256, 128, false, false),
+    ("m2_dx_128x128x256_bT", 128, 128, 256, false, true),
+    ("m3_256x1024x1024", 256, 1024, 1024, false, false),
+    ("m3_dw_1024x256x1024_aT", 1024, 256, 1024, true, false),
+    ("m3_dx_256x1024x1024_bT", 256, 1024, 1024, false, true),
+    ("square_1024", 1024, 1024, 1024, false, false),
+];
+
+fn view(x: &Array2<f32>, t: bool) -> ArrayView2<'_, f32> {
+    if t {
+        x.t()
+    } else {
+        x.view()
+    }
+}
+
+fn bench(cr: &mut Criterion) {
+    let mut group = cr.benchmark_group("sgemm");
+    group.warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(20);
+    for &(label, m, k, n, ta, tb) in CASES {
+        let a_store = if ta { filled(k, m, 1) } else { filled(m, k, 1) };
+        let b_store = if tb { filled(n, k, 2) } else { filled(k, n, 2) };
+        let (a, b) = (view(&a_store, ta), view(&b_store, tb));
+        let mut c = Array2::<f32>::zeros((m, n));
+        group.throughput(Throughput::Elements((2 * m * n * k) as u64));
+        group.bench_function(BenchmarkId::new("ours", label), |bch| {
+            bch.iter(|| sgemm::sgemm(1.0, a, b, 0.0, c.view_mut()))
+        });
+        group.bench_function(BenchmarkId::new("gemm_crate", label), |bch| {
+            bch.iter(|| modelc::kernels::gemm(1.0, a, b, 0.0, c.view_mut()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
