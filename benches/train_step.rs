@@ -83,7 +83,9 @@ impl HandMlp {
     fn new(sizes: &[usize], batch: usize, lr: f32) -> Self {
         let n = sizes.len() - 1;
         let w = (0..n)
-            .map(|i| Array2::from_shape_fn((sizes[i], sizes[i + 1]), |(r, c)| ((r * 31 + c * 17) % 97) as f32 / 970.0 - 0.05))
+            .map(|i| {
+                Array2::from_shape_fn((sizes[i], sizes[i + 1]), |(r, c)| ((r * 31 + c * 17) % 97) as f32 / 970.0 - 0.05)
+            })
             .collect();
         let b = (0..n).map(|i| Array1::zeros(sizes[i + 1])).collect();
         let a = (0..n).map(|i| Array2::zeros((batch, sizes[i + 1]))).collect();
@@ -105,9 +107,8 @@ impl HandMlp {
             }
             let b = &self.b[i];
             if i + 1 < n {
-                Zip::from(out.rows_mut()).for_each(|mut row| {
-                    Zip::from(&mut row).and(b).for_each(|v, &bb| *v = (*v + bb).max(0.0))
-                });
+                Zip::from(out.rows_mut())
+                    .for_each(|mut row| Zip::from(&mut row).and(b).for_each(|v, &bb| *v = (*v + bb).max(0.0)));
             } else {
                 Zip::from(out.rows_mut()).for_each(|mut row| row += b);
             }
@@ -170,7 +171,8 @@ fn bench(c: &mut Criterion) {
 
     let (x, y) = data(100);
     let mut m1 = M1::new();
-    group.bench_function(BenchmarkId::new("M1", "generated"), |b| b.iter(|| m1.train_step(x.view(), y.view()).unwrap()));
+    group
+        .bench_function(BenchmarkId::new("M1", "generated"), |b| b.iter(|| m1.train_step(x.view(), y.view()).unwrap()));
     let mut h1 = HandMlp::new(&[784, 10], 100, 0.5);
     group.bench_function(BenchmarkId::new("M1", "hand-written"), |b| b.iter(|| h1.step(x.view(), y.view())));
     group.bench_function(BenchmarkId::new("M1", "probs"), |b| b.iter(|| m1.probs(x.view()).unwrap()));
@@ -186,14 +188,16 @@ fn bench(c: &mut Criterion) {
 
     let (x, y) = data(128);
     let mut m2 = M2::new();
-    group.bench_function(BenchmarkId::new("M2", "generated"), |b| b.iter(|| m2.train_step(x.view(), y.view()).unwrap()));
+    group
+        .bench_function(BenchmarkId::new("M2", "generated"), |b| b.iter(|| m2.train_step(x.view(), y.view()).unwrap()));
     let mut h2 = HandMlp::new(&[784, 256, 128, 10], 128, 0.1);
     group.bench_function(BenchmarkId::new("M2", "hand-written"), |b| b.iter(|| h2.step(x.view(), y.view())));
 
     group.sample_size(10).measurement_time(Duration::from_secs(5));
     let (x, y) = data(256);
     let mut m3 = M3::new();
-    group.bench_function(BenchmarkId::new("M3", "generated"), |b| b.iter(|| m3.train_step(x.view(), y.view()).unwrap()));
+    group
+        .bench_function(BenchmarkId::new("M3", "generated"), |b| b.iter(|| m3.train_step(x.view(), y.view()).unwrap()));
     let mut h3 = HandMlp::new(&[784, 1024, 1024, 10], 256, 0.1);
     group.bench_function(BenchmarkId::new("M3", "hand-written"), |b| b.iter(|| h3.step(x.view(), y.view())));
     group.finish();

@@ -29,18 +29,13 @@ macro_rules! grad_test {
     };
 }
 
-
 fn run(check: impl Fn(u64, ArrayView2<f32>, ArrayView2<f32>) -> Result<modelc::GradientCheck, String>, kinks: bool) {
     let mut runner = TestRunner::new_with_rng(
         Config { cases: 24, failure_persistence: None, ..Config::default() },
         TestRng::deterministic_rng(RngAlgorithm::ChaCha),
     );
-    let strategy = (
-        1usize..6,
-        0u64..10_000,
-        prop::collection::vec(-2.0f32..2.0, 18),
-        prop::collection::vec(-1.0f32..1.0, 18),
-    );
+    let strategy =
+        (1usize..6, 0u64..10_000, prop::collection::vec(-2.0f32..2.0, 18), prop::collection::vec(-1.0f32..1.0, 18));
     runner
         .run(&strategy, |(n, seed, xs, cs)| {
             let mut x = Array2::from_shape_fn((n, 3), |(i, j)| xs[(i * 3 + j) % 18]);

@@ -16,7 +16,14 @@ pub fn matmul(a: ArrayView2<'_, f32>, ta: bool, b: ArrayView2<'_, f32>, tb: bool
 
 /// `out += alpha * op(a) x op(b)`: a gradient product accumulated straight into a
 /// param (the fused SGD update).
-pub fn gemm_acc(alpha: f32, a: ArrayView2<'_, f32>, ta: bool, b: ArrayView2<'_, f32>, tb: bool, out: ArrayViewMut2<'_, f32>) {
+pub fn gemm_acc(
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    ta: bool,
+    b: ArrayView2<'_, f32>,
+    tb: bool,
+    out: ArrayViewMut2<'_, f32>,
+) {
     let a = if ta { a.reversed_axes() } else { a };
     let b = if tb { b.reversed_axes() } else { b };
     gemm(alpha, a, b, 1.0, out);

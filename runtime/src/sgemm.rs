@@ -61,8 +61,12 @@ pub fn sgemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f
     }
     // Lanes the micro-kernel computes, either way round; the transposed product
     // `c^T = b^T x a^T` swaps the roles of m and n.
-    let padded = |m: usize, n: usize| m.div_ceil(MR) * n.div_ceil(NR);
-    if padded(n, m) < padded(m, n) {
+    // Writing c along its rows is cheaper, so the way round that does not has to save
+    // more than a few lanes to win.
+    let unit_cols = c.strides()[1] == 1;
+    let unit_rows = c.strides()[0] == 1;
+    let cost = |m: usize, n: usize, unit: bool| (m.div_ceil(MR) * n.div_ceil(NR)) as f64 * if unit { 1.0 } else { 1.15 };
+    if cost(n, m, unit_rows) < cost(m, n, unit_cols) {
         let ct = c.reversed_axes();
         product(alpha, b.reversed_axes(), a.reversed_axes(), beta, ct);
     } else {
@@ -224,6 +228,17 @@ unsafe fn micro_avx2(kc: usize, a: &[f32], b: &[f32], acc: &mut Tile) {
 #[inline]
 #[allow(clippy::too_many_arguments)]
 unsafe fn store(out: &Out, i0: usize, j0: usize, mr: usize, nr: usize, tile: &Tile, alpha: f32, beta: f32) {
+    if out.rs == 1 && out.cs != 1 {
+        // Column-major-like c (e.g. the transposed product): write down its columns.
+        for j in 0..nr {
+            let col = out.ptr.offset(i0 as isize + (j0 + j) as isize * out.cs);
+            for (i, trow) in tile.iter().enumerate().take(mr) {
+                let d = col.add(i);
+                *d = if beta == 0.0 { alpha * trow[j] } else { alpha * trow[j] + beta * *d };
+            }
+        }
+        return;
+    }
     for (i, trow) in tile.iter().enumerate().take(mr) {
         let row = out.ptr.offset((i0 + i) as isize * out.rs + j0 as isize * out.cs);
         if out.cs == 1 && nr == NR {
@@ -249,35 +264,30 @@ unsafe fn store(out: &Out, i0: usize, j0: usize, mr: usize, nr: usize, tile: &Ti
 /// Packs `a[ic..ic + mc, pc..pc + kc]` as `MR`-tall panels, each `kc` columns of `MR`
 /// contiguous values, zero-padded below the last row.
 fn pack_a(a: &ArrayView2<'_, f32>, ic: usize, mc: usize, pc: usize, kc: usize, dst: &mut [f32]) {
+    let (m, k) = a.dim();
+    assert!(ic + mc <= m && pc + kc <= k && dst.len() >= mc.div_ceil(MR) * MR * kc);
     let (rs, cs) = (a.strides()[0], a.strides()[1]);
+    let base = a.as_ptr();
     for (ip, panel) in dst.chunks_exact_mut(kc * MR).take(mc.div_ceil(MR)).enumerate() {
         let i0 = ic + ip * MR;
         let mr = MR.min(ic + mc - i0);
-        if cs.unsigned_abs() <= rs.unsigned_abs() {
-            // Row-major-like: walk each row along k.
-            for r in 0..mr {
-                let row = a.row(i0 + r);
-                let row = row.slice(crate::ndarray::s![pc..pc + kc]);
-                if let Some(src) = row.as_slice() {
-                    for (d, &v) in panel.chunks_exact_mut(MR).zip(src) {
-                        d[r] = v;
-                    }
-                } else {
-                    for (d, &v) in panel.chunks_exact_mut(MR).zip(row.iter()) {
-                        d[r] = v;
+        // SAFETY: every (i, p) read has i0 <= i < i0 + mr <= m and pc <= p < pc + kc <= k
+        // (asserted above), so `base + i * rs + p * cs` is an element of the live view `a`.
+        unsafe {
+            if cs.unsigned_abs() <= rs.unsigned_abs() {
+                // Row-major-like: walk each row along k.
+                for r in 0..mr {
+                    let row = base.offset((i0 + r) as isize * rs + pc as isize * cs);
+                    for (p, d) in panel.chunks_exact_mut(MR).enumerate() {
+                        d[r] = *row.offset(p as isize * cs);
                     }
                 }
-            }
-        } else {
-            // Column-major-like (a transposed view): walk each column along m.
-            for (p, d) in panel.chunks_exact_mut(MR).enumerate() {
-                let col = a.column(pc + p);
-                let col = col.slice(crate::ndarray::s![i0..i0 + mr]);
-                if let Some(src) = col.as_slice() {
-                    d[..mr].copy_from_slice(src);
-                } else {
-                    for (dv, &v) in d.iter_mut().zip(col.iter()) {
-                        *dv = v;
+            } else {
+                // Column-major-like (a transposed view): walk each column along m.
+                for (p, d) in panel.chunks_exact_mut(MR).enumerate() {
+                    let col = base.offset(i0 as isize * rs + (pc + p) as isize * cs);
+                    for (r, dv) in d.iter_mut().enumerate().take(mr) {
+                        *dv = *col.offset(r as isize * rs);
                     }
                 }
             }
@@ -293,35 +303,35 @@ fn pack_a(a: &ArrayView2<'_, f32>, ic: usize, mc: usize, pc: usize, kc: usize, d
 /// Packs `b[pc..pc + kc, jc..jc + nc]` as `NR`-wide panels, each `kc` rows of `NR`
 /// contiguous values, zero-padded right of the last column.
 fn pack_b(b: &ArrayView2<'_, f32>, pc: usize, kc: usize, jc: usize, nc: usize, dst: &mut [f32]) {
+    let (k, n) = b.dim();
+    assert!(pc + kc <= k && jc + nc <= n && dst.len() >= nc.div_ceil(NR) * NR * kc);
     let (rs, cs) = (b.strides()[0], b.strides()[1]);
+    let base = b.as_ptr();
     for (jp, panel) in dst.chunks_exact_mut(kc * NR).take(nc.div_ceil(NR)).enumerate() {
         let j0 = jc + jp * NR;
         let nr = NR.min(jc + nc - j0);
-        if cs.unsigned_abs() <= rs.unsigned_abs() {
-            // Row-major-like: copy NR-long row segments.
-            for (p, d) in panel.chunks_exact_mut(NR).enumerate() {
-                let row = b.row(pc + p);
-                let row = row.slice(crate::ndarray::s![j0..j0 + nr]);
-                if let Some(src) = row.as_slice() {
-                    d[..nr].copy_from_slice(src);
-                } else {
-                    for (dv, &v) in d.iter_mut().zip(row.iter()) {
-                        *dv = v;
+        // SAFETY: every (p, j) read has pc <= p < pc + kc <= k and j0 <= j < j0 + nr <= n
+        // (asserted above), so `base + p * rs + j * cs` is an element of the live view `b`;
+        // with cs == 1 the nr elements from a row start are that row's j0..j0 + nr.
+        unsafe {
+            if cs == 1 {
+                for (p, d) in panel.chunks_exact_mut(NR).enumerate() {
+                    let row = base.offset((pc + p) as isize * rs + j0 as isize);
+                    d[..nr].copy_from_slice(std::slice::from_raw_parts(row, nr));
+                }
+            } else if cs.unsigned_abs() <= rs.unsigned_abs() {
+                for (p, d) in panel.chunks_exact_mut(NR).enumerate() {
+                    let row = base.offset((pc + p) as isize * rs + j0 as isize * cs);
+                    for (jj, dv) in d.iter_mut().enumerate().take(nr) {
+                        *dv = *row.offset(jj as isize * cs);
                     }
                 }
-            }
-        } else {
-            // Column-major-like (a transposed view): walk each column along k.
-            for jj in 0..nr {
-                let col = b.column(j0 + jj);
-                let col = col.slice(crate::ndarray::s![pc..pc + kc]);
-                if let Some(src) = col.as_slice() {
-                    for (d, &v) in panel.chunks_exact_mut(NR).zip(src) {
-                        d[jj] = v;
-                    }
-                } else {
-                    for (d, &v) in panel.chunks_exact_mut(NR).zip(col.iter()) {
-                        d[jj] = v;
+            } else {
+                // Column-major-like (a transposed view): walk each column along k.
+                for jj in 0..nr {
+                    let col = base.offset(pc as isize * rs + (j0 + jj) as isize * cs);
+                    for (p, d) in panel.chunks_exact_mut(NR).enumerate() {
+                        d[jj] = *col.offset(p as isize * rs);
                     }
                 }
             }

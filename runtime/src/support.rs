@@ -90,7 +90,11 @@ impl<const K: usize> Binder<K> {
 }
 
 /// The workspace for these dimensions: reused if it was made for them, else (re)made.
-pub fn workspace<W, const K: usize>(slot: &mut Option<([usize; K], W)>, dims: [usize; K], make: impl FnOnce(&[usize; K]) -> W) -> &mut W {
+pub fn workspace<W, const K: usize>(
+    slot: &mut Option<([usize; K], W)>,
+    dims: [usize; K],
+    make: impl FnOnce(&[usize; K]) -> W,
+) -> &mut W {
     if !matches!(slot, Some((d, _)) if *d == dims) {
         *slot = Some((dims, make(&dims)));
     }
@@ -137,7 +141,12 @@ pub fn slice_mut<D: Dimension>(a: &mut Array<f32, D>) -> &mut [f32] {
 }
 
 /// A param of `shape`, filled by `init` from `(seed, name)`.
-pub fn init_param<D: Dimension, Sh: ShapeBuilder<Dim = D>>(init: Init, shape: Sh, seed: u64, name: &str) -> Array<f32, D> {
+pub fn init_param<D: Dimension, Sh: ShapeBuilder<Dim = D>>(
+    init: Init,
+    shape: Sh,
+    seed: u64,
+    name: &str,
+) -> Array<f32, D> {
     let mut a = Array::zeros(shape);
     let dims = a.shape().to_vec();
     fill(init, &dims, slice_mut(&mut a), seed, name);
@@ -146,7 +155,13 @@ pub fn init_param<D: Dimension, Sh: ShapeBuilder<Dim = D>>(init: Init, shape: Sh
 
 /// One optimizer update of every trainable param: clip by global norm, increment the
 /// step, then each param's update.
-pub fn apply_updates(opt: &Optimizer, step: &mut u64, slots: &mut [Vec<Vec<f32>>], params: &mut [&mut [f32]], grads: &[&[f32]]) {
+pub fn apply_updates(
+    opt: &Optimizer,
+    step: &mut u64,
+    slots: &mut [Vec<Vec<f32>>],
+    params: &mut [&mut [f32]],
+    grads: &[&[f32]],
+) {
     let scale = opt.clip_scale(grads);
     *step += 1;
     for ((p, g), s) in params.iter_mut().zip(grads).zip(slots.iter_mut()) {

@@ -62,9 +62,7 @@ impl GradientCheck {
 
     /// Whether every probed scalar agrees within `tolerance` (relative or absolute).
     pub fn passes(&self, tolerance: f64) -> bool {
-        self.params
-            .iter()
-            .all(|p| p.max_rel_error <= tolerance || p.max_abs_error <= tolerance)
+        self.params.iter().all(|p| p.max_rel_error <= tolerance || p.max_abs_error <= tolerance)
     }
 }
 

@@ -6,6 +6,10 @@
 
 use proc_macro2::{Span, TokenStream};
 
+/// The marker of a stage that recorded errors (they are in the [`Diag`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failed;
+
 /// Collected compile errors.
 #[derive(Default)]
 pub struct Diag {
@@ -48,12 +52,12 @@ impl Diag {
         self.errors.is_empty()
     }
 
-    /// `Err(())` if any error was recorded: the stage boundary.
-    pub fn check(&self) -> Result<(), ()> {
+    /// `Err(Failed)` if any error was recorded: the stage boundary.
+    pub fn check(&self) -> Result<(), Failed> {
         if self.errors.is_empty() {
             Ok(())
         } else {
-            Err(())
+            Err(Failed)
         }
     }
 
@@ -76,7 +80,7 @@ impl Diag {
 /// The closest candidate to `name` by edit distance, if it is close enough to be a
 /// plausible typo ("did you mean `softmax`?").
 pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = ((name.chars().count() + 2) / 3).max(1);
+    let limit = name.chars().count().div_ceil(3).max(1);
     candidates
         .into_iter()
         .map(|c| (edit_distance(name, c), c))

@@ -167,7 +167,10 @@ pub fn lower(def: &ModelDef, diag: &mut Diag) -> Model {
                     if RESERVED.contains(&name.as_str()) {
                         lw.diag.error(
                             n.name.span(),
-                            format!("`{name}` is a method of every generated model; choose another name for this {}", n.kind.keyword()),
+                            format!(
+                                "`{name}` is a method of every generated model; choose another name for this {}",
+                                n.kind.keyword()
+                            ),
                         );
                     }
                 }
@@ -212,7 +215,10 @@ pub fn lower(def: &ModelDef, diag: &mut Diag) -> Model {
     for extra in losses.iter().skip(1) {
         lw.diag.error(
             extra.name.span(),
-            format!("a model has exactly one loss, but `{}` is a second one (the first is `{}`); make it a metric", extra.name, losses[0].name),
+            format!(
+                "a model has exactly one loss, but `{}` is a second one (the first is `{}`); make it a metric",
+                extra.name, losses[0].name
+            ),
         );
     }
     for extra in optimizers.iter().skip(1) {
@@ -327,12 +333,11 @@ impl<'a> Lowerer<'a> {
             Some((Decl::Node(i), _)) => {
                 if self.state[i] == Some(State::InProgress) {
                     let start = self.stack.iter().position(|&j| j == i).unwrap_or(0);
-                    let mut path: Vec<String> = self.stack[start..].iter().map(|&j| self.nodes[j].name.to_string()).collect();
+                    let mut path: Vec<String> =
+                        self.stack[start..].iter().map(|&j| self.nodes[j].name.to_string()).collect();
                     path.push(s.clone());
-                    self.diag.error(
-                        ident.span(),
-                        format!("`{s}` is defined in terms of itself: {}", path.join(" -> ")),
-                    );
+                    self.diag
+                        .error(ident.span(), format!("`{s}` is defined in terms of itself: {}", path.join(" -> ")));
                     // Mark done so the cycle is reported once.
                     self.state[i] = Some(State::Done(None));
                     return None;
@@ -387,7 +392,10 @@ impl<'a> Lowerer<'a> {
                 }
                 _ => {
                     let op = quote::ToTokens::to_token_stream(&u.op).to_string();
-                    self.diag.error(u.op.span(), format!("unsupported operator `{op}`: the model language has `-x`, `+ - * /` and `==`"));
+                    self.diag.error(
+                        u.op.span(),
+                        format!("unsupported operator `{op}`: the model language has `-x`, `+ - * /` and `==`"),
+                    );
                     None
                 }
             },
@@ -396,12 +404,18 @@ impl<'a> Lowerer<'a> {
             Expr::MethodCall(m) => {
                 self.diag.error(
                     m.method.span(),
-                    format!("method calls are not supported: write `{}(...)` with the tensor as its first argument", m.method),
+                    format!(
+                        "method calls are not supported: write `{}(...)` with the tensor as its first argument",
+                        m.method
+                    ),
                 );
                 None
             }
             Expr::Assign(a) => {
-                self.diag.error(a.eq_token.span(), "unexpected `=`: named arguments go inside a call, e.g. `sum(x, axis = 1)`");
+                self.diag.error(
+                    a.eq_token.span(),
+                    "unexpected `=`: named arguments go inside a call, e.g. `sum(x, axis = 1)`",
+                );
                 None
             }
             other => {
@@ -423,7 +437,8 @@ impl<'a> Lowerer<'a> {
             BinOp::Eq(_) => "==",
             _ => {
                 let op = quote::ToTokens::to_token_stream(&b.op).to_string();
-                self.diag.spanned(b.op, format!("unsupported operator `{op}`: the model language has `+ - * /` and `==`"));
+                self.diag
+                    .spanned(b.op, format!("unsupported operator `{op}`: the model language has `+ - * /` and `==`"));
                 return None;
             }
         };
@@ -506,7 +521,12 @@ impl<'a> Lowerer<'a> {
                     } else {
                         self.diag.spanned(
                             &arg.value,
-                            format!("`{name}` takes {} argument{}: {}", sig.arity(), plural(sig.arity()), sig.describe()),
+                            format!(
+                                "`{name}` takes {} argument{}: {}",
+                                sig.arity(),
+                                plural(sig.arity()),
+                                sig.describe()
+                            ),
                         );
                         ok = false;
                     }
@@ -521,7 +541,10 @@ impl<'a> Lowerer<'a> {
                     } else {
                         let all = sig.tensors.iter().copied().chain(sig.attrs.iter().map(|(a, _)| *a));
                         let hint = suggestion(&key, all);
-                        self.diag.error(n.span(), format!("`{name}` has no argument `{key}`{hint}; it takes {}", sig.describe()));
+                        self.diag.error(
+                            n.span(),
+                            format!("`{name}` has no argument `{key}`{hint}; it takes {}", sig.describe()),
+                        );
                         ok = false;
                         continue;
                     };
@@ -533,7 +556,8 @@ impl<'a> Lowerer<'a> {
                 }
             }
         }
-        let missing: Vec<&str> = sig.tensors.iter().zip(&tensors).filter(|(_, t)| t.is_none()).map(|(n, _)| *n).collect();
+        let missing: Vec<&str> =
+            sig.tensors.iter().zip(&tensors).filter(|(_, t)| t.is_none()).map(|(n, _)| *n).collect();
         if !missing.is_empty() {
             self.diag.error(
                 ident.span(),
@@ -567,13 +591,27 @@ impl<'a> Lowerer<'a> {
         ok.then(|| Bound { tensors: tensors.into_iter().flatten().collect(), attrs: values })
     }
 
-    fn axis(&mut self, op: &str, value: Option<(AttrValue, Span)>, rank: usize, operand: &str, shape: &Shape) -> Result<Option<usize>, ()> {
+    fn axis(
+        &mut self,
+        op: &str,
+        value: Option<(AttrValue, Span)>,
+        rank: usize,
+        operand: &str,
+        shape: &Shape,
+    ) -> Result<Option<usize>, ()> {
         let Some((AttrValue::Int(a), span)) = value else { return Ok(None) };
         match normalize_axis(a, rank) {
             Some(ax) => Ok(Some(ax)),
             None => {
-                let range = if rank == 0 { "a scalar has no axes".to_string() } else { format!("valid axes are {} to {}", -(rank as i64), rank - 1) };
-                self.diag.error(span, format!("`{op}`: axis {a} is out of range for `{operand}` of shape {shape} ({range})"));
+                let range = if rank == 0 {
+                    "a scalar has no axes".to_string()
+                } else {
+                    format!("valid axes are {} to {}", -(rank as i64), rank - 1)
+                };
+                self.diag.error(
+                    span,
+                    format!("`{op}`: axis {a} is out of range for `{operand}` of shape {shape} ({range})"),
+                );
                 Err(())
             }
         }
@@ -609,7 +647,10 @@ impl<'a> Lowerer<'a> {
                 if let Err(why) = broadcast(&s0, &s1) {
                     self.diag.spanned(
                         b.tensors[1],
-                        format!("`{name}`: shapes do not broadcast: `{d0}` is {s0} but `{}` is {s1}: {why}", describe(b.tensors[1])),
+                        format!(
+                            "`{name}`: shapes do not broadcast: `{d0}` is {s0} but `{}` is {s1}: {why}",
+                            describe(b.tensors[1])
+                        ),
                     );
                     return None;
                 }
@@ -634,7 +675,10 @@ impl<'a> Lowerer<'a> {
                 if s0.0[1] != s1.0[0] {
                     self.diag.spanned(
                         b.tensors[1],
-                        format!("matmul: inner dimensions differ: `{d0}` is {s0} but `{d1}` is {s1} ({} != {})", s0.0[1], s1.0[0]),
+                        format!(
+                            "matmul: inner dimensions differ: `{d0}` is {s0} but `{d1}` is {s1} ({} != {})",
+                            s0.0[1], s1.0[0]
+                        ),
                     );
                     return None;
                 }
@@ -670,7 +714,10 @@ impl<'a> Lowerer<'a> {
                     Some(a) => a,
                     None if s0.rank() == 1 => 0,
                     None => {
-                        self.diag.error(call.paren_token.span.join(), format!("`{name}` needs `axis = k` for `{d0}` of shape {s0}"));
+                        self.diag.error(
+                            call.paren_token.span.join(),
+                            format!("`{name}` needs `axis = k` for `{d0}` of shape {s0}"),
+                        );
                         return None;
                     }
                 };
@@ -683,7 +730,10 @@ impl<'a> Lowerer<'a> {
             }
             "softmax" | "log_softmax" => {
                 if s0.rank() == 0 {
-                    self.diag.spanned(b.tensors[0], format!("`{name}`: `{d0}` is a scalar; softmax needs an axis to normalize over"));
+                    self.diag.spanned(
+                        b.tensors[0],
+                        format!("`{name}`: `{d0}` is a scalar; softmax needs an axis to normalize over"),
+                    );
                     return None;
                 }
                 let axis = self.axis(name, b.attrs[0], s0.rank(), &d0, &s0).ok()?.unwrap_or(s0.rank() - 1);
@@ -720,7 +770,7 @@ impl<'a> Lowerer<'a> {
 
     fn init(&mut self, call: &crate::syntax::CallSyntax) -> InitSpec {
         let name = call.name.to_string();
-        let (params, make): (&[(&str, Option<f32>)], fn(&[f32]) -> InitSpec) = match name.as_str() {
+        let (params, make): (&[Param], MakeInit) = match name.as_str() {
             "zeros" => (&[], |_| InitSpec::Zeros),
             "ones" => (&[], |_| InitSpec::Ones),
             "glorot_uniform" => (&[], |_| InitSpec::GlorotUniform),
@@ -729,7 +779,9 @@ impl<'a> Lowerer<'a> {
             "constant" => (&[("value", None)], |v| InitSpec::Constant(v[0])),
             "uniform" => (&[("low", Some(-0.05)), ("high", Some(0.05))], |v| InitSpec::Uniform(v[0], v[1])),
             "normal" => (&[("mean", Some(0.0)), ("std", Some(0.05))], |v| InitSpec::Normal(v[0], v[1])),
-            "truncated_normal" => (&[("mean", Some(0.0)), ("std", Some(0.05))], |v| InitSpec::TruncatedNormal(v[0], v[1])),
+            "truncated_normal" => {
+                (&[("mean", Some(0.0)), ("std", Some(0.05))], |v| InitSpec::TruncatedNormal(v[0], v[1]))
+            }
             _ => {
                 let hint = suggestion(&name, INITIALIZERS.iter().copied());
                 self.diag.error(
@@ -820,7 +872,11 @@ impl<'a> Lowerer<'a> {
             } else {
                 let all: Vec<&str> = params.iter().map(|p| p.0).chain(flags.iter().map(|f| f.0)).collect();
                 let hint = suggestion(&key, all.iter().copied());
-                let takes = if all.is_empty() { "it takes no arguments".to_string() } else { format!("it takes {}", all.join(", ")) };
+                let takes = if all.is_empty() {
+                    "it takes no arguments".to_string()
+                } else {
+                    format!("it takes {}", all.join(", "))
+                };
                 self.diag.error(span_of, format!("`{what}` has no argument `{key}` ({takes}){hint}"));
                 ok = false;
             }
@@ -846,15 +902,25 @@ impl<'a> Lowerer<'a> {
     fn optimizer(&mut self, o: &OptimizerItem) -> Option<OptimizerSpec> {
         let kind = o.kind.to_string();
         const COMMON: [(&str, Option<f32>); 2] = [("clip_norm", Some(f32::INFINITY)), ("weight_decay", Some(0.0))];
-        let (own, flags): (Vec<(&str, Option<f32>)>, Vec<(&str, bool)>) = match kind.as_str() {
+        let (own, flags): (Vec<Param>, Vec<Flag>) = match kind.as_str() {
             "sgd" => (vec![("learning_rate", None)], vec![]),
             "momentum" => (vec![("learning_rate", None), ("momentum", Some(0.9))], vec![("nesterov", false)]),
             "adam" => (
-                vec![("learning_rate", Some(0.001)), ("beta1", Some(0.9)), ("beta2", Some(0.999)), ("epsilon", Some(1e-8))],
+                vec![
+                    ("learning_rate", Some(0.001)),
+                    ("beta1", Some(0.9)),
+                    ("beta2", Some(0.999)),
+                    ("epsilon", Some(1e-8)),
+                ],
                 vec![],
             ),
             "rmsprop" => (
-                vec![("learning_rate", Some(0.01)), ("rho", Some(0.99)), ("epsilon", Some(1e-8)), ("momentum", Some(0.0))],
+                vec![
+                    ("learning_rate", Some(0.01)),
+                    ("rho", Some(0.99)),
+                    ("epsilon", Some(1e-8)),
+                    ("momentum", Some(0.0)),
+                ],
                 vec![("centered", false)],
             ),
             "adagrad" => (
@@ -907,7 +973,12 @@ impl<'a> Lowerer<'a> {
                 OptimizerKind::RmsProp { rho: v[1], epsilon: v[2], momentum: v[3], centered: f[0] }
             }
             _ => {
-                check(1, v[1] >= 0.0, format!("adagrad: initial_accumulator_value must not be negative, found {}", v[1]), self);
+                check(
+                    1,
+                    v[1] >= 0.0,
+                    format!("adagrad: initial_accumulator_value must not be negative, found {}", v[1]),
+                    self,
+                );
                 check(2, v[2] > 0.0, format!("adagrad: epsilon must be positive, found {}", v[2]), self);
                 OptimizerKind::Adagrad { initial_accumulator_value: v[1], epsilon: v[2] }
             }
@@ -921,6 +992,13 @@ impl<'a> Lowerer<'a> {
         })
     }
 }
+
+/// A numeric configuration argument and its default (`None`: required).
+type Param = (&'static str, Option<f32>);
+/// Builds an initializer from its bound arguments.
+type MakeInit = fn(&[f32]) -> InitSpec;
+/// A boolean configuration argument and its default.
+type Flag = (&'static str, bool);
 
 /// Bound configuration arguments (see `Lowerer::config_args`).
 struct ConfigArgs {
@@ -969,10 +1047,16 @@ impl AttrKind {
         };
         let Expr::Lit(l) = inner else { return None };
         match (self, &l.lit) {
-            (AttrKind::Int, Lit::Int(i)) => i.base10_parse::<i64>().ok().map(|v| AttrValue::Int(if neg { -v } else { v })),
+            (AttrKind::Int, Lit::Int(i)) => {
+                i.base10_parse::<i64>().ok().map(|v| AttrValue::Int(if neg { -v } else { v }))
+            }
             (AttrKind::Bool, Lit::Bool(b)) if !neg => Some(AttrValue::Bool(b.value)),
-            (AttrKind::Number, Lit::Int(i)) => i.base10_parse::<f64>().ok().map(|v| AttrValue::Number(if neg { -v } else { v })),
-            (AttrKind::Number, Lit::Float(f)) => f.base10_parse::<f64>().ok().map(|v| AttrValue::Number(if neg { -v } else { v })),
+            (AttrKind::Number, Lit::Int(i)) => {
+                i.base10_parse::<f64>().ok().map(|v| AttrValue::Number(if neg { -v } else { v }))
+            }
+            (AttrKind::Number, Lit::Float(f)) => {
+                f.base10_parse::<f64>().ok().map(|v| AttrValue::Number(if neg { -v } else { v }))
+            }
             _ => None,
         }
     }
@@ -1007,8 +1091,8 @@ fn signature(name: &str) -> Option<Sig> {
     const XENT: &[&str] = &["logits", "labels"];
     const AXIS_KEEP: &[(&str, AttrKind)] = &[("axis", AttrKind::Int), ("keepdims", AttrKind::Bool)];
     Some(match name {
-        "exp" | "ln" | "log" | "sqrt" | "square" | "abs" | "relu" | "sigmoid" | "tanh" | "softplus" | "stop_gradient"
-        | "transpose" => Sig { tensors: A, attrs: &[] },
+        "exp" | "ln" | "log" | "sqrt" | "square" | "abs" | "relu" | "sigmoid" | "tanh" | "softplus"
+        | "stop_gradient" | "transpose" => Sig { tensors: A, attrs: &[] },
         "pow" => Sig { tensors: A, attrs: &[("exponent", AttrKind::Number)] },
         "matmul" | "maximum" | "minimum" => Sig { tensors: AB, attrs: &[] },
         "sum" | "mean" | "max" | "argmax" => Sig { tensors: A, attrs: AXIS_KEEP },
@@ -1117,7 +1201,10 @@ mod tests {
         assert!(messages.iter().any(|m| m.contains("unknown op `softmx`; did you mean `softmax`?")), "{messages:?}");
         assert!(messages.iter().any(|m| m.contains("unknown name `yy`; did you mean `y`?")), "{messages:?}");
         assert!(messages.iter().any(|m| m.contains("symbolic dimension `batch`")), "{messages:?}");
-        assert!(messages.iter().any(|m| m.contains("loss `l` must be a scalar, but its shape is [batch, 784]")), "{messages:?}");
+        assert!(
+            messages.iter().any(|m| m.contains("loss `l` must be a scalar, but its shape is [batch, 784]")),
+            "{messages:?}"
+        );
     }
 
     #[test]

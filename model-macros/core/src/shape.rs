@@ -143,9 +143,7 @@ pub fn broadcast(a: &Shape, b: &Shape) -> Result<Shape, String> {
                     (Dim::Sym(_), Dim::Sym(_)) => {
                         "; symbolic dimensions with different names never match, so use one name"
                     }
-                    (Dim::Sym(_), _) | (_, Dim::Sym(_)) => {
-                        "; a symbolic dimension matches only itself or a static 1"
-                    }
+                    (Dim::Sym(_), _) | (_, Dim::Sym(_)) => "; a symbolic dimension matches only itself or a static 1",
                     _ => "",
                 };
                 return Err(format!("dimension {x} does not match dimension {y}{hint}"));

@@ -169,7 +169,12 @@ pub fn fallback(def: &ModelDef, model: &Model, diag: &Diag) -> TokenStream {
 }
 
 /// The names an expression uses, following `let`s and fetches through the model.
-fn names_used(def: &ModelDef, e: &syn::Expr, out: &mut std::collections::BTreeSet<String>, seen: &mut std::collections::BTreeSet<String>) {
+fn names_used(
+    def: &ModelDef,
+    e: &syn::Expr,
+    out: &mut std::collections::BTreeSet<String>,
+    seen: &mut std::collections::BTreeSet<String>,
+) {
     use syn::Expr;
     match e {
         Expr::Path(p) => {

@@ -117,7 +117,9 @@ impl Printer<'_> {
                 }
             }
             Op::Max { axis, keepdims } => format!("max({}{})", self.expr(x[0], None), axis_suffix(*axis, *keepdims)),
-            Op::Argmax { axis, keepdims } => format!("argmax({}{})", self.expr(x[0], None), axis_suffix(*axis, *keepdims)),
+            Op::Argmax { axis, keepdims } => {
+                format!("argmax({}{})", self.expr(x[0], None), axis_suffix(*axis, *keepdims))
+            }
             Op::Broadcast(s) => format!("broadcast({}, {s})", self.expr(x[0], None)),
             Op::SumTo(s) => format!("sum_to({}, {s})", self.expr(x[0], None)),
             Op::Reshape(s) => format!("reshape({}, {s})", self.expr(x[0], None)),
@@ -190,11 +192,7 @@ pub fn explain_text(c: &Compiled) -> String {
         if matches!(c.original.node(*id).op, Op::Input(_) | Op::Param(_)) {
             continue;
         }
-        let kind = m
-            .fetches
-            .iter()
-            .find(|f| f.name == name.as_str())
-            .map_or("let", |f| f.kind.keyword());
+        let kind = m.fetches.iter().find(|f| f.name == name.as_str()).map_or("let", |f| f.kind.keyword());
         let _ = writeln!(out, "  {kind} {name} = {}    : {}", orig.expr(*id, Some(*id)), c.original.shape(*id));
     }
 
@@ -232,11 +230,7 @@ pub fn explain_text(c: &Compiled) -> String {
             let _ = writeln!(out, "  d {} / d {} = {}", loss.name, m.params[*p].name, pr.expr(*grad, None));
         }
     }
-    let fetches: Vec<String> = m
-        .fetches
-        .iter()
-        .map(|f| format!("{} {}", f.kind.keyword(), f.name))
-        .collect();
+    let fetches: Vec<String> = m.fetches.iter().map(|f| format!("{} {}", f.kind.keyword(), f.name)).collect();
     let _ = writeln!(out, "\nfetches: {}", fetches.join(", "));
     if m.fetches.iter().all(|f| f.kind != NodeKind::Loss) {
         let _ = writeln!(out, "(no loss: nothing to differentiate)");

@@ -79,7 +79,12 @@ impl Graph {
                 // Shapes are checked in lowering; reaching this is an internal error. Record
                 // it as a poison node so the caller can surface it without panicking.
                 let id = self.nodes.len();
-                self.nodes.push(Node { op: Op::Invalid(format!("{op:?}: {message}")), inputs, shape: Shape::scalar(), span });
+                self.nodes.push(Node {
+                    op: Op::Invalid(format!("{op:?}: {message}")),
+                    inputs,
+                    shape: Shape::scalar(),
+                    span,
+                });
                 id
             }
         }

@@ -92,9 +92,7 @@ impl Op {
     /// The shape rule: the output shape for these operand shapes, or why they don't fit.
     pub fn shape(&self, ins: &[&Shape]) -> Result<Shape, String> {
         match self {
-            Op::Input(_) | Op::Param(_) | Op::Invalid(_) => {
-                Err("leaf nodes are made by `Graph::leaf`".to_string())
-            }
+            Op::Input(_) | Op::Param(_) | Op::Invalid(_) => Err("leaf nodes are made by `Graph::leaf`".to_string()),
             Op::Const(_) | Op::DimProduct(_) => Ok(Shape::scalar()),
             Op::Unary(_) | Op::StopGradient => Ok(ins[0].clone()),
             Op::Binary(_) | Op::SigmoidXent => elementwise::broadcast_shape(ins),

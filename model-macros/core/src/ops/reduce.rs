@@ -11,16 +11,15 @@ pub fn sum_shape(s: &Shape, axes: &[usize], keepdims: bool) -> Result<Shape, Str
     if let Some(&bad) = axes.iter().find(|&&a| a >= s.rank()) {
         return Err(format!("axis {bad} is out of range for shape {s}"));
     }
-    let dims = s
-        .0
-        .iter()
-        .enumerate()
-        .filter_map(|(i, d)| match (axes.contains(&i), keepdims) {
-            (false, _) => Some(d.clone()),
-            (true, true) => Some(Dim::Static(1)),
-            (true, false) => None,
-        })
-        .collect();
+    let dims =
+        s.0.iter()
+            .enumerate()
+            .filter_map(|(i, d)| match (axes.contains(&i), keepdims) {
+                (false, _) => Some(d.clone()),
+                (true, true) => Some(Dim::Static(1)),
+                (true, false) => None,
+            })
+            .collect();
     Ok(Shape(dims))
 }
 
@@ -71,11 +70,8 @@ fn unreduce(g: &mut Graph, adj: NodeId, input: &Shape, axes: &[usize]) -> NodeId
 pub fn max_vjp(g: &mut Graph, y: NodeId, node: &Node, axis: usize, keepdims: bool, adj: NodeId) -> Vec<Option<NodeId>> {
     let x = node.inputs[0];
     let sx = g.shape(x).clone();
-    let (y_keep, adj_keep) = if keepdims {
-        (y, adj)
-    } else {
-        (unreduce(g, y, &sx, &[axis]), unreduce(g, adj, &sx, &[axis]))
-    };
+    let (y_keep, adj_keep) =
+        if keepdims { (y, adj) } else { (unreduce(g, y, &sx, &[axis]), unreduce(g, adj, &sx, &[axis])) };
     let mask = g.binary(Binary::Eq, x, y_keep);
     let ties = g.add(Op::Sum { axes: vec![axis], keepdims: true }, vec![mask], node.span);
     let share = g.unary(crate::ops::Unary::Recip, ties);

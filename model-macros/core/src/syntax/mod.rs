@@ -72,7 +72,9 @@ impl Parse for ModelShell {
         let brace = braced!(content in input);
         let body: TokenStream = content.parse()?;
         if !input.is_empty() {
-            return Err(input.error("unexpected tokens after the model's closing brace: one `model!` declares one model"));
+            return Err(
+                input.error("unexpected tokens after the model's closing brace: one `model!` declares one model")
+            );
         }
         Ok(ModelShell { attrs, vis, ident, body, brace_span: brace.span.join() })
     }
@@ -286,9 +288,7 @@ impl Parse for Item {
             };
             let name: Ident = input.parse()?;
             if input.peek(Token![:]) {
-                return Err(input.error(
-                    "a node's shape is inferred: write `let name = expr;` without a type",
-                ));
+                return Err(input.error("a node's shape is inferred: write `let name = expr;` without a type"));
             }
             input.parse::<Token![=]>()?;
             let expr: Expr = input.parse()?;
@@ -470,9 +470,9 @@ pub struct CallSyntax {
 
 impl Parse for CallSyntax {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        let name: Ident = input.parse().map_err(|e| {
-            syn::Error::new(e.span(), "expected an initializer, e.g. `zeros` or `normal(std = 0.1)`")
-        })?;
+        let name: Ident = input
+            .parse()
+            .map_err(|e| syn::Error::new(e.span(), "expected an initializer, e.g. `zeros` or `normal(std = 0.1)`"))?;
         let mut span = name.span();
         let args = if input.peek(syn::token::Paren) {
             let content;
