@@ -116,6 +116,14 @@ fn product(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32
     let mc_max = block(m, MC, MR);
     let b_len = kc_max * nc_max.next_multiple_of(NR);
     let a_len = kc_max * mc_max.next_multiple_of(MR);
+    // When b is at most two panels wide, a block of packed a would be used at most twice:
+    // the AVX2 kernel then reads a in place.
+    let direct_kernel = match kern {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2Fma if n <= 2 * NR => Some(Direct(())),
+        _ => None,
+    };
+    let direct = direct_kernel.is_some();
     let out = Out { ptr: c.as_mut_ptr(), rs: c.strides()[0], cs: c.strides()[1] };
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
@@ -132,15 +140,30 @@ fn product(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32
                 pack_b(&b, pc, kc, jc, nc, bpack);
                 for ic in (0..m).step_by(mc_max) {
                     let mc = mc_max.min(m - ic);
-                    pack_a(&a, ic, mc, pc, kc, apack);
+                    if !direct {
+                        pack_a(&a, ic, mc, pc, kc, apack);
+                    }
                     for (jp, bpanel) in bpack.chunks_exact(kc * NR).take(nc.div_ceil(NR)).enumerate() {
                         let j0 = jc + jp * NR;
                         let nr = NR.min(n - j0);
-                        for (ip, apanel) in apack.chunks_exact(kc * MR).take(mc.div_ceil(MR)).enumerate() {
+                        for ip in 0..mc.div_ceil(MR) {
                             let i0 = ic + ip * MR;
                             let mr = MR.min(m - i0);
+                            prefetch_tile(&out, i0, j0, mr);
                             let mut tile = [[0.0f32; NR]; MR];
-                            micro(kern, kc, apanel, bpanel, &mut tile);
+                            match direct_kernel {
+                                Some(kd) if mr == MR => micro_direct(kd, &a, i0, pc, kc, bpanel, &mut tile),
+                                _ => {
+                                    let apanel = if direct {
+                                        // The bottom edge of an unpacked a: pack just it.
+                                        pack_a(&a, i0, mr, pc, kc, apack);
+                                        &apack[..kc * MR]
+                                    } else {
+                                        &apack[ip * kc * MR..(ip + 1) * kc * MR]
+                                    };
+                                    micro(kern, kc, apanel, bpanel, &mut tile);
+                                }
+                            }
                             // SAFETY: i0 + mr <= m and j0 + nr <= n, so every element
                             // written is inside `c`, which `out` points into and which
                             // stays mutably borrowed (unaliased) for this whole call.
@@ -151,6 +174,49 @@ fn product(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32
             }
         }
     });
+}
+
+/// Proof that the AVX2 + FMA kernel may run (only built after detecting both).
+#[derive(Clone, Copy)]
+struct Direct(());
+
+/// Hints the cache to fetch the `mr` rows of the `c` tile at (i0, j0) (its first and
+/// last columns' lines), so the write-back does not wait on memory.
+#[inline]
+fn prefetch_tile(out: &Out, i0: usize, j0: usize, mr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for i in 0..mr {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let off = (i0 + i) as isize * out.rs + j0 as isize * out.cs;
+        // `wrapping_offset` computes an address without asserting it is in bounds, and a
+        // prefetch never faults nor reads architecturally, whatever the address.
+        let p = out.ptr.wrapping_offset(off) as *const i8;
+        let q = out.ptr.wrapping_offset(off + (NR as isize - 1) * out.cs) as *const i8;
+        // SAFETY: prefetch is only a hint; see above.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p);
+            _mm_prefetch::<_MM_HINT_T0>(q);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (out, i0, j0, mr);
+}
+
+/// `acc = a[i0..i0 + MR, pc..pc + kc] x b_panel`, reading `a` in place (any strides).
+#[inline]
+fn micro_direct(_proof: Direct, a: &ArrayView2<'_, f32>, i0: usize, pc: usize, kc: usize, b: &[f32], acc: &mut Tile) {
+    let (m, k) = a.dim();
+    assert!(i0 + MR <= m && pc + kc <= k && b.len() >= kc * NR);
+    let (rs, cs) = (a.strides()[0], a.strides()[1]);
+    // SAFETY: `Direct` exists only once avx2 and fma were detected; the rows i0..i0 + MR
+    // and columns pc..pc + kc read are inside the live view `a` (asserted above).
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        let base = a.as_ptr().offset(i0 as isize * rs + pc as isize * cs);
+        micro_avx2_direct(kc, base, rs, cs, b, acc)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (rs, cs, acc);
 }
 
 /// `acc = a_panel x b_panel` over depth `kc`: `a` holds `kc` columns of `MR`, `b`
@@ -214,6 +280,50 @@ unsafe fn micro_avx2(kc: usize, a: &[f32], b: &[f32], acc: &mut Tile) {
     let rows = [(c00, c01), (c10, c11), (c20, c21), (c30, c31), (c40, c41), (c50, c51)];
     for (row, (lo, hi)) in acc.iter_mut().zip(rows) {
         // `row` has exactly NR = 16 elements.
+        _mm256_storeu_ps(row.as_mut_ptr(), lo);
+        _mm256_storeu_ps(row.as_mut_ptr().add(8), hi);
+    }
+}
+
+/// The AVX2 kernel reading its `MR x kc` block of `a` in place: element (r, p) at
+/// `a + r * rs + p * cs`.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA, and every such element must be readable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn micro_avx2_direct(kc: usize, a: *const f32, rs: isize, cs: isize, b: &[f32], acc: &mut Tile) {
+    use std::arch::x86_64::*;
+    let z = _mm256_setzero_ps();
+    let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
+    let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
+    let (a0, a1, a2) = (a, a.offset(rs), a.offset(2 * rs));
+    let (a3, a4, a5) = (a.offset(3 * rs), a.offset(4 * rs), a.offset(5 * rs));
+    for (p, bp) in b.chunks_exact(NR).take(kc).enumerate() {
+        let o = p as isize * cs;
+        let b0 = _mm256_loadu_ps(bp.as_ptr());
+        let b1 = _mm256_loadu_ps(bp.as_ptr().add(8));
+        let x = _mm256_broadcast_ss(&*a0.offset(o));
+        c00 = _mm256_fmadd_ps(x, b0, c00);
+        c01 = _mm256_fmadd_ps(x, b1, c01);
+        let x = _mm256_broadcast_ss(&*a1.offset(o));
+        c10 = _mm256_fmadd_ps(x, b0, c10);
+        c11 = _mm256_fmadd_ps(x, b1, c11);
+        let x = _mm256_broadcast_ss(&*a2.offset(o));
+        c20 = _mm256_fmadd_ps(x, b0, c20);
+        c21 = _mm256_fmadd_ps(x, b1, c21);
+        let x = _mm256_broadcast_ss(&*a3.offset(o));
+        c30 = _mm256_fmadd_ps(x, b0, c30);
+        c31 = _mm256_fmadd_ps(x, b1, c31);
+        let x = _mm256_broadcast_ss(&*a4.offset(o));
+        c40 = _mm256_fmadd_ps(x, b0, c40);
+        c41 = _mm256_fmadd_ps(x, b1, c41);
+        let x = _mm256_broadcast_ss(&*a5.offset(o));
+        c50 = _mm256_fmadd_ps(x, b0, c50);
+        c51 = _mm256_fmadd_ps(x, b1, c51);
+    }
+    let rows = [(c00, c01), (c10, c11), (c20, c21), (c30, c31), (c40, c41), (c50, c51)];
+    for (row, (lo, hi)) in acc.iter_mut().zip(rows) {
         _mm256_storeu_ps(row.as_mut_ptr(), lo);
         _mm256_storeu_ps(row.as_mut_ptr().add(8), hi);
     }

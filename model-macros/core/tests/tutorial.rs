@@ -1,4 +1,6 @@
-//! The tutorial model through the whole core: explain() and the expansion.
+//! Snapshots of the core's output for the tutorial model: `explain()` (the derivation a
+//! user reads) and the generated code, pretty-printed. Review a change with
+//! `cargo insta review` (or `INSTA_UPDATE=always cargo test` and read the diff).
 
 use quote::quote;
 
@@ -19,15 +21,22 @@ fn tutorial() -> proc_macro2::TokenStream {
     }
 }
 
-#[test]
-fn explain_shows_the_fused_gradient() {
-    let c = match modelc_core::compile(tutorial()) {
+fn compiled() -> modelc_core::autodiff::Compiled {
+    match modelc_core::compile(tutorial()) {
         Ok(c) => c,
         Err(d) => panic!("{:?}", d.messages()),
-    };
-    let text = modelc_core::ir::explain::explain_text(&c);
-    println!("{text}");
-    let ts = modelc_core::emit::model(&c);
-    let file: syn::File = syn::parse2(ts).unwrap();
-    println!("{}", prettyplease::unparse(&file));
+    }
+}
+
+#[test]
+fn explain_snapshot() {
+    let text = modelc_core::ir::explain::explain_text(&compiled());
+    assert!(text.contains("d cross_entropy / d w = matmul(transpose(x), t1)"), "{text}");
+    insta::assert_snapshot!("tutorial_explain", text);
+}
+
+#[test]
+fn expansion_snapshot() {
+    let file: syn::File = syn::parse2(modelc_core::emit::model(&compiled())).expect("the expansion parses");
+    insta::assert_snapshot!("tutorial_expansion", prettyplease::unparse(&file));
 }

@@ -193,7 +193,12 @@ pub fn explain_text(c: &Compiled) -> String {
             continue;
         }
         let kind = m.fetches.iter().find(|f| f.name == name.as_str()).map_or("let", |f| f.kind.keyword());
-        let _ = writeln!(out, "  {kind} {name} = {}    : {}", orig.expr(*id, Some(*id)), c.original.shape(*id));
+        // An item that names a node another item named first is an alias of it.
+        let rhs = match orig.names.get(id) {
+            Some(first) if first != name => first.clone(),
+            _ => orig.expr(*id, Some(*id)),
+        };
+        let _ = writeln!(out, "  {kind} {name} = {rhs}    : {}", c.original.shape(*id));
     }
 
     let _ = writeln!(out, "\nrewrites");
