@@ -61,12 +61,16 @@ pub fn sgemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f
     }
     // Lanes the micro-kernel computes, either way round; the transposed product
     // `c^T = b^T x a^T` swaps the roles of m and n.
-    // Writing c along its rows is cheaper, so the way round that does not has to save
-    // more than a few lanes to win.
-    let unit_cols = c.strides()[1] == 1;
-    let unit_rows = c.strides()[0] == 1;
-    let cost = |m: usize, n: usize, unit: bool| (m.div_ceil(MR) * n.div_ceil(NR)) as f64 * if unit { 1.0 } else { 1.15 };
-    if cost(n, m, unit_rows) < cost(m, n, unit_cols) {
+    // Rough cycles either way round: kernel lanes (16 FMA lanes a cycle), a cycle per
+    // packed element (a is read in place when b is at most two panels wide), and a
+    // penalty for writing c across its rows.
+    let direct_ok = !matches!(kernel(), Kernel::Portable);
+    let cost = |m: usize, n: usize, unit_cols: bool| {
+        let lanes = (m.div_ceil(MR) * MR * n.div_ceil(NR) * NR * k) as f64 / 16.0;
+        let pack_a = if direct_ok && n <= 2 * NR { 0.0 } else { (m * k) as f64 };
+        (lanes + pack_a + (k * n) as f64) * if unit_cols { 1.0 } else { 1.1 }
+    };
+    if cost(n, m, c.strides()[0] == 1) < cost(m, n, c.strides()[1] == 1) {
         let ct = c.reversed_axes();
         product(alpha, b.reversed_axes(), a.reversed_axes(), beta, ct);
     } else {
