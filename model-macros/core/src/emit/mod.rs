@@ -74,8 +74,9 @@ fn numel_tokens(model: &Model, shape: &Shape) -> TokenStream {
     quote!((1u64 #(* (#dims as u64))*))
 }
 
-fn buf(id: NodeId) -> Ident {
-    format_ident!("__n{}", id)
+/// The workspace field holding node `id` in program `p`.
+fn buf(p: &Program, id: NodeId) -> Ident {
+    format_ident!("__s{}", p.slot_of(id))
 }
 
 /// Everything the emitter needs about one model.
@@ -247,17 +248,15 @@ fn grads_struct(ctx: &Ctx) -> TokenStream {
 
 fn workspace(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
     let ty = format_ident!("__Modelc{}Ws{}", ctx.name, i);
-    let g = &ctx.m.graph;
-    let fields = p.buffers().map(|id| {
-        let (b, t) = (buf(id), array_ty(g.shape(id).rank()));
+    let fields = p.slot_shapes.iter().enumerate().map(|(k, shape)| {
+        let (b, t) = (format_ident!("__s{}", k), array_ty(shape.rank()));
         quote!(#b: #t,)
     });
-    let inits = p.buffers().map(|id| {
-        let shape = g.shape(id);
-        let (b, t, s) = (buf(id), array_path(shape.rank()), shape_tokens(ctx.m, shape));
+    let inits = p.slot_shapes.iter().enumerate().map(|(k, shape)| {
+        let (b, t, s) = (format_ident!("__s{}", k), array_path(shape.rank()), shape_tokens(ctx.m, shape));
         quote!(#b: #t::zeros(#s),)
     });
-    let bytes = p.buffers().map(|id| numel_tokens(ctx.m, g.shape(id)));
+    let bytes = p.slot_shapes.iter().map(|shape| numel_tokens(ctx.m, shape));
     let k = ctx.k;
     quote! {
         #[doc(hidden)]
@@ -350,7 +349,7 @@ fn scalar_operand(ctx: &Ctx, p: &Program, id: NodeId, externals: &[NodeId]) -> T
 }
 
 /// A producer (`&array`) for `id`, for `Zip`.
-fn producer(ctx: &Ctx, id: NodeId) -> TokenStream {
+fn producer(ctx: &Ctx, p: &Program, id: NodeId) -> TokenStream {
     let m = ctx.m;
     match &m.graph.node(id).op {
         Op::Input(i) => {
@@ -362,14 +361,14 @@ fn producer(ctx: &Ctx, id: NodeId) -> TokenStream {
             quote!(&self.#n)
         }
         _ => {
-            let b = buf(id);
+            let b = buf(p, id);
             quote!(&__ws.#b)
         }
     }
 }
 
 /// A read-only view of `id`, for kernels.
-fn view(ctx: &Ctx, id: NodeId) -> TokenStream {
+fn view(ctx: &Ctx, p: &Program, id: NodeId) -> TokenStream {
     let m = ctx.m;
     match &m.graph.node(id).op {
         Op::Input(i) => {
@@ -381,7 +380,7 @@ fn view(ctx: &Ctx, id: NodeId) -> TokenStream {
             quote!(self.#n.view())
         }
         _ => {
-            let b = buf(id);
+            let b = buf(p, id);
             quote!(__ws.#b.view())
         }
     }
@@ -392,7 +391,7 @@ fn compute(ctx: &Ctx, p: &Program) -> TokenStream {
     let g = &ctx.m.graph;
     let mut out = TokenStream::new();
     for (id, step) in &p.steps {
-        let b = buf(*id);
+        let b = buf(p, *id);
         let node = g.node(*id);
         let stmt = match step {
             Step::Materialize => match &node.op {
@@ -401,12 +400,12 @@ fn compute(ctx: &Ctx, p: &Program) -> TokenStream {
                     quote!(__ws.#b.fill(#v);)
                 }
                 _ => {
-                    let src = producer(ctx, *id);
+                    let src = producer(ctx, p, *id);
                     quote!(__ws.#b.assign(#src);)
                 }
             },
             Step::Kernel => {
-                let args: Vec<TokenStream> = node.inputs.iter().map(|&i| view(ctx, i)).collect();
+                let args: Vec<TokenStream> = node.inputs.iter().map(|&i| view(ctx, p, i)).collect();
                 node.op.kernel_call(&args, &quote!(__ws.#b.view_mut()))
             }
             Step::Fused => {
@@ -416,7 +415,7 @@ fn compute(ctx: &Ctx, p: &Program) -> TokenStream {
                 if externals.is_empty() {
                     quote!(__ws.#b.fill(#expr);)
                 } else {
-                    let producers = externals.iter().map(|&e| producer(ctx, e));
+                    let producers = externals.iter().map(|&e| producer(ctx, p, e));
                     let vars = (0..externals.len()).map(|i| format_ident!("__v{}", i));
                     quote! {
                         ::modelc::ndarray::Zip::from(&mut __ws.#b)
@@ -455,7 +454,7 @@ fn fetch_fn(ctx: &Ctx, i: usize, f: &crate::model::Fetch, p: &Program) -> TokenS
     let params = input_params(ctx, p);
     let prologue = prologue(ctx, i, p);
     let body = compute(ctx, p);
-    let b = buf(f.node);
+    let b = buf(p, f.node);
     let shape = g.shape(f.node);
     let (ret_ty, ret) = if f.kind == NodeKind::Output {
         (array_ty(shape.rank()), quote!(__ws.#b.clone()))
@@ -532,21 +531,21 @@ fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usize, Update)
     let params = input_params(ctx, p);
     let prologue = prologue(ctx, i, p);
     let body = compute(ctx, p);
-    let lb = buf(m.loss().map_or(0, |l| l.node));
+    let lb = buf(p, m.loss().map_or(0, |l| l.node));
     let k = quote!(::modelc::__private::kernels);
     let steps = updates.iter().map(|(param, u)| {
         let n = &m.params[*param].name;
         match *u {
             Update::MatMul { ta, tb, a, b } => {
-                let (a, b) = (view(ctx, a), view(ctx, b));
+                let (a, b) = (view(ctx, p, a), view(ctx, p, b));
                 quote!(#k::gemm_acc(-__lr, #a, #ta, #b, #tb, self.#n.view_mut());)
             }
             Update::SumTo { src } => {
-                let s = view(ctx, src);
+                let s = view(ctx, p, src);
                 quote!(#k::sum_to_acc(-__lr, #s.into_dyn(), self.#n.view_mut().into_dyn());)
             }
             Update::Plain { grad } => {
-                let g = producer(ctx, grad);
+                let g = producer(ctx, p, grad);
                 quote!(::modelc::ndarray::Zip::from(&mut self.#n).and(#g).for_each(|__p, &__g| *__p -= __lr * __g);)
             }
         }
@@ -584,12 +583,12 @@ fn train_fns(ctx: &Ctx, i: usize, p: &Program, with_train_step: bool) -> TokenSt
     let body = compute(ctx, p);
     let loss = m.loss().map(|l| l.node).unwrap_or(0);
     let loss_name = m.loss().map(|l| l.name.clone()).unwrap_or_else(|| format_ident!("loss"));
-    let lb = buf(loss);
+    let lb = buf(p, loss);
     let ws = format_ident!("ws{}", i);
     let trainable: Vec<usize> = c.grads.iter().map(|g| g.0).collect();
     let tnames: Vec<&Ident> = trainable.iter().map(|&t| &m.params[t].name).collect();
     let tstrs: Vec<String> = tnames.iter().map(|n| n.to_string()).collect();
-    let gbufs: Vec<Ident> = c.grads.iter().map(|g| buf(g.1)).collect();
+    let gbufs: Vec<Ident> = c.grads.iter().map(|g| buf(p, g.1)).collect();
     let tdims: Vec<TokenStream> = trainable
         .iter()
         .map(|&t| {

@@ -40,13 +40,77 @@ pub struct Program {
     pub inputs: Vec<usize>,
     /// The params it reads.
     pub params: Vec<usize>,
+    /// The buffer (slot) each computed node writes; nodes whose lifetimes do not
+    /// overlap share a slot.
+    pub slot: std::collections::BTreeMap<NodeId, usize>,
+    /// Each slot's shape.
+    pub slot_shapes: Vec<crate::shape::Shape>,
 }
 
 impl Program {
-    /// Nodes that own a buffer in this program's workspace.
-    pub fn buffers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.steps.iter().map(|(id, _)| *id)
+    /// The buffer of a computed node.
+    pub fn slot_of(&self, id: NodeId) -> usize {
+        self.slot.get(&id).copied().unwrap_or(0)
     }
+}
+
+/// The nodes whose buffers a step reads.
+fn reads(g: &Graph, inlined: &BTreeSet<NodeId>, id: NodeId, step: &Step) -> Vec<NodeId> {
+    match step {
+        Step::Materialize => Vec::new(),
+        Step::Kernel => g.node(id).inputs.clone(),
+        Step::Fused => {
+            let mut members = BTreeSet::from([id]);
+            let mut stack = vec![id];
+            while let Some(n) = stack.pop() {
+                for &i in &g.node(n).inputs {
+                    if inlined.contains(&i) && members.insert(i) {
+                        stack.push(i);
+                    }
+                }
+            }
+            external_operands(g, &members)
+        }
+    }
+}
+
+/// Assigns buffers from liveness: a node's slot is freed after the last step that reads
+/// it (roots are never freed), and a later node of the same shape reuses it. A step
+/// never writes a slot it reads, because a slot is freed only after its last reader.
+fn assign_slots(g: &Graph, steps: &[(NodeId, Step)], inlined: &BTreeSet<NodeId>, roots: &[NodeId]) -> (std::collections::BTreeMap<NodeId, usize>, Vec<crate::shape::Shape>) {
+    let mut last_use: std::collections::BTreeMap<NodeId, usize> = std::collections::BTreeMap::new();
+    let step_reads: Vec<Vec<NodeId>> = steps.iter().map(|(id, s)| reads(g, inlined, *id, s)).collect();
+    for (i, r) in step_reads.iter().enumerate() {
+        for &n in r {
+            last_use.insert(n, i);
+        }
+    }
+    let mut slot = std::collections::BTreeMap::new();
+    let mut shapes: Vec<crate::shape::Shape> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    for (i, (id, _)) in steps.iter().enumerate() {
+        let shape = &g.node(*id).shape;
+        let s = match free.iter().position(|&f| &shapes[f] == shape) {
+            Some(k) => free.swap_remove(k),
+            None => {
+                shapes.push(shape.clone());
+                shapes.len() - 1
+            }
+        };
+        slot.insert(*id, s);
+        // Free what this step read for the last time (and its own output if nobody reads it).
+        for &n in step_reads[i].iter().chain(std::iter::once(id)) {
+            let dead = !roots.contains(&n) && last_use.get(&n).copied().unwrap_or(i) <= i;
+            if dead {
+                if let Some(&sn) = slot.get(&n) {
+                    if !free.contains(&sn) {
+                        free.push(sn);
+                    }
+                }
+            }
+        }
+    }
+    (slot, shapes)
 }
 
 fn is_scalar_leaf(op: &Op) -> bool {
@@ -147,12 +211,15 @@ pub fn plan(model: &Model, roots: &[NodeId]) -> Program {
             }
         }
     }
+    let (slot, slot_shapes) = assign_slots(g, &all, &inlined, roots);
     Program {
         roots: roots.to_vec(),
         steps: all,
         inlined,
         inputs: inputs.into_iter().collect(),
         params: params.into_iter().collect(),
+        slot,
+        slot_shapes,
     }
 }
 
