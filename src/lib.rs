@@ -37,7 +37,7 @@
 //! README.
 
 pub use modelc_macros::model;
-pub use modelc_runtime::{checkpoint, data, init, kernels, optim, schedule};
+pub use modelc_runtime::{checkpoint, data, init, kernels, optim, schedule, sgemm};
 pub use modelc_runtime::{ndarray, Cost, Error, GradientCheck, ParamCheck, Variable};
 
 /// What generated code names. Not a stable API: only `model!` should use it.

@@ -57,23 +57,29 @@ pub fn sum_to_acc(alpha: f32, a: ArrayViewD<'_, f32>, mut out: ArrayViewMutD<'_,
 /// `c = alpha * a x b + beta * c`: the one matrix-product kernel of modelc (generated
 /// code and the benchmarks' hand-written steps both call it).
 ///
-/// It is the `gemm` crate's kernel, called on the views' own strides, so transposed
-/// views cost nothing; the crate keeps its packing buffers in thread-local storage, so
-/// a call allocates nothing in steady state. With the `parallel` feature, products large
-/// enough to pay for it run on all cores.
-pub fn gemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32, mut c: ArrayViewMut2<'_, f32>) {
+/// By default it is [`crate::sgemm::sgemm`], which works on the views' own strides (so
+/// transposed views cost nothing) and packs into reusable thread-local scratch, so a call
+/// allocates nothing in steady state. With the `parallel` feature, products large enough
+/// to pay for it run on all cores through the `gemm` crate's rayon backend (which
+/// allocates its packing buffers per call).
+pub fn gemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32, c: ArrayViewMut2<'_, f32>) {
+    #[cfg(feature = "parallel")]
+    {
+        let (m, k) = a.dim();
+        let n = b.dim().1;
+        if m * n * k >= 1 << 21 {
+            return parallel_gemm(alpha, a, b, beta, c);
+        }
+    }
+    crate::sgemm::sgemm(alpha, a, b, beta, c);
+}
+
+#[cfg(feature = "parallel")]
+fn parallel_gemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32, mut c: ArrayViewMut2<'_, f32>) {
     let (m, k) = a.dim();
     let (k2, n) = b.dim();
     assert!(k == k2 && c.dim() == (m, n), "gemm: shapes {:?} x {:?} -> {:?}", a.dim(), b.dim(), c.dim());
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        c.map_inplace(|v| *v *= beta);
-        return;
-    }
-    let (sa, sb, sc) = (a.strides(), b.strides(), c.strides());
-    let (c_rs, c_cs) = (sc[0], sc[1]);
+    let (sa, sb, sc) = (a.strides().to_vec(), b.strides().to_vec(), c.strides().to_vec());
     let cp = c.as_mut_ptr();
     // SAFETY: the pointers and strides come from live ndarray views whose shapes were
     // just checked to be (m, k), (k, n) and (m, n), so every element gemm touches is
@@ -84,8 +90,8 @@ pub fn gemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f3
             n,
             k,
             cp,
-            c_cs,
-            c_rs,
+            sc[1],
+            sc[0],
             beta != 0.0,
             a.as_ptr(),
             sa[1],
@@ -98,28 +104,9 @@ pub fn gemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f3
             false,
             false,
             false,
-            parallelism(m, n, k),
+            gemm::Parallelism::Rayon(0),
         );
     }
-}
-
-#[cfg(feature = "parallel")]
-fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
-    if m * n * k >= 1 << 21 {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    }
-}
-
-#[cfg(not(feature = "parallel"))]
-fn parallelism(_m: usize, _n: usize, _k: usize) -> gemm::Parallelism {
-    gemm::Parallelism::None
-}
-
-/// `out = a^T`.
-pub fn transpose(a: ArrayView2<'_, f32>, mut out: ArrayViewMut2<'_, f32>) {
-    out.assign(&a.t());
 }
 
 /// Drops the reduced axis of `out` if it was kept (`keepdims`).

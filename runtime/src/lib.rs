@@ -3,6 +3,8 @@
 //!
 //! - [`kernels`]: free functions over ndarray views that write into caller-owned
 //!   buffers, so that generated code allocates its buffers once and reuses them.
+//! - [`sgemm`]: the single-precision matrix product, with reusable thread-local scratch
+//!   (no allocation per call).
 //! - [`init`]: seeded, deterministic initializers.
 //! - [`optim`]: the optimizers' update rules, gradient clipping and weight decay.
 //! - [`schedule`]: learning-rate schedules a training loop calls between steps.
@@ -17,6 +19,7 @@ pub mod init;
 pub mod kernels;
 pub mod optim;
 pub mod schedule;
+pub mod sgemm;
 #[doc(hidden)]
 pub mod support;
 mod types;

@@ -77,7 +77,12 @@ fn reads(g: &Graph, inlined: &BTreeSet<NodeId>, id: NodeId, step: &Step) -> Vec<
 /// Assigns buffers from liveness: a node's slot is freed after the last step that reads
 /// it (roots are never freed), and a later node of the same shape reuses it. A step
 /// never writes a slot it reads, because a slot is freed only after its last reader.
-fn assign_slots(g: &Graph, steps: &[(NodeId, Step)], inlined: &BTreeSet<NodeId>, roots: &[NodeId]) -> (std::collections::BTreeMap<NodeId, usize>, Vec<crate::shape::Shape>) {
+fn assign_slots(
+    g: &Graph,
+    steps: &[(NodeId, Step)],
+    inlined: &BTreeSet<NodeId>,
+    roots: &[NodeId],
+) -> (std::collections::BTreeMap<NodeId, usize>, Vec<crate::shape::Shape>) {
     let mut last_use: std::collections::BTreeMap<NodeId, usize> = std::collections::BTreeMap::new();
     let step_reads: Vec<Vec<NodeId>> = steps.iter().map(|(id, s)| reads(g, inlined, *id, s)).collect();
     for (i, r) in step_reads.iter().enumerate() {
