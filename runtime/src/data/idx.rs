@@ -56,10 +56,10 @@ pub struct IdxImages {
 /// images file (bad magic, truncated, trailing bytes, corrupt gzip).
 pub fn read_idx_images(path: impl AsRef<Path>) -> Result<Array2<f32>, Error> {
     let path = path.as_ref();
-    let raw = read_idx_images_u8(path)?;
-    let features = raw.rows * raw.cols;
-    let scaled: Vec<f32> = raw.pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
-    Array2::from_shape_vec((raw.n, features), scaled)
+    let bytes = read_maybe_gzip(path)?;
+    let (dims, body) = parse(path, &bytes, IMAGES_MAGIC)?;
+    let scaled: Vec<f32> = body.iter().map(|&p| f32::from(p) / 255.0).collect();
+    Array2::from_shape_vec((dims[0], dims[1] * dims[2]), scaled)
         .map_err(|e| data_err(path, format!("cannot shape the pixels: {e}")))
 }
 
@@ -70,10 +70,10 @@ pub fn read_idx_images(path: impl AsRef<Path>) -> Result<Array2<f32>, Error> {
 /// As [`read_idx_images`].
 pub fn read_idx_images_u8(path: impl AsRef<Path>) -> Result<IdxImages, Error> {
     let path = path.as_ref();
-    let bytes = read_maybe_gzip(path)?;
-    let (dims, body) = parse(path, &bytes, IMAGES_MAGIC)?;
-    let [n, rows, cols] = [dims[0], dims[1], dims[2]];
-    Ok(IdxImages { n, rows, cols, pixels: body.to_vec() })
+    let mut bytes = read_maybe_gzip(path)?;
+    let (dims, body_len) = parse(path, &bytes, IMAGES_MAGIC).map(|(d, b)| (d, b.len()))?;
+    bytes.drain(..bytes.len() - body_len);
+    Ok(IdxImages { n: dims[0], rows: dims[1], cols: dims[2], pixels: bytes })
 }
 
 /// Reads an IDX labels file (raw or gzip): one byte per example.
@@ -88,9 +88,10 @@ pub fn read_idx_images_u8(path: impl AsRef<Path>) -> Result<IdxImages, Error> {
 /// labels file (bad magic, truncated, trailing bytes, corrupt gzip).
 pub fn read_idx_labels(path: impl AsRef<Path>) -> Result<Vec<u8>, Error> {
     let path = path.as_ref();
-    let bytes = read_maybe_gzip(path)?;
-    let (_, body) = parse(path, &bytes, LABELS_MAGIC)?;
-    Ok(body.to_vec())
+    let mut bytes = read_maybe_gzip(path)?;
+    let body_len = parse(path, &bytes, LABELS_MAGIC)?.1.len();
+    bytes.drain(..bytes.len() - body_len);
+    Ok(bytes)
 }
 
 /// Writes an uncompressed IDX images file of `n` images of `rows x cols` bytes.
