@@ -109,6 +109,38 @@ fn parallel_gemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, bet
     }
 }
 
+/// `out = a^T`.
+pub fn transpose(a: ArrayView2<'_, f32>, mut out: ArrayViewMut2<'_, f32>) {
+    out.assign(&a.t());
+}
+
+/// Rows of a standard-layout matrix viewed through `IxDyn`, when the kernel reduces or
+/// normalizes over its last axis: the fast path of the row-wise kernels (plain slices,
+/// no per-lane `IxDyn` views).
+fn rows_of<'a>(a: &'a ArrayViewD<'_, f32>, axis: usize) -> Option<std::slice::ChunksExact<'a, f32>> {
+    let cols = *a.shape().last()?;
+    if axis + 1 != a.ndim() || cols == 0 {
+        return None;
+    }
+    a.as_slice().map(|s| s.chunks_exact(cols))
+}
+
+fn rows_of_mut<'a>(a: &'a mut ArrayViewMutD<'_, f32>, axis: usize) -> Option<std::slice::ChunksExactMut<'a, f32>> {
+    let cols = *a.shape().last()?;
+    if axis + 1 != a.ndim() || cols == 0 {
+        return None;
+    }
+    a.as_slice_mut().map(|s| s.chunks_exact_mut(cols))
+}
+
+/// `ln(sum(exp(row - max))) + max` and the maximum.
+#[inline]
+fn log_sum_exp(row: &[f32]) -> f32 {
+    let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let s: f32 = row.iter().map(|&v| (v - m).exp()).sum();
+    m + s.ln()
+}
+
 /// Drops the reduced axis of `out` if it was kept (`keepdims`).
 fn reduced<'a>(out: ArrayViewMutD<'a, f32>, input_rank: usize, axis: usize) -> ArrayViewMutD<'a, f32> {
     if out.ndim() == input_rank {
@@ -131,6 +163,10 @@ pub fn sum_axes(a: ArrayViewD<'_, f32>, axes: &[usize], mut out: ArrayViewMutD<'
             out.fill(0.0);
             for row in a.axis_iter(Axis(0)) {
                 out += &row;
+            }
+        } else if let (Some(rows), Some(o)) = (rows_of(&a, axis), out.as_slice_mut()) {
+            for (r, o) in rows.zip(o) {
+                *o = r.iter().sum();
             }
         } else {
             Zip::from(&mut out).and(a.lanes(Axis(axis))).for_each(|o, lane| *o = lane.sum());
@@ -159,6 +195,18 @@ pub fn max_axis(a: ArrayViewD<'_, f32>, axis: usize, out: ArrayViewMutD<'_, f32>
 /// `out = argmax(a, axis)` as f32 indices (the first maximum wins, as in NumPy).
 pub fn argmax_axis(a: ArrayViewD<'_, f32>, axis: usize, out: ArrayViewMutD<'_, f32>) {
     let mut out = reduced(out, a.ndim(), axis);
+    if let (Some(rows), Some(o)) = (rows_of(&a, axis), out.as_slice_mut()) {
+        for (r, o) in rows.zip(o) {
+            let mut best = 0;
+            for (i, &v) in r.iter().enumerate() {
+                if v > r[best] || (i == 0 && v.is_nan()) {
+                    best = i;
+                }
+            }
+            *o = best as f32;
+        }
+        return;
+    }
     Zip::from(&mut out).and(a.lanes(Axis(axis))).for_each(|o, lane| {
         let mut best = 0;
         let mut best_v = f32::NEG_INFINITY;
@@ -232,6 +280,19 @@ pub fn reshape(a: ArrayViewD<'_, f32>, mut out: ArrayViewMutD<'_, f32>) {
 
 /// `out = softmax(a)` along `axis`, computed stably (the maximum is subtracted first).
 pub fn softmax(a: ArrayViewD<'_, f32>, axis: usize, mut out: ArrayViewMutD<'_, f32>) {
+    if let (Some(rows), Some(outs)) = (rows_of(&a, axis), rows_of_mut(&mut out, axis)) {
+        for (r, o) in rows.zip(outs) {
+            let m = r.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let mut s = 0.0;
+            for (o, &v) in o.iter_mut().zip(r) {
+                *o = (v - m).exp();
+                s += *o;
+            }
+            let inv = 1.0 / s;
+            o.iter_mut().for_each(|v| *v *= inv);
+        }
+        return;
+    }
     Zip::from(a.lanes(Axis(axis))).and(out.lanes_mut(Axis(axis))).for_each(|a, mut o| {
         let m = a.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         let mut s = 0.0;
@@ -248,6 +309,15 @@ pub fn softmax(a: ArrayViewD<'_, f32>, axis: usize, mut out: ArrayViewMutD<'_, f
 /// `out = log_softmax(a)` along `axis`: `a - max - ln(sum(exp(a - max)))`, finite for
 /// any finite logits.
 pub fn log_softmax(a: ArrayViewD<'_, f32>, axis: usize, mut out: ArrayViewMutD<'_, f32>) {
+    if let (Some(rows), Some(outs)) = (rows_of(&a, axis), rows_of_mut(&mut out, axis)) {
+        for (r, o) in rows.zip(outs) {
+            let lse = log_sum_exp(r);
+            for (o, &v) in o.iter_mut().zip(r) {
+                *o = v - lse;
+            }
+        }
+        return;
+    }
     Zip::from(a.lanes(Axis(axis))).and(out.lanes_mut(Axis(axis))).for_each(|a, mut o| {
         let m = a.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         let s: f32 = a.iter().map(|&v| (v - m).exp()).sum();
@@ -258,7 +328,15 @@ pub fn log_softmax(a: ArrayViewD<'_, f32>, axis: usize, mut out: ArrayViewMutD<'
 
 /// `out = softmax_cross_entropy(z, y) = -sum(y * log_softmax(z), -1)`, fused and stable.
 pub fn softmax_xent(z: ArrayViewD<'_, f32>, y: ArrayViewD<'_, f32>, mut out: ArrayViewMutD<'_, f32>) {
-    let last = Axis(z.ndim() - 1);
+    let axis = z.ndim() - 1;
+    if let (Some(zr), Some(yr), Some(o)) = (rows_of(&z, axis), rows_of(&y, axis), out.as_slice_mut()) {
+        for ((z, y), o) in zr.zip(yr).zip(o) {
+            let lse = log_sum_exp(z);
+            *o = z.iter().zip(y).map(|(&zv, &yv)| yv * (lse - zv)).sum();
+        }
+        return;
+    }
+    let last = Axis(axis);
     Zip::from(&mut out).and(z.lanes(last)).and(y.lanes(last)).for_each(|o, z, y| {
         let m = z.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         let s: f32 = z.iter().map(|&v| (v - m).exp()).sum();
@@ -275,7 +353,23 @@ pub fn softmax_xent_grad(
     g: ArrayViewD<'_, f32>,
     mut out: ArrayViewMutD<'_, f32>,
 ) {
-    let last = Axis(z.ndim() - 1);
+    let axis = z.ndim() - 1;
+    if let (Some(zr), Some(yr), Some(g), Some(outs)) = (rows_of(&z, axis), rows_of(&y, axis), g.as_slice(), rows_of_mut(&mut out, axis)) {
+        for (((z, y), &g), o) in zr.zip(yr).zip(g).zip(outs) {
+            let m = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let mut s = 0.0;
+            for (o, &v) in o.iter_mut().zip(z) {
+                *o = (v - m).exp();
+                s += *o;
+            }
+            let scale = y.iter().sum::<f32>() / s;
+            for (o, &yv) in o.iter_mut().zip(y) {
+                *o = (*o * scale - yv) * g;
+            }
+        }
+        return;
+    }
+    let last = Axis(axis);
     Zip::from(out.lanes_mut(last)).and(z.lanes(last)).and(y.lanes(last)).and(&g).for_each(|mut o, z, y, &g| {
         let m = z.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         let mut s = 0.0;
