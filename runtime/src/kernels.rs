@@ -384,6 +384,46 @@ pub fn softmax_xent_grad(
     });
 }
 
+/// [`softmax_xent`] and [`softmax_xent_grad`] in one pass per row: the loss of each row
+/// into `loss` and `(softmax(z) * sum(y) - y) * g` into `grad`, computing the
+/// exponentials once.
+pub fn softmax_xent_with_grad(
+    z: ArrayViewD<'_, f32>,
+    y: ArrayViewD<'_, f32>,
+    g: ArrayViewD<'_, f32>,
+    mut loss: ArrayViewMutD<'_, f32>,
+    mut grad: ArrayViewMutD<'_, f32>,
+) {
+    let axis = z.ndim() - 1;
+    if let (Some(zr), Some(yr), Some(gs), Some(ls), Some(outs)) =
+        (rows_of(&z, axis), rows_of(&y, axis), g.as_slice(), loss.as_slice_mut(), rows_of_mut(&mut grad, axis))
+    {
+        for ((((z, y), &g), l), o) in zr.zip(yr).zip(gs).zip(ls).zip(outs) {
+            let m = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let mut s = 0.0;
+            for (o, &v) in o.iter_mut().zip(z) {
+                *o = (v - m).exp();
+                s += *o;
+            }
+            let lse = m + s.ln();
+            let mut sy = 0.0;
+            let mut acc = 0.0;
+            for (&zv, &yv) in z.iter().zip(y) {
+                sy += yv;
+                acc += yv * (lse - zv);
+            }
+            *l = acc;
+            let scale = sy / s;
+            for (o, &yv) in o.iter_mut().zip(y) {
+                *o = (*o * scale - yv) * g;
+            }
+        }
+        return;
+    }
+    softmax_xent(z.view(), y.view(), loss.view_mut());
+    softmax_xent_grad(z, y, g, grad);
+}
+
 /// `max(x, 0)`.
 #[inline(always)]
 pub fn relu(x: f32) -> f32 {

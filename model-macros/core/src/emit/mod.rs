@@ -408,6 +408,17 @@ fn compute(ctx: &Ctx, p: &Program) -> TokenStream {
                 let args: Vec<TokenStream> = node.inputs.iter().map(|&i| view(ctx, p, i)).collect();
                 node.op.kernel_call(&args, &quote!(__ws.#b.view_mut()))
             }
+            Step::XentWithGrad(grad) => {
+                let gb = buf(p, *grad);
+                let gn = g.node(*grad);
+                let (z, y, adj) = (view(ctx, p, gn.inputs[0]), view(ctx, p, gn.inputs[1]), view(ctx, p, gn.inputs[2]));
+                quote! {
+                    ::modelc::__private::kernels::softmax_xent_with_grad(
+                        #z.into_dyn(), #y.into_dyn(), #adj.into_dyn(),
+                        __ws.#b.view_mut().into_dyn(), __ws.#gb.view_mut().into_dyn(),
+                    );
+                }
+            }
             Step::Fused => {
                 let members = group_members(g, p, *id);
                 let externals = plan::external_operands(g, &members);
@@ -511,8 +522,12 @@ fn sgd_updates(c: &Compiled) -> Option<Vec<(usize, Update)>> {
             .iter()
             .map(|&(p, grad)| {
                 let node = g.node(grad);
+                // Measured (benches/train_step.rs): accumulating into a thin weight such as
+                // the tutorial's [784, 10] is slower in sgemm than a product into a buffer
+                // plus an update loop, so only products at least 32 wide both ways fuse.
+                let wide = node.shape.0.iter().all(|d| d.as_static().is_some_and(|n| n >= 32));
                 let update = match node.op {
-                    Op::MatMul { ta, tb } if node.inputs.iter().all(|&i| not_param(i)) => {
+                    Op::MatMul { ta, tb } if wide && node.inputs.iter().all(|&i| not_param(i)) => {
                         Update::MatMul { ta, tb, a: node.inputs[0], b: node.inputs[1] }
                     }
                     Op::SumTo(_) if not_param(node.inputs[0]) => Update::SumTo { src: node.inputs[0] },
@@ -1026,6 +1041,10 @@ fn program_flops(ctx: &Ctx, p: &Program) -> TokenStream {
     let g = &ctx.m.graph;
     let mut terms = Vec::new();
     let mut ids: Vec<NodeId> = p.steps.iter().map(|s| s.0).collect();
+    ids.extend(p.steps.iter().filter_map(|s| match s.1 {
+        Step::XentWithGrad(grad) => Some(grad),
+        _ => None,
+    }));
     ids.extend(p.inlined.iter().copied());
     for id in ids {
         let node = g.node(id);

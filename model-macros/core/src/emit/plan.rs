@@ -25,6 +25,9 @@ pub enum Step {
     /// A scalar leaf (constant, dimension product) or a leaf (input, param) that must be
     /// materialized in a buffer because it is a root or feeds a kernel.
     Materialize,
+    /// `softmax_cross_entropy(z, y)` together with its gradient node (the payload) in
+    /// one pass: the exponentials are computed once for both.
+    XentWithGrad(NodeId),
 }
 
 /// One generated function's computation.
@@ -59,6 +62,7 @@ fn reads(g: &Graph, inlined: &BTreeSet<NodeId>, id: NodeId, step: &Step) -> Vec<
     match step {
         Step::Materialize => Vec::new(),
         Step::Kernel => g.node(id).inputs.clone(),
+        Step::XentWithGrad(grad) => g.node(*grad).inputs.clone(),
         Step::Fused => {
             let mut members = BTreeSet::from([id]);
             let mut stack = vec![id];
@@ -93,16 +97,22 @@ fn assign_slots(
     let mut slot = std::collections::BTreeMap::new();
     let mut shapes: Vec<crate::shape::Shape> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
-    for (i, (id, _)) in steps.iter().enumerate() {
-        let shape = &g.node(*id).shape;
-        let s = match free.iter().position(|&f| &shapes[f] == shape) {
-            Some(k) => free.swap_remove(k),
-            None => {
-                shapes.push(shape.clone());
-                shapes.len() - 1
-            }
-        };
-        slot.insert(*id, s);
+    for (i, (id, step)) in steps.iter().enumerate() {
+        let mut outputs = vec![*id];
+        if let Step::XentWithGrad(grad) = step {
+            outputs.push(*grad);
+        }
+        for out in outputs {
+            let shape = &g.node(out).shape;
+            let s = match free.iter().position(|&f| &shapes[f] == shape) {
+                Some(k) => free.swap_remove(k),
+                None => {
+                    shapes.push(shape.clone());
+                    shapes.len() - 1
+                }
+            };
+            slot.insert(out, s);
+        }
         // Free what this step read for the last time (and its own output if nobody reads it).
         for &n in step_reads[i].iter().chain(std::iter::once(id)) {
             let dead = !roots.contains(&n) && last_use.get(&n).copied().unwrap_or(i) <= i;
@@ -216,6 +226,7 @@ pub fn plan(model: &Model, roots: &[NodeId]) -> Program {
             }
         }
     }
+    let all = fuse_xent_with_grad(g, all);
     let (slot, slot_shapes) = assign_slots(g, &all, &inlined, roots);
     Program {
         roots: roots.to_vec(),
@@ -253,4 +264,41 @@ pub fn group_members(g: &Graph, program: &Program, root: NodeId) -> BTreeSet<Nod
         }
     }
     members
+}
+
+/// Computes `softmax_cross_entropy(z, y)` and its gradient `SoftmaxXentGrad(z, y, g)` in
+/// one kernel when a program needs both (a training program does): the steps computing
+/// the adjoint `g` move to just before the forward op (they never depend on it: checked),
+/// and the gradient's own step disappears.
+fn fuse_xent_with_grad(g: &Graph, mut steps: Vec<(NodeId, Step)>) -> Vec<(NodeId, Step)> {
+    let pairs: Vec<(NodeId, NodeId)> = steps
+        .iter()
+        .filter(|(id, s)| *s == Step::Kernel && g.node(*id).op == Op::SoftmaxXentGrad)
+        .filter_map(|(grad, _)| {
+            let inputs = &g.node(*grad).inputs;
+            steps
+                .iter()
+                .find(|(l, s)| *s == Step::Kernel && g.node(*l).op == Op::SoftmaxXent && g.node(*l).inputs[..] == inputs[..2])
+                .map(|(l, _)| (*l, *grad))
+        })
+        .collect();
+    for (loss, grad) in pairs {
+        let adjoint = g.node(grad).inputs[2];
+        let cone: BTreeSet<NodeId> = g.cone(&[adjoint]).into_iter().collect();
+        if cone.contains(&loss) {
+            continue;
+        }
+        let Some(at) = steps.iter().position(|(id, _)| *id == loss) else { continue };
+        // Steps of the adjoint's cone that come after the forward op move before it.
+        let (before, after): (Vec<_>, Vec<_>) = steps.split_off(at).into_iter().partition(|(id, _)| cone.contains(id));
+        steps.extend(before);
+        for (id, step) in after {
+            if id == grad {
+                continue;
+            }
+            let step = if id == loss { Step::XentWithGrad(grad) } else { step };
+            steps.push((id, step));
+        }
+    }
+    steps
 }
