@@ -77,7 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         model.set_learning_rate(schedule.learning_rate(model.global_step()));
         let (x, y) = batches.next().ok_or("no batch")?;
         loss = model.train_step(x, y)?;
-        if model.global_step() % 50 == 0 {
+        if model.global_step().is_multiple_of(50) {
             bar.set_message(format!("loss {loss:.4}  lr {:.2e}", model.learning_rate()));
         }
         bar.inc(1);

@@ -73,7 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (step, (x, y)) in mnist.train.batches(BATCH).take(STEPS).enumerate() {
         last = model.train_step(x, y)?;
         first.get_or_insert(last);
-        if step % 50 == 0 {
+        if step.is_multiple_of(50) {
             bar.set_message(format!("loss {last:.4}"));
         }
         bar.inc(1);

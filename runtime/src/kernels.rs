@@ -354,7 +354,9 @@ pub fn softmax_xent_grad(
     mut out: ArrayViewMutD<'_, f32>,
 ) {
     let axis = z.ndim() - 1;
-    if let (Some(zr), Some(yr), Some(g), Some(outs)) = (rows_of(&z, axis), rows_of(&y, axis), g.as_slice(), rows_of_mut(&mut out, axis)) {
+    if let (Some(zr), Some(yr), Some(g), Some(outs)) =
+        (rows_of(&z, axis), rows_of(&y, axis), g.as_slice(), rows_of_mut(&mut out, axis))
+    {
         for (((z, y), &g), o) in zr.zip(yr).zip(g).zip(outs) {
             let m = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
             let mut s = 0.0;

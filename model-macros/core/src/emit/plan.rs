@@ -278,7 +278,9 @@ fn fuse_xent_with_grad(g: &Graph, mut steps: Vec<(NodeId, Step)>) -> Vec<(NodeId
             let inputs = &g.node(*grad).inputs;
             steps
                 .iter()
-                .find(|(l, s)| *s == Step::Kernel && g.node(*l).op == Op::SoftmaxXent && g.node(*l).inputs[..] == inputs[..2])
+                .find(|(l, s)| {
+                    *s == Step::Kernel && g.node(*l).op == Op::SoftmaxXent && g.node(*l).inputs[..] == inputs[..2]
+                })
                 .map(|(l, _)| (*l, *grad))
         })
         .collect();
