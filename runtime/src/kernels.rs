@@ -63,6 +63,12 @@ pub fn sum_to_acc(alpha: f32, a: ArrayViewD<'_, f32>, mut out: ArrayViewMutD<'_,
 /// to pay for it run on all cores through the `gemm` crate's rayon backend (which
 /// allocates its packing buffers per call).
 pub fn gemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32, c: ArrayViewMut2<'_, f32>) {
+    #[cfg(feature = "blas")]
+    {
+        if blas_gemm(alpha, a, b, beta, c.view()) {
+            return;
+        }
+    }
     #[cfg(feature = "parallel")]
     {
         let (m, k) = a.dim();
@@ -73,6 +79,71 @@ pub fn gemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f3
     }
     crate::sgemm::sgemm(alpha, a, b, beta, c);
 }
+
+/// The `blas` feature: `cblas_sgemm` from the system's OpenBLAS, when every operand has
+/// a unit stride along one axis (what BLAS takes); returns `false` (and does nothing)
+/// otherwise, so that the caller falls back to `sgemm`.
+#[cfg(feature = "blas")]
+fn blas_gemm(
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    c: ndarray::ArrayView2<'_, f32>,
+) -> bool {
+    use cblas_sys::{cblas_sgemm, CBLAS_LAYOUT, CBLAS_TRANSPOSE};
+    /// (transposed?, leading dimension) of a matrix BLAS can read in row-major layout.
+    fn layout(x: &ndarray::ArrayView2<'_, f32>) -> Option<(bool, i32)> {
+        let (r, c) = x.dim();
+        let s = x.strides();
+        if s[1] == 1 || c <= 1 {
+            Some((false, i32::try_from(s[0].max(c as isize).max(1)).ok()?))
+        } else if s[0] == 1 || r <= 1 {
+            Some((true, i32::try_from(s[1].max(r as isize).max(1)).ok()?))
+        } else {
+            None
+        }
+    }
+    let (m, k) = a.dim();
+    let n = b.dim().1;
+    let (Some((ta, lda)), Some((tb, ldb)), Some((false, ldc))) = (layout(&a), layout(&b), layout(&c)) else {
+        return false;
+    };
+    let (Ok(mi), Ok(ni), Ok(ki)) = (i32::try_from(m), i32::try_from(n), i32::try_from(k)) else { return false };
+    if m == 0 || n == 0 {
+        return true;
+    }
+    let t = |f: bool| if f { CBLAS_TRANSPOSE::CblasTrans } else { CBLAS_TRANSPOSE::CblasNoTrans };
+    let cp = c.as_ptr() as *mut f32;
+    // SAFETY: the views have shapes (m, k), (k, n), (m, n) (checked by the caller's
+    // types and by BLAS's own argument checks), each with a unit stride along one axis
+    // and the leading dimension computed from its other stride; `c` comes from a unique
+    // `ArrayViewMut2` borrow in `gemm`, so writing through it is sound.
+    unsafe {
+        cblas_sgemm(
+            CBLAS_LAYOUT::CblasRowMajor,
+            t(ta),
+            t(tb),
+            mi,
+            ni,
+            ki,
+            alpha,
+            a.as_ptr(),
+            lda,
+            b.as_ptr(),
+            ldb,
+            beta,
+            cp,
+            ldc,
+        );
+    }
+    true
+}
+
+// The system's OpenBLAS provides `cblas_sgemm`.
+#[cfg(feature = "blas")]
+#[link(name = "openblas")]
+extern "C" {}
 
 #[cfg(feature = "parallel")]
 fn parallel_gemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32, mut c: ArrayViewMut2<'_, f32>) {
