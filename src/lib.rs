@@ -36,6 +36,8 @@
 //! The language is described in `docs/model-language.md`; the generated API in the
 //! README.
 
+#![warn(missing_docs)]
+
 pub use modelc_macros::model;
 pub use modelc_runtime::{checkpoint, data, init, kernels, optim, schedule, sgemm};
 pub use modelc_runtime::{ndarray, Cost, Error, GradientCheck, ParamCheck, Variable};

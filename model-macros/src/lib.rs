@@ -2,6 +2,8 @@
 //! [`modelc_core::expand`], where the whole compiler lives (so that it can be unit
 //! tested, benchmarked and fuzzed without a compiler process).
 
+#![warn(missing_docs)]
+
 /// Compiles a model declared in the modelc model language into specialized Rust.
 ///
 /// See the `modelc` crate documentation and `docs/model-language.md` for the language.

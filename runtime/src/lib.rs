@@ -12,6 +12,8 @@
 //! - [`data`]: the MNIST IDX reader, the MNIST data sets and a batch iterator.
 //! - [`Error`]: the one error type.
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod data;
 mod error;

@@ -13,6 +13,8 @@
 //! [`Diag`](diag::Diag) collects errors; `diag.check()` between stages keeps later stages
 //! from ever seeing a broken model. Nothing here panics on user input.
 
+#![warn(missing_docs)]
+
 pub mod autodiff;
 pub mod diag;
 pub mod emit;

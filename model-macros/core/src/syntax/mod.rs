@@ -25,6 +25,7 @@ use syn::{braced, bracketed, parenthesized, Attribute, Expr, Ident, LitInt, Toke
 use crate::diag::Diag;
 
 /// The custom keywords of the model language.
+#[allow(missing_docs)]
 pub mod kw {
     syn::custom_keyword!(input);
     syn::custom_keyword!(param);
