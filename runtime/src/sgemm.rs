@@ -13,6 +13,13 @@
 //! micro-kernel, and when `b` is too narrow for packing `a` to pay off, `a` is read in
 //! place instead.
 //!
+//! Thin products (one side of `c` at most [`THIN`] wide, like a 784 -> 10 layer) take
+//! kernels of their own, which waste no lanes on padding and pack nothing but the thin
+//! operand: when `a`'s rows are contiguous, each element of `c` is a dot product along
+//! `k`, vectorized over `k` (a `2 x C` block of dots at a time); when `a`'s columns are
+//! contiguous (a transposed view, as in a weight gradient `x^T g`), a `16 x C` block of
+//! `c` is accumulated from `a`'s columns read in place and broadcast elements of `b`.
+//!
 //! The micro-kernel is chosen at run time: AVX2 + FMA (`std::arch` intrinsics) where
 //! the CPU has them, otherwise a portable loop the compiler vectorizes for the baseline
 //! target. `beta == 0` overwrites `c` without reading it.
@@ -57,6 +64,9 @@ pub fn sgemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f
         } else if beta != 1.0 {
             c.map_inplace(|v| *v *= beta);
         }
+        return;
+    }
+    if thin(alpha, a, b, beta, c.view_mut()) {
         return;
     }
     // Lanes the micro-kernel computes, either way round; the transposed product
@@ -454,6 +464,372 @@ fn pack_b(b: &ArrayView2<'_, f32>, pc: usize, kc: usize, jc: usize, nc: usize, d
             for d in panel.chunks_exact_mut(NR) {
                 d[nr..].fill(0.0);
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- thin products
+
+/// The widest side of `c` that the thin kernels take.
+const THIN: usize = 16;
+/// Most columns of `c` one thin tile computes (`2 x 6` or `16 x 6` accumulators: 12 of
+/// the 16 vector registers).
+const THIN_C: usize = 6;
+/// Depth of a block of the dot form: `THIN x THIN_KB` of `b^T` (16 KiB) stays in L1.
+const THIN_KB: usize = 1 << 20;
+
+/// Computes the product with a thin kernel if one fits (AVX2 + FMA, one side of `c` at
+/// most [`THIN`] wide, and the operand along the wide side contiguous in one direction);
+/// returns false, touching nothing, otherwise.
+fn thin(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32, c: ArrayViewMut2<'_, f32>) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !matches!(kernel(), Kernel::Avx2Fma) {
+            return false;
+        }
+        let proof = Direct(());
+        let (m, n) = c.dim();
+        if n <= THIN && n <= m {
+            thin_oriented(proof, alpha, a, b, beta, c)
+        } else if m <= THIN {
+            thin_oriented(proof, alpha, b.reversed_axes(), a.reversed_axes(), beta, c.reversed_axes())
+        } else {
+            false
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (alpha, a, b, beta, c);
+        false
+    }
+}
+
+/// Thin product with `n <= THIN`: picks the dot or the outer-product form from `a`'s
+/// layout.
+#[cfg(target_arch = "x86_64")]
+fn thin_oriented(
+    proof: Direct,
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    c: ArrayViewMut2<'_, f32>,
+) -> bool {
+    let (m, k) = a.dim();
+    if a.strides()[1] == 1 && k >= 32 {
+        thin_dot(proof, alpha, a, b, beta, c);
+        true
+    } else if a.strides()[0] == 1 && m >= 16 {
+        thin_outer(proof, alpha, a, b, beta, c);
+        true
+    } else {
+        false
+    }
+}
+
+/// Splits `n` columns into groups of at most [`THIN_C`], as even as possible; returns
+/// the group width (the last group takes the rest).
+fn thin_groups(n: usize) -> usize {
+    n.div_ceil(n.div_ceil(THIN_C))
+}
+
+/// `c = alpha * a x b + beta * c` where `a`'s rows are contiguous: every `c[i, j]` is a
+/// dot product of row `i` of `a` with column `j` of `b`, which is first copied into a
+/// contiguous row of scratch (`b^T`, `n x k`) unless it already is one.
+#[cfg(target_arch = "x86_64")]
+fn thin_dot(
+    proof: Direct,
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    mut c: ArrayViewMut2<'_, f32>,
+) {
+    let (m, k) = a.dim();
+    let n = b.dim().1;
+    let lda = a.strides()[0];
+    let out = Out { ptr: c.as_mut_ptr(), rs: c.strides()[0], cs: c.strides()[1] };
+    let run = |bt: *const f32, ldb: isize| {
+        let width = thin_groups(n);
+        // Depth blocks keep a block of bt (n x kb) in L1 while every row of a passes by;
+        // the later blocks add to c.
+        let kb = block(k, THIN_KB, 8);
+        for p0 in (0..k).step_by(kb) {
+            let kl = kb.min(k - p0);
+            let beta = if p0 == 0 { beta } else { 1.0 };
+            for i0 in (0..m).step_by(2) {
+                let rows = 2.min(m - i0);
+                for j0 in (0..n).step_by(width) {
+                    let cols = width.min(n - j0);
+                    let mut tile = [[0.0f32; THIN_C]; 2];
+                    // SAFETY: rows i0..i0 + rows of `a` (k contiguous elements each, lda
+                    // apart) and rows j0..j0 + cols of `bt` (k contiguous elements, ldb
+                    // apart) are inside live memory, and p0 + kl <= k; `proof` says
+                    // avx2 + fma are present.
+                    unsafe {
+                        let ap = a.as_ptr().offset(i0 as isize * lda).add(p0);
+                        let bp = bt.offset(j0 as isize * ldb).add(p0);
+                        dot_tile(proof, rows, cols, kl, ap, lda, bp, ldb, &mut tile);
+                        // SAFETY: i0 + rows <= m, j0 + cols <= n inside the live `c`.
+                        store_small(&out, i0, j0, rows, cols, |r, j| tile[r][j], alpha, beta);
+                    }
+                }
+            }
+        }
+    };
+    if b.strides()[0] == 1 {
+        // b's columns are already contiguous (b is a transposed row-major matrix).
+        run(b.as_ptr(), b.strides()[1]);
+        return;
+    }
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        if scratch.len() < n * k {
+            scratch.resize(n * k, 0.0);
+        }
+        let bt = &mut scratch[..n * k];
+        let (rs, cs) = (b.strides()[0], b.strides()[1]);
+        // Gather each column of b into a row of bt: strided reads (b is small and stays
+        // in cache) and sequential writes measured faster than the other way round.
+        for (j, dst) in bt.chunks_exact_mut(k).enumerate() {
+            // SAFETY: (p, j) for p < k, j < n is an element of the live view `b`.
+            let col = unsafe { b.as_ptr().offset(j as isize * cs) };
+            for (p, d) in dst.iter_mut().enumerate() {
+                *d = unsafe { *col.offset(p as isize * rs) };
+            }
+        }
+        run(bt.as_ptr(), k as isize);
+    });
+}
+
+/// `rows x cols` dot products of length `k`: row `r` of `a` (at `a + r * lda`) with row
+/// `j` of `bt` (at `bt + j * ldb`), into `tile[r][j]`.
+///
+/// # Safety
+/// Those rows must be readable for `k` elements each; `rows <= 2`, `cols <= THIN_C`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn dot_tile(
+    _proof: Direct,
+    rows: usize,
+    cols: usize,
+    k: usize,
+    a: *const f32,
+    lda: isize,
+    bt: *const f32,
+    ldb: isize,
+    tile: &mut [[f32; THIN_C]; 2],
+) {
+    macro_rules! go {
+        ($($r:literal, $c:literal);*) => {
+            match (rows, cols) {
+                $(($r, $c) => dot_avx2::<$r, $c>(k, a, lda, bt, ldb, tile),)*
+                _ => unreachable!("thin tile {rows} x {cols}"),
+            }
+        };
+    }
+    go!(1, 1; 1, 2; 1, 3; 1, 4; 1, 5; 1, 6; 2, 1; 2, 2; 2, 3; 2, 4; 2, 5; 2, 6)
+}
+
+/// The AVX2 dot tile for fixed `R x C` (the accumulators stay in registers).
+///
+/// # Safety
+/// As [`dot_tile`], and the CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+// Index loops over the fixed register tile read clearest here.
+#[allow(clippy::needless_range_loop)]
+unsafe fn dot_avx2<const R: usize, const C: usize>(
+    k: usize,
+    a: *const f32,
+    lda: isize,
+    bt: *const f32,
+    ldb: isize,
+    tile: &mut [[f32; THIN_C]; 2],
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let k8 = k / 8 * 8;
+    let mut p = 0;
+    while p < k8 {
+        let mut av = [_mm256_setzero_ps(); R];
+        for (r, v) in av.iter_mut().enumerate() {
+            *v = _mm256_loadu_ps(a.offset(r as isize * lda).add(p));
+        }
+        for j in 0..C {
+            let bv = _mm256_loadu_ps(bt.offset(j as isize * ldb).add(p));
+            for r in 0..R {
+                acc[r][j] = _mm256_fmadd_ps(av[r], bv, acc[r][j]);
+            }
+        }
+        p += 8;
+    }
+    for r in 0..R {
+        for j in 0..C {
+            // Horizontal sum of the 8 lanes, then the k % 8 tail.
+            let v = acc[r][j];
+            let s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+            let s1 = _mm_add_ss(s2, _mm_shuffle_ps::<0b01>(s2, s2));
+            let mut s = _mm_cvtss_f32(s1);
+            for q in k8..k {
+                s += *a.offset(r as isize * lda).add(q) * *bt.offset(j as isize * ldb).add(q);
+            }
+            tile[r][j] = s;
+        }
+    }
+}
+
+/// `c = alpha * a x b + beta * c` where `a`'s columns are contiguous (`a` is a
+/// transposed view): a `16 x C` block of `c` accumulates, for each `p`, column `p` of
+/// `a` (two vectors, read in place) times the broadcast `b[p, j0..j0 + C]`.
+#[cfg(target_arch = "x86_64")]
+fn thin_outer(
+    proof: Direct,
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    mut c: ArrayViewMut2<'_, f32>,
+) {
+    let (m, k) = a.dim();
+    let n = b.dim().1;
+    let lda = a.strides()[1];
+    let (brs, bcs) = (b.strides()[0], b.strides()[1]);
+    let out = Out { ptr: c.as_mut_ptr(), rs: c.strides()[0], cs: c.strides()[1] };
+    let width = thin_groups(n);
+    let mut i0 = 0;
+    while i0 < m {
+        // 16 rows a tile, then one of 8, then single rows (the vectors' lanes are rows).
+        let rows = if m - i0 >= 16 {
+            16
+        } else if m - i0 >= 8 {
+            8
+        } else {
+            1
+        };
+        for j0 in (0..n).step_by(width) {
+            let cols = width.min(n - j0);
+            let mut tile = [[0.0f32; 16]; THIN_C];
+            // SAFETY: column p of `a` has rows i0..i0 + rows at `ap + p * lda` (unit row
+            // stride), and b[p, j0 + j] is at `bp + p * brs + j * bcs`, all inside the
+            // live views for p < k, j < cols; `proof` says avx2 + fma are present.
+            unsafe {
+                let ap = a.as_ptr().add(i0);
+                let bp = b.as_ptr().offset(j0 as isize * bcs);
+                if rows == 1 {
+                    for (j, t) in tile.iter_mut().enumerate().take(cols) {
+                        let mut s = 0.0;
+                        for p in 0..k as isize {
+                            s += *ap.offset(p * lda) * *bp.offset(p * brs + j as isize * bcs);
+                        }
+                        t[0] = s;
+                    }
+                } else {
+                    outer_tile(proof, rows, cols, k, ap, lda, bp, brs, bcs, &mut tile);
+                }
+                // SAFETY: i0 + rows <= m, j0 + cols <= n inside the live `c`.
+                store_small(&out, i0, j0, rows, cols, |r, j| tile[j][r], alpha, beta);
+            }
+        }
+        i0 += rows;
+    }
+}
+
+/// Dispatches the `rows x cols` outer-product tile to its fixed-size kernel.
+///
+/// # Safety
+/// As [`outer_avx2`]; `rows` is 8 or 16, `cols <= THIN_C`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn outer_tile(
+    _proof: Direct,
+    rows: usize,
+    cols: usize,
+    k: usize,
+    a: *const f32,
+    lda: isize,
+    b: *const f32,
+    brs: isize,
+    bcs: isize,
+    tile: &mut [[f32; 16]; THIN_C],
+) {
+    macro_rules! go {
+        ($($v:literal, $c:literal);*) => {
+            match (rows / 8, cols) {
+                $(($v, $c) => outer_avx2::<$v, $c>(k, a, lda, b, brs, bcs, tile),)*
+                _ => unreachable!("thin tile {rows} x {cols}"),
+            }
+        };
+    }
+    go!(1, 1; 1, 2; 1, 3; 1, 4; 1, 5; 1, 6; 2, 1; 2, 2; 2, 3; 2, 4; 2, 5; 2, 6)
+}
+
+/// The AVX2 outer-product tile: `V` vectors (8 rows each) by `C` columns.
+///
+/// # Safety
+/// `a + p * lda` must be readable for `8 V` elements and `b + p * brs + j * bcs` for
+/// one, for every `p < k`, `j < C`; the CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+// Index loops over the fixed register tile read clearest here.
+#[allow(clippy::needless_range_loop)]
+unsafe fn outer_avx2<const V: usize, const C: usize>(
+    k: usize,
+    a: *const f32,
+    lda: isize,
+    b: *const f32,
+    brs: isize,
+    bcs: isize,
+    tile: &mut [[f32; 16]; THIN_C],
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_ps(); V]; C];
+    for p in 0..k as isize {
+        let col = a.offset(p * lda);
+        let mut av = [_mm256_setzero_ps(); V];
+        for (v, x) in av.iter_mut().enumerate() {
+            *x = _mm256_loadu_ps(col.add(8 * v));
+        }
+        let brow = b.offset(p * brs);
+        for (j, accj) in acc.iter_mut().enumerate() {
+            let x = _mm256_broadcast_ss(&*brow.offset(j as isize * bcs));
+            for v in 0..V {
+                accj[v] = _mm256_fmadd_ps(av[v], x, accj[v]);
+            }
+        }
+    }
+    for (j, accj) in acc.iter().enumerate() {
+        for (v, x) in accj.iter().enumerate() {
+            _mm256_storeu_ps(tile[j].as_mut_ptr().add(8 * v), *x);
+        }
+    }
+}
+
+/// `c[i0 + r, j0 + j] = alpha * value(r, j) + beta * c[..]` for `r < rows`, `j < cols`;
+/// `beta == 0` does not read `c`.
+///
+/// # Safety
+/// `out` must point to a live view, not aliased elsewhere, that holds those elements.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_small(
+    out: &Out,
+    i0: usize,
+    j0: usize,
+    rows: usize,
+    cols: usize,
+    value: impl Fn(usize, usize) -> f32,
+    alpha: f32,
+    beta: f32,
+) {
+    for r in 0..rows {
+        let row = out.ptr.offset((i0 + r) as isize * out.rs + j0 as isize * out.cs);
+        for j in 0..cols {
+            let d = row.offset(j as isize * out.cs);
+            *d = if beta == 0.0 { alpha * value(r, j) } else { alpha * value(r, j) + beta * *d };
         }
     }
 }

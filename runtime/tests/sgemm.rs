@@ -138,6 +138,25 @@ fn all_shapes_and_transposes_beta_zero_over_nan() {
     }
 }
 
+/// The thin kernels: every width 1..=16 on either side, depths with and without a
+/// k % 8 tail, row counts with 16-, 8- and single-row tails, all four layouts (which
+/// select the dot form, the outer-product form or the general path).
+#[test]
+fn thin_products_every_width() {
+    for thin in 1..=16 {
+        for &(wide, k) in &[(16, 32), (23, 35), (100, 784), (41, 100), (8, 257)] {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                case(wide, k, thin, ta, tb, 1.0, 0.0);
+                case(thin, k, wide, ta, tb, 1.0, 0.0);
+            }
+        }
+    }
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        case(57, 90, 10, ta, tb, -0.5, 1.0);
+        case(10, 90, 57, ta, tb, 2.0, -1.5);
+    }
+}
+
 #[test]
 fn alpha_and_beta() {
     for &(m, k, n) in &[(37, 53, 29), (100, 784, 10), (169, 257, 17), (7, 3, 40)] {
