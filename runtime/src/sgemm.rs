@@ -165,8 +165,18 @@ fn product(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32
                             let mr = MR.min(m - i0);
                             prefetch_tile(&out, i0, j0, mr);
                             let mut tile = [[0.0f32; NR]; MR];
+                            // A full tile of a row-major c is written straight from the
+                            // registers; an edge tile or other strides go through `tile`.
+                            let sink = if mr == MR && nr == NR && out.cs == 1 {
+                                // SAFETY: (i0, j0) is inside `c`; see `store` below.
+                                let at = unsafe { out.ptr.offset(i0 as isize * out.rs + j0 as isize) };
+                                Sink::Out { at, rs: out.rs, alpha, beta }
+                            } else {
+                                Sink::Tile(&mut tile)
+                            };
+                            let direct_tile = sink.is_out();
                             match direct_kernel {
-                                Some(kd) if mr == MR => micro_direct(kd, &a, i0, pc, kc, bpanel, &mut tile),
+                                Some(kd) if mr == MR => micro_direct(kd, &a, i0, pc, kc, bpanel, sink),
                                 _ => {
                                     let apanel = if direct {
                                         // The bottom edge of an unpacked a: pack just it.
@@ -175,19 +185,36 @@ fn product(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32
                                     } else {
                                         &apack[ip * kc * MR..(ip + 1) * kc * MR]
                                     };
-                                    micro(kern, kc, apanel, bpanel, &mut tile);
+                                    micro(kern, kc, apanel, bpanel, sink);
                                 }
                             }
-                            // SAFETY: i0 + mr <= m and j0 + nr <= n, so every element
-                            // written is inside `c`, which `out` points into and which
-                            // stays mutably borrowed (unaliased) for this whole call.
-                            unsafe { store(&out, i0, j0, mr, nr, &tile, alpha, beta) };
+                            if !direct_tile {
+                                // SAFETY: i0 + mr <= m and j0 + nr <= n, so every element
+                                // written is inside `c`, which `out` points into and which
+                                // stays mutably borrowed (unaliased) for this whole call.
+                                unsafe { store(&out, i0, j0, mr, nr, &tile, alpha, beta) };
+                            }
                         }
                     }
                 }
             }
         }
     });
+}
+
+/// Where a micro-kernel leaves its `MR x NR` result.
+enum Sink<'t> {
+    /// Into a tile of accumulators, for `store` to write back.
+    Tile(&'t mut Tile),
+    /// Straight into a full tile of a row-major `c` at `at` (rows `rs` apart):
+    /// `c = alpha * acc + beta * c`, reading `c` only if `beta != 0`.
+    Out { at: *mut f32, rs: isize, alpha: f32, beta: f32 },
+}
+
+impl Sink<'_> {
+    fn is_out(&self) -> bool {
+        matches!(self, Sink::Out { .. })
+    }
 }
 
 /// Proof that the AVX2 + FMA kernel may run (only built after detecting both).
@@ -218,7 +245,7 @@ fn prefetch_tile(out: &Out, i0: usize, j0: usize, mr: usize) {
 
 /// `acc = a[i0..i0 + MR, pc..pc + kc] x b_panel`, reading `a` in place (any strides).
 #[inline]
-fn micro_direct(_proof: Direct, a: &ArrayView2<'_, f32>, i0: usize, pc: usize, kc: usize, b: &[f32], acc: &mut Tile) {
+fn micro_direct(_proof: Direct, a: &ArrayView2<'_, f32>, i0: usize, pc: usize, kc: usize, b: &[f32], acc: Sink<'_>) {
     let (m, k) = a.dim();
     assert!(i0 + MR <= m && pc + kc <= k && b.len() >= kc * NR);
     let (rs, cs) = (a.strides()[0], a.strides()[1]);
@@ -236,13 +263,16 @@ fn micro_direct(_proof: Direct, a: &ArrayView2<'_, f32>, i0: usize, pc: usize, k
 /// `acc = a_panel x b_panel` over depth `kc`: `a` holds `kc` columns of `MR`, `b`
 /// holds `kc` rows of `NR`.
 #[inline]
-fn micro(kern: Kernel, kc: usize, a: &[f32], b: &[f32], acc: &mut Tile) {
+fn micro(kern: Kernel, kc: usize, a: &[f32], b: &[f32], acc: Sink<'_>) {
     assert!(a.len() >= kc * MR && b.len() >= kc * NR);
     match kern {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Avx2Fma` is only chosen after detecting avx2 and fma on this CPU.
         Kernel::Avx2Fma => unsafe { micro_avx2(kc, a, b, acc) },
-        Kernel::Portable => micro_portable(kc, a, b, acc),
+        Kernel::Portable => match acc {
+            Sink::Tile(t) => micro_portable(kc, a, b, t),
+            Sink::Out { .. } => unreachable!("the portable kernel always writes a tile"),
+        },
     }
 }
 
@@ -263,7 +293,7 @@ fn micro_portable(kc: usize, a: &[f32], b: &[f32], acc: &mut Tile) {
 /// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn micro_avx2(kc: usize, a: &[f32], b: &[f32], acc: &mut Tile) {
+unsafe fn micro_avx2(kc: usize, a: &[f32], b: &[f32], acc: Sink<'_>) {
     use std::arch::x86_64::*;
     let z = _mm256_setzero_ps();
     let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
@@ -292,11 +322,7 @@ unsafe fn micro_avx2(kc: usize, a: &[f32], b: &[f32], acc: &mut Tile) {
         c51 = _mm256_fmadd_ps(x, b1, c51);
     }
     let rows = [(c00, c01), (c10, c11), (c20, c21), (c30, c31), (c40, c41), (c50, c51)];
-    for (row, (lo, hi)) in acc.iter_mut().zip(rows) {
-        // `row` has exactly NR = 16 elements.
-        _mm256_storeu_ps(row.as_mut_ptr(), lo);
-        _mm256_storeu_ps(row.as_mut_ptr().add(8), hi);
-    }
+    write_back(rows, acc);
 }
 
 /// The AVX2 kernel reading its `MR x kc` block of `a` in place: element (r, p) at
@@ -306,7 +332,7 @@ unsafe fn micro_avx2(kc: usize, a: &[f32], b: &[f32], acc: &mut Tile) {
 /// The CPU must support AVX2 and FMA, and every such element must be readable.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn micro_avx2_direct(kc: usize, a: *const f32, rs: isize, cs: isize, b: &[f32], acc: &mut Tile) {
+unsafe fn micro_avx2_direct(kc: usize, a: *const f32, rs: isize, cs: isize, b: &[f32], acc: Sink<'_>) {
     use std::arch::x86_64::*;
     let z = _mm256_setzero_ps();
     let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
@@ -337,9 +363,42 @@ unsafe fn micro_avx2_direct(kc: usize, a: *const f32, rs: isize, cs: isize, b: &
         c51 = _mm256_fmadd_ps(x, b1, c51);
     }
     let rows = [(c00, c01), (c10, c11), (c20, c21), (c30, c31), (c40, c41), (c50, c51)];
-    for (row, (lo, hi)) in acc.iter_mut().zip(rows) {
-        _mm256_storeu_ps(row.as_mut_ptr(), lo);
-        _mm256_storeu_ps(row.as_mut_ptr().add(8), hi);
+    write_back(rows, acc);
+}
+
+/// Writes the AVX2 kernels' accumulators (row `r` is `rows[r]`, 16 lanes) to `sink`.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `Sink::Out` must point at `MR` writable rows of
+/// `NR` contiguous elements, `rs` apart.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn write_back(rows: [(std::arch::x86_64::__m256, std::arch::x86_64::__m256); MR], sink: Sink<'_>) {
+    use std::arch::x86_64::*;
+    match sink {
+        Sink::Tile(tile) => {
+            for (row, (lo, hi)) in tile.iter_mut().zip(rows) {
+                // `row` has exactly NR = 16 elements.
+                _mm256_storeu_ps(row.as_mut_ptr(), lo);
+                _mm256_storeu_ps(row.as_mut_ptr().add(8), hi);
+            }
+        }
+        Sink::Out { at, rs, alpha, beta } => {
+            let va = _mm256_set1_ps(alpha);
+            let vb = _mm256_set1_ps(beta);
+            for (r, (lo, hi)) in rows.into_iter().enumerate() {
+                let p = at.offset(r as isize * rs);
+                let (lo, hi) = (_mm256_mul_ps(va, lo), _mm256_mul_ps(va, hi));
+                if beta == 0.0 {
+                    _mm256_storeu_ps(p, lo);
+                    _mm256_storeu_ps(p.add(8), hi);
+                } else {
+                    _mm256_storeu_ps(p, _mm256_fmadd_ps(vb, _mm256_loadu_ps(p), lo));
+                    _mm256_storeu_ps(p.add(8), _mm256_fmadd_ps(vb, _mm256_loadu_ps(p.add(8)), hi));
+                }
+            }
+        }
     }
 }
 
