@@ -457,7 +457,17 @@ fn pack_a(a: &ArrayView2<'_, f32>, ic: usize, mc: usize, pc: usize, kc: usize, d
         // SAFETY: every (i, p) read has i0 <= i < i0 + mr <= m and pc <= p < pc + kc <= k
         // (asserted above), so `base + i * rs + p * cs` is an element of the live view `a`.
         unsafe {
-            if cs.unsigned_abs() <= rs.unsigned_abs() {
+            if cs == 1 && mr == MR && avx2_fma() {
+                // Row-major with a full panel: 6 x 8 blocks transposed in registers.
+                let row0 = base.offset(i0 as isize * rs + pc as isize);
+                let done = pack_a_rows_avx2(row0, rs, kc, panel);
+                for r in 0..MR {
+                    let row = row0.offset(r as isize * rs);
+                    for (p, d) in panel.chunks_exact_mut(MR).enumerate().skip(done) {
+                        d[r] = *row.add(p);
+                    }
+                }
+            } else if cs.unsigned_abs() <= rs.unsigned_abs() {
                 // Row-major-like: walk each row along k.
                 for r in 0..mr {
                     let row = base.offset((i0 + r) as isize * rs + pc as isize * cs);
@@ -481,6 +491,76 @@ fn pack_a(a: &ArrayView2<'_, f32>, ic: usize, mc: usize, pc: usize, kc: usize, d
             }
         }
     }
+}
+
+/// Whether the AVX2 + FMA kernels run on this CPU.
+fn avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return matches!(kernel(), Kernel::Avx2Fma);
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Packs the first `8 * floor(kc / 8)` columns of the `MR` rows at `row0` (rows `rs`
+/// apart, columns contiguous) into `panel` (`MR` values per column), transposing 6 x 8
+/// blocks in registers; returns how many columns it packed.
+///
+/// # Safety
+/// The CPU must support AVX2 + FMA ([`avx2_fma`]); each row must be readable for `kc`
+/// elements; `panel` holds `kc * MR` elements.
+unsafe fn pack_a_rows_avx2(row0: *const f32, rs: isize, kc: usize, panel: &mut [f32]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        pack_a_rows_avx2_impl(row0, rs, kc, panel)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (row0, rs, kc, panel);
+        0
+    }
+}
+
+/// See [`pack_a_rows_avx2`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pack_a_rows_avx2_impl(row0: *const f32, rs: isize, kc: usize, panel: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    assert!(panel.len() >= kc * MR);
+    let blocks = kc / 8;
+    let dst = panel.as_mut_ptr();
+    for blk in 0..blocks {
+        let p0 = blk * 8;
+        let ld = |r: isize| _mm256_loadu_ps(row0.offset(r * rs).add(p0));
+        let (r0, r1, r2, r3, r4, r5) = (ld(0), ld(1), ld(2), ld(3), ld(4), ld(5));
+        // Rows 0-3: the classic 4 x 8 step of an 8 x 8 transpose; s[q] holds, in its low
+        // half, rows 0-3 of column q and, in its high half, rows 0-3 of column q + 4.
+        let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+        let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+        let s = [
+            _mm256_shuffle_ps::<0x44>(t0, t2),
+            _mm256_shuffle_ps::<0xEE>(t0, t2),
+            _mm256_shuffle_ps::<0x44>(t1, t3),
+            _mm256_shuffle_ps::<0xEE>(t1, t3),
+        ];
+        // Rows 4-5: pairs (r4[q], r5[q]); u[0] holds columns 0, 1 | 4, 5 and u[1]
+        // columns 2, 3 | 6, 7, two lanes each.
+        let u = [_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5)];
+        for q in 0..8 {
+            let d = dst.add((p0 + q) * MR);
+            let (top, pair) = if q < 4 {
+                (_mm256_castps256_ps128(s[q]), _mm256_castps256_ps128(u[q / 2]))
+            } else {
+                (_mm256_extractf128_ps::<1>(s[q - 4]), _mm256_extractf128_ps::<1>(u[(q - 4) / 2]))
+            };
+            _mm_storeu_ps(d, top);
+            if q % 2 == 0 {
+                _mm_storel_pd(d.add(4) as *mut f64, _mm_castps_pd(pair));
+            } else {
+                _mm_storeh_pd(d.add(4) as *mut f64, _mm_castps_pd(pair));
+            }
+        }
+    }
+    blocks * 8
 }
 
 /// Packs `b[pc..pc + kc, jc..jc + nc]` as `NR`-wide panels, each `kc` rows of `NR`
