@@ -728,17 +728,72 @@ fn thin_dot(
         }
         let bt = &mut scratch[..n * k];
         let (rs, cs) = (b.strides()[0], b.strides()[1]);
-        // Gather each column of b into a row of bt: strided reads (b is small and stays
-        // in cache) and sequential writes measured faster than the other way round.
+        // 8 x 8 blocks transposed in registers where b's rows are contiguous; the rest
+        // gathered a column of b into a row of bt at a time (strided reads, sequential
+        // writes measured faster than the other way round).
+        let (jd, pd) = if cs == 1 {
+            // SAFETY: `proof` says avx2 is present; b is k x n with rows rs apart and
+            // unit column stride, bt is n x k.
+            unsafe { transpose8(proof, b.as_ptr(), rs, k, n, bt) }
+        } else {
+            (0, 0)
+        };
         for (j, dst) in bt.chunks_exact_mut(k).enumerate() {
             // SAFETY: (p, j) for p < k, j < n is an element of the live view `b`.
             let col = unsafe { b.as_ptr().offset(j as isize * cs) };
-            for (p, d) in dst.iter_mut().enumerate() {
+            let from = if j < jd { pd } else { 0 };
+            for (p, d) in dst.iter_mut().enumerate().skip(from) {
                 *d = unsafe { *col.offset(p as isize * rs) };
             }
         }
         run(bt.as_ptr(), k as isize);
     });
+}
+
+/// `bt[j * k + p] = b[p * rs + j]` for the `j < jd`, `p < pd` that whole 8 x 8 blocks
+/// cover (`jd`, `pd` the multiples of 8 below `n`, `k`), which it returns.
+///
+/// # Safety
+/// `b` must hold `k` rows of `n` contiguous elements, `rs` apart; `bt.len() >= n * k`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transpose8(_proof: Direct, b: *const f32, rs: isize, k: usize, n: usize, bt: &mut [f32]) -> (usize, usize) {
+    use std::arch::x86_64::*;
+    assert!(bt.len() >= n * k);
+    let (jd, pd) = (n / 8 * 8, k / 8 * 8);
+    let out = bt.as_mut_ptr();
+    for j0 in (0..jd).step_by(8) {
+        for p0 in (0..pd).step_by(8) {
+            let ld = |q: usize| _mm256_loadu_ps(b.offset((p0 + q) as isize * rs).add(j0));
+            let (r0, r1, r2, r3, r4, r5, r6, r7) = (ld(0), ld(1), ld(2), ld(3), ld(4), ld(5), ld(6), ld(7));
+            let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+            let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+            let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+            let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+            let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let cols = [
+                _mm256_permute2f128_ps::<0x20>(s0, s4),
+                _mm256_permute2f128_ps::<0x20>(s1, s5),
+                _mm256_permute2f128_ps::<0x20>(s2, s6),
+                _mm256_permute2f128_ps::<0x20>(s3, s7),
+                _mm256_permute2f128_ps::<0x31>(s0, s4),
+                _mm256_permute2f128_ps::<0x31>(s1, s5),
+                _mm256_permute2f128_ps::<0x31>(s2, s6),
+                _mm256_permute2f128_ps::<0x31>(s3, s7),
+            ];
+            for (q, v) in cols.into_iter().enumerate() {
+                _mm256_storeu_ps(out.add((j0 + q) * k + p0), v);
+            }
+        }
+    }
+    (jd, pd)
 }
 
 /// `rows x cols` dot products of length `k`: row `r` of `a` (at `a + r * lda`) with row
