@@ -477,6 +477,14 @@ fn pack_a(a: &ArrayView2<'_, f32>, ic: usize, mc: usize, pc: usize, kc: usize, d
                 }
             } else {
                 // Column-major-like (a transposed view): walk each column along m.
+                if rs == 1 && mr == MR {
+                    for (p, d) in panel.chunks_exact_mut(MR).enumerate() {
+                        let col = base.offset(i0 as isize + (pc + p) as isize * cs) as *const [f32; MR];
+                        let d: &mut [f32; MR] = d.try_into().expect("MR-tall chunk");
+                        *d = *col;
+                    }
+                    continue;
+                }
                 for (p, d) in panel.chunks_exact_mut(MR).enumerate() {
                     let col = base.offset(i0 as isize * rs + (pc + p) as isize * cs);
                     for (r, dv) in d.iter_mut().enumerate().take(mr) {
@@ -577,10 +585,27 @@ fn pack_b(b: &ArrayView2<'_, f32>, pc: usize, kc: usize, jc: usize, nc: usize, d
         // (asserted above), so `base + p * rs + j * cs` is an element of the live view `b`;
         // with cs == 1 the nr elements from a row start are that row's j0..j0 + nr.
         unsafe {
-            if cs == 1 {
+            if cs == 1 && nr == NR {
+                // Fixed-size copies (inlined vector moves, not a memcpy call per row).
+                for (p, d) in panel.chunks_exact_mut(NR).enumerate() {
+                    let row = base.offset((pc + p) as isize * rs + j0 as isize) as *const [f32; NR];
+                    let d: &mut [f32; NR] = d.try_into().expect("NR-wide chunk");
+                    *d = *row;
+                }
+            } else if cs == 1 {
                 for (p, d) in panel.chunks_exact_mut(NR).enumerate() {
                     let row = base.offset((pc + p) as isize * rs + j0 as isize);
                     d[..nr].copy_from_slice(std::slice::from_raw_parts(row, nr));
+                }
+            } else if rs == 1 && nr == NR && avx2_fma() {
+                // Column-major (a transposed view): 8 x 8 blocks transposed in registers,
+                // the last kc % 8 rows gathered.
+                let col0 = base.offset(pc as isize + j0 as isize * cs);
+                let full = pack_b_columns(col0, cs, kc, panel);
+                for (p, d) in panel.chunks_exact_mut(NR).enumerate().skip(full) {
+                    for (jj, dv) in d.iter_mut().enumerate() {
+                        *dv = *col0.offset(p as isize + jj as isize * cs);
+                    }
                 }
             } else if cs.unsigned_abs() <= rs.unsigned_abs() {
                 for (p, d) in panel.chunks_exact_mut(NR).enumerate() {
@@ -756,44 +781,84 @@ fn thin_dot(
 /// # Safety
 /// `b` must hold `k` rows of `n` contiguous elements, `rs` apart; `bt.len() >= n * k`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
 unsafe fn transpose8(_proof: Direct, b: *const f32, rs: isize, k: usize, n: usize, bt: &mut [f32]) -> (usize, usize) {
-    use std::arch::x86_64::*;
     assert!(bt.len() >= n * k);
     let (jd, pd) = (n / 8 * 8, k / 8 * 8);
     let out = bt.as_mut_ptr();
     for j0 in (0..jd).step_by(8) {
         for p0 in (0..pd).step_by(8) {
-            let ld = |q: usize| _mm256_loadu_ps(b.offset((p0 + q) as isize * rs).add(j0));
-            let (r0, r1, r2, r3, r4, r5, r6, r7) = (ld(0), ld(1), ld(2), ld(3), ld(4), ld(5), ld(6), ld(7));
-            let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
-            let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
-            let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
-            let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
-            let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-            let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-            let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-            let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-            let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-            let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-            let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-            let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-            let cols = [
-                _mm256_permute2f128_ps::<0x20>(s0, s4),
-                _mm256_permute2f128_ps::<0x20>(s1, s5),
-                _mm256_permute2f128_ps::<0x20>(s2, s6),
-                _mm256_permute2f128_ps::<0x20>(s3, s7),
-                _mm256_permute2f128_ps::<0x31>(s0, s4),
-                _mm256_permute2f128_ps::<0x31>(s1, s5),
-                _mm256_permute2f128_ps::<0x31>(s2, s6),
-                _mm256_permute2f128_ps::<0x31>(s3, s7),
-            ];
-            for (q, v) in cols.into_iter().enumerate() {
-                _mm256_storeu_ps(out.add((j0 + q) * k + p0), v);
-            }
+            transpose_8x8(b.offset(p0 as isize * rs).add(j0), rs, out.add(j0 * k + p0), k);
         }
     }
     (jd, pd)
+}
+
+/// Packs the first `8 * floor(kc / 8)` rows of an `NR`-wide panel of a column-major `b`
+/// (column `j` at `col0 + j * cs`, contiguous along k) with 8 x 8 register transposes;
+/// returns how many rows it packed.
+///
+/// # Safety
+/// The CPU must support AVX2 + FMA ([`avx2_fma`]); the `NR` columns must be readable
+/// for `kc` elements; `panel` holds `kc * NR` elements.
+unsafe fn pack_b_columns(col0: *const f32, cs: isize, kc: usize, panel: &mut [f32]) -> usize {
+    assert!(panel.len() >= kc * NR);
+    #[cfg(target_arch = "x86_64")]
+    {
+        let full = kc / 8 * 8;
+        for p0 in (0..full).step_by(8) {
+            for half in 0..NR / 8 {
+                // Rows p0..p0 + 8 of columns 8 half.. of the panel.
+                let src = col0.offset(p0 as isize + (8 * half) as isize * cs);
+                transpose_8x8(src, cs, panel.as_mut_ptr().add(p0 * NR + 8 * half), NR);
+            }
+        }
+        full
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (col0, cs);
+        0
+    }
+}
+
+/// `dst[q * ds + r] = src[r * ss + q]` for `r, q < 8`: one 8 x 8 block transposed in
+/// registers (the classic unpack / shuffle / permute sequence).
+///
+/// # Safety
+/// The CPU must support AVX2 ([`avx2_fma`]); the 8 rows of 8 contiguous elements at
+/// `src` (`ss` apart) must be readable and those at `dst` (`ds` apart) writable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn transpose_8x8(src: *const f32, ss: isize, dst: *mut f32, ds: usize) {
+    use std::arch::x86_64::*;
+    let ld = |r: isize| _mm256_loadu_ps(src.offset(r * ss));
+    let (r0, r1, r2, r3, r4, r5, r6, r7) = (ld(0), ld(1), ld(2), ld(3), ld(4), ld(5), ld(6), ld(7));
+    let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+    let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+    let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+    let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    let cols = [
+        _mm256_permute2f128_ps::<0x20>(s0, s4),
+        _mm256_permute2f128_ps::<0x20>(s1, s5),
+        _mm256_permute2f128_ps::<0x20>(s2, s6),
+        _mm256_permute2f128_ps::<0x20>(s3, s7),
+        _mm256_permute2f128_ps::<0x31>(s0, s4),
+        _mm256_permute2f128_ps::<0x31>(s1, s5),
+        _mm256_permute2f128_ps::<0x31>(s2, s6),
+        _mm256_permute2f128_ps::<0x31>(s3, s7),
+    ];
+    for (q, v) in cols.into_iter().enumerate() {
+        _mm256_storeu_ps(dst.add(q * ds), v);
+    }
 }
 
 /// `rows x cols` dot products of length `k`: row `r` of `a` (at `a + r * lda`) with row
