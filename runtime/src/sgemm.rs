@@ -639,8 +639,11 @@ const THIN: usize = 16;
 /// Most columns of `c` one thin tile computes (`2 x 6` or `16 x 6` accumulators: 12 of
 /// the 16 vector registers).
 const THIN_C: usize = 6;
-/// Depth of a block of the dot form: `THIN x THIN_KB` of `b^T` (16 KiB) stays in L1.
-const THIN_KB: usize = 1 << 20;
+/// Depth of a block of the dot form, which bounds the `b^T` block (`THIN x THIN_KB`,
+/// at most 128 KiB) to L2 for very deep products. Measured on M1's forward (k = 784):
+/// splitting k into blocks small enough for L1 (256, 392) was slower than the whole
+/// depth, since every block adds a horizontal sum and a write-back per dot.
+const THIN_KB: usize = 2048;
 
 /// Computes the product with a thin kernel if one fits (AVX2 + FMA, one side of `c` at
 /// most [`THIN`] wide, and the operand along the wide side contiguous in one direction);
@@ -715,8 +718,7 @@ fn thin_dot(
     let out = Out { ptr: c.as_mut_ptr(), rs: c.strides()[0], cs: c.strides()[1] };
     let run = |bt: *const f32, ldb: isize| {
         let width = thin_groups(n);
-        // Depth blocks keep a block of bt (n x kb) in L1 while every row of a passes by;
-        // the later blocks add to c.
+        // Depth blocks (see THIN_KB); the later blocks add to c.
         let kb = block(k, THIN_KB, 8);
         for p0 in (0..k).step_by(kb) {
             let kl = kb.min(k - p0);
@@ -1084,11 +1086,19 @@ unsafe fn store_small(
     alpha: f32,
     beta: f32,
 ) {
+    // The four cases separately, so that each inner loop is branch-free with a known
+    // column step.
+    let cs = out.cs;
     for r in 0..rows {
-        let row = out.ptr.offset((i0 + r) as isize * out.rs + j0 as isize * out.cs);
-        for j in 0..cols {
-            let d = row.offset(j as isize * out.cs);
-            *d = if beta == 0.0 { alpha * value(r, j) } else { alpha * value(r, j) + beta * *d };
+        let row = out.ptr.offset((i0 + r) as isize * out.rs + j0 as isize * cs);
+        match (cs == 1, beta == 0.0) {
+            (true, true) => (0..cols).for_each(|j| *row.add(j) = alpha * value(r, j)),
+            (true, false) => (0..cols).for_each(|j| *row.add(j) = alpha * value(r, j) + beta * *row.add(j)),
+            (false, true) => (0..cols).for_each(|j| *row.offset(j as isize * cs) = alpha * value(r, j)),
+            (false, false) => (0..cols).for_each(|j| {
+                let d = row.offset(j as isize * cs);
+                *d = alpha * value(r, j) + beta * *d;
+            }),
         }
     }
 }
