@@ -144,7 +144,7 @@ fn all_shapes_and_transposes_beta_zero_over_nan() {
 #[test]
 fn thin_products_every_width() {
     for thin in 1..=16 {
-        for &(wide, k) in &[(16, 32), (23, 35), (100, 784), (41, 100), (8, 257)] {
+        for &(wide, k) in &[(16, 32), (23, 35), (100, 784), (41, 100), (8, 257), (18, 4500)] {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 case(wide, k, thin, ta, tb, 1.0, 0.0);
                 case(thin, k, wide, ta, tb, 1.0, 0.0);
