@@ -59,22 +59,13 @@ pub fn sum_to_acc(alpha: f32, a: ArrayViewD<'_, f32>, mut out: ArrayViewMutD<'_,
 ///
 /// By default it is [`crate::sgemm::sgemm`], which works on the views' own strides (so
 /// transposed views cost nothing) and packs into reusable thread-local scratch, so a call
-/// allocates nothing in steady state. With the `parallel` feature, products large enough
-/// to pay for it run on all cores through the `gemm` crate's rayon backend (which
-/// allocates its packing buffers per call).
+/// allocates nothing in steady state. With the `parallel` feature, `sgemm` splits
+/// products large enough to pay for it across rayon's threads.
 pub fn gemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32, c: ArrayViewMut2<'_, f32>) {
     #[cfg(feature = "blas")]
     {
         if blas_gemm(alpha, a, b, beta, c.view()) {
             return;
-        }
-    }
-    #[cfg(feature = "parallel")]
-    {
-        let (m, k) = a.dim();
-        let n = b.dim().1;
-        if m * n * k >= 1 << 21 {
-            return parallel_gemm(alpha, a, b, beta, c);
         }
     }
     crate::sgemm::sgemm(alpha, a, b, beta, c);
@@ -144,41 +135,6 @@ fn blas_gemm(
 #[cfg(feature = "blas")]
 #[link(name = "openblas")]
 extern "C" {}
-
-#[cfg(feature = "parallel")]
-fn parallel_gemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32, mut c: ArrayViewMut2<'_, f32>) {
-    let (m, k) = a.dim();
-    let (k2, n) = b.dim();
-    assert!(k == k2 && c.dim() == (m, n), "gemm: shapes {:?} x {:?} -> {:?}", a.dim(), b.dim(), c.dim());
-    let (sa, sb, sc) = (a.strides().to_vec(), b.strides().to_vec(), c.strides().to_vec());
-    let cp = c.as_mut_ptr();
-    // SAFETY: the pointers and strides come from live ndarray views whose shapes were
-    // just checked to be (m, k), (k, n) and (m, n), so every element gemm touches is
-    // inside its view; `c` is borrowed mutably, so it aliases neither `a` nor `b`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            cp,
-            sc[1],
-            sc[0],
-            beta != 0.0,
-            a.as_ptr(),
-            sa[1],
-            sa[0],
-            b.as_ptr(),
-            sb[1],
-            sb[0],
-            beta,
-            alpha,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(0),
-        );
-    }
-}
 
 /// `out = a^T`.
 pub fn transpose(a: ArrayView2<'_, f32>, mut out: ArrayViewMut2<'_, f32>) {

@@ -125,6 +125,8 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (167, 513, 31),
     (173, 255, 49),
     (337, 300, 65),
+    // Big enough to be split across threads with `parallel`, along rows and columns.
+    (64, 600, 300),
 ];
 
 // ---------------------------------------------------------------- tests
