@@ -181,7 +181,9 @@ pub fn unary_vjp(g: &mut Graph, op: Unary, y: NodeId, node: &Node, adj: NodeId) 
             g.mul(half, r)
         }
         Unary::Abs => g.unary(Unary::Sign, x),
-        Unary::Relu => g.unary(Unary::Step, x),
+        // step(relu(x)) == step(x): reading the output lets the pre-activation die at
+        // the relu, so bias add and relu fuse into one pass and share one buffer.
+        Unary::Relu => g.unary(Unary::Step, y),
         Unary::Sigmoid => {
             let one = g.constant(1.0, span);
             let ny = g.neg(y);
