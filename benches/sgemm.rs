@@ -3,7 +3,7 @@
 //! elements = floating-point operations (2 m n k), so criterion's `Gelem/s` reads as
 //! GFLOP/s. `cargo bench --bench sgemm`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use modelc::ndarray::{Array2, ArrayView2};
@@ -88,6 +88,76 @@ fn bench(cr: &mut Criterion) {
         });
     }
     group.finish();
+    summary();
+}
+
+/// Best-of-rounds GFLOP/s of the three kernels, interleaved (robust on a noisy shared
+/// machine), and the core's FMA peak for scale.
+fn summary() {
+    let peak = fma_peak();
+    println!("\nGFLOP/s, fastest of 15 interleaved rounds (one core's FMA peak: {peak:.1})");
+    println!("{:<28} {:>8} {:>11} {:>15}", "product", "sgemm", "gemm crate", "matrixmultiply");
+    for &(label, m, k, n, ta, tb) in CASES {
+        let a_store = if ta { filled(k, m, 1) } else { filled(m, k, 1) };
+        let b_store = if tb { filled(n, k, 2) } else { filled(k, n, 2) };
+        let (a, b) = (view(&a_store, ta), view(&b_store, tb));
+        let mut c = Array2::<f32>::zeros((m, n));
+        let flops = (2 * m * n * k) as f64;
+        let calls = ((2e8 / flops) as usize).max(1);
+        let mut best = [f64::MAX; 3];
+        for _ in 0..15 {
+            for (i, t) in best.iter_mut().enumerate() {
+                let start = Instant::now();
+                for _ in 0..calls {
+                    match i {
+                        0 => sgemm::sgemm(1.0, a, b, 0.0, c.view_mut()),
+                        1 => gemm_crate(a, b, c.view_mut()),
+                        _ => modelc::ndarray::linalg::general_mat_mul(1.0, &a, &b, 0.0, &mut c),
+                    }
+                }
+                *t = t.min(start.elapsed().as_secs_f64() / calls as f64);
+            }
+        }
+        let g = |t: f64| flops / t / 1e9;
+        println!("{label:<28} {:>8.1} {:>11.1} {:>15.1}", g(best[0]), g(best[1]), g(best[2]));
+    }
+}
+
+/// One core's f32 FMA peak in GFLOP/s: 12 independent 8-lane FMA chains (enough to
+/// cover the FMA latency on two pipes), 0 where AVX2 + FMA are absent.
+fn fma_peak() -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the features were just detected.
+            return unsafe { fma_peak_avx2() };
+        }
+    }
+    0.0
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_peak_avx2() -> f64 {
+    use std::arch::x86_64::*;
+    let (x, y) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+    let mut acc = [_mm256_setzero_ps(); 12];
+    let iters = 20_000_000u64;
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = _mm256_fmadd_ps(*v, x, y);
+                // An empty asm block that "uses" the register: the FMA cannot be folded
+                // away, and nothing goes through memory.
+                std::arch::asm!("/* {0} */", inout(ymm_reg) *v, options(pure, nomem, nostack));
+            }
+        }
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(acc);
+    (iters * 12 * 8 * 2) as f64 / best / 1e9
 }
 
 criterion_group!(benches, bench);
