@@ -10,6 +10,8 @@ use modelc::ndarray::{Array2, ArrayView2};
 
 use modelc::sgemm;
 
+mod common;
+
 fn filled(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
     let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     Array2::from_shape_fn((rows, cols), |_| {
@@ -94,7 +96,7 @@ fn bench(cr: &mut Criterion) {
 /// Best-of-rounds GFLOP/s of the three kernels, interleaved (robust on a noisy shared
 /// machine), and the core's FMA peak for scale.
 fn summary() {
-    let peak = fma_peak();
+    let peak = common::fma_peak();
     println!("\nGFLOP/s, fastest of 15 interleaved rounds (one core's FMA peak: {peak:.1})");
     println!("{:<28} {:>8} {:>11} {:>15}", "product", "sgemm", "gemm crate", "matrixmultiply");
     for &(label, m, k, n, ta, tb) in CASES {
@@ -121,43 +123,6 @@ fn summary() {
         let g = |t: f64| flops / t / 1e9;
         println!("{label:<28} {:>8.1} {:>11.1} {:>15.1}", g(best[0]), g(best[1]), g(best[2]));
     }
-}
-
-/// One core's f32 FMA peak in GFLOP/s: 12 independent 8-lane FMA chains (enough to
-/// cover the FMA latency on two pipes), 0 where AVX2 + FMA are absent.
-fn fma_peak() -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the features were just detected.
-            return unsafe { fma_peak_avx2() };
-        }
-    }
-    0.0
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fma_peak_avx2() -> f64 {
-    use std::arch::x86_64::*;
-    let (x, y) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
-    let mut acc = [_mm256_setzero_ps(); 12];
-    let iters = 20_000_000u64;
-    let mut best = f64::MAX;
-    for _ in 0..5 {
-        let start = Instant::now();
-        for _ in 0..iters {
-            for v in acc.iter_mut() {
-                *v = _mm256_fmadd_ps(*v, x, y);
-                // An empty asm block that "uses" the register: the FMA cannot be folded
-                // away, and nothing goes through memory.
-                std::arch::asm!("/* {0} */", inout(ymm_reg) *v, options(pure, nomem, nostack));
-            }
-        }
-        best = best.min(start.elapsed().as_secs_f64());
-    }
-    std::hint::black_box(acc);
-    (iters * 12 * 8 * 2) as f64 / best / 1e9
 }
 
 criterion_group!(benches, bench);

@@ -20,6 +20,8 @@ use modelc::kernels::gemm;
 use modelc::model;
 use modelc::ndarray::{Array1, Array2, ArrayView2, Zip};
 
+mod common;
+
 model! {
     struct M1 {
         input x: [batch, 784];
@@ -165,7 +167,7 @@ impl HandMlp {
 /// rounds of `calls` calls each, and each keeps its fastest round (the mean time per
 /// call): on a shared, noisy machine this compares the two under the same conditions,
 /// where criterion measures one for seconds and then the other.
-fn ratio(name: &str, calls: usize, mut generated: impl FnMut(), mut hand: impl FnMut()) {
+fn ratio(name: &str, flops: u64, calls: usize, mut generated: impl FnMut(), mut hand: impl FnMut()) {
     let mut best = [f64::MAX; 2];
     for _ in 0..25 {
         for (i, step) in [&mut generated as &mut dyn FnMut(), &mut hand].into_iter().enumerate() {
@@ -177,8 +179,10 @@ fn ratio(name: &str, calls: usize, mut generated: impl FnMut(), mut hand: impl F
         }
     }
     let us = |t: f64| format!("{:.1} us", t * 1e6);
+    let gflops = flops as f64 / best[0] / 1e9;
     println!(
-        "{name}: generated {} / hand-written {} = {:.3} (fastest of 25 interleaved rounds)",
+        "{name}: generated {} / hand-written {} = {:.3} (fastest of 25 interleaved rounds); \
+         generated {gflops:.1} GFLOP/s",
         us(best[0]),
         us(best[1]),
         best[0] / best[1]
@@ -228,10 +232,17 @@ fn bench(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("M3", "hand-written"), |b| b.iter(|| h3.step(x.view(), y.view())));
     group.finish();
 
-    println!();
+    // Multiply-adds of the products (two FLOPs each): what the FLOP rate is quoted on.
+    let products = |sizes: &[usize], batch: usize| -> u64 {
+        let layers: Vec<u64> = sizes.windows(2).map(|w| (batch * w[0] * w[1]) as u64).collect();
+        // Forward and weight gradient for every layer; input gradient for all but the first.
+        2 * (2 * layers.iter().sum::<u64>() + layers[1..].iter().sum::<u64>())
+    };
+    println!("\none core's FMA peak: {:.1} GFLOP/s", common::fma_peak());
     let (x, y) = data(100);
     ratio(
         "M1",
+        products(&[784, 10], 100),
         200,
         || {
             black_box(m1.train_step(x.view(), y.view()).unwrap());
@@ -243,6 +254,7 @@ fn bench(c: &mut Criterion) {
     let (x, y) = data(128);
     ratio(
         "M2",
+        products(&[784, 256, 128, 10], 128),
         20,
         || {
             black_box(m2.train_step(x.view(), y.view()).unwrap());
@@ -254,6 +266,7 @@ fn bench(c: &mut Criterion) {
     let (x, y) = data(256);
     ratio(
         "M3",
+        products(&[784, 1024, 1024, 10], 256),
         2,
         || {
             black_box(m3.train_step(x.view(), y.view()).unwrap());
