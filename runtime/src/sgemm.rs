@@ -154,6 +154,10 @@ enum Kernel {
 }
 
 fn kernel() -> Kernel {
+    #[cfg(test)]
+    if FORCE_PORTABLE.with(|f| f.get()) {
+        return Kernel::Portable;
+    }
     #[cfg(target_arch = "x86_64")]
     {
         // std caches the CPUID answer, so this is a couple of loads.
@@ -162,6 +166,13 @@ fn kernel() -> Kernel {
         }
     }
     Kernel::Portable
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests set this to run the portable kernels (and skip the AVX2-only paths) on a
+    /// CPU that has AVX2, so that both are tested on every machine.
+    pub(crate) static FORCE_PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Raw access to `c`: base pointer and strides of a live, mutably borrowed view.
@@ -328,7 +339,18 @@ fn micro(kern: Kernel, kc: usize, a: &[f32], b: &[f32], acc: Sink<'_>) {
         Kernel::Avx2Fma => unsafe { micro_avx2(kc, a, b, acc) },
         Kernel::Portable => match acc {
             Sink::Tile(t) => micro_portable(kc, a, b, t),
-            Sink::Out { .. } => unreachable!("the portable kernel always writes a tile"),
+            Sink::Out { at, rs, alpha, beta } => {
+                let mut t = [[0.0f32; NR]; MR];
+                micro_portable(kc, a, b, &mut t);
+                for (r, trow) in t.iter().enumerate() {
+                    // SAFETY: `Sink::Out` points at MR rows of NR writable elements, rs
+                    // apart (see `product`).
+                    let row = unsafe { std::slice::from_raw_parts_mut(at.offset(r as isize * rs), NR) };
+                    for (d, &v) in row.iter_mut().zip(trow) {
+                        *d = if beta == 0.0 { alpha * v } else { alpha * v + beta * *d };
+                    }
+                }
+            }
         },
     }
 }

@@ -159,6 +159,20 @@ fn thin_products_every_width() {
     }
 }
 
+/// The portable micro-kernel and the paths without AVX2 (no thin kernels, no direct
+/// reads, no register transposes), forced on this thread, over the same shapes.
+#[test]
+fn portable_kernel_every_shape() {
+    sgemm::FORCE_PORTABLE.with(|f| f.set(true));
+    for &(m, k, n) in SHAPES {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            case(m, k, n, ta, tb, 1.0, 0.0);
+            case(m, k, n, ta, tb, -0.5, 1.5);
+        }
+    }
+    sgemm::FORCE_PORTABLE.with(|f| f.set(false));
+}
+
 #[test]
 fn alpha_and_beta() {
     for &(m, k, n) in &[(37, 53, 29), (100, 784, 10), (169, 257, 17), (7, 3, 40)] {
