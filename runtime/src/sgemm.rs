@@ -207,6 +207,9 @@ fn product(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32
     };
     let direct = direct_kernel.is_some();
     let out = Out { ptr: c.as_mut_ptr(), rs: c.strides()[0], cs: c.strides()[1] };
+    // The edge tiles' accumulators: every kernel overwrites all of it, so it is zeroed
+    // once per call, not once per tile.
+    let mut tile = [[0.0f32; NR]; MR];
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
         if scratch.len() < a_len + b_len {
@@ -232,7 +235,6 @@ fn product(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32
                             let i0 = ic + ip * MR;
                             let mr = MR.min(m - i0);
                             prefetch_tile(&out, i0, j0, mr);
-                            let mut tile = [[0.0f32; NR]; MR];
                             // A full tile of a row-major c is written straight from the
                             // registers; an edge tile or other strides go through `tile`.
                             let sink = if mr == MR && nr == NR && out.cs == 1 {
