@@ -14,6 +14,22 @@ pub fn matmul(a: ArrayView2<'_, f32>, ta: bool, b: ArrayView2<'_, f32>, tb: bool
     gemm(1.0, a, b, 0.0, out);
 }
 
+/// `out = op(a) x op(b)`, then `then` over `out` block by block while each block is in
+/// cache (see [`crate::sgemm::sgemm_then`]): a product fused with the elementwise work
+/// on its output (bias add, activation, an activation's derivative).
+pub fn matmul_then(
+    a: ArrayView2<'_, f32>,
+    ta: bool,
+    b: ArrayView2<'_, f32>,
+    tb: bool,
+    out: ArrayViewMut2<'_, f32>,
+    then: crate::sgemm::Then<'_>,
+) {
+    let a = if ta { a.reversed_axes() } else { a };
+    let b = if tb { b.reversed_axes() } else { b };
+    gemm_then(1.0, a, b, 0.0, out, Some(then));
+}
+
 /// `out += alpha * op(a) x op(b)`: a gradient product accumulated straight into a
 /// param (the fused SGD update).
 pub fn gemm_acc(
@@ -64,6 +80,18 @@ pub fn sum_to_acc(alpha: f32, a: ArrayViewD<'_, f32>, mut out: ArrayViewMutD<'_,
 /// products that are not thin and whose operands each have a unit stride go to the
 /// system's OpenBLAS (`cblas_sgemm`; `OPENBLAS_NUM_THREADS` sets its threads).
 pub fn gemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32, c: ArrayViewMut2<'_, f32>) {
+    gemm_then(alpha, a, b, beta, c, None);
+}
+
+/// [`gemm`] with an epilogue (see [`crate::sgemm::sgemm_then`]).
+pub fn gemm_then(
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    #[allow(unused_mut)] mut c: ArrayViewMut2<'_, f32>,
+    then: Option<crate::sgemm::Then<'_>>,
+) {
     #[cfg(feature = "blas")]
     {
         // Thin products (one side of c at most 16 wide, like M1's 784 -> 10 layer) stay
@@ -71,10 +99,13 @@ pub fn gemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f3
         // threading also costs more than it gains at that size.
         let thin = a.dim().0.min(b.dim().1) <= 16;
         if !thin && blas_gemm(alpha, a, b, beta, c.view()) {
+            if let Some(f) = then {
+                f(c, 0, 0);
+            }
             return;
         }
     }
-    crate::sgemm::sgemm(alpha, a, b, beta, c);
+    crate::sgemm::sgemm_then(alpha, a, b, beta, c, then);
 }
 
 /// The `blas` feature: `cblas_sgemm` from the system's OpenBLAS, when every operand has

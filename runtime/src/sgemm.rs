@@ -54,7 +54,26 @@ type Tile = [[f32; NR]; MR];
 /// `c = alpha * a x b + beta * c` for `f32` views of any strides.
 ///
 /// Panics if the shapes do not agree: `a` is `m x k`, `b` is `k x n`, `c` is `m x n`.
-pub fn sgemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32, mut c: ArrayViewMut2<'_, f32>) {
+pub fn sgemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32, c: ArrayViewMut2<'_, f32>) {
+    sgemm_then(alpha, a, b, beta, c, None);
+}
+
+/// An epilogue: called on finished blocks of `c` as `then(block, i0, j0)`, where the
+/// block's element `(r, s)` is `c[i0 + r, j0 + s]`; it may rewrite the block in place.
+pub type Then<'f> = &'f (dyn Fn(ArrayViewMut2<'_, f32>, usize, usize) + Sync);
+
+/// [`sgemm`], then `then` over every element of `c`, block by block while each block is
+/// still in cache (the blocks cover `c` exactly once, in no particular order). This is
+/// how generated code fuses a bias add and an activation into a product.
+pub fn sgemm_then(
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    mut c: ArrayViewMut2<'_, f32>,
+    then: Option<Then<'_>>,
+) {
+    let epi = then.map(|f| Epi { f, transposed: false, i0: 0, j0: 0 });
     let (m, k) = a.dim();
     let (k2, n) = b.dim();
     assert!(k == k2 && c.dim() == (m, n), "sgemm: shapes {:?} x {:?} -> {:?}", a.dim(), b.dim(), c.dim());
@@ -67,16 +86,58 @@ pub fn sgemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f
         } else if beta != 1.0 {
             c.map_inplace(|v| *v *= beta);
         }
+        if let Some(e) = &epi {
+            e.apply(c, 0, 0);
+        }
         return;
     }
     #[cfg(feature = "parallel")]
     {
         let threads = rayon::current_num_threads();
         if threads > 1 && m * n * k >= PARALLEL_MIN {
-            return split(alpha, a, b, beta, c, threads);
+            return split(alpha, a, b, beta, c, threads, epi);
         }
     }
-    serial(alpha, a, b, beta, c);
+    serial(alpha, a, b, beta, c, epi);
+}
+
+/// An epilogue with where its blocks sit: `c` may be computed transposed (`c^T = b^T
+/// a^T`) or as a block of the caller's `c` starting at `(i0, j0)` (in the caller's
+/// coordinates).
+#[derive(Clone, Copy)]
+struct Epi<'f> {
+    f: Then<'f>,
+    transposed: bool,
+    i0: usize,
+    j0: usize,
+}
+
+impl Epi<'_> {
+    /// Calls the epilogue on `block`, which starts at `(i, j)` of the `c` this `Epi`
+    /// was handed with.
+    fn apply(&self, block: ArrayViewMut2<'_, f32>, i: usize, j: usize) {
+        if self.transposed {
+            (self.f)(block.reversed_axes(), self.i0 + j, self.j0 + i);
+        } else {
+            (self.f)(block, self.i0 + i, self.j0 + j);
+        }
+    }
+
+    /// The same epilogue for the transposed product (the offsets stay in the
+    /// coordinates of the `c` the caller handed in).
+    fn transposed(self) -> Self {
+        Epi { transposed: !self.transposed, ..self }
+    }
+
+    /// The same epilogue for the block of `c` at `(i, j)`.
+    #[cfg(feature = "parallel")]
+    fn offset(self, i: usize, j: usize) -> Self {
+        if self.transposed {
+            Epi { i0: self.i0 + j, j0: self.j0 + i, ..self }
+        } else {
+            Epi { i0: self.i0 + i, j0: self.j0 + j, ..self }
+        }
+    }
 }
 
 /// Products of at least this many multiply-adds are split across threads (`parallel`
@@ -95,35 +156,49 @@ fn split(
     beta: f32,
     c: ArrayViewMut2<'_, f32>,
     parts: usize,
+    epi: Option<Epi<'_>>,
 ) {
     use crate::ndarray::Axis;
     let (m, n) = c.dim();
     let left = parts / 2;
     if parts < 2 {
-        return serial(alpha, a, b, beta, c);
+        return serial(alpha, a, b, beta, c, epi);
     }
     if n >= m {
         let at = (n * left / parts).next_multiple_of(NR).min(n);
         let (cl, cr) = c.split_at(Axis(1), at);
         let (bl, br) = b.split_at(Axis(1), at);
-        rayon::join(|| split(alpha, a, bl, beta, cl, left), || split(alpha, a, br, beta, cr, parts - left));
+        let er = epi.map(|e| e.offset(0, at));
+        rayon::join(|| split(alpha, a, bl, beta, cl, left, epi), || split(alpha, a, br, beta, cr, parts - left, er));
     } else {
         let at = (m * left / parts).next_multiple_of(MR).min(m);
         let (cl, cr) = c.split_at(Axis(0), at);
         let (al, ar) = a.split_at(Axis(0), at);
-        rayon::join(|| split(alpha, al, b, beta, cl, left), || split(alpha, ar, b, beta, cr, parts - left));
+        let er = epi.map(|e| e.offset(at, 0));
+        rayon::join(|| split(alpha, al, b, beta, cl, left, epi), || split(alpha, ar, b, beta, cr, parts - left, er));
     }
 }
 
 /// One thread's product: a thin kernel if one fits, otherwise the packed product in the
 /// cheaper orientation.
-fn serial(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32, mut c: ArrayViewMut2<'_, f32>) {
+fn serial(
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    mut c: ArrayViewMut2<'_, f32>,
+    epi: Option<Epi<'_>>,
+) {
     let (m, k) = a.dim();
     let n = b.dim().1;
     if m == 0 || n == 0 {
         return;
     }
     if thin(alpha, a, b, beta, c.view_mut()) {
+        // A thin c is small: the epilogue runs over all of it at once.
+        if let Some(e) = &epi {
+            e.apply(c, 0, 0);
+        }
         return;
     }
     // Lanes the micro-kernel computes, either way round; the transposed product
@@ -139,9 +214,9 @@ fn serial(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32,
     };
     if cost(n, m, c.strides()[0] == 1) < cost(m, n, c.strides()[1] == 1) {
         let ct = c.reversed_axes();
-        product(alpha, b.reversed_axes(), a.reversed_axes(), beta, ct);
+        product(alpha, b.reversed_axes(), a.reversed_axes(), beta, ct, epi.map(Epi::transposed));
     } else {
-        product(alpha, a, b, beta, c);
+        product(alpha, a, b, beta, c, epi);
     }
 }
 
@@ -189,7 +264,14 @@ fn block(len: usize, max: usize, unit: usize) -> usize {
     len.div_ceil(count).next_multiple_of(unit).min(max)
 }
 
-fn product(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32, mut c: ArrayViewMut2<'_, f32>) {
+fn product(
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    mut c: ArrayViewMut2<'_, f32>,
+    epi: Option<Epi<'_>>,
+) {
     let (m, k) = a.dim();
     let n = b.dim().1;
     let kern = kernel();
@@ -263,6 +345,12 @@ fn product(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32
                                 // written is inside `c`, which `out` points into and which
                                 // stays mutably borrowed (unaliased) for this whole call.
                                 unsafe { store(&out, i0, j0, mr, nr, &tile, alpha, beta) };
+                            }
+                        }
+                        if let Some(e) = &epi {
+                            if pc + kc == k {
+                                // This panel of c is final and still in cache.
+                                e.apply(c.slice_mut(crate::ndarray::s![ic..ic + mc, j0..j0 + nr]), ic, j0);
                             }
                         }
                     }

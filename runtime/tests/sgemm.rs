@@ -173,6 +173,56 @@ fn portable_kernel_every_shape() {
     sgemm::FORCE_PORTABLE.with(|f| f.set(false));
 }
 
+/// `sgemm_then`: the epilogue runs exactly once on every element, with its true
+/// indices, whichever path computes the product (thin kernels, the packed product either
+/// way round, the portable kernel, a split across threads with `parallel`).
+#[test]
+fn epilogue_sees_every_element_once_with_its_indices() {
+    let run = |m: usize, k: usize, n: usize, ta: bool, tb: bool| {
+        let seed = (m * 7 + k * 13 + n) as u64;
+        let a_store = if ta { filled(k, m, seed) } else { filled(m, k, seed) };
+        let b_store = if tb { filled(n, k, seed + 1) } else { filled(k, n, seed + 1) };
+        let a = if ta { a_store.t() } else { a_store.view() };
+        let b = if tb { b_store.t() } else { b_store.view() };
+        let c0 = filled(m, n, seed + 2);
+        let want = reference(0.5, a, b, 1.5, &c0).mapv(|v| v * 2.0)
+            + Array2::from_shape_fn((m, n), |(i, j)| (i * 1000 + j) as f64);
+        let mut c = c0.clone();
+        let then = |mut blk: ndarray::ArrayViewMut2<'_, f32>, i0: usize, j0: usize| {
+            for ((r, s), v) in blk.indexed_iter_mut() {
+                *v = *v * 2.0 + ((i0 + r) * 1000 + j0 + s) as f32;
+            }
+        };
+        sgemm::sgemm_then(0.5, a, b, 1.5, c.view_mut(), Some(&then));
+        let got = c.mapv(|v| v as f64);
+        for ((i, j), &g) in got.indexed_iter() {
+            let w = want[[i, j]];
+            assert!(
+                (g - w).abs() <= 1e-3 * (1.0 + w.abs()),
+                "{m}x{k}x{n} ta={ta} tb={tb}: c[{i}, {j}] = {g}, want {w}"
+            );
+        }
+    };
+    for portable in [false, true] {
+        sgemm::FORCE_PORTABLE.with(|f| f.set(portable));
+        for &(m, k, n) in &[
+            (100, 784, 10),
+            (784, 100, 10),
+            (10, 90, 300),
+            (37, 53, 29),
+            (169, 257, 17),
+            (337, 300, 65),
+            (64, 600, 300),
+            (5, 0, 4),
+        ] {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                run(m, k, n, ta, tb);
+            }
+        }
+    }
+    sgemm::FORCE_PORTABLE.with(|f| f.set(false));
+}
+
 #[test]
 fn alpha_and_beta() {
     for &(m, k, n) in &[(37, 53, 29), (100, 784, 10), (169, 257, 17), (7, 3, 40)] {
@@ -255,6 +305,10 @@ fn large_against_reference() {
 }
 
 #[test]
+#[cfg_attr(
+    feature = "parallel",
+    ignore = "with `parallel`, products split across rayon's threads, whose job queue allocates now and then"
+)]
 fn second_call_allocates_nothing() {
     let shapes = [(100, 784, 10), (784, 100, 10), (128, 256, 128), (300, 520, 200), (37, 53, 29)];
     let inputs: Vec<_> = shapes
