@@ -347,11 +347,11 @@ fn product(
                                 unsafe { store(&out, i0, j0, mr, nr, &tile, alpha, beta) };
                             }
                         }
-                        if let Some(e) = &epi {
-                            if pc + kc == k {
-                                // This panel of c is final and still in cache.
-                                e.apply(c.slice_mut(crate::ndarray::s![ic..ic + mc, j0..j0 + nr]), ic, j0);
-                            }
+                    }
+                    if let Some(e) = &epi {
+                        if pc + kc == k {
+                            // This block of c (mc x nc, in L2) is final.
+                            e.apply(c.slice_mut(crate::ndarray::s![ic..ic + mc, jc..jc + nc]), ic, jc);
                         }
                     }
                 }

@@ -419,6 +419,44 @@ fn compute(ctx: &Ctx, p: &Program) -> TokenStream {
                     );
                 }
             }
+            Step::MatMulThen(product) => {
+                let members = group_members(g, p, *id);
+                let externals = plan::external_operands(g, &members);
+                let expr = scalar_operand_root(ctx, p, *id, &externals);
+                let Op::MatMul { ta, tb } = g.node(*product).op else {
+                    unreachable!("the planner pairs epilogues with matrix products only")
+                };
+                let pn = g.node(*product);
+                let (a, bv) = (view(ctx, p, pn.inputs[0]), view(ctx, p, pn.inputs[1]));
+                let mine = externals.iter().position(|e| e == product).unwrap_or(0);
+                let mine = format_ident!("__v{}", mine);
+                let (others, vars): (Vec<TokenStream>, Vec<proc_macro2::Ident>) = externals
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| *e != product)
+                    .map(|(i, &e)| (view(ctx, p, e), format_ident!("__v{}", i)))
+                    .unzip();
+                quote! {
+                    let __full = __ws.#b.dim();
+                    ::modelc::__private::kernels::matmul_then(
+                        #a, #ta, #bv, #tb, __ws.#b.view_mut(),
+                        &|mut __blk: ::modelc::ndarray::ArrayViewMut2<'_, f32>, __i0: usize, __j0: usize| {
+                            let (__r, __c) = __blk.dim();
+                            ::modelc::ndarray::Zip::from(&mut __blk)
+                                #(.and(
+                                    #others
+                                        .broadcast(__full)
+                                        .expect("shapes checked at compile time")
+                                        .slice_move(::modelc::ndarray::s![__i0..__i0 + __r, __j0..__j0 + __c])
+                                ))*
+                                .for_each(|__o, #(&#vars),*| {
+                                    let #mine = *__o;
+                                    *__o = #expr;
+                                });
+                        },
+                    );
+                }
+            }
             Step::Fused => {
                 let members = group_members(g, p, *id);
                 let externals = plan::external_operands(g, &members);
@@ -1042,7 +1080,7 @@ fn program_flops(ctx: &Ctx, p: &Program) -> TokenStream {
     let mut terms = Vec::new();
     let mut ids: Vec<NodeId> = p.steps.iter().map(|s| s.0).collect();
     ids.extend(p.steps.iter().filter_map(|s| match s.1 {
-        Step::XentWithGrad(grad) => Some(grad),
+        Step::XentWithGrad(other) | Step::MatMulThen(other) => Some(other),
         _ => None,
     }));
     ids.extend(p.inlined.iter().copied());

@@ -28,6 +28,11 @@ pub enum Step {
     /// `softmax_cross_entropy(z, y)` together with its gradient node (the payload) in
     /// one pass: the exponentials are computed once for both.
     XentWithGrad(NodeId),
+    /// A fused elementwise group rooted at this node, run as the epilogue of the matrix
+    /// product it reads (the payload): each finished block of the product is rewritten
+    /// in place, while in cache, into this node's value (a bias add and an activation,
+    /// or an activation's derivative). The product has no buffer of its own.
+    MatMulThen(NodeId),
 }
 
 /// One generated function's computation.
@@ -63,19 +68,27 @@ fn reads(g: &Graph, inlined: &BTreeSet<NodeId>, id: NodeId, step: &Step) -> Vec<
         Step::Materialize => Vec::new(),
         Step::Kernel => g.node(id).inputs.clone(),
         Step::XentWithGrad(grad) => g.node(*grad).inputs.clone(),
-        Step::Fused => {
-            let mut members = BTreeSet::from([id]);
-            let mut stack = vec![id];
-            while let Some(n) = stack.pop() {
-                for &i in &g.node(n).inputs {
-                    if inlined.contains(&i) && members.insert(i) {
-                        stack.push(i);
-                    }
-                }
-            }
-            external_operands(g, &members)
+        Step::Fused => external_operands(g, &members_of(g, inlined, id)),
+        Step::MatMulThen(product) => {
+            let mut r: Vec<NodeId> = g.node(*product).inputs.clone();
+            r.extend(external_operands(g, &members_of(g, inlined, id)).into_iter().filter(|&e| e != *product));
+            r
         }
     }
+}
+
+/// The members of the fused group rooted at `root` (root included).
+fn members_of(g: &Graph, inlined: &BTreeSet<NodeId>, root: NodeId) -> BTreeSet<NodeId> {
+    let mut members = BTreeSet::from([root]);
+    let mut stack = vec![root];
+    while let Some(n) = stack.pop() {
+        for &i in &g.node(n).inputs {
+            if inlined.contains(&i) && members.insert(i) {
+                stack.push(i);
+            }
+        }
+    }
+    members
 }
 
 /// Assigns buffers from liveness: a node's slot is freed after the last step that reads
@@ -112,6 +125,10 @@ fn assign_slots(
                 }
             };
             slot.insert(out, s);
+        }
+        // The product of a `MatMulThen` is computed in its group's buffer.
+        if let Step::MatMulThen(product) = step {
+            slot.insert(*product, slot[id]);
         }
         // Free what this step read for the last time (and its own output if nobody reads it).
         for &n in step_reads[i].iter().chain(std::iter::once(id)) {
@@ -227,6 +244,7 @@ pub fn plan(model: &Model, roots: &[NodeId]) -> Program {
         }
     }
     let all = fuse_xent_with_grad(g, all);
+    let all = fuse_epilogues(g, all, &inlined, roots, &uses);
     let (slot, slot_shapes) = assign_slots(g, &all, &inlined, roots);
     Program {
         roots: roots.to_vec(),
@@ -252,18 +270,50 @@ pub fn external_operands(g: &Graph, members: &BTreeSet<NodeId>) -> Vec<NodeId> {
     out
 }
 
-/// The members of the fused group rooted at `root` (root included), in topological order.
+/// The members of the fused group rooted at `root` (root included).
 pub fn group_members(g: &Graph, program: &Program, root: NodeId) -> BTreeSet<NodeId> {
-    let mut members = BTreeSet::from([root]);
-    let mut stack = vec![root];
-    while let Some(id) = stack.pop() {
-        for &i in &g.node(id).inputs {
-            if program.inlined.contains(&i) && members.insert(i) {
-                stack.push(i);
+    members_of(g, &program.inlined, root)
+}
+
+/// Runs a fused rank-2 group as the epilogue of a matrix product it reads, when the
+/// product has the group's shape and nothing else reads it: bias add + activation on a
+/// layer's product, an activation's derivative on a back-propagated product. The group
+/// then costs no pass over memory of its own (measured on M2/M3: see the README). The
+/// combined step takes the group's place, after everything it reads.
+fn fuse_epilogues(
+    g: &Graph,
+    steps: Vec<(NodeId, Step)>,
+    inlined: &BTreeSet<NodeId>,
+    roots: &[NodeId],
+    uses: &[usize],
+) -> Vec<(NodeId, Step)> {
+    let mut fused: BTreeSet<NodeId> = BTreeSet::new();
+    let mut out: Vec<(NodeId, Step)> = Vec::with_capacity(steps.len());
+    for (id, step) in &steps {
+        if *step != Step::Fused || g.node(*id).shape.rank() != 2 {
+            out.push((*id, step.clone()));
+            continue;
+        }
+        let shape = &g.node(*id).shape;
+        let product = external_operands(g, &members_of(g, inlined, *id)).into_iter().find(|&e| {
+            let n = g.node(e);
+            matches!(n.op, Op::MatMul { .. })
+                && uses.get(e).copied() == Some(1)
+                && !roots.contains(&e)
+                && &n.shape == shape
+                && !fused.contains(&e)
+                && steps.iter().any(|(s, st)| *s == e && *st == Step::Kernel)
+        });
+        match product {
+            Some(p) => {
+                fused.insert(p);
+                out.push((*id, Step::MatMulThen(p)));
             }
+            None => out.push((*id, step.clone())),
         }
     }
-    members
+    out.retain(|(id, step)| !(fused.contains(id) && *step == Step::Kernel));
+    out
 }
 
 /// Computes `softmax_cross_entropy(z, y)` and its gradient `SoftmaxXentGrad(z, y, g)` in
