@@ -21,7 +21,8 @@
 //! `c` is accumulated from `a`'s columns read in place and broadcast elements of `b`.
 //!
 //! With the `parallel` feature, large products are split into blocks of `c` computed
-//! on rayon's threads, each with its own scratch.
+//! on rayon's threads, each with its own scratch. [`sgemm_then`] runs an epilogue (the
+//! generated code's bias add and activation) on each finished block of `c`.
 //!
 //! The micro-kernel is chosen at run time: AVX2 + FMA (`std::arch` intrinsics) where
 //! the CPU has them, otherwise a portable loop the compiler vectorizes for the baseline
