@@ -123,6 +123,9 @@ pub fn model(c: &Compiled) -> TokenStream {
                 Update::Plain { grad } => roots.push(grad),
             }
         }
+        // The updates read inputs straight from the caller's views: as roots they would
+        // be copied into the workspace on every step (x: 313 KB a step for the tutorial).
+        roots.retain(|&r| r == loss || !matches!(m.graph.node(r).op, Op::Input(_)));
         let p = plan::plan(m, &roots);
         programs.push(("__train_step".to_string(), p.clone()));
         (programs.len() - 1, p, updates)
@@ -560,12 +563,8 @@ fn sgd_updates(c: &Compiled) -> Option<Vec<(usize, Update)>> {
             .iter()
             .map(|&(p, grad)| {
                 let node = g.node(grad);
-                // Measured (benches/train_step.rs): accumulating into a thin weight such as
-                // the tutorial's [784, 10] is slower in sgemm than a product into a buffer
-                // plus an update loop, so only products at least 32 wide both ways fuse.
-                let wide = node.shape.0.iter().all(|d| d.as_static().is_some_and(|n| n >= 32));
                 let update = match node.op {
-                    Op::MatMul { ta, tb } if wide && node.inputs.iter().all(|&i| not_param(i)) => {
+                    Op::MatMul { ta, tb } if node.inputs.iter().all(|&i| not_param(i)) => {
                         Update::MatMul { ta, tb, a: node.inputs[0], b: node.inputs[1] }
                     }
                     Op::SumTo(_) if not_param(node.inputs[0]) => Update::SumTo { src: node.inputs[0] },
