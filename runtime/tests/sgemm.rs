@@ -120,8 +120,15 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (128, 256, 128),
     (1, 300, 33),
     (33, 300, 1),
-    // Edges of the blocks: KC = 256, MC = 168, NR = 16, MR = 6.
+    // Edges of the blocks: KC = 384, MC = 168, NR = 16, MR = 6.
     (169, 257, 17),
+    (170, 769, 50),
+    // Every bottom edge (m % MR = 1..5) of the column-of-tiles kernel (n > 2 NR).
+    (61, 70, 48),
+    (62, 70, 48),
+    (63, 400, 48),
+    (64, 70, 64),
+    (65, 385, 80),
     (167, 513, 31),
     (173, 255, 49),
     (337, 300, 65),
@@ -225,7 +232,7 @@ fn epilogue_sees_every_element_once_with_its_indices() {
 
 #[test]
 fn alpha_and_beta() {
-    for &(m, k, n) in &[(37, 53, 29), (100, 784, 10), (169, 257, 17), (7, 3, 40)] {
+    for &(m, k, n) in &[(37, 53, 29), (100, 784, 10), (169, 257, 17), (7, 3, 40), (65, 70, 48), (64, 385, 64)] {
         for &(alpha, beta) in &[(1.0, 1.0), (-0.5, 1.0), (2.0, -1.5), (0.25, 0.0), (1.0, 0.5)] {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 case(m, k, n, ta, tb, alpha, beta);
