@@ -720,7 +720,29 @@ fn pack_a(a: &ArrayView2<'_, f32>, ic: usize, mc: usize, pc: usize, kc: usize, d
     assert!(ic + mc <= m && pc + kc <= k && dst.len() >= mc.div_ceil(MR) * MR * kc);
     let (rs, cs) = (a.strides()[0], a.strides()[1]);
     let base = a.as_ptr();
-    for (ip, panel) in dst.chunks_exact_mut(kc * MR).take(mc.div_ceil(MR)).enumerate() {
+    let mut first = 0;
+    if rs == 1 && cs != 1 {
+        // Column-major (a transposed view, as in a weight gradient `x^T g`): each panel
+        // column is MR contiguous values; the full panels are filled PACK_ROWS columns
+        // at a time across all of them, reading a's columns in runs (as in `pack_b`).
+        first = mc / MR;
+        for p0 in (0..kc).step_by(PACK_ROWS) {
+            let cols = p0..(p0 + PACK_ROWS).min(kc);
+            for (ip, panel) in dst.chunks_exact_mut(kc * MR).take(first).enumerate() {
+                for p in cols.clone() {
+                    // SAFETY: ic + ip * MR + MR <= ic + mc <= m and pc + p < pc + kc <= k
+                    // (asserted above), so the MR elements read (rs == 1) are in the
+                    // live view `a`.
+                    let col = unsafe {
+                        &*(base.offset((ic + ip * MR) as isize + (pc + p) as isize * cs) as *const [f32; MR])
+                    };
+                    let d: &mut [f32; MR] = (&mut panel[p * MR..(p + 1) * MR]).try_into().expect("MR-tall chunk");
+                    *d = *col;
+                }
+            }
+        }
+    }
+    for (ip, panel) in dst.chunks_exact_mut(kc * MR).take(mc.div_ceil(MR)).enumerate().skip(first) {
         let i0 = ic + ip * MR;
         let mr = MR.min(ic + mc - i0);
         // SAFETY: every (i, p) read has i0 <= i < i0 + mr <= m and pc <= p < pc + kc <= k
@@ -746,14 +768,6 @@ fn pack_a(a: &ArrayView2<'_, f32>, ic: usize, mc: usize, pc: usize, kc: usize, d
                 }
             } else {
                 // Column-major-like (a transposed view): walk each column along m.
-                if rs == 1 && mr == MR {
-                    for (p, d) in panel.chunks_exact_mut(MR).enumerate() {
-                        let col = base.offset(i0 as isize + (pc + p) as isize * cs) as *const [f32; MR];
-                        let d: &mut [f32; MR] = d.try_into().expect("MR-tall chunk");
-                        *d = *col;
-                    }
-                    continue;
-                }
                 for (p, d) in panel.chunks_exact_mut(MR).enumerate() {
                     let col = base.offset(i0 as isize * rs + (pc + p) as isize * cs);
                     for (r, dv) in d.iter_mut().enumerate().take(mr) {
