@@ -1260,6 +1260,9 @@ fn thin_outer(
     let (brs, bcs) = (b.strides()[0], b.strides()[1]);
     let out = Out { ptr: c.as_mut_ptr(), rs: c.strides()[0], cs: c.strides()[1] };
     let width = thin_groups(n);
+    // Every kernel overwrites the part of the tile that is then stored, so it is zeroed
+    // once per call, not once per tile (a memset per tile was 2.5% of M1's step).
+    let mut tile = [[0.0f32; 16]; THIN_C];
     let mut i0 = 0;
     while i0 < m {
         // 16 rows a tile, then one of 8, then single rows (the vectors' lanes are rows).
@@ -1272,7 +1275,6 @@ fn thin_outer(
         };
         for j0 in (0..n).step_by(width) {
             let cols = width.min(n - j0);
-            let mut tile = [[0.0f32; 16]; THIN_C];
             // SAFETY: column p of `a` has rows i0..i0 + rows at `ap + p * lda` (unit row
             // stride), and b[p, j0 + j] is at `bp + p * brs + j * bcs`, all inside the
             // live views for p < k, j < cols; `proof` says avx2 + fma are present.
