@@ -1023,10 +1023,13 @@ fn thin_dot(
         for p0 in (0..k).step_by(kb) {
             let kl = kb.min(k - p0);
             let beta = if p0 == 0 { beta } else { 1.0 };
-            for i0 in (0..m).step_by(2) {
-                let rows = 2.min(m - i0);
-                for j0 in (0..n).step_by(width) {
-                    let cols = width.min(n - j0);
+            // Columns outer: one group's rows of b^T (k x 5 or 6, about 16 KiB for
+            // k = 784) stay in L1 while the rows of a stream past them from L2; with rows
+            // outer, all of b^T (31 KiB) and a's rows did not fit in L1 together.
+            for j0 in (0..n).step_by(width) {
+                let cols = width.min(n - j0);
+                for i0 in (0..m).step_by(2) {
+                    let rows = 2.min(m - i0);
                     let mut tile = [[0.0f32; THIN_C]; 2];
                     // SAFETY: rows i0..i0 + rows of `a` (k contiguous elements each, lda
                     // apart) and rows j0..j0 + cols of `bt` (k contiguous elements, ldb
