@@ -3,9 +3,11 @@
 //!
 //! BLIS-style: `b` is packed in `kc x nc` blocks of `NR`-wide row panels, `a` in
 //! `mc x kc` blocks of `MR`-tall column panels, and a register-blocked `MR x NR`
-//! micro-kernel multiplies one pair of panels. The packing buffers live in thread-local
-//! scratch that grows to the largest product a thread has seen and is then reused, so
-//! after the first call for given sizes nothing allocates.
+//! micro-kernel multiplies one pair of panels; the AVX2 kernel takes a whole column of
+//! tiles (every panel of a block of `a` against one panel of `b`) per call, and reads
+//! a row-major `a` in place instead of packing it when `b` has few panels. The packing
+//! buffers live in thread-local scratch that grows to the largest product a thread has
+//! seen and is then reused, so after the first call for given sizes nothing allocates.
 //!
 //! Packing reads the views through their own strides (any sign, any size), so
 //! transposed and stepped views cost only what packing costs. When one side is thin
