@@ -15,7 +15,7 @@
 //! micro-kernel, and when `b` is too narrow for packing `a` to pay off, `a` is read in
 //! place instead.
 //!
-//! Thin products (one side of `c` at most [`THIN`] wide, like a 784 -> 10 layer) take
+//! Thin products (one side of `c` at most `THIN` = 16 wide, like a 784 -> 10 layer) take
 //! kernels of their own, which waste no lanes on padding and pack nothing but the thin
 //! operand: when `a`'s rows are contiguous, each element of `c` is a dot product along
 //! `k`, vectorized over `k` (a `2 x C` block of dots at a time); when `a`'s columns are
