@@ -333,17 +333,17 @@ fn product(
                     for (jp, bpanel) in bpack.chunks_exact(kc * NR).take(nc.div_ceil(NR)).enumerate() {
                         let j0 = jc + jp * NR;
                         let nr = NR.min(n - j0);
-                        // A row-major c against packed a: one kernel call for the whole
-                        // column of tiles.
+                        // A row-major c against packed (or in-place) a: one kernel call
+                        // for the whole column of tiles.
                         #[cfg(target_arch = "x86_64")]
                         if matches!(kern, Kernel::Avx2Fma) && !direct && nr == NR && out.cs == 1 {
                             // SAFETY: avx2 and fma were detected (`Avx2Fma`); apack holds
-                            // mc.div_ceil(MR) packed panels of kc * MR (asserted), or rows
-                            // ic..ic + mc, columns pc..pc + kc of the live row-major `a` are
-                            // read in place; bpanel holds kc * NR; the
-                            // rows ic..ic + mc and columns j0..j0 + NR are inside `c`
-                            // (ic + mc <= m, j0 + NR <= n), which `out` points into and which
-                            // stays mutably borrowed (unaliased) for this whole call.
+                            // mc.div_ceil(MR) packed panels of kc * MR (asserted), or the
+                            // rows ic..ic + mc, columns pc..pc + kc read in place are inside
+                            // the live row-major `a`; bpanel holds kc * NR; rows ic..ic + mc
+                            // and columns j0..j0 + NR are inside `c` (ic + mc <= m,
+                            // j0 + NR <= n), which `out` points into and which stays
+                            // mutably borrowed (unaliased) for this whole call.
                             unsafe {
                                 let at = out.ptr.offset(ic as isize * out.rs + j0 as isize);
                                 if a_in_place {
