@@ -200,7 +200,7 @@ fn rows_of_mut<'a>(a: &'a mut ArrayViewMutD<'_, f32>, axis: usize) -> Option<std
 /// `ln(sum(exp(row - max))) + max` and the maximum.
 #[inline]
 fn log_sum_exp(row: &[f32]) -> f32 {
-    let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let m = row_max(row);
     let s: f32 = row.iter().map(|&v| (v - m).exp()).sum();
     m + s.ln()
 }
@@ -348,18 +348,17 @@ pub fn softmax(a: ArrayViewD<'_, f32>, axis: usize, mut out: ArrayViewMutD<'_, f
         // Shift every row by its maximum, exponentiate the whole buffer in one vector
         // pass, then normalize each row.
         for (r, o) in rows.zip(outs) {
-            let m = r.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let m = row_max(r);
             for (o, &v) in o.iter_mut().zip(r) {
                 *o = v - m;
             }
         }
-        if let Some(all) = out.as_slice_mut() {
-            exp_inplace(all);
-            let cols = a.shape()[axis];
-            for o in all.chunks_exact_mut(cols) {
-                let inv = 1.0 / o.iter().sum::<f32>();
-                o.iter_mut().for_each(|v| *v *= inv);
-            }
+        let Some(all) = out.as_slice_mut() else { unreachable!("rows_of_mut found it contiguous") };
+        exp_inplace(all);
+        let cols = a.shape()[axis];
+        for o in all.chunks_exact_mut(cols) {
+            let inv = 1.0 / o.iter().sum::<f32>();
+            o.iter_mut().for_each(|v| *v *= inv);
         }
         return;
     }
