@@ -96,8 +96,8 @@ fn bench(cr: &mut Criterion) {
 /// Best-of-rounds GFLOP/s of the three kernels, interleaved (robust on a noisy shared
 /// machine), and the core's FMA peak for scale.
 fn summary() {
-    let peak = common::fma_peak();
-    println!("\nGFLOP/s, fastest of 15 interleaved rounds (one core's FMA peak: {peak:.1})");
+    let (peak, width) = common::fma_peak();
+    println!("\nGFLOP/s, fastest of 15 interleaved rounds (one core's {width} FMA peak: {peak:.1})");
     println!("{:<28} {:>8} {:>11} {:>15}", "product", "sgemm", "gemm crate", "matrixmultiply");
     for &(label, m, k, n, ta, tb) in CASES {
         let a_store = if ta { filled(k, m, 1) } else { filled(m, k, 1) };

@@ -238,7 +238,8 @@ fn bench(c: &mut Criterion) {
         // Forward and weight gradient for every layer; input gradient for all but the first.
         2 * (2 * layers.iter().sum::<u64>() + layers[1..].iter().sum::<u64>())
     };
-    println!("\none core's FMA peak: {:.1} GFLOP/s", common::fma_peak());
+    let (peak, width) = common::fma_peak();
+    println!("\none core's {width} FMA peak: {peak:.1} GFLOP/s");
     let (x, y) = data(100);
     ratio(
         "M1",

@@ -49,6 +49,11 @@ const NC: usize = 4080;
 /// Most panels of `b` for which a row-major `a` is read in place by the column kernel
 /// rather than packed (see `product`).
 const IN_PLACE_PANELS: usize = 16;
+/// `KC` of the AVX-512 kernel, whose pair of `b` panels (`KC_512 x 2 NR`, 32 KiB)
+/// stays in L1.
+const KC_512: usize = 256;
+/// `IN_PLACE_PANELS` of the AVX-512 kernel.
+const IN_PLACE_PANELS_512: usize = 16;
 /// Steps packed across all panels at a time (see [`pack_runs`]).
 const PACK_ROWS: usize = 8;
 
@@ -229,34 +234,61 @@ fn serial(
     }
 }
 
-/// The micro-kernels this build carries.
-#[derive(Clone, Copy)]
-enum Kernel {
+/// The micro-kernels this build carries, each a superset of the one before: the
+/// AVX-512 build still runs the AVX2 kernels where its own do not apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Kernel {
+    Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2Fma,
-    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
+/// The best kernel this CPU runs (in tests, at most the one [`FORCE_KERNEL`] names).
 fn kernel() -> Kernel {
+    let best = detected();
     #[cfg(test)]
-    if FORCE_PORTABLE.with(|f| f.get()) {
-        return Kernel::Portable;
+    if let Some(forced) = FORCE_KERNEL.with(|f| f.get()) {
+        return forced.min(best);
     }
+    best
+}
+
+fn detected() -> Kernel {
     #[cfg(target_arch = "x86_64")]
     {
         // std caches the CPUID answer, so this is a couple of loads.
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            if is_x86_feature_detected!("avx512f") {
+                return Kernel::Avx512;
+            }
             return Kernel::Avx2Fma;
         }
     }
     Kernel::Portable
 }
 
+/// Every kernel this CPU runs, from the portable one up (what tests loop over).
+#[cfg(test)]
+pub(crate) fn kernels() -> Vec<Kernel> {
+    let best = detected();
+    let all = [
+        Kernel::Portable,
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2Fma,
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512,
+    ];
+    all.into_iter().filter(|&k| k <= best).collect()
+}
+
 #[cfg(test)]
 thread_local! {
-    /// Tests set this to run the portable kernels (and skip the AVX2-only paths) on a
-    /// CPU that has AVX2, so that both are tested on every machine.
-    pub(crate) static FORCE_PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Tests set this to run at most the named kernel (and skip the paths of the better
+    /// ones) on a CPU that has them, so that every kernel is tested on a machine with
+    /// the best.
+    pub(crate) static FORCE_KERNEL: std::cell::Cell<Option<Kernel>> = const { std::cell::Cell::new(None) };
 }
 
 /// Raw access to `c`: base pointer and strides of a live, mutably borrowed view.
@@ -283,10 +315,23 @@ fn product(
 ) {
     let (m, k) = a.dim();
     let n = b.dim().1;
-    let kern = kernel();
-    let kc_max = block(k, KC, 1);
-    let nc_max = block(n, NC, NR);
-    let mc_max = block(m, MC, MR);
+    let mut kern = kernel();
+    // The AVX-512 kernel writes rows of a row-major c; any other c goes through the
+    // AVX2 kernel's paths.
+    #[cfg(target_arch = "x86_64")]
+    if kern == Kernel::Avx512 && c.strides()[1] != 1 {
+        kern = Kernel::Avx2Fma;
+    }
+    #[cfg(target_arch = "x86_64")]
+    let wide = kern == Kernel::Avx512;
+    #[cfg(not(target_arch = "x86_64"))]
+    let wide = false;
+    // The AVX-512 kernel's tile is two panels of a by two of b (see `panels_avx512`).
+    let (kc_max, nc_max, mc_max) = if wide {
+        (block(k, KC_512, 1), block(n, NC, 2 * NR), block(m, MC, 2 * MR))
+    } else {
+        (block(k, KC, 1), block(n, NC, NR), block(m, MC, MR))
+    };
     let b_len = kc_max * nc_max.next_multiple_of(NR);
     let a_len = kc_max * mc_max.next_multiple_of(MR);
     // When b is at most two panels wide, a block of packed a would be used at most twice:
@@ -306,7 +351,7 @@ fn product(
         && avx2_fma()
         && a.strides()[1] == 1
         && a.strides()[0] % 1024 != 0
-        && n <= IN_PLACE_PANELS * NR
+        && n <= if wide { IN_PLACE_PANELS_512 } else { IN_PLACE_PANELS } * NR
         && c.strides()[1] == 1;
     let out = Out { ptr: c.as_mut_ptr(), rs: c.strides()[0], cs: c.strides()[1] };
     // The edge tiles' accumulators: every kernel overwrites all of it, so it is zeroed
@@ -330,7 +375,44 @@ fn product(
                     if !direct && !a_in_place {
                         pack_a(&a, ic, mc, pc, kc, apack);
                     }
-                    for (jp, bpanel) in bpack.chunks_exact(kc * NR).take(nc.div_ceil(NR)).enumerate() {
+                    #[cfg(target_arch = "x86_64")]
+                    if wide {
+                        let panels = nc.div_ceil(NR);
+                        assert!(
+                            bpack.len() >= panels * kc * NR && (a_in_place || apack.len() >= mc.div_ceil(MR) * kc * MR)
+                        );
+                        // SAFETY: avx512f, avx2 and fma were detected (`Avx512`); bpack
+                        // holds the block's panels (asserted); apack holds mc.div_ceil(MR)
+                        // packed panels (asserted), or the rows ic..ic + mc, columns
+                        // pc..pc + kc read in place are inside the live row-major `a`;
+                        // rows ic..ic + mc and columns jc..jc + nc are inside `c`, which
+                        // `out` points into (unit column stride) and which stays mutably
+                        // borrowed (unaliased) for this whole call.
+                        unsafe {
+                            let at = out.ptr.offset(ic as isize * out.rs + jc as isize);
+                            if a_in_place {
+                                let lda = a.strides()[0];
+                                let ap = a.as_ptr().offset(ic as isize * lda + pc as isize);
+                                block_avx512::<false>(kc, ap, lda, mc, bpack.as_ptr(), nc, at, out.rs, alpha, beta);
+                            } else {
+                                block_avx512::<true>(
+                                    kc,
+                                    apack.as_ptr(),
+                                    0,
+                                    mc,
+                                    bpack.as_ptr(),
+                                    nc,
+                                    at,
+                                    out.rs,
+                                    alpha,
+                                    beta,
+                                );
+                            }
+                        }
+                    }
+                    for (jp, bpanel) in
+                        bpack.chunks_exact(kc * NR).take(if wide { 0 } else { nc.div_ceil(NR) }).enumerate()
+                    {
                         let j0 = jc + jp * NR;
                         let nr = NR.min(n - j0);
                         // A row-major c against packed (or in-place) a: one kernel call
@@ -456,8 +538,9 @@ fn micro(kern: Kernel, kc: usize, a: &[f32], b: &[f32], acc: Sink<'_>) {
     assert!(a.len() >= kc * MR && b.len() >= kc * NR);
     match kern {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Avx2Fma` is only chosen after detecting avx2 and fma on this CPU.
-        Kernel::Avx2Fma => unsafe { micro_avx2::<true>(kc, a.as_ptr(), (0, 0), b, acc) },
+        // SAFETY: `Avx2Fma` and `Avx512` are only chosen after detecting avx2 and fma on
+        // this CPU.
+        Kernel::Avx2Fma | Kernel::Avx512 => unsafe { micro_avx2::<true>(kc, a.as_ptr(), (0, 0), b, acc) },
         Kernel::Portable => match acc {
             Sink::Tile(t) => micro_portable(kc, a, b, t),
             Sink::Out { at, rs, alpha, beta } => {
@@ -628,6 +711,169 @@ unsafe fn panels_avx2<const R: usize, const PACKED: bool>(
     }
 }
 
+/// `c = alpha * a x b + beta * c` for one `mc x nc` block of a row-major `c` with the
+/// AVX-512 kernel: `b` is the block's `nc.div_ceil(NR)` packed panels, taken two at a
+/// time (a last odd one, or a partial one, alone or masked); `a` is packed
+/// (`mc.div_ceil(MR)` panels of `kc x MR`) or, if not `PACKED`, the `mc x kc` block of a
+/// row-major `a` read in place, rows `lda` apart.
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX2 and FMA; `a` must hold the panels (packed) or
+/// `mc` rows of `kc` (in place), `b` `nc.div_ceil(NR) * kc * NR` elements, and the
+/// `mc x nc` block at `c` (rows `rs` apart, columns contiguous) must be writable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_avx512<const PACKED: bool>(
+    kc: usize,
+    a: *const f32,
+    lda: isize,
+    mc: usize,
+    b: *const f32,
+    nc: usize,
+    c: *mut f32,
+    rs: isize,
+    alpha: f32,
+    beta: f32,
+) {
+    let panels = nc.div_ceil(NR);
+    for jp in (0..panels).step_by(2) {
+        let pair = jp + 1 < panels;
+        // Columns of the last panel of this call that are inside `c`.
+        let last = (nc - (jp + usize::from(pair)) * NR).min(NR);
+        let mask = (((1u32 << last) - 1) & 0xFFFF) as u16;
+        let (b, c) = (b.add(jp * kc * NR), c.add(jp * NR));
+        if pair {
+            column_avx512::<2, PACKED>(kc, a, lda, mc, b, mask, c, rs, alpha, beta);
+        } else {
+            column_avx512::<1, PACKED>(kc, a, lda, mc, b, mask, c, rs, alpha, beta);
+        }
+    }
+}
+
+/// [`panels_avx512`] over all `mc` rows: the 12-row tiles in one call, then a 6-row
+/// tile and an `R`-row one for the rest.
+///
+/// # Safety
+/// As [`panels_avx512`] for those `mc` rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn column_avx512<const P: usize, const PACKED: bool>(
+    kc: usize,
+    a: *const f32,
+    lda: isize,
+    mc: usize,
+    b: *const f32,
+    mask: u16,
+    c: *mut f32,
+    rs: isize,
+    alpha: f32,
+    beta: f32,
+) {
+    let full = mc / (2 * MR);
+    panels_avx512::<{ 2 * MR }, P, PACKED>(kc, a, lda, full, b, mask, c, rs, alpha, beta);
+    let mut done = full * 2 * MR;
+    // Where row `done` of the block starts: packed a has MR rows a panel.
+    let at =
+        |done: usize| if PACKED { a.wrapping_add(done / MR * kc * MR) } else { a.wrapping_offset(done as isize * lda) };
+    let c_at = |done: usize| c.wrapping_offset(done as isize * rs);
+    if mc - done >= MR {
+        panels_avx512::<MR, P, PACKED>(kc, at(done), lda, 1, b, mask, c_at(done), rs, alpha, beta);
+        done += MR;
+    }
+    let (a, c) = (at(done), c_at(done));
+    match mc - done {
+        1 => panels_avx512::<1, P, PACKED>(kc, a, lda, 1, b, mask, c, rs, alpha, beta),
+        2 => panels_avx512::<2, P, PACKED>(kc, a, lda, 1, b, mask, c, rs, alpha, beta),
+        3 => panels_avx512::<3, P, PACKED>(kc, a, lda, 1, b, mask, c, rs, alpha, beta),
+        4 => panels_avx512::<4, P, PACKED>(kc, a, lda, 1, b, mask, c, rs, alpha, beta),
+        5 => panels_avx512::<5, P, PACKED>(kc, a, lda, 1, b, mask, c, rs, alpha, beta),
+        _ => {}
+    }
+}
+
+/// The AVX-512 micro-kernel: `count` tiles of `R` rows (at most two packed panels of
+/// `a`, `2 MR` = 12 rows) by `P` packed panels of `b` (one 16-lane vector each, the
+/// panels `kc * NR` apart): `c = alpha * a_t x b + beta * c` for the `t`-th tile at
+/// `c + t * 2 MR * rs` (rows `rs` apart, columns contiguous). The last panel's columns
+/// are written under `mask` (a partial panel at the right edge of `c`); `beta == 0`
+/// does not read `c`. With `R = 12`, `P = 2` the tile holds 24 accumulators, and each
+/// step is 24 FMAs against 2 vector loads and 12 broadcasts. `a` is packed (tile `t`
+/// at `a + t * 2 kc MR`; row `r` in panel `r / MR`, lane `r % MR`) or, if not
+/// `PACKED`, rows of a row-major `a` read in place (`lda` apart).
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX2 and FMA; `a` and `b` must hold what the tiles
+/// read, and the tiles of `c` be writable, their last panel's columns under `mask`;
+/// `count == 1` unless `R == 2 MR`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn panels_avx512<const R: usize, const P: usize, const PACKED: bool>(
+    kc: usize,
+    a: *const f32,
+    lda: isize,
+    count: usize,
+    b: *const f32,
+    mask: u16,
+    c: *mut f32,
+    rs: isize,
+    alpha: f32,
+    beta: f32,
+) {
+    use std::arch::x86_64::*;
+    let (va, vb) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
+    let head = kc.saturating_sub(PREFETCH_STEPS);
+    // Element (r, p) of a tile: packed, at row offset `off[r]` plus MR per step; in
+    // place, at row r plus one per step.
+    let off: [isize; R] =
+        std::array::from_fn(|r| if PACKED { (r / MR * kc * MR + r % MR) as isize } else { r as isize * lda });
+    let (tile_step, acs) = if PACKED { ((2 * kc * MR) as isize, MR) } else { (2 * MR as isize * lda, 1) };
+    let panel = kc * NR;
+    for t in 0..count {
+        let a = a.offset(t as isize * tile_step);
+        let c = c.offset((t * 2 * MR) as isize * rs);
+        let mut acc = [[_mm512_setzero_ps(); P]; R];
+        macro_rules! steps {
+            ($range:expr) => {
+                for p in $range {
+                    let (ap, bp) = (a.add(p * acs), b.add(p * NR));
+                    let bv: [__m512; P] = std::array::from_fn(|q| _mm512_loadu_ps(bp.add(q * panel)));
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        let x = _mm512_set1_ps(*ap.offset(off[r]));
+                        for (v, &bq) in row.iter_mut().zip(&bv) {
+                            *v = _mm512_fmadd_ps(x, bq, *v);
+                        }
+                    }
+                }
+            };
+        }
+        steps!(0..head);
+        for r in 0..R as isize {
+            // A prefetch never faults, whatever the address.
+            let row = c.wrapping_offset(r * rs) as *const i8;
+            for q in 0..P {
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64 * q));
+            }
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64 * P - 4));
+        }
+        steps!(head..kc);
+        for (r, row) in acc.into_iter().enumerate() {
+            let p = c.offset(r as isize * rs);
+            for (q, v) in row.into_iter().enumerate() {
+                let (d, v) = (p.add(q * NR), _mm512_mul_ps(va, v));
+                let m = if q + 1 == P { mask } else { 0xFFFF };
+                if beta == 0.0 {
+                    _mm512_mask_storeu_ps(d, m, v);
+                } else {
+                    _mm512_mask_storeu_ps(d, m, _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, d), v));
+                }
+            }
+        }
+    }
+}
+
 /// `c[i0.., j0..] = alpha * tile + beta * c` over the `mr x nr` corner of `tile`;
 /// `beta == 0` does not read `c`.
 ///
@@ -732,7 +978,7 @@ fn pack_a(a: &ArrayView2<'_, f32>, ic: usize, mc: usize, pc: usize, kc: usize, d
 /// Whether the AVX2 + FMA kernels run on this CPU.
 fn avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
-    return matches!(kernel(), Kernel::Avx2Fma);
+    return kernel() >= Kernel::Avx2Fma;
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
@@ -904,7 +1150,7 @@ const THIN_KB: usize = 2048;
 fn thin(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32, c: ArrayViewMut2<'_, f32>) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        if !matches!(kernel(), Kernel::Avx2Fma) {
+        if !avx2_fma() {
             return false;
         }
         let proof = Direct(());

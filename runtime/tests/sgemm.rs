@@ -1,7 +1,8 @@
 //! `sgemm` against a naive f64 triple loop: many shapes (tiny, primes, thin, edges of
 //! the block sizes), all four transpose combinations, alpha/beta including beta = 0 over
-//! a NaN-filled `c`, stepped and reversed views; and a counting allocator showing that a
-//! repeated call allocates nothing.
+//! a NaN-filled `c`, stepped and reversed views, each with every kernel the CPU has
+//! (portable, AVX2, AVX-512); and a counting allocator showing that a repeated call
+//! allocates nothing.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -134,17 +135,41 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (337, 300, 65),
     // Big enough to be split across threads with `parallel`, along rows and columns.
     (64, 600, 300),
+    // The AVX-512 kernel (12 x 32 tiles, KC 256, a read in place up to 16 panels of b):
+    // every bottom edge m % 12 = 1..11 with and without the 6-row tile, an odd last
+    // panel, a partial last panel of a pair and alone, depths across the KC edge, a
+    // packed a (more than 16 panels).
+    (13, 257, 32),
+    (18, 100, 33),
+    (23, 513, 47),
+    (29, 256, 63),
+    (35, 255, 200),
+    (71, 300, 300),
+    (94, 40, 258),
+    (175, 520, 273),
 ];
 
 // ---------------------------------------------------------------- tests
 
+/// Runs `f` once with each kernel this CPU has (portable, AVX2, AVX-512) forced on
+/// this thread, so that a machine with the best kernel tests the others too.
+fn each_kernel(mut f: impl FnMut(sgemm::Kernel)) {
+    for kern in sgemm::kernels() {
+        sgemm::FORCE_KERNEL.with(|f| f.set(Some(kern)));
+        f(kern);
+    }
+    sgemm::FORCE_KERNEL.with(|f| f.set(None));
+}
+
 #[test]
 fn all_shapes_and_transposes_beta_zero_over_nan() {
-    for &(m, k, n) in SHAPES {
-        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            case(m, k, n, ta, tb, 1.0, 0.0);
+    each_kernel(|_| {
+        for &(m, k, n) in SHAPES {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                case(m, k, n, ta, tb, 1.0, 0.0);
+            }
         }
-    }
+    });
 }
 
 /// The thin kernels: every width 1..=16 on either side, depths with and without a
@@ -166,18 +191,17 @@ fn thin_products_every_width() {
     }
 }
 
-/// The portable micro-kernel and the paths without AVX2 (no thin kernels, no direct
-/// reads, no register transposes), forced on this thread, over the same shapes.
+/// Every kernel (the portable one has no thin kernels, direct reads or register
+/// transposes) over the same shapes with alpha and beta, `c` read and scaled.
 #[test]
-fn portable_kernel_every_shape() {
-    sgemm::FORCE_PORTABLE.with(|f| f.set(true));
-    for &(m, k, n) in SHAPES {
-        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            case(m, k, n, ta, tb, 1.0, 0.0);
-            case(m, k, n, ta, tb, -0.5, 1.5);
+fn every_kernel_every_shape_alpha_beta() {
+    each_kernel(|_| {
+        for &(m, k, n) in SHAPES {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                case(m, k, n, ta, tb, -0.5, 1.5);
+            }
         }
-    }
-    sgemm::FORCE_PORTABLE.with(|f| f.set(false));
+    });
 }
 
 /// `sgemm_then`: the epilogue runs exactly once on every element, with its true
@@ -210,8 +234,7 @@ fn epilogue_sees_every_element_once_with_its_indices() {
             );
         }
     };
-    for portable in [false, true] {
-        sgemm::FORCE_PORTABLE.with(|f| f.set(portable));
+    each_kernel(|_| {
         for &(m, k, n) in &[
             (100, 784, 10),
             (784, 100, 10),
@@ -221,24 +244,27 @@ fn epilogue_sees_every_element_once_with_its_indices() {
             (337, 300, 65),
             (64, 600, 300),
             (5, 0, 4),
+            (71, 300, 300),
+            (175, 520, 273),
         ] {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 run(m, k, n, ta, tb);
             }
         }
-    }
-    sgemm::FORCE_PORTABLE.with(|f| f.set(false));
+    });
 }
 
 #[test]
 fn alpha_and_beta() {
-    for &(m, k, n) in &[(37, 53, 29), (100, 784, 10), (169, 257, 17), (7, 3, 40), (65, 70, 48), (64, 385, 64)] {
-        for &(alpha, beta) in &[(1.0, 1.0), (-0.5, 1.0), (2.0, -1.5), (0.25, 0.0), (1.0, 0.5)] {
-            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-                case(m, k, n, ta, tb, alpha, beta);
+    each_kernel(|_| {
+        for &(m, k, n) in &[(37, 53, 29), (100, 784, 10), (169, 257, 17), (7, 3, 40), (65, 70, 48), (64, 385, 64)] {
+            for &(alpha, beta) in &[(1.0, 1.0), (-0.5, 1.0), (2.0, -1.5), (0.25, 0.0), (1.0, 0.5)] {
+                for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                    case(m, k, n, ta, tb, alpha, beta);
+                }
             }
         }
-    }
+    });
 }
 
 #[test]
