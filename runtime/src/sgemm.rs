@@ -49,10 +49,13 @@ const NC: usize = 4080;
 /// Most panels of `b` for which a row-major `a` is read in place by the column kernel
 /// rather than packed (see `product`).
 const IN_PLACE_PANELS: usize = 16;
-/// `KC` of the AVX-512 kernel, whose pair of `b` panels (`KC_512 x 2 NR`, 32 KiB)
-/// stays in L1.
-const KC_512: usize = 256;
-/// `IN_PLACE_PANELS` of the AVX-512 kernel.
+/// `KC` of the AVX-512 kernel. Measured on M3's step (interleaved in one process, best
+/// of 60 rounds each): 256 11.04 ms, 384 11.01, 512 10.73, 768 10.89, 1024 11.19; M2
+/// was the same for all (k <= 784). The pair of `b` panels (64 KiB at 512) then
+/// streams from L2 at 128 bytes a step, which the 12 rows of FMAs a step hide.
+const KC_512: usize = 512;
+/// `IN_PLACE_PANELS` of the AVX-512 kernel (measured the same way: M2 1.5-2% slower
+/// with a packed at 0 or 8; M3 the same at 16 and 64).
 const IN_PLACE_PANELS_512: usize = 16;
 /// Steps packed across all panels at a time (see [`pack_runs`]).
 const PACK_ROWS: usize = 8;

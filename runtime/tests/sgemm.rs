@@ -135,7 +135,7 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (337, 300, 65),
     // Big enough to be split across threads with `parallel`, along rows and columns.
     (64, 600, 300),
-    // The AVX-512 kernel (12 x 32 tiles, KC 256, a read in place up to 16 panels of b):
+    // The AVX-512 kernel (12 x 32 tiles, KC 512, a read in place up to 16 panels of b):
     // every bottom edge m % 12 = 1..11 with and without the 6-row tile, an odd last
     // panel, a partial last panel of a pair and alone, depths across the KC edge, a
     // packed a (more than 16 panels).
