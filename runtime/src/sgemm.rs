@@ -1139,8 +1139,13 @@ fn pack_b(b: &ArrayView2<'_, f32>, pc: usize, kc: usize, jc: usize, nc: usize, d
 /// The widest side of `c` that the thin kernels take.
 const THIN: usize = 16;
 /// Most columns of `c` one thin tile computes (`2 x 6` or `16 x 6` accumulators: 12 of
-/// the 16 vector registers).
+/// the 16 AVX2 registers).
 const THIN_C: usize = 6;
+/// Most rows of a dot-form tile (AVX-512: `4 x 6` accumulators, 24 of 32 registers).
+const DOT_ROWS: usize = 4;
+/// Most rows of an outer-form tile (AVX-512: four 16-lane vectors by 6 columns, 24 of
+/// 32 registers).
+const OUTER_ROWS: usize = 64;
 /// Depth of a block of the dot form, which bounds the `b^T` block (`THIN x THIN_KB`,
 /// at most 128 KiB) to L2 for very deep products. Measured on M1's forward (k = 784):
 /// splitting k into blocks small enough for L1 (256, 392) was slower than the whole
@@ -1218,6 +1223,8 @@ fn thin_dot(
     let n = b.dim().1;
     let lda = a.strides()[0];
     let out = Out { ptr: c.as_mut_ptr(), rs: c.strides()[0], cs: c.strides()[1] };
+    // Rows of a tile: 2 x 6 accumulators of the 16 AVX2 registers, 4 x 6 of AVX-512's 32.
+    let tall = if kernel() == Kernel::Avx512 { DOT_ROWS } else { 2 };
     let run = |bt: *const f32, ldb: isize| {
         let width = thin_groups(n);
         // Depth blocks (see THIN_KB); the later blocks add to c.
@@ -1230,9 +1237,9 @@ fn thin_dot(
             // outer, all of b^T (31 KiB) and a's rows did not fit in L1 together.
             for j0 in (0..n).step_by(width) {
                 let cols = width.min(n - j0);
-                for i0 in (0..m).step_by(2) {
-                    let rows = 2.min(m - i0);
-                    let mut tile = [[0.0f32; THIN_C]; 2];
+                for i0 in (0..m).step_by(tall) {
+                    let rows = tall.min(m - i0);
+                    let mut tile = [[0.0f32; THIN_C]; DOT_ROWS];
                     // SAFETY: rows i0..i0 + rows of `a` (k contiguous elements each, lda
                     // apart) and rows j0..j0 + cols of `bt` (k contiguous elements, ldb
                     // apart) are inside live memory, and p0 + kl <= k; `proof` says
@@ -1369,10 +1376,11 @@ unsafe fn transpose_8x8(src: *const f32, ss: isize, dst: *mut f32, ds: usize) {
 }
 
 /// `rows x cols` dot products of length `k`: row `r` of `a` (at `a + r * lda`) with row
-/// `j` of `bt` (at `bt + j * ldb`), into `tile[r][j]`.
+/// `j` of `bt` (at `bt + j * ldb`), into `tile[r][j]`; with AVX-512 when `rows > 2`.
 ///
 /// # Safety
-/// Those rows must be readable for `k` elements each; `rows <= 2`, `cols <= THIN_C`.
+/// Those rows must be readable for `k` elements each; `rows <= 2`, or `rows <=
+/// DOT_ROWS` on a CPU with AVX-512F; `cols <= THIN_C`.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[inline]
@@ -1385,17 +1393,21 @@ unsafe fn dot_tile(
     lda: isize,
     bt: *const f32,
     ldb: isize,
-    tile: &mut [[f32; THIN_C]; 2],
+    tile: &mut [[f32; THIN_C]; DOT_ROWS],
 ) {
     macro_rules! go {
-        ($($r:literal, $c:literal);*) => {
+        ($kern:ident: $($r:literal, $c:literal);*) => {
             match (rows, cols) {
-                $(($r, $c) => dot_avx2::<$r, $c>(k, a, lda, bt, ldb, tile),)*
+                $(($r, $c) => $kern::<$r, $c>(k, a, lda, bt, ldb, tile),)*
                 _ => unreachable!("thin tile {rows} x {cols}"),
             }
         };
     }
-    go!(1, 1; 1, 2; 1, 3; 1, 4; 1, 5; 1, 6; 2, 1; 2, 2; 2, 3; 2, 4; 2, 5; 2, 6)
+    if rows <= 2 {
+        go!(dot_avx2: 1, 1; 1, 2; 1, 3; 1, 4; 1, 5; 1, 6; 2, 1; 2, 2; 2, 3; 2, 4; 2, 5; 2, 6)
+    } else {
+        go!(dot_avx512: 3, 1; 3, 2; 3, 3; 3, 4; 3, 5; 3, 6; 4, 1; 4, 2; 4, 3; 4, 4; 4, 5; 4, 6)
+    }
 }
 
 /// The AVX2 dot tile for fixed `R x C` (the accumulators stay in registers).
@@ -1412,7 +1424,7 @@ unsafe fn dot_avx2<const R: usize, const C: usize>(
     lda: isize,
     bt: *const f32,
     ldb: isize,
-    tile: &mut [[f32; THIN_C]; 2],
+    tile: &mut [[f32; THIN_C]; DOT_ROWS],
 ) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm256_setzero_ps(); C]; R];
@@ -1447,6 +1459,64 @@ unsafe fn dot_avx2<const R: usize, const C: usize>(
     }
 }
 
+/// The AVX-512 dot tile for fixed `R x C`, 16 lanes along `k`, the `k % 16` tail under
+/// a mask.
+///
+/// # Safety
+/// As [`dot_tile`], and the CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+// Index loops over the fixed register tile read clearest here.
+#[allow(clippy::needless_range_loop)]
+unsafe fn dot_avx512<const R: usize, const C: usize>(
+    k: usize,
+    a: *const f32,
+    lda: isize,
+    bt: *const f32,
+    ldb: isize,
+    tile: &mut [[f32; THIN_C]; DOT_ROWS],
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let rows: [*const f32; R] = std::array::from_fn(|r| a.offset(r as isize * lda));
+    let cols: [*const f32; C] = std::array::from_fn(|j| bt.offset(j as isize * ldb));
+    // `load(ptr, p)` is 16 elements from `ptr + p`.
+    macro_rules! step {
+        ($p:expr, $load:expr) => {
+            let av: [__m512; R] = std::array::from_fn(|r| $load(rows[r], $p));
+            for j in 0..C {
+                let bv = $load(cols[j], $p);
+                for r in 0..R {
+                    acc[r][j] = _mm512_fmadd_ps(av[r], bv, acc[r][j]);
+                }
+            }
+        };
+    }
+    let k16 = k / 16 * 16;
+    for p in (0..k16).step_by(16) {
+        step!(p, |x: *const f32, p| _mm512_loadu_ps(x.add(p)));
+    }
+    if k16 < k {
+        // A masked load reads nothing past the end.
+        let mask = ((1u32 << (k - k16)) - 1) as u16;
+        step!(k16, |x: *const f32, p| _mm512_maskz_loadu_ps(mask, x.add(p)));
+    }
+    for r in 0..R {
+        for j in 0..C {
+            // The lanes summed by halving with EVEX shuffles. std's
+            // `_mm512_reduce_add_ps` goes through instructions that reach only the
+            // first 16 registers, and LLVM then kept the accumulators that did not fit
+            // there on the stack throughout the loop (1.5x slower).
+            let v = acc[r][j];
+            let v = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b01_00_11_10>(v, v));
+            let v = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b10_11_00_01>(v, v));
+            let v = _mm512_add_ps(v, _mm512_permute_ps::<0b01_00_11_10>(v));
+            let v = _mm512_add_ps(v, _mm512_permute_ps::<0b10_11_00_01>(v));
+            tile[r][j] = _mm512_cvtss_f32(v);
+        }
+    }
+}
+
 /// `c = alpha * a x b + beta * c` where `a`'s columns are contiguous (`a` is a
 /// transposed view): a `16 x C` block of `c` accumulates, for each `p`, column `p` of
 /// `a` (two vectors, read in place) times the broadcast `b[p, j0..j0 + C]`.
@@ -1469,24 +1539,27 @@ fn thin_outer(
     // into its columns, and the stripe's rows for the write-back. Every kernel
     // overwrites what is then read, so both are zeroed once per call, not once per tile
     // (a memset per tile was 2.5% of M1's step).
-    let mut cols = [[0.0f32; 16]; THIN + THIN_C];
-    let mut rows_buf = [0.0f32; 16 * THIN + 8];
+    let mut cols = [[0.0f32; OUTER_ROWS]; THIN + THIN_C];
+    let mut rows_buf = [0.0f32; OUTER_ROWS * THIN + 8];
+    let wide = kernel() == Kernel::Avx512;
     // A row-major c without gaps (a weight, as in M1's `w -= lr x^T g`): the stripe is
     // one contiguous run of c, written back with vector code after a transpose.
     let contiguous = out.cs == 1 && out.rs == n as isize;
     let mut i0 = 0;
     while i0 < m {
-        // 16 rows a tile, then one of 8, then single rows (the vectors' lanes are rows).
-        let rows = if m - i0 >= 16 {
-            16
-        } else if m - i0 >= 8 {
-            8
-        } else {
-            1
+        // 16 rows a tile (with AVX-512: 64, then 32, then 16), then one of 8, then single
+        // rows (the vectors' lanes are rows).
+        let rows = match m - i0 {
+            64.. if wide => 64,
+            32.. if wide => 32,
+            16.. => 16,
+            8.. => 8,
+            _ => 1,
         };
         for j0 in (0..n).step_by(width) {
             let w = width.min(n - j0);
-            let tile: &mut [[f32; 16]; THIN_C] = (&mut cols[j0..j0 + THIN_C]).try_into().expect("THIN_C columns");
+            let tile: &mut [[f32; OUTER_ROWS]; THIN_C] =
+                (&mut cols[j0..j0 + THIN_C]).try_into().expect("THIN_C columns");
             // SAFETY: column p of `a` has rows i0..i0 + rows at `ap + p * lda` (unit row
             // stride), and b[p, j0 + j] is at `bp + p * brs + j * bcs`, all inside the
             // live views for p < k, j < cols; `proof` says avx2 + fma are present.
@@ -1502,7 +1575,7 @@ fn thin_outer(
                         t[0] = s;
                     }
                 } else {
-                    outer_tile(proof, rows, w, k, ap, lda, bp, brs, bcs, tile);
+                    outer_tile(proof, wide, rows, w, k, ap, lda, bp, brs, bcs, tile);
                 }
                 if rows == 1 || !contiguous {
                     // SAFETY: i0 + rows <= m, j0 + w <= n inside the live `c`.
@@ -1519,7 +1592,7 @@ fn thin_outer(
     }
 }
 
-/// Writes a stripe of the outer form's `c` (`rows` = 8 or 16 rows of a contiguous
+/// Writes a stripe of the outer form's `c` (`rows`, a multiple of 8 up to `OUTER_ROWS`, of a contiguous
 /// row-major `c`, `n` <= `THIN` wide) from its columns: `c[i0 + r, j] = alpha *
 /// cols[j][r] + beta * c[..]`. The 8 x 8 blocks of `cols` are transposed into `buf`
 /// with rows `n` apart (a block's 8 lanes may run into the next row's first columns,
@@ -1538,16 +1611,16 @@ unsafe fn store_stripe_avx2(
     i0: usize,
     rows: usize,
     n: usize,
-    cols: &[[f32; 16]; THIN + THIN_C],
-    buf: &mut [f32; 16 * THIN + 8],
+    cols: &[[f32; OUTER_ROWS]; THIN + THIN_C],
+    buf: &mut [f32; OUTER_ROWS * THIN + 8],
     alpha: f32,
     beta: f32,
 ) {
-    assert!((rows == 8 || rows == 16) && n <= THIN);
+    assert!(rows % 8 == 0 && rows <= OUTER_ROWS && n <= THIN);
     for j0 in (0..n).step_by(8).rev() {
         for r0 in (0..rows).step_by(8) {
             // Block (rows r0.., columns j0..): source row q is column j0 + q, lane r.
-            transpose_8x8(cols[j0].as_ptr().add(r0), 16, buf.as_mut_ptr().add(r0 * n + j0), n);
+            transpose_8x8(cols[j0].as_ptr().add(r0), OUTER_ROWS as isize, buf.as_mut_ptr().add(r0 * n + j0), n);
         }
     }
     let dst = std::slice::from_raw_parts_mut(out.ptr.offset(i0 as isize * out.rs), rows * n);
@@ -1558,15 +1631,18 @@ unsafe fn store_stripe_avx2(
     }
 }
 
-/// Dispatches the `rows x cols` outer-product tile to its fixed-size kernel.
+/// Dispatches the `rows x cols` outer-product tile to its fixed-size kernel: AVX-512 if
+/// `wide`, AVX2 otherwise.
 ///
 /// # Safety
-/// As [`outer_avx2`]; `rows` is 8 or 16, `cols <= THIN_C`.
+/// As [`outer_avx2`] (and the CPU must support AVX-512F if `wide`); `rows` is 8 or 16,
+/// or with `wide` 16, 32 or 64; `cols <= THIN_C`.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[inline]
 unsafe fn outer_tile(
     _proof: Direct,
+    wide: bool,
     rows: usize,
     cols: usize,
     k: usize,
@@ -1575,17 +1651,22 @@ unsafe fn outer_tile(
     b: *const f32,
     brs: isize,
     bcs: isize,
-    tile: &mut [[f32; 16]; THIN_C],
+    tile: &mut [[f32; OUTER_ROWS]; THIN_C],
 ) {
     macro_rules! go {
-        ($($v:literal, $c:literal);*) => {
-            match (rows / 8, cols) {
-                $(($v, $c) => outer_avx2::<$v, $c>(k, a, lda, b, brs, bcs, tile),)*
+        ($kern:ident, $lanes:literal: $($v:literal, $c:literal);*) => {
+            match (rows / $lanes, cols) {
+                $(($v, $c) => $kern::<$v, $c>(k, a, lda, b, brs, bcs, tile),)*
                 _ => unreachable!("thin tile {rows} x {cols}"),
             }
         };
     }
-    go!(1, 1; 1, 2; 1, 3; 1, 4; 1, 5; 1, 6; 2, 1; 2, 2; 2, 3; 2, 4; 2, 5; 2, 6)
+    if wide && rows >= 16 {
+        go!(outer_avx512, 16: 1, 1; 1, 2; 1, 3; 1, 4; 1, 5; 1, 6; 2, 1; 2, 2; 2, 3; 2, 4; 2, 5; 2, 6;
+            4, 1; 4, 2; 4, 3; 4, 4; 4, 5; 4, 6)
+    } else {
+        go!(outer_avx2, 8: 1, 1; 1, 2; 1, 3; 1, 4; 1, 5; 1, 6; 2, 1; 2, 2; 2, 3; 2, 4; 2, 5; 2, 6)
+    }
 }
 
 /// The AVX2 outer-product tile: `V` vectors (8 rows each) by `C` columns.
@@ -1604,7 +1685,7 @@ unsafe fn outer_avx2<const V: usize, const C: usize>(
     b: *const f32,
     brs: isize,
     bcs: isize,
-    tile: &mut [[f32; 16]; THIN_C],
+    tile: &mut [[f32; OUTER_ROWS]; THIN_C],
 ) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm256_setzero_ps(); V]; C];
@@ -1625,6 +1706,46 @@ unsafe fn outer_avx2<const V: usize, const C: usize>(
     for (j, accj) in acc.iter().enumerate() {
         for (v, x) in accj.iter().enumerate() {
             _mm256_storeu_ps(tile[j].as_mut_ptr().add(8 * v), *x);
+        }
+    }
+}
+
+/// The AVX-512 outer-product tile: `V` vectors (16 rows each) by `C` columns.
+///
+/// # Safety
+/// As [`outer_avx2`] with `16 V` rows, and the CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+// Index loops over the fixed register tile read clearest here.
+#[allow(clippy::needless_range_loop)]
+unsafe fn outer_avx512<const V: usize, const C: usize>(
+    k: usize,
+    a: *const f32,
+    lda: isize,
+    b: *const f32,
+    brs: isize,
+    bcs: isize,
+    tile: &mut [[f32; OUTER_ROWS]; THIN_C],
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); V]; C];
+    for p in 0..k as isize {
+        let col = a.offset(p * lda);
+        let mut av = [_mm512_setzero_ps(); V];
+        for (v, x) in av.iter_mut().enumerate() {
+            *x = _mm512_loadu_ps(col.add(16 * v));
+        }
+        let brow = b.offset(p * brs);
+        for (j, accj) in acc.iter_mut().enumerate() {
+            let x = _mm512_set1_ps(*brow.offset(j as isize * bcs));
+            for v in 0..V {
+                accj[v] = _mm512_fmadd_ps(av[v], x, accj[v]);
+            }
+        }
+    }
+    for (j, accj) in acc.iter().enumerate() {
+        for (v, x) in accj.iter().enumerate() {
+            _mm512_storeu_ps(tile[j].as_mut_ptr().add(16 * v), *x);
         }
     }
 }
