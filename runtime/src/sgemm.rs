@@ -272,8 +272,10 @@ fn detected() -> Kernel {
     Kernel::Portable
 }
 
-/// Every kernel this CPU runs, from the portable one up (what tests loop over).
+/// Every kernel this CPU runs, from the portable one up (what `tests/sgemm.rs`, which
+/// compiles this file as a module of its own, loops over).
 #[cfg(test)]
+#[allow(dead_code)]
 pub(crate) fn kernels() -> Vec<Kernel> {
     let best = detected();
     let all = [
@@ -1616,7 +1618,7 @@ unsafe fn store_stripe_avx2(
     alpha: f32,
     beta: f32,
 ) {
-    assert!(rows % 8 == 0 && rows <= OUTER_ROWS && n <= THIN);
+    assert!(rows.is_multiple_of(8) && rows <= OUTER_ROWS && n <= THIN);
     for j0 in (0..n).step_by(8).rev() {
         for r0 in (0..rows).step_by(8) {
             // Block (rows r0.., columns j0..): source row q is column j0 + q, lane r.
