@@ -352,10 +352,13 @@ fn product(
     // than reading 6 rows at a time (M2, at most 16 panels: 1.587 -> 1.564 ms; M3's 64
     // panels: 2% slower in place). Rows a multiple of 4 KiB apart would share one L1
     // set, so they are packed.
+    // The AVX-512 kernel reads a column-major a (a transposed view, as in a weight
+    // gradient `x^T g`) in place too: a tile's 12 values of a step are then contiguous.
+    let (rs_a, cs_a) = (a.strides()[0], a.strides()[1]);
+    let unit_step = |unit: isize, step: isize| unit == 1 && step % 1024 != 0;
     let a_in_place = !direct
         && avx2_fma()
-        && a.strides()[1] == 1
-        && a.strides()[0] % 1024 != 0
+        && (unit_step(cs_a, rs_a) || (wide && unit_step(rs_a, cs_a)))
         && n <= if wide { IN_PLACE_PANELS_512 } else { IN_PLACE_PANELS } * NR
         && c.strides()[1] == 1;
     let out = Out { ptr: c.as_mut_ptr(), rs: c.strides()[0], cs: c.strides()[1] };
@@ -389,29 +392,19 @@ fn product(
                         // SAFETY: avx512f, avx2 and fma were detected (`Avx512`); bpack
                         // holds the block's panels (asserted); apack holds mc.div_ceil(MR)
                         // packed panels (asserted), or the rows ic..ic + mc, columns
-                        // pc..pc + kc read in place are inside the live row-major `a`;
+                        // pc..pc + kc read in place are inside the live view `a`;
                         // rows ic..ic + mc and columns jc..jc + nc are inside `c`, which
                         // `out` points into (unit column stride) and which stays mutably
                         // borrowed (unaliased) for this whole call.
                         unsafe {
                             let at = out.ptr.offset(ic as isize * out.rs + jc as isize);
                             if a_in_place {
-                                let lda = a.strides()[0];
-                                let ap = a.as_ptr().offset(ic as isize * lda + pc as isize);
-                                block_avx512::<false>(kc, ap, lda, mc, bpack.as_ptr(), nc, at, out.rs, alpha, beta);
+                                let sa = (rs_a, cs_a);
+                                let ap = a.as_ptr().offset(ic as isize * sa.0 + pc as isize * sa.1);
+                                block_avx512::<false>(kc, ap, sa, mc, bpack.as_ptr(), nc, at, out.rs, alpha, beta);
                             } else {
-                                block_avx512::<true>(
-                                    kc,
-                                    apack.as_ptr(),
-                                    0,
-                                    mc,
-                                    bpack.as_ptr(),
-                                    nc,
-                                    at,
-                                    out.rs,
-                                    alpha,
-                                    beta,
-                                );
+                                let ap = apack.as_ptr();
+                                block_avx512::<true>(kc, ap, (0, 0), mc, bpack.as_ptr(), nc, at, out.rs, alpha, beta);
                             }
                         }
                     }
@@ -719,8 +712,8 @@ unsafe fn panels_avx2<const R: usize, const PACKED: bool>(
 /// `c = alpha * a x b + beta * c` for one `mc x nc` block of a row-major `c` with the
 /// AVX-512 kernel: `b` is the block's `nc.div_ceil(NR)` packed panels, taken two at a
 /// time (a last odd one, or a partial one, alone or masked); `a` is packed
-/// (`mc.div_ceil(MR)` panels of `kc x MR`) or, if not `PACKED`, the `mc x kc` block of a
-/// row-major `a` read in place, rows `lda` apart.
+/// (`mc.div_ceil(MR)` panels of `kc x MR`) or, if not `PACKED`, the `mc x kc` block of
+/// `a` read in place (element `(i, p)` at `a + i * sa.0 + p * sa.1`).
 ///
 /// # Safety
 /// The CPU must support AVX-512F, AVX2 and FMA; `a` must hold the panels (packed) or
@@ -732,7 +725,7 @@ unsafe fn panels_avx2<const R: usize, const PACKED: bool>(
 unsafe fn block_avx512<const PACKED: bool>(
     kc: usize,
     a: *const f32,
-    lda: isize,
+    sa: (isize, isize),
     mc: usize,
     b: *const f32,
     nc: usize,
@@ -749,9 +742,9 @@ unsafe fn block_avx512<const PACKED: bool>(
         let mask = (((1u32 << last) - 1) & 0xFFFF) as u16;
         let (b, c) = (b.add(jp * kc * NR), c.add(jp * NR));
         if pair {
-            column_avx512::<2, PACKED>(kc, a, lda, mc, b, mask, c, rs, alpha, beta);
+            column_avx512::<2, PACKED>(kc, a, sa, mc, b, mask, c, rs, alpha, beta);
         } else {
-            column_avx512::<1, PACKED>(kc, a, lda, mc, b, mask, c, rs, alpha, beta);
+            column_avx512::<1, PACKED>(kc, a, sa, mc, b, mask, c, rs, alpha, beta);
         }
     }
 }
@@ -767,7 +760,7 @@ unsafe fn block_avx512<const PACKED: bool>(
 unsafe fn column_avx512<const P: usize, const PACKED: bool>(
     kc: usize,
     a: *const f32,
-    lda: isize,
+    sa: (isize, isize),
     mc: usize,
     b: *const f32,
     mask: u16,
@@ -777,23 +770,28 @@ unsafe fn column_avx512<const P: usize, const PACKED: bool>(
     beta: f32,
 ) {
     let full = mc / (2 * MR);
-    panels_avx512::<{ 2 * MR }, P, PACKED>(kc, a, lda, full, b, mask, c, rs, alpha, beta);
+    panels_avx512::<{ 2 * MR }, P, PACKED>(kc, a, sa, full, b, mask, c, rs, alpha, beta);
     let mut done = full * 2 * MR;
     // Where row `done` of the block starts: packed a has MR rows a panel.
-    let at =
-        |done: usize| if PACKED { a.wrapping_add(done / MR * kc * MR) } else { a.wrapping_offset(done as isize * lda) };
+    let at = |done: usize| {
+        if PACKED {
+            a.wrapping_add(done / MR * kc * MR)
+        } else {
+            a.wrapping_offset(done as isize * sa.0)
+        }
+    };
     let c_at = |done: usize| c.wrapping_offset(done as isize * rs);
     if mc - done >= MR {
-        panels_avx512::<MR, P, PACKED>(kc, at(done), lda, 1, b, mask, c_at(done), rs, alpha, beta);
+        panels_avx512::<MR, P, PACKED>(kc, at(done), sa, 1, b, mask, c_at(done), rs, alpha, beta);
         done += MR;
     }
     let (a, c) = (at(done), c_at(done));
     match mc - done {
-        1 => panels_avx512::<1, P, PACKED>(kc, a, lda, 1, b, mask, c, rs, alpha, beta),
-        2 => panels_avx512::<2, P, PACKED>(kc, a, lda, 1, b, mask, c, rs, alpha, beta),
-        3 => panels_avx512::<3, P, PACKED>(kc, a, lda, 1, b, mask, c, rs, alpha, beta),
-        4 => panels_avx512::<4, P, PACKED>(kc, a, lda, 1, b, mask, c, rs, alpha, beta),
-        5 => panels_avx512::<5, P, PACKED>(kc, a, lda, 1, b, mask, c, rs, alpha, beta),
+        1 => panels_avx512::<1, P, PACKED>(kc, a, sa, 1, b, mask, c, rs, alpha, beta),
+        2 => panels_avx512::<2, P, PACKED>(kc, a, sa, 1, b, mask, c, rs, alpha, beta),
+        3 => panels_avx512::<3, P, PACKED>(kc, a, sa, 1, b, mask, c, rs, alpha, beta),
+        4 => panels_avx512::<4, P, PACKED>(kc, a, sa, 1, b, mask, c, rs, alpha, beta),
+        5 => panels_avx512::<5, P, PACKED>(kc, a, sa, 1, b, mask, c, rs, alpha, beta),
         _ => {}
     }
 }
@@ -806,7 +804,7 @@ unsafe fn column_avx512<const P: usize, const PACKED: bool>(
 /// does not read `c`. With `R = 12`, `P = 2` the tile holds 24 accumulators, and each
 /// step is 24 FMAs against 2 vector loads and 12 broadcasts. `a` is packed (tile `t`
 /// at `a + t * 2 kc MR`; row `r` in panel `r / MR`, lane `r % MR`) or, if not
-/// `PACKED`, rows of a row-major `a` read in place (`lda` apart).
+/// `PACKED`, read in place (element `(r, p)` at `a + r * sa.0 + p * sa.1`).
 ///
 /// # Safety
 /// The CPU must support AVX-512F, AVX2 and FMA; `a` and `b` must hold what the tiles
@@ -818,7 +816,7 @@ unsafe fn column_avx512<const P: usize, const PACKED: bool>(
 unsafe fn panels_avx512<const R: usize, const P: usize, const PACKED: bool>(
     kc: usize,
     a: *const f32,
-    lda: isize,
+    sa: (isize, isize),
     count: usize,
     b: *const f32,
     mask: u16,
@@ -830,11 +828,10 @@ unsafe fn panels_avx512<const R: usize, const P: usize, const PACKED: bool>(
     use std::arch::x86_64::*;
     let (va, vb) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
     let head = kc.saturating_sub(PREFETCH_STEPS);
-    // Element (r, p) of a tile: packed, at row offset `off[r]` plus MR per step; in
-    // place, at row r plus one per step.
+    // Element (r, p) of a tile: at `off[r] + p * acs`.
     let off: [isize; R] =
-        std::array::from_fn(|r| if PACKED { (r / MR * kc * MR + r % MR) as isize } else { r as isize * lda });
-    let (tile_step, acs) = if PACKED { ((2 * kc * MR) as isize, MR) } else { (2 * MR as isize * lda, 1) };
+        std::array::from_fn(|r| if PACKED { (r / MR * kc * MR + r % MR) as isize } else { r as isize * sa.0 });
+    let (tile_step, acs) = if PACKED { ((2 * kc * MR) as isize, MR as isize) } else { (2 * MR as isize * sa.0, sa.1) };
     let panel = kc * NR;
     for t in 0..count {
         let a = a.offset(t as isize * tile_step);
@@ -843,7 +840,7 @@ unsafe fn panels_avx512<const R: usize, const P: usize, const PACKED: bool>(
         macro_rules! steps {
             ($range:expr) => {
                 for p in $range {
-                    let (ap, bp) = (a.add(p * acs), b.add(p * NR));
+                    let (ap, bp) = (a.offset(p as isize * acs), b.add(p * NR));
                     let bv: [__m512; P] = std::array::from_fn(|q| _mm512_loadu_ps(bp.add(q * panel)));
                     for (r, row) in acc.iter_mut().enumerate() {
                         let x = _mm512_set1_ps(*ap.offset(off[r]));
