@@ -268,7 +268,7 @@ fn bench(c: &mut Criterion) {
     ratio(
         "M3",
         products(&[784, 1024, 1024, 10], 256),
-        2,
+        4,
         || {
             black_box(m3.train_step(x.view(), y.view()).unwrap());
         },
