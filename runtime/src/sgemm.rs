@@ -1069,6 +1069,29 @@ unsafe fn pack_runs<const W: usize>(src: *const f32, step: isize, kc: usize, pan
     }
 }
 
+/// [`pack_runs`] of `NR`-wide runs, one 16-lane load and store each (the portable
+/// [`pack_runs`] compiles to four 4-lane ones): M3's `pack_b` 5.6% -> 4.7% of the step
+/// in a profile, the step 1-2% faster in four of five alternating runs. A prefetch of
+/// the next pass's rows made no difference.
+///
+/// # Safety
+/// As [`pack_runs`]; the CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn pack_runs_avx512(src: *const f32, step: isize, kc: usize, panels: usize, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    assert!(dst.len() >= panels * kc * NR);
+    let d = dst.as_mut_ptr();
+    for p0 in (0..kc).step_by(PACK_ROWS) {
+        for q in 0..panels {
+            for p in p0..(p0 + PACK_ROWS).min(kc) {
+                let at = src.offset((q * NR) as isize + p as isize * step);
+                _mm512_storeu_ps(d.add(q * kc * NR + p * NR), _mm512_loadu_ps(at));
+            }
+        }
+    }
+}
+
 /// Packs `b[pc..pc + kc, jc..jc + nc]` as `NR`-wide panels, each `kc` rows of `NR`
 /// contiguous values, zero-padded right of the last column.
 fn pack_b(b: &ArrayView2<'_, f32>, pc: usize, kc: usize, jc: usize, nc: usize, dst: &mut [f32]) {
@@ -1083,7 +1106,17 @@ fn pack_b(b: &ArrayView2<'_, f32>, pc: usize, kc: usize, jc: usize, nc: usize, d
         // SAFETY: for p < kc and panel q < nc / NR, the NR elements at
         // `base + (pc + p) * rs + (jc + q * NR)` are columns jc + q * NR.. < jc + nc <= n
         // of row pc + p < k of the live view `b` (asserted above; cs == 1).
-        unsafe { pack_runs::<NR>(base.offset(pc as isize * rs + jc as isize), rs, kc, first, dst) };
+        unsafe {
+            let src = base.offset(pc as isize * rs + jc as isize);
+            #[cfg(target_arch = "x86_64")]
+            if kernel() == Kernel::Avx512 {
+                pack_runs_avx512(src, rs, kc, first, dst);
+            } else {
+                pack_runs::<NR>(src, rs, kc, first, dst);
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            pack_runs::<NR>(src, rs, kc, first, dst);
+        }
     }
     for (jp, panel) in dst.chunks_exact_mut(kc * NR).take(nc.div_ceil(NR)).enumerate().skip(first) {
         let j0 = jc + jp * NR;
