@@ -706,7 +706,8 @@ mod tests {
     #[test]
     fn exp_inplace_is_within_a_few_ulp() {
         // Every variant this CPU runs: the dispatcher's pick, and each vector build.
-        let mut variants: Vec<(&str, fn(&mut [f32]))> = vec![("exp_inplace", exp_inplace)];
+        type Exp = fn(&mut [f32]);
+        let mut variants: Vec<(&str, Exp)> = vec![("exp_inplace", exp_inplace)];
         #[cfg(target_arch = "x86_64")]
         {
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
