@@ -749,8 +749,10 @@ unsafe fn block_avx512<const PACKED: bool>(
     }
 }
 
-/// [`panels_avx512`] over all `mc` rows: the 12-row tiles in one call, then a 6-row
-/// tile and an `R`-row one for the rest.
+/// [`panels_avx512`] over all `mc` rows: the 12-row tiles in one call, then one tile of
+/// the remaining `mc % 12` rows. A remainder of 8 (M2's 128 rows) as one tile keeps 16
+/// accumulators in flight; as 6 + 2 rows, the 2-row tile's 4 accumulators could not
+/// cover the FMA latency.
 ///
 /// # Safety
 /// As [`panels_avx512`] for those `mc` rows.
@@ -771,29 +773,19 @@ unsafe fn column_avx512<const P: usize, const PACKED: bool>(
 ) {
     let full = mc / (2 * MR);
     panels_avx512::<{ 2 * MR }, P, PACKED>(kc, a, sa, full, b, mask, c, rs, alpha, beta);
-    let mut done = full * 2 * MR;
+    let done = full * 2 * MR;
     // Where row `done` of the block starts: packed a has MR rows a panel.
-    let at = |done: usize| {
-        if PACKED {
-            a.wrapping_add(done / MR * kc * MR)
-        } else {
-            a.wrapping_offset(done as isize * sa.0)
-        }
-    };
-    let c_at = |done: usize| c.wrapping_offset(done as isize * rs);
-    if mc - done >= MR {
-        panels_avx512::<MR, P, PACKED>(kc, at(done), sa, 1, b, mask, c_at(done), rs, alpha, beta);
-        done += MR;
+    let a = if PACKED { a.wrapping_add(done / MR * kc * MR) } else { a.wrapping_offset(done as isize * sa.0) };
+    let c = c.wrapping_offset(done as isize * rs);
+    macro_rules! rest {
+        ($($r:literal)*) => {
+            match mc - done {
+                $($r => panels_avx512::<$r, P, PACKED>(kc, a, sa, 1, b, mask, c, rs, alpha, beta),)*
+                _ => {}
+            }
+        };
     }
-    let (a, c) = (at(done), c_at(done));
-    match mc - done {
-        1 => panels_avx512::<1, P, PACKED>(kc, a, sa, 1, b, mask, c, rs, alpha, beta),
-        2 => panels_avx512::<2, P, PACKED>(kc, a, sa, 1, b, mask, c, rs, alpha, beta),
-        3 => panels_avx512::<3, P, PACKED>(kc, a, sa, 1, b, mask, c, rs, alpha, beta),
-        4 => panels_avx512::<4, P, PACKED>(kc, a, sa, 1, b, mask, c, rs, alpha, beta),
-        5 => panels_avx512::<5, P, PACKED>(kc, a, sa, 1, b, mask, c, rs, alpha, beta),
-        _ => {}
-    }
+    rest!(1 2 3 4 5 6 7 8 9 10 11)
 }
 
 /// The AVX-512 micro-kernel: `count` tiles of `R` rows (at most two packed panels of

@@ -136,7 +136,7 @@ const SHAPES: &[(usize, usize, usize)] = &[
     // Big enough to be split across threads with `parallel`, along rows and columns.
     (64, 600, 300),
     // The AVX-512 kernel (12 x 32 tiles, KC 512, a read in place up to 16 panels of b):
-    // every bottom edge m % 12 = 1..11 with and without the 6-row tile, an odd last
+    // every bottom edge m % 12 = 1..11 (one tile of the remaining rows), an odd last
     // panel, a partial last panel of a pair and alone, depths across the KC edge, a
     // packed a (more than 16 panels).
     (13, 257, 32),
@@ -146,6 +146,8 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (35, 255, 200),
     (71, 300, 300),
     (94, 40, 258),
+    (45, 70, 40),
+    (128, 77, 64),
     (175, 520, 273),
 ];
 
