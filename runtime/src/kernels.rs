@@ -47,14 +47,17 @@ pub fn gemm_acc(
 
 /// `out += alpha * sum_to(a)`: a bias gradient's reduction fused with its update.
 pub fn sum_to_acc(alpha: f32, a: ArrayViewD<'_, f32>, mut out: ArrayViewMutD<'_, f32>) {
-    let inner = out.len();
     let leading_only = a.shape().ends_with(out.shape()) || (out.ndim() == 0);
     if let (true, Some(src), Some(dst)) = (leading_only, a.as_slice(), out.as_slice_mut()) {
-        for chunk in src.chunks_exact(inner.max(1)) {
-            for (d, s) in dst.iter_mut().zip(chunk) {
-                *d += alpha * s;
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                // SAFETY: the feature `add_rows_avx512` is compiled for was just detected.
+                unsafe { add_rows_avx512(alpha, src, dst) };
+                return;
             }
         }
+        add_rows(alpha, src, dst);
         return;
     }
     let offset = a.ndim() - out.ndim();
@@ -68,6 +71,24 @@ pub fn sum_to_acc(alpha: f32, a: ArrayViewD<'_, f32>, mut out: ArrayViewMutD<'_,
         }
         out[&idx[..rank]] += alpha * v;
     }
+}
+
+/// `dst += alpha * row` for every `dst.len()`-long row of `src` (a bias gradient's
+/// reduction: M3's 256 x 1024 took 0.7% of its step at the baseline target's 4 lanes).
+#[inline(always)]
+fn add_rows(alpha: f32, src: &[f32], dst: &mut [f32]) {
+    for chunk in src.chunks_exact(dst.len().max(1)) {
+        for (d, s) in dst.iter_mut().zip(chunk) {
+            *d += alpha * s;
+        }
+    }
+}
+
+/// [`add_rows`] 16 lanes wide.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn add_rows_avx512(alpha: f32, src: &[f32], dst: &mut [f32]) {
+    add_rows(alpha, src, dst);
 }
 
 /// `c = alpha * a x b + beta * c`: the one matrix-product kernel of modelc (generated
@@ -756,6 +777,28 @@ mod tests {
         let mut all = ArrayD::<f32>::zeros(IxDyn(&[]));
         sum_to(a.view().into_dyn(), all.view_mut());
         assert_eq!(all[[]], 66.0);
+    }
+
+    /// The fused bias update `out += alpha * sum_to(a)`: leading axes summed (rows wide
+    /// enough for whole vectors and a tail), a unit axis kept, a scalar.
+    #[test]
+    fn sum_to_acc_adds_the_scaled_reduction() {
+        let a = Array2::from_shape_fn((5, 37), |(i, j)| (i * 37 + j) as f32 * 0.25);
+        let mut out = Array1::from_elem(37, 1.0f32);
+        sum_to_acc(-0.5, a.view().into_dyn(), out.view_mut().into_dyn());
+        for (j, &v) in out.iter().enumerate() {
+            let want = 1.0 - 0.5 * (0..5).map(|i| (i * 37 + j) as f32 * 0.25).sum::<f32>();
+            assert!((v - want).abs() <= 1e-4 * want.abs().max(1.0), "out[{j}] = {v}, want {want}");
+        }
+        let mut col = Array2::from_elem((5, 1), 2.0f32);
+        sum_to_acc(2.0, a.view().into_dyn(), col.view_mut().into_dyn());
+        for (i, &v) in col.iter().enumerate() {
+            let want = 2.0 + 2.0 * (0..37).map(|j| (i * 37 + j) as f32 * 0.25).sum::<f32>();
+            assert!((v - want).abs() <= 1e-4 * want.abs(), "col[{i}] = {v}, want {want}");
+        }
+        let mut all = ArrayD::<f32>::zeros(IxDyn(&[]));
+        sum_to_acc(1.0, a.view().into_dyn(), all.view_mut());
+        assert!((all[[]] - a.sum()).abs() <= 1e-2, "{} vs {}", all[[]], a.sum());
     }
 
     #[test]
