@@ -5,7 +5,9 @@
 //! `mc x kc` blocks of `MR`-tall column panels, and a register-blocked `MR x NR`
 //! micro-kernel multiplies one pair of panels; the AVX2 kernel takes a whole column of
 //! tiles (every panel of a block of `a` against one panel of `b`) per call, and reads
-//! a row-major `a` in place instead of packing it when `b` has few panels. The packing
+//! a row-major `a` in place instead of packing it when `b` has few panels. The AVX-512
+//! kernel reads the same packing two panels of each at a time (a `2 MR x 2 NR` tile, one
+//! 16-lane vector per row of a `b` panel) and reads a column-major `a` in place too. The packing
 //! buffers live in thread-local scratch that grows to the largest product a thread has
 //! seen and is then reused, so after the first call for given sizes nothing allocates.
 //!
@@ -26,9 +28,10 @@
 //! on rayon's threads, each with its own scratch. [`sgemm_then`] runs an epilogue (the
 //! generated code's bias add and activation) on each finished block of `c`.
 //!
-//! The micro-kernel is chosen at run time: AVX2 + FMA (`std::arch` intrinsics) where
-//! the CPU has them, otherwise a portable loop the compiler vectorizes for the baseline
-//! target. `beta == 0` overwrites `c` without reading it.
+//! The micro-kernel is chosen at run time: AVX-512F (`std::arch` intrinsics) where the
+//! CPU has it and `c`'s columns are contiguous, else AVX2 + FMA where the CPU has them,
+//! otherwise a portable loop the compiler vectorizes for the baseline target; the thin
+//! kernels likewise. `beta == 0` overwrites `c` without reading it.
 
 use std::cell::RefCell;
 
