@@ -1696,86 +1696,69 @@ unsafe fn outer_tile(
     }
 }
 
-/// The AVX2 outer-product tile: `V` vectors (8 rows each) by `C` columns.
-///
-/// # Safety
-/// `a + p * lda` must be readable for `8 V` elements and `b + p * brs + j * bcs` for
-/// one, for every `p < k`, `j < C`; the CPU must support AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-// Index loops over the fixed register tile read clearest here.
-#[allow(clippy::needless_range_loop)]
-unsafe fn outer_avx2<const V: usize, const C: usize>(
-    k: usize,
-    a: *const f32,
-    lda: isize,
-    b: *const f32,
-    brs: isize,
-    bcs: isize,
-    tile: &mut [[f32; OUTER_ROWS]; THIN_C],
-) {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm256_setzero_ps(); V]; C];
-    for p in 0..k as isize {
-        let col = a.offset(p * lda);
-        let mut av = [_mm256_setzero_ps(); V];
-        for (v, x) in av.iter_mut().enumerate() {
-            *x = _mm256_loadu_ps(col.add(8 * v));
-        }
-        let brow = b.offset(p * brs);
-        for (j, accj) in acc.iter_mut().enumerate() {
-            let x = _mm256_broadcast_ss(&*brow.offset(j as isize * bcs));
-            for v in 0..V {
-                accj[v] = _mm256_fmadd_ps(av[v], x, accj[v]);
+/// Defines an outer-product tile kernel for one vector width: `V` vectors of `$lanes`
+/// rows by `C` columns; for each `p`, `V` vectors of column `p` of `a` times the
+/// broadcast `b[p, j]` of each column. The AVX2 and AVX-512 instances differ only in
+/// their intrinsics.
+macro_rules! outer_kernel {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $lanes:literal,
+     $zero:ident, $load:ident, $set1:ident, $fma:ident, $store:ident) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        // Index loops over the fixed register tile read clearest here.
+        #[allow(clippy::needless_range_loop)]
+        unsafe fn $name<const V: usize, const C: usize>(
+            k: usize,
+            a: *const f32,
+            lda: isize,
+            b: *const f32,
+            brs: isize,
+            bcs: isize,
+            tile: &mut [[f32; OUTER_ROWS]; THIN_C],
+        ) {
+            use std::arch::x86_64::*;
+            let mut acc = [[$zero(); V]; C];
+            for p in 0..k as isize {
+                let col = a.offset(p * lda);
+                let mut av = [$zero(); V];
+                for (v, x) in av.iter_mut().enumerate() {
+                    *x = $load(col.add($lanes * v));
+                }
+                let brow = b.offset(p * brs);
+                for (j, accj) in acc.iter_mut().enumerate() {
+                    let x = $set1(*brow.offset(j as isize * bcs));
+                    for v in 0..V {
+                        accj[v] = $fma(av[v], x, accj[v]);
+                    }
+                }
+            }
+            for (j, accj) in acc.iter().enumerate() {
+                for (v, x) in accj.iter().enumerate() {
+                    $store(tile[j].as_mut_ptr().add($lanes * v), *x);
+                }
             }
         }
-    }
-    for (j, accj) in acc.iter().enumerate() {
-        for (v, x) in accj.iter().enumerate() {
-            _mm256_storeu_ps(tile[j].as_mut_ptr().add(8 * v), *x);
-        }
-    }
+    };
 }
 
-/// The AVX-512 outer-product tile: `V` vectors (16 rows each) by `C` columns.
-///
-/// # Safety
-/// As [`outer_avx2`] with `16 V` rows, and the CPU must support AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-// Index loops over the fixed register tile read clearest here.
-#[allow(clippy::needless_range_loop)]
-unsafe fn outer_avx512<const V: usize, const C: usize>(
-    k: usize,
-    a: *const f32,
-    lda: isize,
-    b: *const f32,
-    brs: isize,
-    bcs: isize,
-    tile: &mut [[f32; OUTER_ROWS]; THIN_C],
-) {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); V]; C];
-    for p in 0..k as isize {
-        let col = a.offset(p * lda);
-        let mut av = [_mm512_setzero_ps(); V];
-        for (v, x) in av.iter_mut().enumerate() {
-            *x = _mm512_loadu_ps(col.add(16 * v));
-        }
-        let brow = b.offset(p * brs);
-        for (j, accj) in acc.iter_mut().enumerate() {
-            let x = _mm512_set1_ps(*brow.offset(j as isize * bcs));
-            for v in 0..V {
-                accj[v] = _mm512_fmadd_ps(av[v], x, accj[v]);
-            }
-        }
-    }
-    for (j, accj) in acc.iter().enumerate() {
-        for (v, x) in accj.iter().enumerate() {
-            _mm512_storeu_ps(tile[j].as_mut_ptr().add(16 * v), *x);
-        }
-    }
-}
+outer_kernel!(
+    /// The AVX2 outer-product tile: `V` vectors (8 rows each) by `C` columns.
+    ///
+    /// # Safety
+    /// `a + p * lda` must be readable for `8 V` elements and `b + p * brs + j * bcs` for
+    /// one, for every `p < k`, `j < C`; the CPU must support AVX2 and FMA.
+    outer_avx2, "avx2,fma", 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps
+);
+
+outer_kernel!(
+    /// The AVX-512 outer-product tile: `V` vectors (16 rows each) by `C` columns.
+    ///
+    /// # Safety
+    /// As [`outer_avx2`] with `16 V` rows, and the CPU must support AVX-512F.
+    outer_avx512, "avx512f,avx2,fma", 16, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps,
+    _mm512_storeu_ps
+);
 
 /// `c[i0 + r, j0 + j] = alpha * value(r, j) + beta * c[..]` for `r < rows`, `j < cols`;
 /// `beta == 0` does not read `c`.
