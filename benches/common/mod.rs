@@ -3,12 +3,14 @@
 use std::time::Instant;
 
 /// One core's f32 FMA peak in GFLOP/s with the widest vectors the CPU has (AVX-512 or
-/// AVX2), and their name: 12 independent FMA chains (enough to cover the FMA latency on
-/// two pipes); 0 where AVX2 + FMA are absent.
+/// AVX2) and modelc uses (`MODELC_KERNEL=avx2` caps it to AVX2, as it caps modelc's
+/// kernels), and their name: 12 independent FMA chains (enough to cover the FMA latency
+/// on two pipes); 0 where AVX2 + FMA are absent.
 pub fn fma_peak() -> (f64, &'static str) {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") {
+        let capped = matches!(std::env::var("MODELC_KERNEL").as_deref(), Ok("avx2" | "portable"));
+        if is_x86_feature_detected!("avx512f") && !capped {
             // SAFETY: the feature was just detected.
             return (unsafe { fma_peak_avx512() }, "AVX-512");
         }

@@ -7,6 +7,8 @@
 
 use ndarray::{ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD, Axis, Zip};
 
+use crate::sgemm::{kernel, Kernel};
+
 /// `out = op(a) x op(b)`, `op` a transpose where the flag is set (no copy is made).
 pub fn matmul(a: ArrayView2<'_, f32>, ta: bool, b: ArrayView2<'_, f32>, tb: bool, out: ArrayViewMut2<'_, f32>) {
     let a = if ta { a.reversed_axes() } else { a };
@@ -50,12 +52,10 @@ pub fn sum_to_acc(alpha: f32, a: ArrayViewD<'_, f32>, mut out: ArrayViewMutD<'_,
     let leading_only = a.shape().ends_with(out.shape()) || (out.ndim() == 0);
     if let (true, Some(src), Some(dst)) = (leading_only, a.as_slice(), out.as_slice_mut()) {
         #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                // SAFETY: the feature `add_rows_avx512` is compiled for was just detected.
-                unsafe { add_rows_avx512(alpha, src, dst) };
-                return;
-            }
+        if kernel() == Kernel::Avx512 {
+            // SAFETY: `Avx512` is only chosen where avx512f was detected.
+            unsafe { add_rows_avx512(alpha, src, dst) };
+            return;
         }
         add_rows(alpha, src, dst);
         return;
@@ -639,20 +639,15 @@ pub fn sigmoid_xent(x: f32, z: f32) -> f32 {
 /// than calling libm's `expf` per element, which dominated the tutorial's softmax.
 /// Elsewhere it is `f32::exp`.
 pub fn exp_inplace(v: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-            // SAFETY: the features `exp_avx512` is compiled for were just detected.
-            unsafe { exp_avx512(v) };
-            return;
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the features `exp_avx2` is compiled for were just detected.
-            unsafe { exp_avx2(v) };
-            return;
-        }
+    match kernel() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Avx512` is only chosen where avx512f, avx2 and fma were detected.
+        Kernel::Avx512 => unsafe { exp_avx512(v) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Avx2Fma` is only chosen where avx2 and fma were detected.
+        Kernel::Avx2Fma => unsafe { exp_avx2(v) },
+        Kernel::Portable => v.iter_mut().for_each(|x| *x = x.exp()),
     }
-    v.iter_mut().for_each(|x| *x = x.exp());
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -731,12 +726,12 @@ mod tests {
         let mut variants: Vec<(&str, Exp)> = vec![("exp_inplace", exp_inplace)];
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                // SAFETY: the features were just detected.
+            if kernel() >= Kernel::Avx2Fma {
+                // SAFETY: avx2 and fma were detected.
                 variants.push(("avx2", |v| unsafe { exp_avx2(v) }));
             }
-            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-                // SAFETY: the features were just detected.
+            if kernel() >= Kernel::Avx512 {
+                // SAFETY: avx512f, avx2 and fma were detected.
                 variants.push(("avx512", |v| unsafe { exp_avx512(v) }));
             }
         }

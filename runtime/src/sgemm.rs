@@ -251,8 +251,10 @@ pub(crate) enum Kernel {
     Avx512,
 }
 
-/// The best kernel this CPU runs (in tests, at most the one [`FORCE_KERNEL`] names).
-fn kernel() -> Kernel {
+/// The kernel products run with: the best this CPU has, at most the one the
+/// `MODELC_KERNEL` environment variable names (in tests, at most the one
+/// [`FORCE_KERNEL`] names). The runtime's other vector kernels follow it too.
+pub(crate) fn kernel() -> Kernel {
     let best = detected();
     #[cfg(test)]
     if let Some(forced) = FORCE_KERNEL.with(|f| f.get()) {
@@ -261,10 +263,25 @@ fn kernel() -> Kernel {
     best
 }
 
+/// The best kernel this CPU has, capped by `MODELC_KERNEL` (`portable`, `avx2` or
+/// `avx512`; any other value, or none, leaves the CPU's best), read once.
 fn detected() -> Kernel {
+    static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+    *BEST.get_or_init(|| {
+        let cpu = cpu_kernel();
+        let cap = match std::env::var("MODELC_KERNEL").as_deref() {
+            Ok("portable") => Kernel::Portable,
+            #[cfg(target_arch = "x86_64")]
+            Ok("avx2") => Kernel::Avx2Fma,
+            _ => cpu,
+        };
+        cap.min(cpu)
+    })
+}
+
+fn cpu_kernel() -> Kernel {
     #[cfg(target_arch = "x86_64")]
     {
-        // std caches the CPUID answer, so this is a couple of loads.
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             if is_x86_feature_detected!("avx512f") {
                 return Kernel::Avx512;
