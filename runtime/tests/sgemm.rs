@@ -148,6 +148,9 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (94, 40, 258),
     (45, 70, 40),
     (128, 77, 64),
+    // b packed by the AVX-512 kernel's first tiles: several depth blocks and blocks of a.
+    (200, 1100, 64),
+    (181, 600, 96),
     (175, 520, 273),
 ];
 
