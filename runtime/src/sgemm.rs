@@ -417,13 +417,13 @@ fn product(
                         // SAFETY: avx512f, avx2 and fma were detected (`Avx512`); bpack
                         // holds the block's panels (asserted; with `src`, the first block
                         // of a packs them from the live row-major `b`, whose rows pc..pc +
-                        // kc and columns jc..jc + nc it reads, nc % NR == 0 and mc >= 12
-                        // since m >= 12); apack holds mc.div_ceil(MR)
-                        // packed panels (asserted), or the rows ic..ic + mc, columns
-                        // pc..pc + kc read in place are inside the live view `a`;
-                        // rows ic..ic + mc and columns jc..jc + nc are inside `c`, which
-                        // `out` points into (unit column stride) and which stays mutably
-                        // borrowed (unaliased) for this whole call.
+                        // kc and columns jc..jc + nc it reads, nc % NR == 0, and mc >= 12
+                        // since m >= 12); apack holds mc.div_ceil(MR) packed panels
+                        // (asserted), or the rows ic..ic + mc, columns pc..pc + kc read in
+                        // place are inside the live view `a`; rows ic..ic + mc and columns
+                        // jc..jc + nc are inside `c`, which `out` points into (unit column
+                        // stride) and which stays mutably borrowed (unaliased) for this
+                        // whole call.
                         unsafe {
                             let at = out.ptr.offset(ic as isize * out.rs + jc as isize);
                             let src = (fuse_pack && ic == 0).then(|| {
