@@ -4,58 +4,63 @@ use std::time::Instant;
 
 /// One core's f32 FMA peak in GFLOP/s with the widest vectors the CPU has (AVX-512 or
 /// AVX2) and modelc uses (`MODELC_KERNEL=avx2` caps it to AVX2, as it caps modelc's
-/// kernels), and their name: 12 independent FMA chains (enough to cover the FMA latency
-/// on two pipes); 0 where AVX2 + FMA are absent.
+/// kernels), and their name: the best of five timings of 20M rounds of 12 independent
+/// FMA chains (enough to cover the FMA latency on two pipes); 0 where AVX2 + FMA are
+/// absent.
 pub fn fma_peak() -> (f64, &'static str) {
+    let (width, _) = fma_rate(0);
+    let best = (0..5).map(|_| fma_rate(20_000_000).1).fold(0.0, f64::max);
+    (best, width)
+}
+
+/// One timing of `rounds` rounds of the peak probe: the vectors' name and GFLOP/s.
+pub fn fma_rate(rounds: u64) -> (&'static str, f64) {
     #[cfg(target_arch = "x86_64")]
     {
         let capped = matches!(std::env::var("MODELC_KERNEL").as_deref(), Ok("avx2" | "portable"));
         if is_x86_feature_detected!("avx512f") && !capped {
             // SAFETY: the feature was just detected.
-            return (unsafe { fma_peak_avx512() }, "AVX-512");
+            return ("AVX-512", unsafe { fma_peak_avx512(rounds) });
         }
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             // SAFETY: the features were just detected.
-            return (unsafe { fma_peak_avx2() }, "AVX2");
+            return ("AVX2", unsafe { fma_peak_avx2(rounds) });
         }
     }
-    (0.0, "none")
+    let _ = rounds;
+    ("none", 0.0)
 }
 
-/// The body of a peak probe: best of five timings of 20M rounds of 12 independent FMA
+/// The body of a peak probe: one timing of `$rounds` rounds of 12 independent FMA
 /// chains, in GFLOP/s. An empty asm block "uses" each register after its FMA, so the
 /// FMA cannot be folded away and nothing goes through memory.
 #[cfg(target_arch = "x86_64")]
 macro_rules! probe {
-    ($lanes:expr, $set1:ident, $zero:ident, $fma:ident, $reg:ident) => {{
+    ($rounds:expr, $lanes:expr, $set1:ident, $zero:ident, $fma:ident, $reg:ident) => {{
         use std::arch::x86_64::*;
         let (x, y) = ($set1(0.999_999), $set1(1e-7));
         let mut acc = [$zero(); 12];
-        let iters = 20_000_000u64;
-        let mut best = f64::MAX;
-        for _ in 0..5 {
-            let start = Instant::now();
-            for _ in 0..iters {
-                for v in acc.iter_mut() {
-                    *v = $fma(*v, x, y);
-                    std::arch::asm!("/* {0} */", inout($reg) * v, options(pure, nomem, nostack));
-                }
+        let start = Instant::now();
+        for _ in 0..$rounds {
+            for v in acc.iter_mut() {
+                *v = $fma(*v, x, y);
+                std::arch::asm!("/* {0} */", inout($reg) * v, options(pure, nomem, nostack));
             }
-            best = best.min(start.elapsed().as_secs_f64());
         }
+        let secs = start.elapsed().as_secs_f64();
         std::hint::black_box(acc);
-        (iters * 12 * $lanes * 2) as f64 / best / 1e9
+        ($rounds * 12 * $lanes * 2) as f64 / secs.max(1e-9) / 1e9
     }};
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn fma_peak_avx2() -> f64 {
-    probe!(8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_fmadd_ps, ymm_reg)
+unsafe fn fma_peak_avx2(rounds: u64) -> f64 {
+    probe!(rounds, 8, _mm256_set1_ps, _mm256_setzero_ps, _mm256_fmadd_ps, ymm_reg)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn fma_peak_avx512() -> f64 {
-    probe!(16, _mm512_set1_ps, _mm512_setzero_ps, _mm512_fmadd_ps, zmm_reg)
+unsafe fn fma_peak_avx512(rounds: u64) -> f64 {
+    probe!(rounds, 16, _mm512_set1_ps, _mm512_setzero_ps, _mm512_fmadd_ps, zmm_reg)
 }
