@@ -634,10 +634,10 @@ pub fn sigmoid_xent(x: f32, z: f32) -> f32 {
 /// With AVX2 + FMA (detected at run time) this is a polynomial `exp` (Cody-Waite range
 /// reduction and Cephes' degree-5 minimax polynomial, within a few ulp of the exact
 /// value; inputs below -87.34 give 0 where `expf` would give a subnormal, above 88.72
-/// infinity), which
-/// the compiler vectorizes 8 lanes wide (16 with AVX-512): measured 5-10 times faster
-/// than calling libm's `expf` per element, which dominated the tutorial's softmax.
-/// Elsewhere it is `f32::exp`.
+/// infinity), which the compiler vectorizes 8 lanes wide (16 with AVX-512): measured
+/// 5-10 times faster than calling libm's `expf` per element, which dominated the
+/// tutorial's softmax. Elsewhere it is `f32::exp`. The width follows
+/// [`crate::sgemm`]'s choice of kernel (`MODELC_KERNEL` caps it).
 pub fn exp_inplace(v: &mut [f32]) {
     match kernel() {
         #[cfg(target_arch = "x86_64")]
