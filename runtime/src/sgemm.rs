@@ -20,9 +20,10 @@
 //! Thin products (one side of `c` at most `THIN` = 16 wide, like a 784 -> 10 layer) take
 //! kernels of their own, which waste no lanes on padding and pack nothing but the thin
 //! operand: when `a`'s rows are contiguous, each element of `c` is a dot product along
-//! `k`, vectorized over `k` (a `2 x C` block of dots at a time); when `a`'s columns are
-//! contiguous (a transposed view, as in a weight gradient `x^T g`), a `16 x C` block of
-//! `c` is accumulated from `a`'s columns read in place and broadcast elements of `b`.
+//! `k`, vectorized over `k` (a `2 x C` block of dots at a time, `4 x C` with AVX-512);
+//! when `a`'s columns are contiguous (a transposed view, as in a weight gradient
+//! `x^T g`), a `16 x C` block (up to `64 x C` with AVX-512) of `c` is accumulated from
+//! `a`'s columns read in place and broadcast elements of `b`.
 //!
 //! With the `parallel` feature, large products are split into blocks of `c` computed
 //! on rayon's threads, each with its own scratch. [`sgemm_then`] runs an epilogue (the
@@ -1609,8 +1610,9 @@ unsafe fn dot_avx512<const R: usize, const C: usize>(
 }
 
 /// `c = alpha * a x b + beta * c` where `a`'s columns are contiguous (`a` is a
-/// transposed view): a `16 x C` block of `c` accumulates, for each `p`, column `p` of
-/// `a` (two vectors, read in place) times the broadcast `b[p, j0..j0 + C]`.
+/// transposed view): a `16 x C` block of `c` (with AVX-512 up to `64 x C`) accumulates,
+/// for each `p`, column `p` of `a` (two vectors, or up to four of 16 lanes, read in
+/// place) times the broadcast `b[p, j0..j0 + C]`.
 #[cfg(target_arch = "x86_64")]
 fn thin_outer(
     proof: Direct,
