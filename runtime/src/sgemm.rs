@@ -341,13 +341,13 @@ fn product(
 ) {
     let (m, k) = a.dim();
     let n = b.dim().1;
-    let mut kern = kernel();
     // The AVX-512 kernel writes rows of a row-major c; any other c goes through the
     // AVX2 kernel's paths.
-    #[cfg(target_arch = "x86_64")]
-    if kern == Kernel::Avx512 && c.strides()[1] != 1 {
-        kern = Kernel::Avx2Fma;
-    }
+    let kern = match kernel() {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 if c.strides()[1] != 1 => Kernel::Avx2Fma,
+        best => best,
+    };
     #[cfg(target_arch = "x86_64")]
     let wide = kern == Kernel::Avx512;
     #[cfg(not(target_arch = "x86_64"))]
