@@ -50,17 +50,15 @@ const KC: usize = 384;
 const MC: usize = 168;
 /// Columns of a packed block of `b` (`KC x NC` = 6 MiB stays in L3).
 const NC: usize = 4080;
-/// Most panels of `b` for which a row-major `a` is read in place by the column kernel
-/// rather than packed (see `product`).
+/// Most panels of `b` for which `a` is read in place by the column kernel rather than
+/// packed (see `product`). The same for the AVX-512 kernel, measured on its own (M2
+/// 1.5-2% slower with a packed at 0 or 8 panels; M3 the same at 16 and 64).
 const IN_PLACE_PANELS: usize = 16;
 /// `KC` of the AVX-512 kernel. Measured on M3's step (interleaved in one process, best
 /// of 60 rounds each): 256 11.04 ms, 384 11.01, 512 10.73, 768 10.89, 1024 11.19; M2
 /// was the same for all (k <= 784). The pair of `b` panels (64 KiB at 512) then
 /// streams from L2 at 128 bytes a step, which the 12 rows of FMAs a step hide.
 const KC_512: usize = 512;
-/// `IN_PLACE_PANELS` of the AVX-512 kernel (measured the same way: M2 1.5-2% slower
-/// with a packed at 0 or 8; M3 the same at 16 and 64).
-const IN_PLACE_PANELS_512: usize = 16;
 /// Steps packed across all panels at a time (see [`pack_runs`]).
 const PACK_ROWS: usize = 8;
 
@@ -380,7 +378,7 @@ fn product(
     let a_in_place = !direct
         && avx2_fma()
         && (unit_step(cs_a, rs_a) || (wide && unit_step(rs_a, cs_a)))
-        && n <= if wide { IN_PLACE_PANELS_512 } else { IN_PLACE_PANELS } * NR
+        && n <= IN_PLACE_PANELS * NR
         && c.strides()[1] == 1;
     // The AVX-512 kernel packs a row-major b itself, in the first tile of each column
     // of the first block of a (which has at least one full tile).
@@ -1129,29 +1127,6 @@ unsafe fn pack_runs<const W: usize>(src: *const f32, step: isize, kc: usize, pan
     }
 }
 
-/// [`pack_runs`] of `NR`-wide runs, one 16-lane load and store each (the portable
-/// [`pack_runs`] compiles to four 4-lane ones): M3's `pack_b` 5.6% -> 4.7% of the step
-/// in a profile, the step 1-2% faster in four of five alternating runs. A prefetch of
-/// the next pass's rows made no difference.
-///
-/// # Safety
-/// As [`pack_runs`]; the CPU must support AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn pack_runs_avx512(src: *const f32, step: isize, kc: usize, panels: usize, dst: &mut [f32]) {
-    use std::arch::x86_64::*;
-    assert!(dst.len() >= panels * kc * NR);
-    let d = dst.as_mut_ptr();
-    for p0 in (0..kc).step_by(PACK_ROWS) {
-        for q in 0..panels {
-            for p in p0..(p0 + PACK_ROWS).min(kc) {
-                let at = src.offset((q * NR) as isize + p as isize * step);
-                _mm512_storeu_ps(d.add(q * kc * NR + p * NR), _mm512_loadu_ps(at));
-            }
-        }
-    }
-}
-
 /// Packs `b[pc..pc + kc, jc..jc + nc]` as `NR`-wide panels, each `kc` rows of `NR`
 /// contiguous values, zero-padded right of the last column.
 fn pack_b(b: &ArrayView2<'_, f32>, pc: usize, kc: usize, jc: usize, nc: usize, dst: &mut [f32]) {
@@ -1166,17 +1141,7 @@ fn pack_b(b: &ArrayView2<'_, f32>, pc: usize, kc: usize, jc: usize, nc: usize, d
         // SAFETY: for p < kc and panel q < nc / NR, the NR elements at
         // `base + (pc + p) * rs + (jc + q * NR)` are columns jc + q * NR.. < jc + nc <= n
         // of row pc + p < k of the live view `b` (asserted above; cs == 1).
-        unsafe {
-            let src = base.offset(pc as isize * rs + jc as isize);
-            #[cfg(target_arch = "x86_64")]
-            if kernel() == Kernel::Avx512 {
-                pack_runs_avx512(src, rs, kc, first, dst);
-            } else {
-                pack_runs::<NR>(src, rs, kc, first, dst);
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            pack_runs::<NR>(src, rs, kc, first, dst);
-        }
+        unsafe { pack_runs::<NR>(base.offset(pc as isize * rs + jc as isize), rs, kc, first, dst) };
     }
     for (jp, panel) in dst.chunks_exact_mut(kc * NR).take(nc.div_ceil(NR)).enumerate().skip(first) {
         let j0 = jc + jp * NR;
