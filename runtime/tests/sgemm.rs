@@ -152,6 +152,11 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (200, 1100, 64),
     (181, 600, 96),
     (175, 520, 273),
+    // A short k with c's rows 4 KiB apart: blocks one tile tall (every kernel), with a
+    // bottom edge and packed b (the fused packing needs m >= 12), and m under one tile.
+    (29, 10, 1024),
+    (30, 16, 2048),
+    (8, 3, 1024),
 ];
 
 // ---------------------------------------------------------------- tests
@@ -258,6 +263,7 @@ fn epilogue_sees_every_element_once_with_its_indices() {
             (5, 0, 4),
             (71, 300, 300),
             (175, 520, 273),
+            (29, 10, 1024),
         ] {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 run(m, k, n, ta, tb);
