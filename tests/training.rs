@@ -34,6 +34,24 @@ mlp_with!(AdamClip, adam(learning_rate = 0.01, beta1 = 0.8, beta2 = 0.99, epsilo
 mlp_with!(RmsProp, rmsprop(learning_rate = 0.01, momentum = 0.5, centered = true));
 mlp_with!(Adagrad, adagrad(learning_rate = 0.1, initial_accumulator_value = 0.1));
 
+model! {
+    /// Three layers, so that plain SGD's fused updates run at three places in the step.
+    struct Deep {
+        input x: [batch, 6];
+        input y: [batch, 3];
+        param w1: [6, 16] = glorot_uniform;
+        param b1: [16] = constant(0.05);
+        param w2: [16, 8] = glorot_uniform;
+        param b2: [8] = constant(0.05);
+        param w3: [8, 3] = glorot_uniform;
+        param b3: [3] = zeros;
+        let h1 = relu(matmul(x, w1) + b1);
+        let h2 = relu(matmul(h1, w2) + b2);
+        loss l = mean(softmax_cross_entropy(matmul(h2, w3) + b3, y));
+        optimizer sgd(learning_rate = 0.5);
+    }
+}
+
 fn data(step: usize) -> (Array2<f32>, Array2<f32>) {
     let x = Array2::from_shape_fn((16, 6), |(i, j)| ((i * 5 + j * 3 + step) % 11) as f32 / 11.0 - 0.4);
     let y = Array2::from_shape_fn((16, 3), |(i, j)| f32::from(u8::from((i + step) % 3 == j)));
@@ -158,4 +176,34 @@ fn a_wrong_input_changes_nothing_for_any_optimizer() {
     let bad: ArrayView2<f32> = x.slice(modelc::ndarray::s![.., ..5]);
     assert!(m.train_step(bad, y.view()).is_err());
     assert_eq!(before, (m.w1.clone(), m.global_step()));
+}
+
+/// Plain SGD's `train_step` fuses each update into its gradient's product and runs it
+/// as soon as nothing else reads the param: the same training as computing every
+/// gradient first and applying them after, step after step (up to the products'
+/// rounding; an update run before the last read of its param would differ by far more).
+#[test]
+fn sgd_train_step_equals_compute_then_apply() {
+    let mut fused = Deep::with_seed(3);
+    let mut split = fused.clone();
+    for s in 0..5 {
+        let (x, y) = data(s);
+        let la = fused.train_step(x.view(), y.view()).unwrap();
+        let (lb, g) = split.compute_gradients(x.view(), y.view()).unwrap();
+        split.apply_gradients(&g).unwrap();
+        assert!((la - lb).abs() <= 1e-5 * lb.abs(), "step {s}: loss {la} against {lb}");
+        let pairs = [(&fused.w1, &split.w1), (&fused.w2, &split.w2), (&fused.w3, &split.w3)];
+        for (i, (a, b)) in pairs.into_iter().enumerate() {
+            for (u, v) in a.iter().zip(b) {
+                assert!((u - v).abs() <= 1e-5 * (1.0 + v.abs()), "step {s}: w{}: {u} against {v}", i + 1);
+            }
+        }
+        for (i, (a, b)) in
+            [(&fused.b1, &split.b1), (&fused.b2, &split.b2), (&fused.b3, &split.b3)].into_iter().enumerate()
+        {
+            for (u, v) in a.iter().zip(b) {
+                assert!((u - v).abs() <= 1e-5 * (1.0 + v.abs()), "step {s}: b{}: {u} against {v}", i + 1);
+            }
+        }
+    }
 }

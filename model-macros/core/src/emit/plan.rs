@@ -77,6 +77,27 @@ fn reads(g: &Graph, inlined: &BTreeSet<NodeId>, id: NodeId, step: &Step) -> Vec<
     }
 }
 
+/// The values step `i` of `program` reads: the buffers [`reads`] lists, and the leaf a
+/// `Materialize` step copies (a param or an input).
+pub fn step_reads(g: &Graph, program: &Program, i: usize) -> Vec<NodeId> {
+    let (id, step) = &program.steps[i];
+    let mut r = reads(g, &program.inlined, *id, step);
+    if *step == Step::Materialize {
+        r.push(*id);
+    }
+    r
+}
+
+/// The nodes step `i` of `program` computes: its own, the gradient of an
+/// `XentWithGrad`, the product of a `MatMulThen` (which only lives in its buffer).
+pub fn step_writes(program: &Program, i: usize) -> Vec<NodeId> {
+    let (id, step) = &program.steps[i];
+    match step {
+        Step::XentWithGrad(other) | Step::MatMulThen(other) => vec![*id, *other],
+        Step::Fused | Step::Kernel | Step::Materialize => vec![*id],
+    }
+}
+
 /// The members of the fused group rooted at `root` (root included).
 fn members_of(g: &Graph, inlined: &BTreeSet<NodeId>, root: NodeId) -> BTreeSet<NodeId> {
     let mut members = BTreeSet::from([root]);
