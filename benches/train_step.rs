@@ -169,7 +169,10 @@ impl HandMlp {
 /// The ratio: the two steps run in alternating rounds of `calls` calls each, and each
 /// keeps its fastest round (the mean time per call). On a shared, noisy machine this
 /// compares the two under the same conditions, where criterion measures one for seconds
-/// and then the other.
+/// and then the other. The median of the 25 rounds' own ratios (each generated round
+/// against the hand-written round right after it) is printed too: a burst of noise
+/// that slows both rounds of a pair leaves their ratio alone, where it can decide
+/// which side gets the single fastest round.
 ///
 /// The FLOP rate: the generated step's fastest of 25 rounds run alone, as in a training
 /// loop. In the alternating rounds each step finds its weights partly evicted by the
@@ -191,21 +194,27 @@ fn ratio(name: &str, flops: u64, calls: usize, mut generated: impl FnMut(), mut 
     let before = common::fma_peak().0;
     let alone = (0..25).map(|_| fastest(&mut generated)).fold(f64::MAX, f64::min);
     let mut best = [f64::MAX; 2];
+    let mut ratios = Vec::with_capacity(25);
     for _ in 0..25 {
+        let mut round = [0.0; 2];
         for (i, step) in [&mut generated as &mut dyn FnMut(), &mut hand].into_iter().enumerate() {
-            best[i] = best[i].min(fastest(step));
+            round[i] = fastest(step);
+            best[i] = best[i].min(round[i]);
         }
+        ratios.push(round[0] / round[1]);
     }
+    ratios.sort_by(f64::total_cmp);
     let peak = before.max(common::fma_peak().0);
     let us = |t: f64| format!("{:.1} us", t * 1e6);
     let rate = |t: f64| flops as f64 / t / 1e9;
     println!(
-        "{name}: generated {} / hand-written {} = {:.3} (fastest of 25 alternating rounds); \
-         generated alone {} = {:.1} GFLOP/s = {:.1}% of the peak probed around the rounds ({peak:.1}); \
-         {:.1}% in the alternating rounds",
+        "{name}: generated {} / hand-written {} = {:.3} (fastest of 25 alternating rounds each; \
+         median ratio of a round's pair {:.3})\n    generated alone {} = {:.1} GFLOP/s = {:.1}% of \
+         the FMA peak probed around the rounds ({peak:.1}); {:.1}% in the alternating rounds",
         us(best[0]),
         us(best[1]),
         best[0] / best[1],
+        ratios[ratios.len() / 2],
         us(alone),
         rate(alone),
         100.0 * rate(alone) / peak,
