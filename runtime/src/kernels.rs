@@ -621,13 +621,14 @@ pub fn sigmoid_xent(x: f32, z: f32) -> f32 {
 /// AVX2 + FMA, or the build's target (the choice of [`crate::sgemm`]'s kernel, which
 /// `MODELC_KERNEL` caps).
 ///
-/// Generated code is compiled for the user's target, the baseline x86-64 (SSE2) unless
-/// they set `target-cpu`, and so are the runtime's own loops. `f`, its closures and the
-/// generic code they call (ndarray's `Zip`) are inlined into a copy of this function
-/// per instruction set, where LLVM vectorizes them for that set. A 256 x 1024 bias +
-/// relu pass went from 31.5 to 24.2 us with AVX-512 in a scratch test. The results are
-/// the same bits on every path: each element is computed by the same operations, and
-/// without fast-math LLVM neither contracts `a * b + c` into an FMA nor reorders a sum.
+/// The runtime is compiled for the user's target, the baseline x86-64 (SSE2) unless
+/// they set `target-cpu`. `f` is inlined into a copy of this function per instruction
+/// set, where LLVM vectorizes its loops for that set: plain loops over slices, as in
+/// [`exp_inplace`] and the bias update's row sums. Calls that LLVM does not inline stay
+/// compiled for the baseline; ndarray's `Zip::for_each` is one (see `docs/decisions.md`,
+/// "Generated elementwise loops"). The results are the same bits on every path: each
+/// element is computed by the same operations, and without fast-math LLVM neither
+/// contracts `a * b + c` into an FMA nor reorders a sum.
 #[inline]
 pub fn widest<R>(f: impl FnOnce() -> R) -> R {
     match kernel() {
