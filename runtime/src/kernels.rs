@@ -7,6 +7,7 @@
 
 use ndarray::{ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD, Axis, Zip};
 
+pub use crate::sgemm::Act;
 use crate::sgemm::{kernel, Kernel};
 
 /// `out = op(a) x op(b)`, `op` a transpose where the flag is set (no copy is made).
@@ -30,6 +31,30 @@ pub fn matmul_then(
     let a = if ta { a.reversed_axes() } else { a };
     let b = if tb { b.reversed_axes() } else { b };
     gemm_then(1.0, a, b, 0.0, out, Some(then));
+}
+
+/// `out = relu(op(a) x op(b) + bias) * step(mask)`, each part optional (see [`Act`]): a
+/// layer's product with its bias add and relu, or a back-propagated product with relu's
+/// derivative, which the AVX-512 kernel applies in registers as it writes `out`.
+pub fn matmul_act(
+    a: ArrayView2<'_, f32>,
+    ta: bool,
+    b: ArrayView2<'_, f32>,
+    tb: bool,
+    #[allow(unused_mut)] mut out: ArrayViewMut2<'_, f32>,
+    act: Act<'_>,
+) {
+    let a = if ta { a.reversed_axes() } else { a };
+    let b = if tb { b.reversed_axes() } else { b };
+    #[cfg(feature = "blas")]
+    {
+        let thin = a.dim().0.min(b.dim().1) <= 16;
+        if !thin && blas_gemm(1.0, a, b, 0.0, out.view()) {
+            act.apply(out, 0, 0);
+            return;
+        }
+    }
+    crate::sgemm::sgemm_act(1.0, a, b, 0.0, out, act);
 }
 
 /// `out += alpha * op(a) x op(b)`: a gradient product accumulated straight into a

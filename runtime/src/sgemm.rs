@@ -36,7 +36,7 @@
 
 use std::cell::RefCell;
 
-use crate::ndarray::{ArrayView2, ArrayViewMut2};
+use crate::ndarray::{s, ArrayView1, ArrayView2, ArrayViewMut2, Zip};
 
 /// Rows of the micro-kernel's tile (broadcast side, from `a`).
 const MR: usize = 6;
@@ -83,16 +83,103 @@ pub type Then<'f> = &'f (dyn Fn(ArrayViewMut2<'_, f32>, usize, usize) + Sync);
 
 /// [`sgemm`], then `then` over every element of `c`, block by block while each block is
 /// still in cache (the blocks cover `c` exactly once, in no particular order). This is
-/// how generated code fuses a bias add and an activation into a product.
+/// how generated code fuses elementwise work into a product (see [`sgemm_act`] for the
+/// bias add and activation the kernels apply themselves).
 pub fn sgemm_then(
     alpha: f32,
     a: ArrayView2<'_, f32>,
     b: ArrayView2<'_, f32>,
     beta: f32,
-    mut c: ArrayViewMut2<'_, f32>,
+    c: ArrayViewMut2<'_, f32>,
     then: Option<Then<'_>>,
 ) {
-    let epi = then.map(|f| Epi { f, transposed: false, i0: 0, j0: 0 });
+    let epi = then.map(|f| Epi { f: EpiFn::Then(f), transposed: false, i0: 0, j0: 0 });
+    sgemm_epi(alpha, a, b, beta, c, epi);
+}
+
+/// The epilogue of a layer's product that the kernels know: `c = relu(c + bias) *
+/// step(mask)`, each part optional, on `c`'s final values (`bias`: one value per column
+/// of `c`; `mask`: `c`'s shape; `relu(x)` is `x` where `x > 0`, else 0, and `step(x)` 1
+/// where `x > 0`, else 0, as in [`crate::kernels`]). A bias add + relu, or relu's
+/// derivative from relu's output, is then no pass over memory at all.
+#[derive(Clone, Copy, Debug)]
+pub struct Act<'a> {
+    /// Added to every row of `c`.
+    pub bias: Option<ArrayView1<'a, f32>>,
+    /// `relu` after the bias.
+    pub relu: bool,
+    /// Multiplies `c` by `step(mask)`, last.
+    pub mask: Option<ArrayView2<'a, f32>>,
+}
+
+impl Act<'_> {
+    /// The block of `c` whose element `(0, 0)` is `c[i0, j0]`, in place: the reference
+    /// the kernels' own application of it matches to the bit.
+    pub(crate) fn apply(&self, mut block: ArrayViewMut2<'_, f32>, i0: usize, j0: usize) {
+        let (rows, cols) = block.dim();
+        let bias = self.bias.map(|b| b.slice_move(s![j0..j0 + cols]));
+        let mask = self.mask.map(|m| m.slice_move(s![i0..i0 + rows, j0..j0 + cols]));
+        let relu = |x: f32| if x > 0.0 { x } else { 0.0 };
+        let step = |x: f32| if x > 0.0 { 1.0 } else { 0.0 };
+        match (bias, mask) {
+            (Some(b), None) => Zip::from(&mut block)
+                .and_broadcast(&b)
+                .for_each(|v, &b| *v = if self.relu { relu(*v + b) } else { *v + b }),
+            (None, None) => {
+                if self.relu {
+                    block.map_inplace(|v| *v = relu(*v));
+                }
+            }
+            (None, Some(m)) => Zip::from(&mut block).and(&m).for_each(|v, &h| {
+                let x = if self.relu { relu(*v) } else { *v };
+                *v = x * step(h);
+            }),
+            (Some(b), Some(m)) => Zip::from(&mut block).and_broadcast(&b).and(&m).for_each(|v, &b, &h| {
+                let x = if self.relu { relu(*v + b) } else { *v + b };
+                *v = x * step(h);
+            }),
+        }
+    }
+}
+
+/// [`sgemm`], then `act` on every element of `c`. The AVX-512 kernel applies it in
+/// registers as it writes `c`'s final values (a row-major `c`, a contiguous `bias` and a
+/// row-major `mask`); every other path applies it to each finished block of `c`, as
+/// [`sgemm_then`] does.
+///
+/// Panics if the shapes do not agree (`bias` must have `c`'s columns, `mask` `c`'s shape).
+pub fn sgemm_act(
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    c: ArrayViewMut2<'_, f32>,
+    act: Act<'_>,
+) {
+    let (m, n) = c.dim();
+    assert!(
+        act.bias.is_none_or(|v| v.len() == n),
+        "sgemm_act: bias of {:?} for c of {:?}",
+        act.bias.map(|v| v.len()),
+        (m, n)
+    );
+    assert!(
+        act.mask.is_none_or(|v| v.dim() == (m, n)),
+        "sgemm_act: mask of {:?} for c of {:?}",
+        act.mask.map(|v| v.dim()),
+        (m, n)
+    );
+    sgemm_epi(alpha, a, b, beta, c, Some(Epi { f: EpiFn::Act(act), transposed: false, i0: 0, j0: 0 }));
+}
+
+fn sgemm_epi(
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    mut c: ArrayViewMut2<'_, f32>,
+    epi: Option<Epi<'_>>,
+) {
     let (m, k) = a.dim();
     let (k2, n) = b.dim();
     assert!(k == k2 && c.dim() == (m, n), "sgemm: shapes {:?} x {:?} -> {:?}", a.dim(), b.dim(), c.dim());
@@ -125,21 +212,54 @@ pub fn sgemm_then(
 /// coordinates).
 #[derive(Clone, Copy)]
 struct Epi<'f> {
-    f: Then<'f>,
+    f: EpiFn<'f>,
     transposed: bool,
     i0: usize,
     j0: usize,
+}
+
+/// The two kinds of epilogue.
+#[derive(Clone, Copy)]
+enum EpiFn<'f> {
+    Then(Then<'f>),
+    Act(Act<'f>),
 }
 
 impl Epi<'_> {
     /// Calls the epilogue on `block`, which starts at `(i, j)` of the `c` this `Epi`
     /// was handed with.
     fn apply(&self, block: ArrayViewMut2<'_, f32>, i: usize, j: usize) {
-        if self.transposed {
-            (self.f)(block.reversed_axes(), self.i0 + j, self.j0 + i);
+        let (block, i, j) = if self.transposed {
+            (block.reversed_axes(), self.i0 + j, self.j0 + i)
         } else {
-            (self.f)(block, self.i0 + i, self.j0 + j);
+            (block, self.i0 + i, self.j0 + j)
+        };
+        match &self.f {
+            EpiFn::Then(f) => f(block, i, j),
+            EpiFn::Act(act) => act.apply(block, i, j),
         }
+    }
+
+    /// Where the AVX-512 kernel finds the [`Act`] for the block of `c` at `(i, j)`
+    /// (not transposed), if it can apply it itself: a contiguous bias, a mask with
+    /// contiguous rows.
+    fn kernel_act(&self, i: usize, j: usize) -> Option<ActPtrs> {
+        let EpiFn::Act(act) = &self.f else { return None };
+        if self.transposed {
+            return None;
+        }
+        let (i, j) = (self.i0 + i, self.j0 + j);
+        let bias = match &act.bias {
+            // SAFETY (of the offset): j < n, the bias's length.
+            Some(b) => b.as_slice()?[j..].as_ptr(),
+            None => std::ptr::null(),
+        };
+        let (mask, mask_rs) = match &act.mask {
+            Some(m) if m.strides()[1] == 1 => (m.slice(s![i.., j..]).as_ptr(), m.strides()[0]),
+            Some(_) => return None,
+            None => (std::ptr::null(), 0),
+        };
+        Some(ActPtrs { bias, relu: act.relu, mask, mask_rs })
     }
 
     /// The same epilogue for the transposed product (the offsets stay in the
@@ -156,6 +276,30 @@ impl Epi<'_> {
         } else {
             Epi { i0: self.i0 + i, j0: self.j0 + j, ..self }
         }
+    }
+}
+
+/// An [`Act`] as the AVX-512 kernel reads it, for the block of `c` it writes: `bias`
+/// at the block's first column, `mask` at its first element (rows `mask_rs` apart);
+/// null where absent.
+#[derive(Clone, Copy)]
+struct ActPtrs {
+    bias: *const f32,
+    relu: bool,
+    mask: *const f32,
+    mask_rs: isize,
+}
+
+impl ActPtrs {
+    /// The same for the part of the block `rows` rows down and `cols` columns right.
+    fn offset(self, rows: usize, cols: usize) -> Self {
+        let bias = if self.bias.is_null() { self.bias } else { self.bias.wrapping_add(cols) };
+        let mask = if self.mask.is_null() {
+            self.mask
+        } else {
+            self.mask.wrapping_offset(rows as isize * self.mask_rs + cols as isize)
+        };
+        ActPtrs { bias, mask, ..self }
     }
 }
 
@@ -416,6 +560,12 @@ fn product(
                     if !direct && !a_in_place {
                         pack_a(&a, ic, mc, pc, kc, apack);
                     }
+                    // The last block along k writes c's final values: the AVX-512 kernel
+                    // applies an `Act` to them in registers.
+                    let act = match &epi {
+                        Some(e) if wide && pc + kc == k => e.kernel_act(ic, jc),
+                        _ => None,
+                    };
                     #[cfg(target_arch = "x86_64")]
                     if wide {
                         let panels = nc.div_ceil(NR);
@@ -431,7 +581,9 @@ fn product(
                         // place are inside the live view `a`; rows ic..ic + mc and columns
                         // jc..jc + nc are inside `c`, which `out` points into (unit column
                         // stride) and which stays mutably borrowed (unaliased) for this
-                        // whole call.
+                        // whole call; `act` points into the live bias (one value per column
+                        // of the caller's c, asserted by `sgemm_act`) and mask (its shape)
+                        // at this block's first element (`Epi::kernel_act`).
                         unsafe {
                             let at = out.ptr.offset(ic as isize * out.rs + jc as isize);
                             let src = (fuse_pack && ic == 0).then(|| {
@@ -442,10 +594,10 @@ fn product(
                             if a_in_place {
                                 let sa = (rs_a, cs_a);
                                 let ap = a.as_ptr().offset(ic as isize * sa.0 + pc as isize * sa.1);
-                                block_avx512::<false>(kc, ap, sa, mc, bp, src, nc, at, out.rs, alpha, beta);
+                                block_avx512::<false>(kc, ap, sa, mc, bp, src, nc, at, out.rs, alpha, beta, act);
                             } else {
                                 let ap = apack.as_ptr();
-                                block_avx512::<true>(kc, ap, (0, 0), mc, bp, src, nc, at, out.rs, alpha, beta);
+                                block_avx512::<true>(kc, ap, (0, 0), mc, bp, src, nc, at, out.rs, alpha, beta, act);
                             }
                         }
                     }
@@ -522,7 +674,7 @@ fn product(
                             }
                         }
                     }
-                    if let Some(e) = &epi {
+                    if let (Some(e), None) = (&epi, act) {
                         if pc + kc == k {
                             // This block of c (mc x nc, in L2) is final.
                             e.apply(c.slice_mut(crate::ndarray::s![ic..ic + mc, jc..jc + nc]), ic, jc);
@@ -779,6 +931,7 @@ unsafe fn block_avx512<const PACKED: bool>(
     rs: isize,
     alpha: f32,
     beta: f32,
+    act: Option<ActPtrs>,
 ) {
     let panels = nc.div_ceil(NR);
     for jp in (0..panels).step_by(2) {
@@ -788,10 +941,11 @@ unsafe fn block_avx512<const PACKED: bool>(
         let mask = (((1u32 << last) - 1) & 0xFFFF) as u16;
         let (b, c) = (b.add(jp * kc * NR), c.add(jp * NR));
         let src = src.map(|(s, ldb)| (s.add(jp * NR), ldb));
+        let act = act.map(|p| p.offset(0, jp * NR));
         if pair {
-            column_avx512::<2, PACKED>(kc, a, sa, mc, b, src, mask, c, rs, alpha, beta);
+            column_avx512::<2, PACKED>(kc, a, sa, mc, b, src, mask, c, rs, alpha, beta, act);
         } else {
-            column_avx512::<1, PACKED>(kc, a, sa, mc, b, src, mask, c, rs, alpha, beta);
+            column_avx512::<1, PACKED>(kc, a, sa, mc, b, src, mask, c, rs, alpha, beta, act);
         }
     }
 }
@@ -822,26 +976,29 @@ unsafe fn column_avx512<const P: usize, const PACKED: bool>(
     rs: isize,
     alpha: f32,
     beta: f32,
+    act: Option<ActPtrs>,
 ) {
     let full = mc / (2 * MR);
     let mut first = 0;
     if let Some(src) = src {
         assert!(full >= 1, "the first block of a has a full tile");
-        panels_avx512::<{ 2 * MR }, P, PACKED, true>(kc, a, sa, 1, b, src, mask, c, rs, alpha, beta);
+        panels_avx512::<{ 2 * MR }, P, PACKED, true>(kc, a, sa, 1, b, src, mask, c, rs, alpha, beta, act);
         first = 1;
     }
     let step = if PACKED { (2 * kc * MR) as isize } else { 2 * MR as isize * sa.0 };
     let (a0, c0) = (a.wrapping_offset(first as isize * step), c.wrapping_offset((first * 2 * MR) as isize * rs));
     let nosrc = (std::ptr::null(), 0);
-    panels_avx512::<{ 2 * MR }, P, PACKED, false>(kc, a0, sa, full - first, b, nosrc, mask, c0, rs, alpha, beta);
+    let act0 = act.map(|p| p.offset(first * 2 * MR, 0));
+    panels_avx512::<{ 2 * MR }, P, PACKED, false>(kc, a0, sa, full - first, b, nosrc, mask, c0, rs, alpha, beta, act0);
     let done = full * 2 * MR;
     // Where row `done` of the block starts: packed a has MR rows a panel.
     let a = if PACKED { a.wrapping_add(done / MR * kc * MR) } else { a.wrapping_offset(done as isize * sa.0) };
     let c = c.wrapping_offset(done as isize * rs);
+    let act = act.map(|p| p.offset(done, 0));
     macro_rules! rest {
         ($($r:literal)*) => {
             match mc - done {
-                $($r => panels_avx512::<$r, P, PACKED, false>(kc, a, sa, 1, b, nosrc, mask, c, rs, alpha, beta),)*
+                $($r => panels_avx512::<$r, P, PACKED, false>(kc, a, sa, 1, b, nosrc, mask, c, rs, alpha, beta, act),)*
                 _ => {}
             }
         };
@@ -881,9 +1038,11 @@ unsafe fn panels_avx512<const R: usize, const P: usize, const PACKED: bool, cons
     rs: isize,
     alpha: f32,
     beta: f32,
+    act: Option<ActPtrs>,
 ) {
     use std::arch::x86_64::*;
     let (va, vb) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
+    let (zero, one) = (_mm512_setzero_ps(), _mm512_set1_ps(1.0));
     let head = kc.saturating_sub(PREFETCH_STEPS);
     // Element (r, p) of a tile: at `off[r] + p * acs`.
     let off: [isize; R] =
@@ -928,16 +1087,32 @@ unsafe fn panels_avx512<const R: usize, const P: usize, const PACKED: bool, cons
             _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64 * P - 4));
         }
         steps!(head..kc);
+        // This tile's part of the `Act`: its bias (the same for every row) and mask rows.
+        let act = act.map(|p| p.offset(t * 2 * MR, 0));
         for (r, row) in acc.into_iter().enumerate() {
             let p = c.offset(r as isize * rs);
             for (q, v) in row.into_iter().enumerate() {
                 let (d, v) = (p.add(q * NR), _mm512_mul_ps(va, v));
                 let m = if q + 1 == P { mask } else { 0xFFFF };
-                if beta == 0.0 {
-                    _mm512_mask_storeu_ps(d, m, v);
-                } else {
-                    _mm512_mask_storeu_ps(d, m, _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, d), v));
+                let mut v = if beta == 0.0 { v } else { _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, d), v) };
+                if let Some(e) = act {
+                    // As `Act::apply`, lane by lane: `x + b`, `if x > 0 { x } else { 0 }`
+                    // (vmaxps gives its second operand, 0, for NaN and for -0), then
+                    // `x * (if h > 0 { 1 } else { 0 })` (the ordered compare is false
+                    // for NaN).
+                    if !e.bias.is_null() {
+                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, e.bias.add(q * NR)));
+                    }
+                    if e.relu {
+                        v = _mm512_max_ps(v, zero);
+                    }
+                    if !e.mask.is_null() {
+                        let h = _mm512_maskz_loadu_ps(m, e.mask.offset(r as isize * e.mask_rs).add(q * NR));
+                        let on = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(h, zero);
+                        v = _mm512_mul_ps(v, _mm512_maskz_mov_ps(on, one));
+                    }
                 }
+                _mm512_mask_storeu_ps(d, m, v);
             }
         }
     }

@@ -272,6 +272,87 @@ fn epilogue_sees_every_element_once_with_its_indices() {
     });
 }
 
+/// `sgemm_act` against the plain product followed by the act in scalar code, to the
+/// bit, on every path: the AVX-512 kernel's registers (one and several blocks along k,
+/// every bottom edge, partial panels, the short-k row walk, the fused packing, a read
+/// in place), the transposed orientation, thin products, the other kernels' block
+/// passes, and a `c` and a mask that are windows of bigger arrays.
+#[test]
+fn act_equals_the_product_then_the_act_to_the_bit() {
+    let run = |m: usize, k: usize, n: usize, ta: bool, tb: bool, alpha: f32, beta: f32, parts: (bool, bool, bool)| {
+        let (with_bias, relu, with_mask) = parts;
+        let seed = (m * 31 + k * 7 + n) as u64;
+        let a_store = if ta { filled(k, m, seed) } else { filled(m, k, seed) };
+        let b_store = if tb { filled(n, k, seed + 1) } else { filled(k, n, seed + 1) };
+        let a = if ta { a_store.t() } else { a_store.view() };
+        let b = if tb { b_store.t() } else { b_store.view() };
+        // The edge cases of relu and step: a NaN and a -0 in the bias, and zeros of both
+        // signs and NaNs in the mask.
+        let mut bias = filled(1, n, seed + 2).into_shape_with_order(n).unwrap();
+        bias[0] = f32::NAN;
+        if n > 1 {
+            bias[1] = -0.0;
+        }
+        let mut mask_store = filled(m, n + 3, seed + 3);
+        for ((_, j), h) in mask_store.indexed_iter_mut() {
+            *h = [0.0, -0.0, f32::NAN].get(j % 9).copied().unwrap_or(*h);
+        }
+        let mask = mask_store.slice(s![.., 1..n + 1]);
+        let c0 = filled(m, n, seed + 4);
+        let mut want = c0.clone();
+        sgemm(alpha, a, b, beta, want.view_mut());
+        for ((i, j), v) in want.indexed_iter_mut() {
+            let mut x = *v;
+            if with_bias {
+                x += bias[j];
+            }
+            if relu {
+                x = if x > 0.0 { x } else { 0.0 };
+            }
+            if with_mask {
+                x *= if mask[[i, j]] > 0.0 { 1.0 } else { 0.0 };
+            }
+            *v = x;
+        }
+        let mut big = filled(m, n + 5, seed + 5);
+        let mut got = big.slice_mut(s![.., 2..n + 2]);
+        got.assign(&c0);
+        let act = sgemm::Act { bias: with_bias.then(|| bias.view()), relu, mask: with_mask.then_some(mask) };
+        sgemm::sgemm_act(alpha, a, b, beta, got.view_mut(), act);
+        for ((i, j), w) in want.indexed_iter() {
+            let g = got[[i, j]];
+            assert!(
+                g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                "{m}x{k}x{n} ta={ta} tb={tb} alpha={alpha} beta={beta} {parts:?}: c[{i}, {j}] = {g}, want {w}"
+            );
+        }
+    };
+    let parts =
+        [(true, true, false), (true, false, false), (false, true, false), (false, false, true), (true, true, true)];
+    each_kernel(|_| {
+        for &(m, k, n) in &[
+            (256, 10, 1024),
+            (29, 10, 1024),
+            (100, 784, 10),
+            (10, 90, 300),
+            (128, 256, 128),
+            (37, 53, 29),
+            (175, 520, 273),
+            (200, 1100, 64),
+            (23, 513, 47),
+            (13, 257, 32),
+            (5, 3, 7),
+        ] {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                for &p in &parts {
+                    run(m, k, n, ta, tb, 1.0, 0.0, p);
+                }
+                run(m, k, n, ta, tb, -0.5, 1.5, (true, true, true));
+            }
+        }
+    });
+}
+
 #[test]
 fn alpha_and_beta() {
     each_kernel(|_| {

@@ -429,40 +429,57 @@ fn compute_steps(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
             }
             Step::MatMulThen(product) => {
                 let members = group_members(g, p, *id);
-                let externals = plan::external_operands(g, &members);
-                let expr = scalar_operand_root(ctx, p, *id, &externals);
                 let Op::MatMul { ta, tb } = g.node(*product).op else {
                     unreachable!("the planner pairs epilogues with matrix products only")
                 };
                 let pn = g.node(*product);
                 let (a, bv) = (view(ctx, p, pn.inputs[0]), view(ctx, p, pn.inputs[1]));
-                let mine = externals.iter().position(|e| e == product).unwrap_or(0);
-                let mine = format_ident!("__v{}", mine);
-                let (others, vars): (Vec<TokenStream>, Vec<proc_macro2::Ident>) = externals
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, e)| *e != product)
-                    .map(|(i, &e)| (view(ctx, p, e), format_ident!("__v{}", i)))
-                    .unzip();
-                quote! {
-                    let __full = __ws.#b.dim();
-                    ::modelc::__private::kernels::matmul_then(
-                        #a, #ta, #bv, #tb, __ws.#b.view_mut(),
-                        &|mut __blk: ::modelc::ndarray::ArrayViewMut2<'_, f32>, __i0: usize, __j0: usize| {
-                            let (__r, __c) = __blk.dim();
-                            ::modelc::ndarray::Zip::from(&mut __blk)
-                                #(.and(
-                                    #others
-                                        .broadcast(__full)
-                                        .expect("shapes checked at compile time")
-                                        .slice_move(::modelc::ndarray::s![__i0..__i0 + __r, __j0..__j0 + __c])
-                                ))*
-                                .for_each(|__o, #(&#vars),*| {
-                                    let #mine = *__o;
-                                    *__o = #expr;
-                                });
-                        },
-                    );
+                if let Some((bias, relu, mask)) = kernel_act(g, &members, *id, *product) {
+                    let some = |v: Option<NodeId>| match v {
+                        Some(v) => {
+                            let v = view(ctx, p, v);
+                            quote!(::core::option::Option::Some(#v))
+                        }
+                        None => quote!(::core::option::Option::None),
+                    };
+                    let (bias, mask) = (some(bias), some(mask));
+                    quote! {
+                        ::modelc::__private::kernels::matmul_act(
+                            #a, #ta, #bv, #tb, __ws.#b.view_mut(),
+                            ::modelc::__private::kernels::Act { bias: #bias, relu: #relu, mask: #mask },
+                        );
+                    }
+                } else {
+                    let externals = plan::external_operands(g, &members);
+                    let expr = scalar_operand_root(ctx, p, *id, &externals);
+                    let mine = externals.iter().position(|e| e == product).unwrap_or(0);
+                    let mine = format_ident!("__v{}", mine);
+                    let (others, vars): (Vec<TokenStream>, Vec<proc_macro2::Ident>) = externals
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| *e != product)
+                        .map(|(i, &e)| (view(ctx, p, e), format_ident!("__v{}", i)))
+                        .unzip();
+                    quote! {
+                        let __full = __ws.#b.dim();
+                        ::modelc::__private::kernels::matmul_then(
+                            #a, #ta, #bv, #tb, __ws.#b.view_mut(),
+                            &|mut __blk: ::modelc::ndarray::ArrayViewMut2<'_, f32>, __i0: usize, __j0: usize| {
+                                let (__r, __c) = __blk.dim();
+                                ::modelc::ndarray::Zip::from(&mut __blk)
+                                    #(.and(
+                                        #others
+                                            .broadcast(__full)
+                                            .expect("shapes checked at compile time")
+                                            .slice_move(::modelc::ndarray::s![__i0..__i0 + __r, __j0..__j0 + __c])
+                                    ))*
+                                    .for_each(|__o, #(&#vars),*| {
+                                        let #mine = *__o;
+                                        *__o = #expr;
+                                    });
+                            },
+                        );
+                    }
                 }
             }
             Step::Fused => {
@@ -485,6 +502,48 @@ fn compute_steps(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
         out.push(stmt);
     }
     out
+}
+
+/// An epilogue the kernels apply themselves (`kernels::matmul_act`), as `(bias, relu,
+/// mask)`: `relu(p + bias)`, `p + bias` or `relu(p)`, with `bias` a vector along the
+/// product `p`'s rows (a layer's bias add and activation), or `p * step(mask)`, with
+/// `mask` of `p`'s shape (relu's derivative from relu's output). Any other group runs
+/// as a closure over finished blocks.
+fn kernel_act(
+    g: &crate::ir::Graph,
+    members: &std::collections::BTreeSet<NodeId>,
+    root: NodeId,
+    product: NodeId,
+) -> Option<(Option<NodeId>, bool, Option<NodeId>)> {
+    use crate::ops::elementwise::{Binary, Unary};
+    let dims = g.node(product).shape.dims();
+    let (mut node, mut relu) = (root, false);
+    if g.node(node).op == Op::Unary(Unary::Relu) {
+        (node, relu) = (g.node(node).inputs[0], true);
+    }
+    if node == product {
+        return Some((None, relu, None));
+    }
+    let n = g.node(node);
+    if !members.contains(&node) || n.inputs.len() != 2 {
+        return None;
+    }
+    let other = match (n.inputs[0] == product, n.inputs[1] == product) {
+        (true, false) => n.inputs[1],
+        (false, true) => n.inputs[0],
+        _ => return None,
+    };
+    let o = g.node(other);
+    match n.op {
+        Op::Binary(Binary::Add) if !members.contains(&other) && o.shape.dims() == &dims[1..] => {
+            Some((Some(other), relu, None))
+        }
+        Op::Binary(Binary::Mul) if !relu && members.contains(&other) && o.op == Op::Unary(Unary::Step) => {
+            let h = o.inputs[0];
+            (!members.contains(&h) && g.node(h).shape.dims() == dims).then_some((None, false, Some(h)))
+        }
+        _ => None,
+    }
 }
 
 fn scalar_operand_root(ctx: &Ctx, p: &Program, id: NodeId, externals: &[NodeId]) -> TokenStream {
