@@ -641,7 +641,7 @@ fn sgd_updates(c: &Compiled) -> Option<Vec<(usize, Update)>> {
 }
 
 /// `train_step` for plain SGD: forward and backward into its own workspace, each update
-/// fused with its gradient's last op and run as early as it may (see [`update_slots`]).
+/// fused with its gradient's last op and run as early as it may (see [`update_order`]).
 fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usize, Update)]) -> TokenStream {
     let m = ctx.m;
     let params = input_params(ctx, p);
@@ -665,9 +665,9 @@ fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usize, Update)
             }
         }
     };
-    let slots = update_slots(&m.graph, p, updates);
+    let order = update_order(&m.graph, p, updates);
     let updates_after =
-        |s: Option<usize>| updates.iter().zip(&slots).filter(move |(_, &after)| after == s).map(|(u, _)| update(u));
+        |s: Option<usize>| order.iter().filter(move |(after, _)| *after == s).map(|&(_, i)| update(&updates[i]));
     let mut body: Vec<TokenStream> = updates_after(None).collect();
     for (s, step) in compute_steps(ctx, p).into_iter().enumerate() {
         body.push(step);
@@ -695,28 +695,36 @@ fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usize, Update)
     }
 }
 
-/// For each update, the step it runs right after (`None`: before the first): the last
-/// step that reads its param, which the update changes in place, and the steps that
-/// compute its operands. The operands are roots of the program, whose buffers no later
-/// step reuses, so they still hold their values there. Run that early, an update finds
-/// its operands in cache: M3's `w3 += -lr h2^T dz3` took 71 us after every other
-/// update, 31 us right after the `dz3 w3^T` that last reads `w3`.
-fn update_slots(g: &crate::ir::Graph, p: &Program, updates: &[(usize, Update)]) -> Vec<Option<usize>> {
+/// Where each update runs: right after the last step that reads its param (the update
+/// changes it in place) and the steps that compute its operands (`None`: before the
+/// first step). The operands are roots of the program, whose buffers no later step
+/// reuses, so they still hold their values there. Run that early, an update finds its
+/// operands in cache: M3's `w3 += -lr h2^T dz3` took 71 us after every other update,
+/// 31 us right after the `dz3 w3^T` that last reads `w3`. Updates that run after the
+/// same step run most recently read param first, as a hand-written backward pass does:
+/// after `dz2 w2^T` (which reads `w2`), `w2`'s update, which rewrites `w2` while it is
+/// still in cache, before `w1`'s, last read in the forward pass.
+fn update_order(g: &crate::ir::Graph, p: &Program, updates: &[(usize, Update)]) -> Vec<(Option<usize>, usize)> {
     let reads: Vec<Vec<NodeId>> = (0..p.steps.len()).map(|s| plan::step_reads(g, p, s)).collect();
     let writes: Vec<Vec<NodeId>> = (0..p.steps.len()).map(|s| plan::step_writes(p, s)).collect();
-    updates
+    let last = |f: &dyn Fn(usize) -> bool| (0..p.steps.len()).rev().find(|&s| f(s));
+    let mut order: Vec<(Option<usize>, Option<usize>, usize)> = updates
         .iter()
-        .map(|&(param, u)| {
+        .enumerate()
+        .map(|(i, &(param, u))| {
             let operands = match u {
                 Update::MatMul { a, b, .. } => vec![a, b],
                 Update::SumTo { src } => vec![src],
                 Update::Plain { grad } => vec![grad],
             };
-            let reads_param = |s: usize| reads[s].iter().any(|&n| g.node(n).op == Op::Param(param));
-            let computes_operand = |s: usize| writes[s].iter().any(|n| operands.contains(n));
-            (0..p.steps.len()).rev().find(|&s| reads_param(s) || computes_operand(s))
+            let read = last(&|s| reads[s].iter().any(|&n| g.node(n).op == Op::Param(param)));
+            let computed = last(&|s| writes[s].iter().any(|n| operands.contains(n)));
+            (read.max(computed), read, i)
         })
-        .collect()
+        .collect();
+    // By slot, then most recently read first, then declaration order.
+    order.sort_by(|x, y| x.0.cmp(&y.0).then(y.1.cmp(&x.1)).then(x.2.cmp(&y.2)));
+    order.into_iter().map(|(after, _, i)| (after, i)).collect()
 }
 
 fn train_fns(ctx: &Ctx, i: usize, p: &Program, with_train_step: bool) -> TokenStream {
