@@ -34,8 +34,8 @@ pub fn matmul_then(
 }
 
 /// `out = relu(op(a) x op(b) + bias) * step(mask)`, each part optional (see [`Act`]): a
-/// layer's product with its bias add and relu, or a back-propagated product with relu's
-/// derivative, which the AVX-512 kernel applies in registers as it writes `out`.
+/// layer's product with its bias add and relu, which the AVX-512 kernel applies in
+/// registers as it writes `out`, or a back-propagated product with relu's derivative.
 pub fn matmul_act(
     a: ArrayView2<'_, f32>,
     ta: bool,
