@@ -7,8 +7,8 @@
 
 use ndarray::{ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD, Axis, Zip};
 
-pub use crate::sgemm::Act;
 use crate::sgemm::{kernel, Kernel};
+pub use crate::sgemm::{widest, Act};
 
 /// `out = op(a) x op(b)`, `op` a transpose where the flag is set (no copy is made).
 pub fn matmul(a: ArrayView2<'_, f32>, ta: bool, b: ArrayView2<'_, f32>, tb: bool, out: ArrayViewMut2<'_, f32>) {
@@ -640,45 +640,6 @@ pub fn softplus(x: f32) -> f32 {
 #[inline(always)]
 pub fn sigmoid_xent(x: f32, z: f32) -> f32 {
     x.max(0.0) - x * z + (-x.abs()).exp().ln_1p()
-}
-
-/// Runs `f` compiled for the widest vectors this CPU has and the runtime uses: AVX-512,
-/// AVX2 + FMA, or the build's target (the choice of [`crate::sgemm`]'s kernel, which
-/// `MODELC_KERNEL` caps).
-///
-/// The runtime is compiled for the user's target, the baseline x86-64 (SSE2) unless
-/// they set `target-cpu`. `f` is inlined into a copy of this function per instruction
-/// set, where LLVM vectorizes its loops for that set: plain loops over slices, as in
-/// [`exp_inplace`] and the bias update's row sums. Calls that LLVM does not inline stay
-/// compiled for the baseline; ndarray's `Zip::for_each` is one (see `docs/decisions.md`,
-/// "Generated elementwise loops"). The results are the same bits on every path: each
-/// element is computed by the same operations, and without fast-math LLVM neither
-/// contracts `a * b + c` into an FMA nor reorders a sum.
-#[inline]
-pub fn widest<R>(f: impl FnOnce() -> R) -> R {
-    match kernel() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Avx512` is only chosen where avx512f, avx2 and fma were detected.
-        Kernel::Avx512 => unsafe { with_avx512(f) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Avx2Fma` is only chosen where avx2 and fma were detected.
-        Kernel::Avx2Fma => unsafe { with_avx2(f) },
-        Kernel::Portable => f(),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-#[inline]
-unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
 }
 
 /// `v = exp(v)` for every element, vectorized where the CPU allows.

@@ -125,20 +125,46 @@ impl Act<'_> {
     }
 
     /// [`Act::apply`] with `relu` a constant, so that no loop tests it (a test in the
-    /// loop made the mask's pass 15% slower).
+    /// loop made the mask's pass 15% slower). Rows that are contiguous, in the block and
+    /// the mask, go through plain slice loops compiled for the widest vectors
+    /// ([`widest`]); others through ndarray's `Zip`.
     fn apply_with<const RELU: bool>(&self, mut block: ArrayViewMut2<'_, f32>, i0: usize, j0: usize) {
         let (rows, cols) = block.dim();
+        if !RELU && self.bias.is_none() && self.mask.is_none() {
+            return;
+        }
         let bias = self.bias.map(|b| b.slice_move(s![j0..j0 + cols]));
         let mask = self.mask.map(|m| m.slice_move(s![i0..i0 + rows, j0..j0 + cols]));
         let relu = |x: f32| if !RELU || x > 0.0 { x } else { 0.0 };
         let step = |x: f32| if x > 0.0 { 1.0 } else { 0.0 };
+        let contiguous = block.strides()[1] == 1
+            && bias.is_none_or(|b| b.strides()[0] == 1)
+            && mask.is_none_or(|m| m.strides()[1] == 1);
+        if contiguous {
+            widest(
+                #[inline(always)]
+                || {
+                    for (r, mut row) in block.rows_mut().into_iter().enumerate() {
+                        // Unit strides, checked above.
+                        let o = row.as_slice_mut().expect("a row with a unit stride");
+                        let b = bias.as_ref().map(|b| b.as_slice().expect("a bias with a unit stride"));
+                        let h = mask.as_ref().map(|m| m.row(r).to_slice().expect("a mask row with a unit stride"));
+                        match (b, h) {
+                            (Some(b), None) => o.iter_mut().zip(b).for_each(|(v, &b)| *v = relu(*v + b)),
+                            (None, None) => o.iter_mut().for_each(|v| *v = relu(*v)),
+                            (None, Some(h)) => o.iter_mut().zip(h).for_each(|(v, &h)| *v = relu(*v) * step(h)),
+                            (Some(b), Some(h)) => {
+                                o.iter_mut().zip(b).zip(h).for_each(|((v, &b), &h)| *v = relu(*v + b) * step(h))
+                            }
+                        }
+                    }
+                },
+            );
+            return;
+        }
         match (bias, mask) {
             (Some(b), None) => Zip::from(&mut block).and_broadcast(&b).for_each(|v, &b| *v = relu(*v + b)),
-            (None, None) => {
-                if RELU {
-                    block.map_inplace(|v| *v = relu(*v));
-                }
-            }
+            (None, None) => block.map_inplace(|v| *v = relu(*v)),
             (None, Some(m)) => Zip::from(&mut block).and(&m).for_each(|v, &h| *v = relu(*v) * step(h)),
             (Some(b), Some(m)) => {
                 Zip::from(&mut block).and_broadcast(&b).and(&m).for_each(|v, &b, &h| *v = relu(*v + b) * step(h))
@@ -400,6 +426,45 @@ pub(crate) fn kernel() -> Kernel {
         return forced.min(best);
     }
     best
+}
+
+/// Runs `f` compiled for the widest vectors this CPU has and the runtime uses: AVX-512,
+/// AVX2 + FMA, or the build's target (the choice of [`crate::sgemm`]'s kernel, which
+/// `MODELC_KERNEL` caps).
+///
+/// The runtime is compiled for the user's target, the baseline x86-64 (SSE2) unless
+/// they set `target-cpu`. `f` is inlined into a copy of this function per instruction
+/// set, where LLVM vectorizes its loops for that set: plain loops over slices, as in
+/// `kernels::exp_inplace`, the bias update's row sums and [`Act`]'s block pass. Calls that LLVM does not inline stay
+/// compiled for the baseline; ndarray's `Zip::for_each` is one (see `docs/decisions.md`,
+/// "Generated elementwise loops"). The results are the same bits on every path: each
+/// element is computed by the same operations, and without fast-math LLVM neither
+/// contracts `a * b + c` into an FMA nor reorders a sum.
+#[inline]
+pub fn widest<R>(f: impl FnOnce() -> R) -> R {
+    match kernel() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Avx512` is only chosen where avx512f, avx2 and fma were detected.
+        Kernel::Avx512 => unsafe { with_avx512(f) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Avx2Fma` is only chosen where avx2 and fma were detected.
+        Kernel::Avx2Fma => unsafe { with_avx2(f) },
+        Kernel::Portable => f(),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
 }
 
 /// The best kernel this CPU has, capped by `MODELC_KERNEL` (`portable`, `avx2` or
