@@ -26,8 +26,10 @@
 //! `a`'s columns read in place and broadcast elements of `b`.
 //!
 //! With the `parallel` feature, large products are split into blocks of `c` computed
-//! on rayon's threads, each with its own scratch. [`sgemm_then`] runs an epilogue (the
-//! generated code's bias add and activation) on each finished block of `c`.
+//! on rayon's threads, each with its own scratch. [`sgemm_then`] runs an epilogue
+//! closure on each finished block of `c`; [`sgemm_act`] a bias add, relu and relu's
+//! derivative (the generated code's usual epilogues), the first two applied by the
+//! AVX-512 kernel in registers as it writes `c`.
 //!
 //! The micro-kernel is chosen at run time: AVX-512F (`std::arch` intrinsics) where the
 //! CPU has it and `c`'s columns are contiguous, else AVX2 + FMA where the CPU has them,
