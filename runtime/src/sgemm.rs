@@ -644,9 +644,9 @@ fn product(
                         // place are inside the live view `a`; rows ic..ic + mc and columns
                         // jc..jc + nc are inside `c`, which `out` points into (unit column
                         // stride) and which stays mutably borrowed (unaliased) for this
-                        // whole call; `act` points into the live bias (one value per column
-                        // of the caller's c, asserted by `sgemm_act`) and mask (its shape)
-                        // at this block's first element (`Epi::kernel_act`).
+                        // whole call; `act`'s bias, if any, points into the live bias (one
+                        // value per column of the caller's c, asserted by `sgemm_act`) at
+                        // this block's first column (`Epi::kernel_act`).
                         unsafe {
                             let at = out.ptr.offset(ic as isize * out.rs + jc as isize);
                             let src = (fuse_pack && ic == 0).then(|| {
@@ -972,13 +972,16 @@ unsafe fn panels_avx2<const R: usize, const PACKED: bool>(
 /// `a` read in place (element `(i, p)` at `a + i * sa.0 + p * sa.1`). With `src` (the
 /// `kc x nc` block of a row-major `b` and its row stride), the panels are not packed
 /// yet: each column's first tile packs them as it reads them (see [`column_avx512`]).
+/// With `act`, these are `c`'s final values, and the bias add and relu are applied to
+/// them as they are written.
 ///
 /// # Safety
 /// The CPU must support AVX-512F, AVX2 and FMA; `a` must hold the panels (packed) or
 /// `mc` rows of `kc` (in place), `b` `nc.div_ceil(NR) * kc * NR` elements (writable
 /// with `src`), and the `mc x nc` block at `c` (rows `rs` apart, columns contiguous)
 /// must be writable; with `src`, `src.0 + p * src.1 + j` must be readable for `p < kc`,
-/// `j < nc`, `nc % NR == 0` and `mc >= 2 MR`.
+/// `j < nc`, `nc % NR == 0` and `mc >= 2 MR`; `act`'s bias, if not null, must be
+/// readable for `nc` elements.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -1077,13 +1080,15 @@ unsafe fn column_avx512<const P: usize, const PACKED: bool>(
 /// at `a + t * 2 kc MR`; row `r` in panel `r / MR`, lane `r % MR`) or, if not
 /// `PACKED`, read in place (element `(r, p)` at `a + r * sa.0 + p * sa.1`). With
 /// `PACK_B`, row `p` of the panels is read from `src.0 + p * src.1` (a row-major `b`)
-/// and stored into `b`'s packing as well.
+/// and stored into `b`'s packing as well. With `act`, the values written are
+/// `Act::apply`'s (bias add, relu) of `alpha * acc + beta * c`, the bias read from
+/// `act.bias` at the tile's first column.
 ///
 /// # Safety
 /// The CPU must support AVX-512F, AVX2 and FMA; `a` and `b` (or, with `PACK_B`, `src`)
 /// must hold what the tiles read, `b` be writable with `PACK_B`, and the tiles of `c`
-/// be writable, their last panel's columns under `mask`; `count == 1` unless
-/// `R == 2 MR`.
+/// be writable, their last panel's columns under `mask`; `act`'s bias, if not null,
+/// readable for the tile's columns (under `mask`); `count == 1` unless `R == 2 MR`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]

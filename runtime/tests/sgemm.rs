@@ -91,12 +91,19 @@ fn check(got: ArrayView2<'_, f32>, want: &Array2<f64>, k: usize, what: &str) {
     }
 }
 
+/// `a` and `b` of an `m x k x n` product, stored transposed where `ta` / `tb` say (the
+/// views are `stores.0.t()` then), from `seed` and `seed + 1`.
+fn stores(m: usize, k: usize, n: usize, ta: bool, tb: bool, seed: u64) -> (Array2<f32>, Array2<f32>) {
+    let a = if ta { filled(k, m, seed) } else { filled(m, k, seed) };
+    let b = if tb { filled(n, k, seed + 1) } else { filled(k, n, seed + 1) };
+    (a, b)
+}
+
 /// Runs one product with `a` and `b` stored transposed or not, over `c` prefilled with
 /// NaN when beta is 0 (so any read of `c` shows).
 fn case(m: usize, k: usize, n: usize, ta: bool, tb: bool, alpha: f32, beta: f32) {
     let seed = (m * 1_000_003 + k * 1009 + n) as u64;
-    let a_store = if ta { filled(k, m, seed) } else { filled(m, k, seed) };
-    let b_store = if tb { filled(n, k, seed + 1) } else { filled(k, n, seed + 1) };
+    let (a_store, b_store) = stores(m, k, n, ta, tb, seed);
     let a = if ta { a_store.t() } else { a_store.view() };
     let b = if tb { b_store.t() } else { b_store.view() };
     let c0 = if beta == 0.0 { Array2::from_elem((m, n), f32::NAN) } else { filled(m, n, seed + 2) };
@@ -228,8 +235,7 @@ fn every_kernel_every_shape_alpha_beta() {
 fn epilogue_sees_every_element_once_with_its_indices() {
     let run = |m: usize, k: usize, n: usize, ta: bool, tb: bool| {
         let seed = (m * 7 + k * 13 + n) as u64;
-        let a_store = if ta { filled(k, m, seed) } else { filled(m, k, seed) };
-        let b_store = if tb { filled(n, k, seed + 1) } else { filled(k, n, seed + 1) };
+        let (a_store, b_store) = stores(m, k, n, ta, tb, seed);
         let a = if ta { a_store.t() } else { a_store.view() };
         let b = if tb { b_store.t() } else { b_store.view() };
         let c0 = filled(m, n, seed + 2);
@@ -282,8 +288,7 @@ fn act_equals_the_product_then_the_act_to_the_bit() {
     let run = |m: usize, k: usize, n: usize, ta: bool, tb: bool, alpha: f32, beta: f32, parts: (bool, bool, bool)| {
         let (with_bias, relu, with_mask) = parts;
         let seed = (m * 31 + k * 7 + n) as u64;
-        let a_store = if ta { filled(k, m, seed) } else { filled(m, k, seed) };
-        let b_store = if tb { filled(n, k, seed + 1) } else { filled(k, n, seed + 1) };
+        let (a_store, b_store) = stores(m, k, n, ta, tb, seed);
         let a = if ta { a_store.t() } else { a_store.view() };
         let b = if tb { b_store.t() } else { b_store.view() };
         // The edge cases of relu and step: a NaN and a -0 in the bias, and zeros of both
