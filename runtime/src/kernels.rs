@@ -7,6 +7,7 @@
 
 use ndarray::{ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD, Axis, Zip};
 
+pub use crate::elementwise::map;
 use crate::sgemm::{kernel, Kernel};
 pub use crate::sgemm::{widest, Act};
 
@@ -619,15 +620,40 @@ pub fn square(x: f32) -> f32 {
     x * x
 }
 
-/// `1 / (1 + e^-x)`, without overflow for large `|x|`.
+/// `1 / (1 + e^-x)`, without overflow for large `|x|`: `1 / (1 + e)` for `x >= 0` and
+/// `e / (1 + e)` below, with `e = exp(-|x|)` ([`exp`]); no branch, so that it
+/// vectorizes. Within 3 ulp of the exact value where that is a normal number (see the
+/// test); 0 below -87.3.
 #[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
+    let e = exp(-x.abs());
+    let s = 1.0 / (1.0 + e);
     if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
+        s
     } else {
-        let e = x.exp();
-        e / (1.0 + e)
+        e * s
     }
+}
+
+/// `e^x`, as a polynomial that vectorizes (see [`exp_inplace`] for its accuracy and
+/// range): the generated code's `exp`, where libm's `expf` is a call per element.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    exp_poly(x)
+}
+
+/// `tanh(x)`, branch-free so that it vectorizes (Cephes' `tanhf`): `x + x^3 P(x^2)` for
+/// `|x| < 0.625`, else `1 - 2 / (e^{2|x|} + 1)` ([`exp`]), with the sign of `x`. Within
+/// 3 ulp of the exact value (see the test).
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    let a = x.abs();
+    let z = a * a;
+    let p = (((-5.704_988_7e-3 * z + 2.063_909e-2) * z - 5.373_971_6e-2) * z + 1.333_144_2e-1) * z - 3.333_328e-1;
+    let small = a + a * (z * p);
+    let large = 1.0 - 2.0 / (exp(2.0 * a) + 1.0);
+    let t = if a < 0.625 { small } else { large };
+    t.copysign(x)
 }
 
 /// `ln(1 + e^x)`, computed as `max(x, 0) + ln(1 + e^-|x|)`.
@@ -668,7 +694,14 @@ fn exp_poly(x: f32) -> f32 {
     const LO: f32 = -87.336_55;
     const HI: f32 = 88.722_83;
     let c = x.clamp(LO, HI);
-    let n = (c * LOG2E + 0.5).floor();
+    // floor(t) and then n as an integer through the bits of t + 1.5 * 2^23, where the
+    // float's unit is 1 (exact: |t| < 130), rather than `f32::floor` (a call without
+    // SSE4.1) and `as i32` (saturating): plain float and integer operations, which
+    // vectorize for every target.
+    const ROUND: f32 = 12_582_912.0;
+    let t = c * LOG2E + 0.5;
+    let nearest = (t + ROUND) - ROUND;
+    let n = if nearest > t { nearest - 1.0 } else { nearest };
     let r = c - n * LN2_HI - n * LN2_LO;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1)
         * r
@@ -676,7 +709,7 @@ fn exp_poly(x: f32) -> f32 {
     let e = p * (r * r) + r + 1.0;
     // 2^n through the exponent bits, as 2^h * 2^(n - h) with h = n / 2 so that both
     // factors are normal for every n in [-126, 128] (the range after the clamp).
-    let n = n as i32;
+    let n = (n + ROUND).to_bits() as i32 - ROUND.to_bits() as i32;
     let h = n >> 1;
     let pow2 = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
     let y = e * pow2(h) * pow2(n - h);
@@ -745,6 +778,95 @@ mod tests {
             assert_eq!(&nan[1..], &[f32::INFINITY, 0.0], "{name}");
         }
         crate::sgemm::FORCE_KERNEL.with(|f| f.set(None));
+    }
+
+    /// Worst error of `f` against `exact` in ulps of the exact f32 value, over `xs`
+    /// where the exact value is a normal f32.
+    fn worst_ulp(xs: &[f32], f: impl Fn(f32) -> f32, exact: impl Fn(f64) -> f64) -> f64 {
+        let mut worst = 0.0f64;
+        for &x in xs {
+            let (y, want) = (f(x), exact(x as f64));
+            if want.abs() >= f32::MIN_POSITIVE as f64 {
+                let ulp = (want as f32).abs() as f64 * f32::EPSILON as f64;
+                worst = worst.max((y as f64 - want).abs() / ulp);
+            }
+        }
+        worst
+    }
+
+    /// The vectorizable `tanh` and `sigmoid` against f64 over their whole range, with
+    /// the signed zeros, infinities and NaN.
+    #[test]
+    fn tanh_and_sigmoid_are_within_a_few_ulp() {
+        let mut xs: Vec<f32> = (-200_000..=200_000).map(|i| i as f32 * 1e-4).collect();
+        xs.extend((-300..=300).map(|i| i as f32 * 0.37));
+        xs.extend([1e-30, -1e-30, 1e-8, -1e-8, 0.624_999_9, 0.625, -0.625, 87.0, -87.0, 100.0, -100.0]);
+        let t = worst_ulp(&xs, tanh, f64::tanh);
+        assert!(t <= 2.0, "tanh: worst error {t} ulp");
+        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let s = worst_ulp(&xs, sigmoid, sig);
+        assert!(s <= 2.0, "sigmoid: worst error {s} ulp");
+        assert_eq!(tanh(0.0).to_bits(), 0.0f32.to_bits());
+        assert_eq!(tanh(-0.0).to_bits(), (-0.0f32).to_bits());
+        assert_eq!((tanh(f32::INFINITY), tanh(f32::NEG_INFINITY)), (1.0, -1.0));
+        assert_eq!((sigmoid(f32::INFINITY), sigmoid(f32::NEG_INFINITY), sigmoid(0.0)), (1.0, 0.0, 0.5));
+        assert!(tanh(f32::NAN).is_nan() && sigmoid(f32::NAN).is_nan() && exp(f32::NAN).is_nan());
+    }
+
+    /// `map` against the same closure applied element by element, on every kernel this
+    /// CPU runs and every layout the fast and the strided loops take: same shapes, a
+    /// bias row, a column and a scalar broadcast, a transposed input, a stepped output, a
+    /// rank-3 broadcast that does not merge, rows longer than a chunk, a scalar output.
+    #[test]
+    fn map_gives_the_elementwise_bits_on_every_layout() {
+        let f = |o: f32, [a, b, c]: [f32; 3]| tanh(a * b + c) + sigmoid(o - c) * exp(b);
+        let filled = |shape: &[usize], s: usize| {
+            ArrayD::from_shape_fn(IxDyn(shape), |i| {
+                let k = ndarray::Dimension::slice(&i).iter().fold(s, |acc, &v| acc * 31 + v);
+                ((k % 97) as f32 - 48.0) * 0.0625
+            })
+        };
+        let bias = filled(&[300], 1);
+        let col = filled(&[7, 1], 2);
+        let t = filled(&[300, 7], 3);
+        let full = filled(&[7, 300], 4);
+        let three = filled(&[3, 1, 5], 5);
+        let three_b = filled(&[4, 5], 6);
+        let scalar = filled(&[], 7);
+        let cases: Vec<(Vec<usize>, [ArrayViewD<'_, f32>; 3])> = vec![
+            (vec![7, 300], [full.view(), full.view(), full.view()]),
+            (vec![7, 300], [full.view(), bias.view(), col.view()]),
+            (vec![7, 300], [scalar.view(), t.view().reversed_axes(), bias.view()]),
+            (vec![3, 4, 5], [three.view(), three_b.view(), scalar.view()]),
+            (vec![5], [scalar.view(), scalar.view(), bias.slice(ndarray::s![..5]).into_dyn()]),
+            (vec![], [scalar.view(), scalar.view(), scalar.view()]),
+        ];
+        for kern in crate::sgemm::kernels() {
+            crate::sgemm::FORCE_KERNEL.with(|k| k.set(Some(kern)));
+            for (shape, ins) in &cases {
+                for stepped in [false, true] {
+                    let mut wide = shape.clone();
+                    if let Some(last) = wide.last_mut() {
+                        *last *= if stepped { 2 } else { 1 };
+                    }
+                    let mut buf = filled(&wide, 8);
+                    let mut out = buf.view_mut();
+                    if stepped && !shape.is_empty() {
+                        out.slice_axis_inplace(ndarray::Axis(shape.len() - 1), ndarray::Slice::new(0, None, 2));
+                    }
+                    let want = ArrayD::from_shape_fn(out.raw_dim(), |i| {
+                        let get = |v: &ArrayViewD<'_, f32>| v.broadcast(out.raw_dim()).unwrap()[&i];
+                        f(out[&i], [get(&ins[0]), get(&ins[1]), get(&ins[2])])
+                    });
+                    map(out.view_mut(), ins.clone(), f);
+                    assert_eq!(out.shape(), want.shape());
+                    for (i, (got, want)) in out.iter().zip(&want).enumerate() {
+                        assert_eq!(got.to_bits(), want.to_bits(), "{kern:?} {shape:?} stepped {stepped}: element {i}");
+                    }
+                }
+            }
+        }
+        crate::sgemm::FORCE_KERNEL.with(|k| k.set(None));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 pub mod checkpoint;
 pub mod data;
+mod elementwise;
 mod error;
 pub mod init;
 pub mod kernels;

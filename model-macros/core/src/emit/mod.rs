@@ -464,19 +464,18 @@ fn compute_steps(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
                         let __full = __ws.#b.dim();
                         ::modelc::__private::kernels::matmul_then(
                             #a, #ta, #bv, #tb, __ws.#b.view_mut(),
-                            &|mut __blk: ::modelc::ndarray::ArrayViewMut2<'_, f32>, __i0: usize, __j0: usize| {
+                            &|__blk: ::modelc::ndarray::ArrayViewMut2<'_, f32>, __i0: usize, __j0: usize| {
                                 let (__r, __c) = __blk.dim();
-                                ::modelc::ndarray::Zip::from(&mut __blk)
-                                    #(.and(
-                                        #others
-                                            .broadcast(__full)
-                                            .expect("shapes checked at compile time")
-                                            .slice_move(::modelc::ndarray::s![__i0..__i0 + __r, __j0..__j0 + __c])
-                                    ))*
-                                    .for_each(|__o, #(&#vars),*| {
-                                        let #mine = *__o;
-                                        *__o = #expr;
-                                    });
+                                ::modelc::__private::kernels::map(
+                                    __blk.into_dyn(),
+                                    [#(#others
+                                        .broadcast(__full)
+                                        .expect("shapes checked at compile time")
+                                        .slice_move(::modelc::ndarray::s![__i0..__i0 + __r, __j0..__j0 + __c])
+                                        .into_dyn()),*],
+                                    #[inline(always)]
+                                    |#mine, [#(#vars),*]| #expr,
+                                );
                             },
                         );
                     }
@@ -489,12 +488,15 @@ fn compute_steps(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
                 if externals.is_empty() {
                     quote!(__ws.#b.fill(#expr);)
                 } else {
-                    let producers = externals.iter().map(|&e| producer(ctx, p, e));
+                    let ins = externals.iter().map(|&e| view(ctx, p, e));
                     let vars = (0..externals.len()).map(|i| format_ident!("__v{}", i));
                     quote! {
-                        ::modelc::ndarray::Zip::from(&mut __ws.#b)
-                            #(.and_broadcast(#producers))*
-                            .for_each(|__o, #(&#vars),*| *__o = #expr);
+                        ::modelc::__private::kernels::map(
+                            __ws.#b.view_mut().into_dyn(),
+                            [#(#ins.into_dyn()),*],
+                            #[inline(always)]
+                            |_, [#(#vars),*]| #expr,
+                        );
                     }
                 }
             }
