@@ -362,10 +362,38 @@ impl Optimizer {
     pub fn update(&self, param: &mut [f32], grad: &[f32], slots: &mut [Vec<f32>], grad_scale: f32, step: u64) {
         debug_assert_eq!(param.len(), grad.len(), "param and gradient lengths differ");
         debug_assert!(slots.iter().all(|s| s.len() == param.len()), "a slot's length differs from the param's");
+        crate::kernels::widest(
+            #[inline(always)]
+            || {
+                // Decay or not is a constant of each loop, not a test in it.
+                if self.weight_decay != 0.0 {
+                    self.update_loops::<true>(param, grad, slots, grad_scale, step)
+                } else {
+                    self.update_loops::<false>(param, grad, slots, grad_scale, step)
+                }
+            },
+        );
+    }
+
+    /// The loops of [`Optimizer::update`], inlined into each [`crate::kernels::widest`]
+    /// build so that LLVM vectorizes them for its instruction set (Adam over M2's 235K
+    /// params: 193 -> 47 us, momentum 67 -> 30 us, plain SGD 30 -> 19 us; at M3's 1.9M, bound
+    /// by memory, Adam 1.30-1.58 -> 0.84-0.87 ms). With momentum, the Nesterov choice is
+    /// taken outside the loop: tested per element, the AVX-512 loop over 1.9M params
+    /// took 0.59-0.63 ms against 0.42-0.49 at the baseline target; hoisted, 0.42.
+    #[inline(always)]
+    fn update_loops<const DECAY: bool>(
+        &self,
+        param: &mut [f32],
+        grad: &[f32],
+        slots: &mut [Vec<f32>],
+        grad_scale: f32,
+        step: u64,
+    ) {
         let lr = self.learning_rate;
         let wd = self.weight_decay;
         // Clip, then decay (PyTorch's order).
-        let decayed = move |g: f32, p: f32| if wd != 0.0 { g * grad_scale + wd * p } else { g * grad_scale };
+        let decayed = move |g: f32, p: f32| if DECAY { g * grad_scale + wd * p } else { g * grad_scale };
         let expected = self.slot_names().len();
         match (self.kind, slots) {
             (OptimizerKind::Sgd, []) => {
@@ -374,11 +402,17 @@ impl Optimizer {
                 }
             }
             (OptimizerKind::Momentum { momentum, nesterov }, [buf]) => {
-                for ((p, &g), b) in param.iter_mut().zip(grad).zip(buf.iter_mut()) {
+                let step = |p: &mut f32, g: f32, b: &mut f32, nesterov: bool| {
                     let g = decayed(g, *p);
                     *b = momentum * *b + g;
                     let d = if nesterov { g + momentum * *b } else { *b };
                     *p -= lr * d;
+                };
+                let items = param.iter_mut().zip(grad).zip(buf.iter_mut());
+                if nesterov {
+                    items.for_each(|((p, &g), b)| step(p, g, b, true));
+                } else {
+                    items.for_each(|((p, &g), b)| step(p, g, b, false));
                 }
             }
             (OptimizerKind::Adam { beta1, beta2, epsilon }, [m, v]) => {

@@ -318,3 +318,43 @@ fn wrong_slot_count_is_a_caller_bug() {
     let o = opt(OptimizerKind::ADAM, 0.1);
     o.update(&mut [0.0], &[1.0], &mut [vec![0.0]], 1.0, 1);
 }
+
+/// The update's loops are vectorized (for the widest vectors the CPU has): over a long
+/// param, every element must get the same bits as when it is updated alone (a
+/// one-element call runs no vector code), for every rule, with and without decay.
+#[test]
+fn a_long_update_gives_each_element_the_bits_of_its_own() {
+    let kinds = [
+        OptimizerKind::Sgd,
+        OptimizerKind::Momentum { momentum: 0.9, nesterov: false },
+        OptimizerKind::Momentum { momentum: 0.9, nesterov: true },
+        OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-8 },
+        OptimizerKind::RmsProp { rho: 0.9, epsilon: 1e-7, momentum: 0.0, centered: false },
+        OptimizerKind::RmsProp { rho: 0.9, epsilon: 1e-7, momentum: 0.5, centered: false },
+        OptimizerKind::RmsProp { rho: 0.9, epsilon: 1e-7, momentum: 0.0, centered: true },
+        OptimizerKind::RmsProp { rho: 0.9, epsilon: 1e-7, momentum: 0.5, centered: true },
+        OptimizerKind::Adagrad { epsilon: 1e-7, initial_accumulator_value: 0.1 },
+    ];
+    let n = 1037;
+    for kind in kinds {
+        for decay in [0.0, 0.01] {
+            let o = Optimizer { weight_decay: decay, ..Optimizer::new(kind, 0.01) };
+            let mut p: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.02).collect();
+            let (mut one, p0) = (p.clone(), p.clone());
+            let mut slots = o.new_slots(n);
+            let mut own: Vec<Vec<Vec<f32>>> = (0..n).map(|_| o.new_slots(1)).collect();
+            for t in 1..=3u64 {
+                let g: Vec<f32> = (0..n).map(|i| ((i * 53 % 89) as f32 - 44.0) * 0.01 * t as f32).collect();
+                o.update(&mut p, &g, &mut slots, 0.75, t);
+                for i in 0..n {
+                    o.update(&mut one[i..=i], &g[i..=i], &mut own[i], 0.75, t);
+                }
+            }
+            for i in 0..n {
+                assert_eq!(p[i].to_bits(), one[i].to_bits(), "{kind:?}, decay {decay}: element {i}");
+            }
+            // The params moved: the test is not vacuous.
+            assert!(p.iter().zip(&p0).filter(|(a, b)| a != b).count() > n / 2, "{kind:?}");
+        }
+    }
+}
