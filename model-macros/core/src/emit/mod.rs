@@ -662,8 +662,15 @@ fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usize, Update)
                 quote!(#k::sum_to_acc(-__lr, #s.into_dyn(), self.#n.view_mut().into_dyn());)
             }
             Update::Plain { grad } => {
-                let g = producer(ctx, p, grad);
-                quote!(::modelc::ndarray::Zip::from(&mut self.#n).and(#g).for_each(|__p, &__g| *__p -= __lr * __g);)
+                let g = view(ctx, p, grad);
+                quote! {
+                    #k::map(
+                        self.#n.view_mut().into_dyn(),
+                        [#g.into_dyn()],
+                        #[inline(always)]
+                        |__p, [__g]| __p - __lr * __g,
+                    );
+                }
             }
         }
     };
