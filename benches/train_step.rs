@@ -3,7 +3,10 @@
 //!
 //! - M1, the tutorial model: softmax regression 784 -> 10, batch 100, sgd;
 //! - M2: MLP 784-256-128-10, relu, softmax cross-entropy, batch 128, sgd;
-//! - M3: MLP 784-1024-1024-10, relu, batch 256, sgd.
+//! - M3: MLP 784-1024-1024-10, relu, batch 256, sgd;
+//!
+//! and M4, M2 with tanh and sigmoid hidden layers instead of relu, where elementwise work
+//! (the activations and their derivatives) is a large part of the step.
 //!
 //! The hand-written steps use the same matrix-product kernel as the generated code
 //! (`modelc::kernels::gemm`), allocate their buffers once, multiply through transposed
@@ -72,8 +75,47 @@ model! {
     }
 }
 
+model! {
+    struct M4 {
+        input x: [batch, 784];
+        input y: [batch, 10];
+        param w1: [784, 256] = glorot_uniform;
+        param b1: [256] = zeros;
+        param w2: [256, 128] = glorot_uniform;
+        param b2: [128] = zeros;
+        param w3: [128, 10] = glorot_uniform;
+        param b3: [10] = zeros;
+        let h1 = tanh(matmul(x, w1) + b1);
+        let h2 = sigmoid(matmul(h1, w2) + b2);
+        let z = matmul(h2, w3) + b3;
+        loss l = mean(softmax_cross_entropy(z, y));
+        optimizer sgd(learning_rate = 0.1);
+    }
+}
+
+/// A hidden layer's activation in [`HandMlp`].
+#[derive(Clone, Copy, PartialEq)]
+enum Act {
+    Relu,
+    Tanh,
+    Sigmoid,
+}
+
+/// The scalar `tanh` and `sigmoid` a hand-written step calls.
+#[derive(Clone, Copy, PartialEq)]
+enum Fns {
+    /// The standard library's (libm's `tanhf`, `expf`), as ndarray code calls them.
+    Libm,
+    /// modelc's vectorizable polynomials (`modelc::kernels::{tanh, sigmoid}`), the ones
+    /// the generated code calls.
+    Modelc,
+}
+
 /// A hand-written MLP step (any depth), written as well as ndarray allows.
 struct HandMlp {
+    /// Each hidden layer's activation.
+    acts: Vec<Act>,
+    fns: Fns,
     w: Vec<Array2<f32>>,
     b: Vec<Array1<f32>>,
     /// Activations: a[0] is the input's copy-free stand-in (unused), a[i] layer outputs.
@@ -94,7 +136,13 @@ impl HandMlp {
         let b = (0..n).map(|i| Array1::zeros(sizes[i + 1])).collect();
         let a = (0..n).map(|i| Array2::zeros((batch, sizes[i + 1]))).collect();
         let d = (0..n).map(|i| Array2::zeros((batch, sizes[i + 1]))).collect();
-        HandMlp { w, b, a, d, lr }
+        HandMlp { acts: vec![Act::Relu; n.saturating_sub(1)], fns: Fns::Libm, w, b, a, d, lr }
+    }
+
+    /// The same with `acts` on the hidden layers, computed with `fns`.
+    fn with_acts(sizes: &[usize], batch: usize, lr: f32, acts: &[Act], fns: Fns) -> Self {
+        assert_eq!(acts.len(), sizes.len() - 2, "one activation per hidden layer");
+        HandMlp { acts: acts.to_vec(), fns, ..Self::new(sizes, batch, lr) }
     }
 
     fn step(&mut self, x: ArrayView2<f32>, y: ArrayView2<f32>) -> f32 {
@@ -110,9 +158,28 @@ impl HandMlp {
                 gemm(1.0, before[i - 1].view(), self.w[i].view(), 0.0, out.view_mut());
             }
             let b = &self.b[i];
-            if i + 1 < n {
+            let poly = self.fns == Fns::Modelc;
+            let act = if i + 1 < n { self.acts[i] } else { Act::Relu };
+            if i + 1 < n && act == Act::Relu {
                 Zip::from(out.rows_mut())
                     .for_each(|mut row| Zip::from(&mut row).and(b).for_each(|v, &bb| *v = (*v + bb).max(0.0)));
+            } else if i + 1 < n {
+                let f = move |x: f32| match (act, poly) {
+                    (Act::Tanh, false) => x.tanh(),
+                    (Act::Tanh, true) => modelc::kernels::tanh(x),
+                    (_, false) => {
+                        // Stable for large |x|, as the generated code's.
+                        let e = (-x.abs()).exp();
+                        if x >= 0.0 {
+                            1.0 / (1.0 + e)
+                        } else {
+                            e / (1.0 + e)
+                        }
+                    }
+                    (_, true) => modelc::kernels::sigmoid(x),
+                };
+                Zip::from(out.rows_mut())
+                    .for_each(|mut row| Zip::from(&mut row).and(b).for_each(|v, &bb| *v = f(*v + bb)));
             } else {
                 Zip::from(out.rows_mut()).for_each(|mut row| row += b);
             }
@@ -142,11 +209,16 @@ impl HandMlp {
                 // d[i-1] = (d[i] w[i]^T) * relu'(a[i-1]), before w[i] changes.
                 let (lo, hi) = self.d.split_at_mut(i);
                 gemm(1.0, hi[0].view(), self.w[i].t(), 0.0, lo[i - 1].view_mut());
-                Zip::from(&mut lo[i - 1]).and(&self.a[i - 1]).for_each(|g, &a| {
-                    if a <= 0.0 {
-                        *g = 0.0
-                    }
-                });
+                let g = Zip::from(&mut lo[i - 1]).and(&self.a[i - 1]);
+                match self.acts[i - 1] {
+                    Act::Relu => g.for_each(|g, &a| {
+                        if a <= 0.0 {
+                            *g = 0.0
+                        }
+                    }),
+                    Act::Tanh => g.for_each(|g, &a| *g *= 1.0 - a * a),
+                    Act::Sigmoid => g.for_each(|g, &a| *g *= a * (1.0 - a)),
+                }
             }
             if i == 0 {
                 gemm(-self.lr, x.t(), self.d[i].view(), 1.0, self.w[i].view_mut());
@@ -256,6 +328,18 @@ fn bench(c: &mut Criterion) {
     let mut h2 = HandMlp::new(&[784, 256, 128, 10], 128, 0.1);
     group.bench_function(BenchmarkId::new("M2", "hand-written"), |b| b.iter(|| h2.step(x.view(), y.view())));
 
+    let mut m4 = M4::new();
+    group
+        .bench_function(BenchmarkId::new("M4", "generated"), |b| b.iter(|| m4.train_step(x.view(), y.view()).unwrap()));
+    let m4_sizes = [784, 256, 128, 10];
+    let m4_acts = [Act::Tanh, Act::Sigmoid];
+    let mut h4 = HandMlp::with_acts(&m4_sizes, 128, 0.1, &m4_acts, Fns::Libm);
+    group.bench_function(BenchmarkId::new("M4", "hand-written"), |b| b.iter(|| h4.step(x.view(), y.view())));
+    let mut h4p = HandMlp::with_acts(&m4_sizes, 128, 0.1, &m4_acts, Fns::Modelc);
+    group.bench_function(BenchmarkId::new("M4", "hand-written, modelc's tanh and sigmoid"), |b| {
+        b.iter(|| h4p.step(x.view(), y.view()))
+    });
+
     group.sample_size(10).measurement_time(Duration::from_secs(5));
     let (x, y) = data(256);
     let mut m3 = M3::new();
@@ -297,6 +381,21 @@ fn bench(c: &mut Criterion) {
             black_box(h2.step(x.view(), y.view()));
         },
     );
+    for (name, hand) in
+        [("M4", &mut h4), ("M4 against a hand-written step calling modelc's tanh and sigmoid", &mut h4p)]
+    {
+        ratio(
+            name,
+            products(&m4_sizes, 128),
+            20,
+            || {
+                black_box(m4.train_step(x.view(), y.view()).unwrap());
+            },
+            || {
+                black_box(hand.step(x.view(), y.view()));
+            },
+        );
+    }
     let (x, y) = data(256);
     ratio(
         "M3",
