@@ -4,13 +4,13 @@
 //!
 //! ndarray's `Zip` would do the same work, but its loop stays a call that LLVM does not
 //! inline into a `#[target_feature]` function, so it runs at the baseline target's 4
-//! lanes (see `docs/decisions.md`, "Generated elementwise loops"). Here every row of
-//! `out` whose inputs each have a unit or zero stride along the last axis is cut into
-//! chunks where every input is a slice (an input broadcast along that axis is one value
-//! copied into a small buffer), and the chunk's loop is inlined with `f` into the
-//! widest build. Anything else (a transposed input, an output with a stride along its
-//! last axis) runs the same `f` through a strided loop at the baseline target; both give
-//! the same bits.
+//! lanes (see `docs/decisions.md`, "Generated elementwise loops run in the runtime's
+//! `kernels::map`"). Here every row of `out` whose inputs each have a unit or zero
+//! stride along the last axis is cut into chunks where every input is a slice (an input
+//! broadcast along that axis is one value copied into a small buffer), and the chunk's
+//! loop is inlined with `f` into the widest build. Anything else (a transposed input,
+//! an output with a stride along its last axis) runs the same `f` through a strided
+//! loop at the baseline target; both give the same bits.
 
 use ndarray::{ArrayViewD, ArrayViewMutD};
 

@@ -437,9 +437,10 @@ pub(crate) fn kernel() -> Kernel {
 /// The runtime is compiled for the user's target, the baseline x86-64 (SSE2) unless
 /// they set `target-cpu`. `f` is inlined into a copy of this function per instruction
 /// set, where LLVM vectorizes its loops for that set: plain loops over slices, as in
-/// `kernels::exp_inplace`, the bias update's row sums and [`Act`]'s block pass. Calls that LLVM does not inline stay
-/// compiled for the baseline; ndarray's `Zip::for_each` is one (see `docs/decisions.md`,
-/// "Generated elementwise loops"). The results are the same bits on every path: each
+/// `kernels::exp_inplace`, `kernels::map` (the generated elementwise loops), the bias
+/// update's row sums, the optimizers' updates and [`Act`]'s block pass. Calls that LLVM
+/// does not inline stay compiled for the baseline; ndarray's `Zip::for_each` is one (see
+/// `docs/decisions.md`, "Generated elementwise loops"). The results are the same bits on every path: each
 /// element is computed by the same operations, and without fast-math LLVM neither
 /// contracts `a * b + c` into an FMA nor reorders a sum.
 #[inline]
