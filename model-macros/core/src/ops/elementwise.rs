@@ -247,7 +247,7 @@ pub fn unary_expr(op: Unary, a: &TokenStream) -> TokenStream {
         Unary::Neg => quote!((-#a)),
         Unary::Recip => quote!((1.0f32 / #a)),
         Unary::Exp => quote!(#k::exp(#a)),
-        Unary::Ln => quote!(f32::ln(#a)),
+        Unary::Ln => quote!(#k::ln(#a)),
         Unary::Sqrt => quote!(f32::sqrt(#a)),
         Unary::Abs => quote!(f32::abs(#a)),
         Unary::Relu => quote!(#k::relu(#a)),
