@@ -8,7 +8,6 @@
 use ndarray::{ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD, Axis, Zip};
 
 pub use crate::elementwise::map;
-use crate::sgemm::{kernel, Kernel};
 pub use crate::sgemm::{widest, Act};
 
 /// `out = op(a) x op(b)`, `op` a transpose where the flag is set (no copy is made).
@@ -730,18 +729,14 @@ pub fn ln_1p(x: f32) -> f32 {
 
 /// `v = exp(v)` for every element, vectorized where the CPU allows.
 ///
-/// With AVX2 + FMA (detected at run time) this is a polynomial `exp` (Cody-Waite range
-/// reduction and Cephes' degree-5 minimax polynomial, within a few ulp of the exact
-/// value; inputs below -87.34 give 0 where `expf` would give a subnormal, above 88.72
-/// infinity), which [`widest`] vectorizes 8 lanes wide (16 with AVX-512): measured
-/// 5-10 times faster than calling libm's `expf` per element, which dominated the
-/// tutorial's softmax. Elsewhere it is `f32::exp`.
+/// A polynomial `exp` ([`exp`]: Cody-Waite range reduction and Cephes' degree-5
+/// minimax polynomial, within 3 ulp of the exact value; inputs below -87.34 give 0 where
+/// `expf` would give a subnormal, above 88.72 infinity), which [`widest`] vectorizes 16
+/// lanes wide with AVX-512, 8 with AVX2 and 4 for the baseline: measured 5-10 times
+/// faster than calling libm's `expf` per element, which dominated the tutorial's
+/// softmax.
 pub fn exp_inplace(v: &mut [f32]) {
-    if kernel() == Kernel::Portable {
-        v.iter_mut().for_each(|x| *x = x.exp());
-    } else {
-        widest(|| v.iter_mut().for_each(|x| *x = exp_poly(*x)));
-    }
+    widest(|| v.iter_mut().for_each(|x| *x = exp_poly(*x)));
 }
 
 /// The polynomial `exp` of [`exp_inplace`], written to vectorize (no branches, no calls).
