@@ -123,6 +123,8 @@ fn as_rows<const N: usize>(
     out: &mut ArrayViewMutD<'_, f32>,
     ins: &[ArrayViewD<'_, f32>; N],
 ) -> Option<(usize, usize, Rows, [Rows; N])> {
+    // `out`'s pointer with its write provenance, before `shape` borrows it.
+    let out_ptr = out.as_mut_ptr();
     let shape = out.shape();
     let nd = shape.len();
     let cols = if nd == 0 { 1 } else { shape[nd - 1] };
@@ -150,7 +152,7 @@ fn as_rows<const N: usize>(
         }
         Some(Rows { ptr, rs: rs.unwrap_or(0), cs })
     };
-    let o = reduce(out.as_ptr(), out.strides())?;
+    let o = reduce(out_ptr, out.strides())?;
     let mut src = [Rows { ptr: std::ptr::null(), rs: 0, cs: 0 }; N];
     for (s, v) in src.iter_mut().zip(ins) {
         *s = reduce(v.as_ptr(), v.strides())?;
