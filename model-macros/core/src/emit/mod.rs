@@ -351,7 +351,7 @@ fn scalar_operand(ctx: &Ctx, p: &Program, id: NodeId, externals: &[NodeId]) -> T
     }
 }
 
-/// A producer (`&array`) for `id`, for `Zip`.
+/// A reference (`&array`) to `id`, for `assign`.
 fn producer(ctx: &Ctx, p: &Program, id: NodeId) -> TokenStream {
     let m = ctx.m;
     match &m.graph.node(id).op {

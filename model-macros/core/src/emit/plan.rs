@@ -4,7 +4,7 @@
 //! A function computes only the cone of its roots (TensorFlow's pruned `Session.run`).
 //! An elementwise node used once, by an elementwise consumer of the same shape, is
 //! inlined into that consumer's loop (no buffer, no extra pass over memory); a group
-//! reads at most [`MAX_PRODUCERS`] arrays because that is what `ndarray::Zip` takes.
+//! reads at most [`MAX_PRODUCERS`] arrays.
 
 use std::collections::BTreeSet;
 
@@ -12,7 +12,10 @@ use crate::ir::{Graph, NodeId};
 use crate::model::Model;
 use crate::ops::Op;
 
-/// `ndarray::Zip` takes six producers: the output and five operands.
+/// The most arrays one fused group reads. Five came from `ndarray::Zip`, which took the
+/// output and five operands when the groups' loops were `Zip`'s; `kernels::map` takes
+/// any number, but each operand is one more stream through memory in the loop and 1 KiB
+/// more of its stack, and a larger limit has not been measured, so it stays.
 pub const MAX_PRODUCERS: usize = 5;
 
 /// How one node of a program is computed.
