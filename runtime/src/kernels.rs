@@ -235,8 +235,8 @@ fn rows_of_mut<'a>(a: &'a mut ArrayViewMutD<'_, f32>, axis: usize) -> Option<std
 #[inline]
 fn log_sum_exp(row: &[f32]) -> f32 {
     let m = row_max(row);
-    let s: f32 = row.iter().map(|&v| (v - m).exp()).sum();
-    m + s.ln()
+    let s: f32 = row.iter().map(|&v| exp(v - m)).sum();
+    m + ln(s)
 }
 
 /// Drops the reduced axis of `out` if it was kept (`keepdims`).
@@ -400,7 +400,7 @@ pub fn softmax(a: ArrayViewD<'_, f32>, axis: usize, mut out: ArrayViewMutD<'_, f
         let m = a.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         let mut s = 0.0;
         Zip::from(&mut o).and(&a).for_each(|o, &v| {
-            let e = (v - m).exp();
+            let e = exp(v - m);
             *o = e;
             s += e;
         });
@@ -423,8 +423,8 @@ pub fn log_softmax(a: ArrayViewD<'_, f32>, axis: usize, mut out: ArrayViewMutD<'
     }
     Zip::from(a.lanes(Axis(axis))).and(out.lanes_mut(Axis(axis))).for_each(|a, mut o| {
         let m = a.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let s: f32 = a.iter().map(|&v| (v - m).exp()).sum();
-        let lse = m + s.ln();
+        let s: f32 = a.iter().map(|&v| exp(v - m)).sum();
+        let lse = m + ln(s);
         Zip::from(&mut o).and(&a).for_each(|o, &v| *o = v - lse);
     });
 }
@@ -442,8 +442,8 @@ pub fn softmax_xent(z: ArrayViewD<'_, f32>, y: ArrayViewD<'_, f32>, mut out: Arr
     let last = Axis(axis);
     Zip::from(&mut out).and(z.lanes(last)).and(y.lanes(last)).for_each(|o, z, y| {
         let m = z.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let s: f32 = z.iter().map(|&v| (v - m).exp()).sum();
-        let lse = m + s.ln();
+        let s: f32 = z.iter().map(|&v| exp(v - m)).sum();
+        let lse = m + ln(s);
         *o = Zip::from(&z).and(&y).fold(0.0, |acc, &zv, &yv| acc + yv * (lse - zv));
     });
 }
@@ -464,7 +464,7 @@ pub fn softmax_xent_grad(
             let m = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
             let mut s = 0.0;
             for (o, &v) in o.iter_mut().zip(z) {
-                *o = (v - m).exp();
+                *o = exp(v - m);
                 s += *o;
             }
             let scale = y.iter().sum::<f32>() / s;
@@ -479,7 +479,7 @@ pub fn softmax_xent_grad(
         let m = z.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         let mut s = 0.0;
         Zip::from(&mut o).and(&z).for_each(|o, &v| {
-            let e = (v - m).exp();
+            let e = exp(v - m);
             *o = e;
             s += e;
         });
@@ -520,7 +520,7 @@ pub fn softmax_xent_with_grad(
         let cols = z.shape()[axis];
         for ((((z, y), &g), l), o) in zr.zip(yr).zip(gs).zip(ls).zip(all.chunks_exact_mut(cols)) {
             let s = row_sum(o);
-            let lse = *l + s.ln();
+            let lse = *l + ln(s);
             // sum(y * (lse - z)) = lse * sum(y) - sum(y * z)
             let (sy, syz) = row_sums_y_yz(y, z);
             *l = lse * sy - syz;
