@@ -34,6 +34,8 @@ struct Rows {
 /// once per element, in no particular order; mark it `#[inline(always)]` so that it is
 /// compiled into the vector loop.
 ///
+/// Allocates nothing for ranks up to 4 (ndarray keeps such shapes inline).
+///
 /// Panics if an input does not broadcast to `out`'s shape (the compiler checked them).
 #[inline]
 pub fn map<const N: usize, F: Fn(f32, [f32; N]) -> f32>(
