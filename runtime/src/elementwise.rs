@@ -119,8 +119,11 @@ fn run<const N: usize, F: Fn(f32, [f32; N]) -> f32>(dst: &mut [f32], ins: [&[f32
     }
 }
 
-/// `out` and `ins` (broadcast to `out`'s shape) as rows of their last axis, when every
-/// operand's leading axes merge into one: `(rows, cols, out, ins)`.
+/// `out` and `ins` (broadcast to `out`'s shape) as rows, when every operand's axes
+/// merge into two: `(rows, cols, out, ins)`. Axes of length 1 are dropped first (a
+/// column `[n, 1]` is one row of `n`), and rows that follow each other in every operand
+/// (contiguous, or one value for all) are merged into one row, as `Zip` does, so that
+/// short rows (`[n, 10]`) cost no loop set-up each.
 fn as_rows<const N: usize>(
     out: &mut ArrayViewMutD<'_, f32>,
     ins: &[ArrayViewD<'_, f32>; N],
@@ -128,36 +131,37 @@ fn as_rows<const N: usize>(
     // `out`'s pointer with its write provenance, before `shape` borrows it.
     let out_ptr = out.as_mut_ptr();
     let shape = out.shape();
-    let nd = shape.len();
-    let cols = if nd == 0 { 1 } else { shape[nd - 1] };
-    let rows: usize = shape.iter().take(nd.saturating_sub(1)).product();
+    // The axes longer than 1, innermost first.
+    let mut long = (0..shape.len()).rev().filter(|&a| shape[a] > 1);
+    let Some(last) = long.next() else {
+        // One element.
+        let one = |ptr: *const f32| Rows { ptr, rs: 0, cs: 0 };
+        return Some((1, 1, one(out_ptr), std::array::from_fn(|k| one(ins[k].as_ptr()))));
+    };
+    let cols = shape[last];
+    let rows: usize = shape.iter().product::<usize>() / cols;
     let reduce = |ptr: *const f32, strides: &[isize]| -> Option<Rows> {
-        if nd == 0 {
-            return Some(Rows { ptr, rs: 0, cs: 0 });
-        }
-        let cs = strides[nd - 1];
-        // The leading axes (those longer than 1) must step like one axis.
+        // The leading long axes must step like one axis.
         let mut rs = None::<isize>;
         let mut next = 0isize;
-        for a in (0..nd - 1).rev() {
-            if shape[a] == 1 {
-                continue;
-            }
+        for a in long.clone() {
             match rs {
-                None => {
-                    rs = Some(strides[a]);
-                }
+                None => rs = Some(strides[a]),
                 Some(_) if strides[a] != next => return None,
                 Some(_) => {}
             }
             next = strides[a] * shape[a] as isize;
         }
-        Some(Rows { ptr, rs: rs.unwrap_or(0), cs })
+        Some(Rows { ptr, rs: rs.unwrap_or(0), cs: strides[last] })
     };
     let o = reduce(out_ptr, out.strides())?;
     let mut src = [Rows { ptr: std::ptr::null(), rs: 0, cs: 0 }; N];
     for (s, v) in src.iter_mut().zip(ins) {
         *s = reduce(v.as_ptr(), v.strides())?;
+    }
+    let follows = |r: &Rows| rows == 1 || r.rs == cols as isize * r.cs;
+    if follows(&o) && src.iter().all(follows) {
+        return Some((1, rows * cols, o, src));
     }
     Some((rows, cols, o, src))
 }

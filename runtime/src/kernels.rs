@@ -894,7 +894,8 @@ mod tests {
     /// `map` against the same closure applied element by element, on every kernel this
     /// CPU runs and every layout the fast and the strided loops take: same shapes, a
     /// bias row, a column and a scalar broadcast, a transposed input, a stepped output, a
-    /// rank-3 broadcast that does not merge, rows longer than a chunk, a scalar output.
+    /// rank-3 broadcast that does not merge, rows longer than a chunk, columns `[n, 1]`, a
+    /// scalar output.
     #[test]
     fn map_gives_the_elementwise_bits_on_every_layout() {
         let f = |o: f32, [a, b, c]: [f32; 3]| tanh(a * b + c) + sigmoid(o - c) * exp(b);
@@ -914,9 +915,12 @@ mod tests {
         let cases: Vec<(Vec<usize>, [ArrayViewD<'_, f32>; 3])> = vec![
             (vec![7, 300], [full.view(), full.view(), full.view()]),
             (vec![7, 300], [full.view(), bias.view(), col.view()]),
+            (vec![7, 300], [full.view(), col.view(), scalar.view()]),
             (vec![7, 300], [scalar.view(), t.view().reversed_axes(), bias.view()]),
             (vec![3, 4, 5], [three.view(), three_b.view(), scalar.view()]),
             (vec![5], [scalar.view(), scalar.view(), bias.slice(ndarray::s![..5]).into_dyn()]),
+            (vec![7, 1], [col.view(), scalar.view(), col.view()]),
+            (vec![1, 7, 1], [col.view(), col.view(), scalar.view()]),
             (vec![], [scalar.view(), scalar.view(), scalar.view()]),
         ];
         for kern in crate::sgemm::kernels() {
