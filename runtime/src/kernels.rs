@@ -894,8 +894,9 @@ mod tests {
     /// `map` against the same closure applied element by element, on every kernel this
     /// CPU runs and every layout the fast and the strided loops take: same shapes, a
     /// bias row, a column and a scalar broadcast, a transposed input, a stepped output, a
-    /// rank-3 broadcast that does not merge, rows longer than a chunk, columns `[n, 1]`, a
-    /// scalar output.
+    /// rank-3 broadcast that does not merge, rows longer than a chunk, short rows in
+    /// several blocks (in place, padded, a bias, a column), columns `[n, 1]`, a scalar
+    /// output.
     #[test]
     fn map_gives_the_elementwise_bits_on_every_layout() {
         let f = |o: f32, [a, b, c]: [f32; 3]| tanh(a * b + c) + sigmoid(o - c) * exp(b);
@@ -912,6 +913,12 @@ mod tests {
         let three = filled(&[3, 1, 5], 5);
         let three_b = filled(&[4, 5], 6);
         let scalar = filled(&[], 7);
+        // Short rows, several blocks of them: rows 300 apart, a row-major block, a column.
+        let wide_rows = filled(&[40, 300], 9);
+        let short = filled(&[40, 10], 10);
+        let col40 = filled(&[40, 1], 11);
+        let padded = wide_rows.slice(ndarray::s![.., ..10]).into_dyn();
+        let bias10 = bias.slice(ndarray::s![..10]).into_dyn();
         let cases: Vec<(Vec<usize>, [ArrayViewD<'_, f32>; 3])> = vec![
             (vec![7, 300], [full.view(), full.view(), full.view()]),
             (vec![7, 300], [full.view(), bias.view(), col.view()]),
@@ -920,6 +927,9 @@ mod tests {
             (vec![3, 4, 5], [three.view(), three_b.view(), scalar.view()]),
             (vec![5], [scalar.view(), scalar.view(), bias.slice(ndarray::s![..5]).into_dyn()]),
             (vec![7, 1], [col.view(), scalar.view(), col.view()]),
+            (vec![40, 10], [padded.clone(), bias10.clone(), col40.view()]),
+            (vec![40, 10], [short.view(), scalar.view(), bias10.clone()]),
+            (vec![40, 10], [short.view(), short.view(), short.view()]),
             (vec![1, 7, 1], [col.view(), col.view(), scalar.view()]),
             (vec![], [scalar.view(), scalar.view(), scalar.view()]),
         ];
