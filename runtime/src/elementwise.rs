@@ -5,19 +5,21 @@
 //! ndarray's `Zip` would do the same work, but its loop stays a call that LLVM does not
 //! inline into a `#[target_feature]` function, so it runs at the baseline target's 4
 //! lanes (see `docs/decisions.md`, "Generated elementwise loops run in the runtime's
-//! `kernels::map`"). Here every row of `out` whose inputs each have a unit or zero
-//! stride along the last axis is cut into chunks where every input is a slice (an input
-//! broadcast along that axis is one value copied into a small buffer), and the chunk's
-//! loop is inlined with `f` into the widest build. Anything else (a transposed input,
-//! an output with a stride along its last axis) runs the same `f` through a strided
-//! loop at the baseline target; both give the same bits.
+//! `kernels::map`"). Here every operand is reduced to rows, and the rows cut into blocks
+//! of at most [`CHUNK`] elements: several whole rows when they are short, part of one
+//! when long. An operand whose block is contiguous is read (or written) in place; any
+//! other (a bias or a column broadcast, a transposed input, a stepped output) is
+//! copied into a block-sized buffer first (and `out` back after). Each block is one
+//! call of the inner loop, in fixed runs of 16 lanes, the one place `f` is compiled,
+//! inlined into the widest build. Every element is computed by the same operations
+//! whatever the path, so the bits are the same.
 
-use ndarray::{ArrayViewD, ArrayViewMutD};
+use ndarray::{ArrayViewD, ArrayViewMutD, Axis};
 
 use crate::sgemm::widest;
 
-/// Elements of a row per chunk: the longest run an input broadcast along the last axis
-/// stands for, copied into a buffer of this many values.
+/// Elements of a block: the size of the buffers an operand not read in place is copied
+/// into.
 const CHUNK: usize = 256;
 
 /// One operand reduced to rows: `rows` rows of `cols` elements, element `(r, c)` at
@@ -39,132 +41,104 @@ struct Rows {
 /// Panics if an input does not broadcast to `out`'s shape (the compiler checked them).
 #[inline]
 pub fn map<const N: usize, F: Fn(f32, [f32; N]) -> f32>(
-    mut out: ArrayViewMutD<'_, f32>,
+    out: ArrayViewMutD<'_, f32>,
     ins: [ArrayViewD<'_, f32>; N],
     f: F,
 ) {
     let shape = out.raw_dim();
     let views: [ArrayViewD<'_, f32>; N] =
         std::array::from_fn(|k| ins[k].broadcast(shape.clone()).expect("an input that broadcasts to the output"));
-    let Some((rows, cols, o, src)) = as_rows(&mut out, &views) else {
-        // Leading axes that do not merge into one (a rank above 2 with a broadcast or a
-        // permuted axis): element by element, by index.
-        for (idx, v) in out.indexed_iter_mut() {
-            *v = f(*v, std::array::from_fn(|k| views[k][&idx]));
+    map_views(out, &views, &f);
+}
+
+/// [`map`] once the inputs have `out`'s shape: rows, or one call per index of the first
+/// axis where the leading axes do not merge (a rank above 2 with a broadcast or a
+/// permuted axis), which is the same function again (no other copy of `f`).
+fn map_views<const N: usize, F: Fn(f32, [f32; N]) -> f32>(
+    mut out: ArrayViewMutD<'_, f32>,
+    views: &[ArrayViewD<'_, f32>; N],
+    f: &F,
+) {
+    let Some((rows, cols, o, src)) = as_rows(&mut out, views) else {
+        // Rank 2 or more: ranks 0 and 1 always make rows.
+        for i in 0..out.shape()[0] {
+            let sub: [ArrayViewD<'_, f32>; N] = std::array::from_fn(|k| views[k].index_axis(Axis(0), i));
+            map_views(out.index_axis_mut(Axis(0), i), &sub, f);
         }
         return;
     };
-    let wide = (cols <= 1 || o.cs == 1) && src.iter().all(|s| cols <= 1 || s.cs == 0 || s.cs == 1);
-    let out_ptr = o.ptr as *mut f32;
     if cols == 0 || rows == 0 {
         return;
     }
-    if !wide {
-        for r in 0..rows as isize {
-            for c in 0..cols as isize {
-                // SAFETY: r < rows and c < cols, so each pointer is the element (r, c) of
-                // its live view (`as_rows`); `out` is borrowed mutably for this call, the
-                // inputs shared, so no input aliases it.
-                unsafe {
-                    let d = out_ptr.offset(r * o.rs + c * o.cs);
-                    *d = f(*d, std::array::from_fn(|k| *src[k].ptr.offset(r * src[k].rs + c * src[k].cs)));
-                }
-            }
-        }
-        return;
-    }
-    if o.cs == 1 && (rows == 1 || o.rs == cols as isize) && cols <= CHUNK / 2 {
-        short_rows(rows, cols, out_ptr, &src, f);
-        return;
-    }
+    // Blocks of at most CHUNK elements, each one call of `run` (the only copy of `f` per
+    // instruction set): rows of at most CHUNK / 2 into a contiguous `out` in blocks of
+    // whole rows (CHUNK / cols of them), so that a row of 10 costs no loop set-up of its
+    // own; longer rows in blocks of at most CHUNK of one row.
+    let short = o.cs == 1 && (rows == 1 || o.rs == cols as isize) && cols <= CHUNK / 2;
+    let (per, per_row) = if short { (CHUNK / cols, 1) } else { (1, cols.div_ceil(CHUNK)) };
+    let blocks = if short { rows.div_ceil(per) } else { rows * per_row };
     widest(
         #[inline(always)]
         || {
-            // Inputs broadcast along the last axis: their row's one value, CHUNK times.
-            let mut fill = [[0.0f32; CHUNK]; N];
-            for r in 0..rows as isize {
-                // SAFETY: as above: row r < rows of each live view; the column of an input
-                // with a zero stride is its element (r, 0), the others' and out's are
-                // contiguous (`wide`), so each chunk below is `len` elements of its row.
-                unsafe {
-                    let orow = out_ptr.offset(r * o.rs);
-                    let irow: [*const f32; N] = std::array::from_fn(|k| src[k].ptr.offset(r * src[k].rs));
-                    for k in 0..N {
-                        // (Once for an input that is one value for every row.)
-                        if src[k].cs == 0 && (r == 0 || src[k].rs != 0) {
-                            fill[k][..cols.min(CHUNK)].fill(*irow[k]);
-                        }
-                    }
-                    for c0 in (0..cols).step_by(CHUNK) {
-                        let len = CHUNK.min(cols - c0);
-                        let dst = std::slice::from_raw_parts_mut(orow.add(c0), len);
-                        let chunk: [&[f32]; N] = std::array::from_fn(|k| {
-                            if src[k].cs == 1 {
-                                std::slice::from_raw_parts(irow[k].add(c0), len)
-                            } else {
-                                &fill[k][..len]
-                            }
-                        });
-                        run(dst, chunk, &f);
-                    }
-                }
-            }
-        },
-    );
-}
-
-/// [`map`]'s wide loop for rows of at most `CHUNK / 2` into a contiguous `out`: blocks
-/// of whole rows, `CHUNK / cols` at a time, as one run each, so that a row of 10 costs
-/// no loop set-up of its own (`Zip` at the baseline's 4 lanes was faster on `[100, 10]`
-/// row by row). An input contiguous across rows is read in place; any other is copied
-/// into a block-sized buffer, once for all blocks if it is the same for every row (a
-/// bias), else per block.
-///
-/// # Safety (of the caller's data)
-/// `out` holds `rows x cols` contiguous elements at `out_ptr`, borrowed mutably; each
-/// input's element `(r, c)` is at `ptr + r * rs + c * cs`, `cs` 0 or 1, inside a live
-/// view that does not alias `out`.
-#[inline(always)]
-fn short_rows<const N: usize, F: Fn(f32, [f32; N]) -> f32>(
-    rows: usize,
-    cols: usize,
-    out_ptr: *mut f32,
-    src: &[Rows; N],
-    f: F,
-) {
-    widest(
-        #[inline(always)]
-        || {
-            let per = CHUNK / cols;
+            // Operands not read in place, a block at a time.
             let mut buf = [[0.0f32; CHUNK]; N];
-            for r0 in (0..rows).step_by(per) {
-                let n = per.min(rows - r0);
-                let len = n * cols;
-                // SAFETY: rows r0..r0 + n < rows of each operand (see above); `out`'s are
-                // contiguous, as are an input's when `rs == cols` and `cs == 1`.
+            let mut obuf = [0.0f32; CHUNK];
+            for bi in 0..blocks {
+                // Block `bi`: `nr` rows from row r0, `width` columns from column c0.
+                let (r0, c0, nr, width) = if short {
+                    let r0 = bi * per;
+                    (r0, 0, per.min(rows - r0), cols)
+                } else {
+                    (bi / per_row, bi % per_row * CHUNK, 1, CHUNK.min(cols - bi % per_row * CHUNK))
+                };
+                let len = nr * width;
+                let at = |s: &Rows, r: usize, c: usize| s.ptr.wrapping_offset(r as isize * s.rs + c as isize * s.cs);
+                // Read in place where the block is contiguous: a unit column stride, and
+                // rows that follow each other if the block has several.
+                let in_place = |s: &Rows| s.cs == 1 && (nr == 1 || s.rs == cols as isize);
+                // SAFETY: r0 + nr <= rows and c0 + width <= cols, so every element read or
+                // written is (r, c) of its live operand (`as_rows`); `out` is borrowed
+                // mutably for this call and the inputs shared, so no input aliases it;
+                // a block read or written in place is contiguous (`in_place`).
                 unsafe {
-                    let dst = std::slice::from_raw_parts_mut(out_ptr.add(r0 * cols), len);
-                    for (k, s) in src.iter().enumerate() {
-                        let in_place = s.cs == 1 && (rows == 1 || s.rs == cols as isize);
-                        if in_place || (s.rs == 0 && r0 > 0) {
-                            continue;
-                        }
-                        for r in 0..n {
-                            let row = s.ptr.offset((r0 + r) as isize * s.rs);
-                            for c in 0..cols {
-                                buf[k][r * cols + c] = *row.offset(c as isize * s.cs);
+                    let gather = |s: &Rows, dst: &mut [f32]| {
+                        for r in 0..nr {
+                            for c in 0..width {
+                                dst[r * width + c] = *at(s, r0 + r, c0 + c);
                             }
                         }
+                    };
+                    for (k, s) in src.iter().enumerate() {
+                        // One that is the same in every block is copied in block 0, the
+                        // longest.
+                        let same = s.rs == 0 && (per_row == 1 || s.cs == 0);
+                        let ready = in_place(s) || (same && bi > 0);
+                        if !ready {
+                            gather(s, &mut buf[k][..len]);
+                        }
                     }
-                    let block: [&[f32]; N] = std::array::from_fn(|k| {
-                        let s = &src[k];
-                        if s.cs == 1 && (rows == 1 || s.rs == cols as isize) {
-                            std::slice::from_raw_parts(s.ptr.offset(r0 as isize * s.rs), len)
+                    let ins: [&[f32]; N] = std::array::from_fn(|k| {
+                        if in_place(&src[k]) {
+                            std::slice::from_raw_parts(at(&src[k], r0, c0), len)
                         } else {
                             &buf[k][..len]
                         }
                     });
-                    run(dst, block, &f);
+                    let direct = in_place(&o);
+                    let dst = if direct {
+                        std::slice::from_raw_parts_mut(at(&o, r0, c0) as *mut f32, len)
+                    } else {
+                        gather(&o, &mut obuf[..len]);
+                        &mut obuf[..len]
+                    };
+                    run(dst, ins, f);
+                    if !direct {
+                        for r in 0..nr {
+                            for c in 0..width {
+                                *(at(&o, r0 + r, c0 + c) as *mut f32) = obuf[r * width + c];
+                            }
+                        }
+                    }
                 }
             }
         },

@@ -894,7 +894,8 @@ mod tests {
     /// `map` against the same closure applied element by element, on every kernel this
     /// CPU runs and every layout the fast and the strided loops take: same shapes, a
     /// bias row, a column and a scalar broadcast, a transposed input, a stepped output, a
-    /// rank-3 broadcast that does not merge, rows longer than a chunk, short rows in
+    /// rank-3 broadcast that does not merge, rows longer than a block (with a stepped
+    /// bias), short rows in
     /// several blocks (in place, padded, a bias, a column), columns `[n, 1]`, a scalar
     /// output.
     #[test]
@@ -919,10 +920,14 @@ mod tests {
         let col40 = filled(&[40, 1], 11);
         let padded = wide_rows.slice(ndarray::s![.., ..10]).into_dyn();
         let bias10 = bias.slice(ndarray::s![..10]).into_dyn();
+        // A bias with a stride, over rows longer than a block.
+        let bias_wide = filled(&[600], 12);
+        let bias_stepped = bias_wide.slice(ndarray::s![..;2]).into_dyn();
         let cases: Vec<(Vec<usize>, [ArrayViewD<'_, f32>; 3])> = vec![
             (vec![7, 300], [full.view(), full.view(), full.view()]),
             (vec![7, 300], [full.view(), bias.view(), col.view()]),
             (vec![7, 300], [full.view(), col.view(), scalar.view()]),
+            (vec![7, 300], [bias_stepped.clone(), full.view(), scalar.view()]),
             (vec![7, 300], [scalar.view(), t.view().reversed_axes(), bias.view()]),
             (vec![3, 4, 5], [three.view(), three_b.view(), scalar.view()]),
             (vec![5], [scalar.view(), scalar.view(), bias.slice(ndarray::s![..5]).into_dyn()]),
