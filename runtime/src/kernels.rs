@@ -634,13 +634,6 @@ pub fn sigmoid(x: f32) -> f32 {
     }
 }
 
-/// `e^x`, as a polynomial that vectorizes (see [`exp_inplace`] for its accuracy and
-/// range): the generated code's `exp`, where libm's `expf` is a call per element.
-#[inline(always)]
-pub fn exp(x: f32) -> f32 {
-    exp_poly(x)
-}
-
 /// `tanh(x)`, branch-free so that it vectorizes (Cephes' `tanhf`): `x + x^3 P(x^2)` for
 /// `|x| < 0.625`, else `1 - 2 / (e^{2|x|} + 1)` ([`exp`]), with the sign of `x`. Within
 /// 3 ulp of the exact value (see the test).
@@ -736,12 +729,14 @@ pub fn ln_1p(x: f32) -> f32 {
 /// faster than calling libm's `expf` per element, which dominated the tutorial's
 /// softmax.
 pub fn exp_inplace(v: &mut [f32]) {
-    widest(|| v.iter_mut().for_each(|x| *x = exp_poly(*x)));
+    widest(|| v.iter_mut().for_each(|x| *x = exp(*x)));
 }
 
-/// The polynomial `exp` of [`exp_inplace`], written to vectorize (no branches, no calls).
+/// `e^x`, as a polynomial that vectorizes (no branches, no calls; see [`exp_inplace`]
+/// for its accuracy and range): the generated code's `exp`, where libm's `expf` is a
+/// call per element.
 #[inline(always)]
-fn exp_poly(x: f32) -> f32 {
+pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split in two, the first part exact in few bits (Cody-Waite).
     const LN2_HI: f32 = 0.693_359_4;
