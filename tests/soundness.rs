@@ -298,7 +298,7 @@ fn apply_gradients_reports_every_wrong_field_at_once() {
 fn strided_and_empty_views_do_not_crash() {
     // A reversed, stepped view of x and an empty slice of it.
     let (x, y) = data(10, 11);
-    let mut m = Tutorial::new();
+    let m = Tutorial::new();
     let rev = x.slice(s![..;-2, ..]);
     let yr = y.slice(s![..;-2, ..]);
     let a = m.cross_entropy(rev, yr).unwrap();

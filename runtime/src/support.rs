@@ -104,6 +104,93 @@ pub fn workspace<W, const K: usize>(
     }
 }
 
+/// The workspaces of one fetch, shared by every thread that calls it on one model
+/// (fetches take `&self`, so an `Arc<Model>` serves many threads at once).
+///
+/// A call takes an idle workspace made for its dimensions (or makes one: the only
+/// allocation, once per concurrent caller and set of dimensions) and puts it back when
+/// done; the lock is held only to take and to put, never while computing. At most
+/// [`Pool::MAX_IDLE`] idle workspaces are kept. Cloning a pool gives an empty one (a
+/// clone of a model rebuilds its workspaces on first use).
+pub struct Pool<W, const K: usize> {
+    idle: std::sync::Mutex<Vec<([usize; K], W)>>,
+}
+
+impl<W, const K: usize> Pool<W, K> {
+    /// Idle workspaces kept at most (more concurrent callers than this still work; the
+    /// extra workspaces are dropped when they are put back).
+    pub const MAX_IDLE: usize = 64;
+
+    /// An empty pool.
+    pub const fn new() -> Self {
+        Pool { idle: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<([usize; K], W)>> {
+        // A panic elsewhere while the lock was held cannot leave the list inconsistent
+        // (push and swap_remove only), so a poisoned lock is used as it is.
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An idle workspace made for `dims`, or a new one from `make`.
+    pub fn take(&self, dims: [usize; K], make: impl FnOnce(&[usize; K]) -> W) -> W {
+        let found = {
+            let mut idle = self.lock();
+            idle.iter().rposition(|(d, _)| *d == dims).map(|i| idle.swap_remove(i).1)
+        };
+        found.unwrap_or_else(|| make(&dims))
+    }
+
+    /// Gives a workspace made for `dims` back.
+    pub fn put(&self, dims: [usize; K], w: W) {
+        let mut idle = self.lock();
+        if idle.len() < Self::MAX_IDLE {
+            idle.push((dims, w));
+        }
+    }
+
+    /// Idle workspaces now.
+    pub fn idle(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+impl<W, const K: usize> Default for Pool<W, K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<W, const K: usize> Clone for Pool<W, K> {
+    fn clone(&self) -> Self {
+        Self::new()
+    }
+}
+
+impl<W, const K: usize> std::fmt::Debug for Pool<W, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pool {{ idle: {} }}", self.idle())
+    }
+}
+
+/// Checks that a (public, user-writable) param field still has its declared shape (for
+/// the `&self` fetches: the kernels read params of any layout through their strides).
+pub fn check_param_shape<S: Data<Elem = f32>, D: Dimension>(
+    name: &'static str,
+    a: &ArrayBase<S, D>,
+    dims: &[usize],
+) -> Result<(), Error> {
+    if a.shape() != dims {
+        return Err(Error::Shape {
+            input: name,
+            expected: format!("{dims:?}"),
+            found: a.shape().to_vec(),
+            detail: "a param field was replaced by an array of another shape".to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Checks that a (public, user-writable) param field still has its declared shape, and
 /// puts it back in standard layout if the user replaced it by a non-contiguous array.
 pub fn check_param<D: Dimension>(name: &'static str, a: &mut Array<f32, D>, dims: &[usize]) -> Result<(), Error> {

@@ -182,10 +182,17 @@ fn struct_def(ctx: &Ctx, n_programs: usize) -> TokenStream {
         quote!(#(#attrs)* #doc pub #pn: #ty,)
     });
     let k = ctx.k;
+    // A fetch's workspaces are a pool shared by the threads calling it through `&self`;
+    // a training function's is one workspace, behind `&mut self`.
+    let n_fetches = m.fetches.len();
     let ws_fields = (0..n_programs).map(|i| {
         let f = format_ident!("ws{}", i);
         let ty = format_ident!("__Modelc{}Ws{}", name, i);
-        quote!(#f: ::core::option::Option<([usize; #k], #ty)>,)
+        if i < n_fetches {
+            quote!(#f: ::modelc::__private::Pool<#ty, #k>,)
+        } else {
+            quote!(#f: ::core::option::Option<([usize; #k], #ty)>,)
+        }
     });
     quote! {
         #(#attrs)*
@@ -299,6 +306,12 @@ fn input_args(ctx: &Ctx, p: &Program) -> Vec<Ident> {
 
 /// Validation of inputs and params: nothing has changed when this returns `Err`.
 fn validate(ctx: &Ctx, p: &Program) -> TokenStream {
+    validate_as(ctx, p, true)
+}
+
+/// [`validate`]; `fix_layout`: put a param replaced by a non-standard array back in
+/// standard layout (needs `&mut self`; the `&self` fetches only check its shape).
+fn validate_as(ctx: &Ctx, p: &Program, fix_layout: bool) -> TokenStream {
     let m = ctx.m;
     let k = ctx.k;
     let names = m.symbols.iter();
@@ -319,7 +332,11 @@ fn validate(ctx: &Ctx, p: &Program) -> TokenStream {
         let prm = &m.params[i];
         let (n, ns) = (&prm.name, prm.name.to_string());
         let dims = prm.dims.iter();
-        quote!(::modelc::__private::check_param(#ns, &mut self.#n, &[#(#dims),*])?;)
+        if fix_layout {
+            quote!(::modelc::__private::check_param(#ns, &mut self.#n, &[#(#dims),*])?;)
+        } else {
+            quote!(::modelc::__private::check_param_shape(#ns, &self.#n, &[#(#dims),*])?;)
+        }
     });
     // A mean divides by its count, a product of dimensions: with a symbolic one bound to
     // 0 (a batch of 0) it would be NaN, so the call is an `Err` instead, before anything
@@ -599,7 +616,9 @@ fn fetch_fn(ctx: &Ctx, i: usize, f: &crate::model::Fetch, p: &Program) -> TokenS
     let g = &ctx.m.graph;
     let (name, attrs) = (&f.name, &f.attrs);
     let params = input_params(ctx, p);
-    let prologue = prologue(ctx, i, p);
+    let validate = validate_as(ctx, p, false);
+    let ws_field = format_ident!("ws{}", i);
+    let ws_ty = format_ident!("__Modelc{}Ws{}", ctx.name, i);
     let body = compute(ctx, p);
     let b = buf(p, f.node);
     let shape = g.shape(f.node);
@@ -611,7 +630,9 @@ fn fetch_fn(ctx: &Ctx, i: usize, f: &crate::model::Fetch, p: &Program) -> TokenS
     let inputs: Vec<String> = p.inputs.iter().map(|&i| format!("`{}`", ctx.m.inputs[i].name)).collect();
     let doc = format!(
         "Computes {} `{name}` (shape {shape}) from {}; only the ops it depends on run.\n\n\
-         Returns `Err(Error::Shape {{ .. }})`, changing nothing, if an input does not have its declared shape.",
+         Takes `&self`: a model behind an `Arc` answers many threads at once, each call with a \
+         workspace of its own from the model's pool (allocated once per concurrent caller and batch size).\n\n\
+         Returns `Err(Error::Shape {{ .. }})` if an input does not have its declared shape.",
         match f.kind {
             NodeKind::Output => "output",
             NodeKind::Loss => "the loss",
@@ -623,10 +644,14 @@ fn fetch_fn(ctx: &Ctx, i: usize, f: &crate::model::Fetch, p: &Program) -> TokenS
     let doc = if attrs.is_empty() { quote!(#[doc = #doc]) } else { quote!(#(#attrs)* #[doc = ""] #[doc = #doc]) };
     quote! {
         #doc
-        pub fn #name(&mut self, #(#params),*) -> ::core::result::Result<#ret_ty, ::modelc::Error> {
-            #prologue
+        pub fn #name(&self, #(#params),*) -> ::core::result::Result<#ret_ty, ::modelc::Error> {
+            #validate
+            let mut __held = self.__state.#ws_field.take(__d, #ws_ty::new);
+            let __ws = &mut __held;
             #body
-            ::core::result::Result::Ok(#ret)
+            let __ret = #ret;
+            self.__state.#ws_field.put(__d, __held);
+            ::core::result::Result::Ok(__ret)
         }
     }
 }
@@ -1106,7 +1131,11 @@ fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Option<&Program>
     let optimizer = optimizer_tokens(m);
     let ws_none = (0..programs.len()).map(|i| {
         let f = format_ident!("ws{}", i);
-        quote!(#f: ::core::option::Option::None,)
+        if i < m.fetches.len() {
+            quote!(#f: ::modelc::__private::Pool::new(),)
+        } else {
+            quote!(#f: ::core::option::Option::None,)
+        }
     });
     let ws_none2 = ws_none.clone();
     let explain_text = explain::explain(c);
