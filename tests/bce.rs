@@ -69,6 +69,7 @@ hand_written!(TwoMeans, -mean(y * ln(p)) - mean((1 - y) * ln(1 - p)));
 hand_written!(LnFirst, mean(-(ln(p) * y + ln(1 - p) * (1 - y))));
 hand_written!(NegatedTerms, mean(-y * ln(p) - (1 - y) * ln(1 - p)));
 hand_written!(Inline, mean(-(y * ln(sigmoid(z)) + (1 - y) * ln(1 - sigmoid(z)))));
+hand_written!(NoLets, mean(-(y * ln(sigmoid(matmul(x, w) + b)) + (1 - y) * ln(1 - sigmoid(matmul(x, w) + b)))));
 hand_written!(SumOverBatch, sum(-(y * ln(p) + (1 - y) * ln(1 - p))) / batch);
 
 /// What the test needs of each model, so that one loop runs them all.
@@ -99,7 +100,7 @@ macro_rules! impl_bce {
     )*};
 }
 
-impl_bce!(Fused, Textbook, FloatOne, OneLast, LogAlias, TwoMeans, LnFirst, NegatedTerms, Inline, SumOverBatch);
+impl_bce!(Fused, Textbook, FloatOne, OneLast, LogAlias, TwoMeans, LnFirst, NegatedTerms, Inline, NoLets, SumOverBatch);
 
 fn hand_written() -> Vec<Box<dyn Bce>> {
     vec![
@@ -111,6 +112,7 @@ fn hand_written() -> Vec<Box<dyn Bce>> {
         Box::new(LnFirst::new()),
         Box::new(NegatedTerms::new()),
         Box::new(Inline::new()),
+        Box::new(NoLets::new()),
         Box::new(SumOverBatch::new()),
     ]
 }
