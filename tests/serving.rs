@@ -138,3 +138,23 @@ fn a_clone_serves_the_same_answers() {
     let (x, _) = data(16, 1);
     assert_eq!(m.probs(x.view()).unwrap(), c.probs(x.view()).unwrap());
 }
+
+#[test]
+fn debug_is_compact_and_errors_are_std_errors() {
+    let m = trained();
+    let text = format!("{m:?}");
+    assert!(text.starts_with("Mlp { w1: [20, 32], b1: [32], w2: [32, 4], b2: [4], optimizer: "), "{text}");
+    assert!(text.contains("Adam") && text.ends_with("global_step: 20 }"), "{text}");
+    assert!(text.len() < 400, "{} bytes: {text}", text.len());
+    let g = MlpGradients::zeros();
+    assert_eq!(format!("{g:?}"), "MlpGradients { w1: [20, 32], b1: [32], w2: [32, 4], b2: [4] }");
+    // `Default` is what `new()` gives.
+    assert_eq!(format!("{:?}", Mlp::default().w1), format!("{:?}", Mlp::new().w1));
+    fn is_std_error<E: std::error::Error + Send + Sync + 'static>(_: &E) {}
+    let err = m.probs(Array2::zeros((1, 3)).view()).unwrap_err();
+    is_std_error(&err);
+    let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(err);
+    assert!(boxed.to_string().contains("input `x`"));
+    let r: modelc::Result<()> = Ok(());
+    assert!(r.is_ok());
+}

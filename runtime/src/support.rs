@@ -191,6 +191,39 @@ pub fn check_param_shape<S: Data<Elem = f32>, D: Dimension>(
     Ok(())
 }
 
+/// A param's or gradient's shape, printed as `[784, 10]` in the generated `Debug`.
+pub struct DebugShape<'a>(pub &'a [usize]);
+
+impl std::fmt::Debug for DebugShape<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+/// The generated models' compact `Debug`: the params' names and shapes (frozen ones
+/// marked), the optimizer and the global step, never the values.
+pub fn debug_model(
+    f: &mut std::fmt::Formatter<'_>,
+    name: &str,
+    params: &[(&str, &[usize], bool)],
+    optimizer: Option<&Optimizer>,
+    global_step: u64,
+) -> std::fmt::Result {
+    let mut d = f.debug_struct(name);
+    for &(n, shape, trainable) in params {
+        if trainable {
+            d.field(n, &DebugShape(shape));
+        } else {
+            d.field(n, &format_args!("{:?} (frozen)", shape));
+        }
+    }
+    match optimizer {
+        Some(o) => d.field("optimizer", o),
+        None => d.field("optimizer", &format_args!("None")),
+    };
+    d.field("global_step", &global_step).finish()
+}
+
 /// Checks that a (public, user-writable) param field still has its declared shape, and
 /// puts it back in standard layout if the user replaced it by a non-contiguous array.
 pub fn check_param<D: Dimension>(name: &'static str, a: &mut Array<f32, D>, dims: &[usize]) -> Result<(), Error> {

@@ -181,6 +181,10 @@ fn struct_def(ctx: &Ctx, n_programs: usize) -> TokenStream {
         let doc = if attrs.is_empty() { quote!(#[doc = #doc]) } else { quote!() };
         quote!(#(#attrs)* #doc pub #pn: #ty,)
     });
+    let name_str = name.to_string();
+    let pnames: Vec<&Ident> = m.params.iter().map(|p| &p.name).collect();
+    let pstrs: Vec<String> = pnames.iter().map(|n| n.to_string()).collect();
+    let ptrain: Vec<bool> = m.params.iter().map(|p| !p.frozen).collect();
     let k = ctx.k;
     // A fetch's workspaces are a pool shared by the threads calling it through `&self`;
     // a training function's is one workspace, behind `&mut self`.
@@ -209,6 +213,20 @@ fn struct_def(ctx: &Ctx, n_programs: usize) -> TokenStream {
             slots: ::std::vec::Vec<::std::vec::Vec<::std::vec::Vec<f32>>>,
             global_step: u64,
             #(#ws_fields)*
+        }
+
+        /// The params' names and shapes, the optimizer and the global step (not the
+        /// values: print a field for those).
+        impl ::core::fmt::Debug for #name {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                ::modelc::__private::debug_model(
+                    f,
+                    #name_str,
+                    &[#((#pstrs, self.#pnames.shape(), #ptrain)),*],
+                    self.__state.optimizer.as_ref(),
+                    self.__state.global_step,
+                )
+            }
         }
 
         /// Clones the params, the optimizer state and the global step (not the
@@ -240,11 +258,23 @@ fn grads_struct(ctx: &Ctx) -> TokenStream {
         quote!(#pn: #ty::zeros(#shape),)
     });
     let doc = format!("The gradients of the loss of [`{}`] for every trainable param.", ctx.name);
+    let gname = grads_ty.to_string();
+    let gfields: Vec<&Ident> = trainable.iter().map(|&p| &m.params[p].name).collect();
+    let gstrs: Vec<String> = gfields.iter().map(|n| n.to_string()).collect();
     quote! {
         #[doc = #doc]
-        #[derive(Clone, Debug, PartialEq)]
+        #[derive(Clone, PartialEq)]
         #vis struct #grads_ty {
             #(#fields)*
+        }
+
+        /// The fields' names and shapes (not the values: print a field for those).
+        impl ::core::fmt::Debug for #grads_ty {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_struct(#gname)
+                    #(.field(#gstrs, &::modelc::__private::DebugShape(self.#gfields.shape())))*
+                    .finish()
+            }
         }
 
         impl #grads_ty {
