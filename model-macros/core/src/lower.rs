@@ -488,6 +488,10 @@ impl<'a> Lowerer<'a> {
                 let hint = suggestion(&name, OPS.iter().copied());
                 let what = if INITIALIZERS.contains(&name.as_str()) {
                     ": it is an initializer; use it after `=` in a `param` item".to_string()
+                } else if hint.is_empty() {
+                    // No plausible typo: list what there is, as for initializers and
+                    // optimizers.
+                    format!(" (the ops are {})", OPS.join(", "))
                 } else {
                     hint
                 };
@@ -1189,6 +1193,19 @@ mod tests {
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].0.contains("axis -3 is out of range"), "{e:?}");
         assert_eq!((e[0].1, e[0].2), (4, 29), "{e:?}");
+    }
+
+    #[test]
+    fn an_unknown_op_without_a_close_match_lists_the_ops() {
+        let src = format!(
+            "{HEAD}    param w: [784, 10] = zeros;\n    loss l = mean(frobnicate(matmul(x, w)));\n    optimizer sgd(learning_rate = 0.1);\n}}"
+        );
+        let e = errors(&src);
+        let messages: Vec<&str> = e.iter().map(|m| m.0.as_str()).collect();
+        assert!(
+            messages.iter().any(|m| m.contains("unknown op `frobnicate` (the ops are ") && m.contains("softmax")),
+            "{messages:?}"
+        );
     }
 
     #[test]

@@ -172,7 +172,7 @@ pub fn model(c: &Compiled) -> TokenStream {
 fn struct_def(ctx: &Ctx, n_programs: usize) -> TokenStream {
     let m = ctx.m;
     let (name, state_ty) = (ctx.name, &ctx.state_ty);
-    let attrs = &m.attrs;
+    let attrs = without_derived_debug(&m.attrs);
     let vis = &m.vis;
     let fields = m.params.iter().map(|p| {
         let (pn, attrs, ty) = (&p.name, &p.attrs, array_ty(p.dims.len()));
@@ -237,6 +237,32 @@ fn struct_def(ctx: &Ctx, n_programs: usize) -> TokenStream {
             }
         }
     }
+}
+
+/// The struct's attributes with `Debug` taken out of any `#[derive(..)]`: the model's
+/// `Debug` is generated (compact: names and shapes, not the buffers), and a derived one
+/// would conflict with it; `Clone` is generated too (it rebuilds the workspaces), so it
+/// is taken out the same way. `#[derive(Debug, PartialEq)]` becomes `#[derive(PartialEq)]`.
+fn without_derived_debug(attrs: &[syn::Attribute]) -> Vec<TokenStream> {
+    use syn::punctuated::Punctuated;
+    attrs
+        .iter()
+        .filter_map(|a| {
+            if !a.path().is_ident("derive") {
+                return Some(quote!(#a));
+            }
+            let Ok(paths) = a.parse_args_with(Punctuated::<syn::Path, syn::Token![,]>::parse_terminated) else {
+                return Some(quote!(#a));
+            };
+            let generated = |p: &syn::Path| p.segments.last().is_some_and(|s| s.ident == "Debug" || s.ident == "Clone");
+            let kept: Vec<&syn::Path> = paths.iter().filter(|p| !generated(p)).collect();
+            if kept.is_empty() {
+                None
+            } else {
+                Some(quote!(#[derive(#(#kept),*)]))
+            }
+        })
+        .collect()
 }
 
 fn grads_struct(ctx: &Ctx) -> TokenStream {
