@@ -990,7 +990,9 @@ fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Option<&Program>
             quote!(&[#(#d),*][..])
         })
         .collect();
-    let parameters: usize = m.params.iter().filter(|p| !p.frozen).map(|p| p.dims.iter().product::<usize>()).sum();
+    // Each param's size fits (lower.rs bounds it by MAX_ELEMENTS); their sum saturates.
+    let parameters: usize =
+        m.params.iter().filter(|p| !p.frozen).map(|p| p.dims.iter().product::<usize>()).fold(0, usize::saturating_add);
     let n_trainable = trainable.len();
     let slot_scalars = (parameters as u64).saturating_mul(m.optimizer.as_ref().map_or(0, |o| slot_count(o.kind)));
     let all_dims: Vec<Vec<usize>> = m.params.iter().map(|p| p.dims.clone()).collect();
@@ -1028,7 +1030,7 @@ fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Option<&Program>
         let ty = format_ident!("__Modelc{}Ws{}", ctx.name, i);
         quote!(#ty::bytes(&__d))
     });
-    let total_params: usize = m.params.iter().map(|p| p.dims.iter().product::<usize>()).sum();
+    let total_params: usize = m.params.iter().map(|p| p.dims.iter().product::<usize>()).fold(0, usize::saturating_add);
     let state_bytes = (total_params as u64).saturating_add(slot_scalars).saturating_mul(4);
     let cost_doc = if m.symbols.is_empty() {
         "What the model costs: FLOPs per fetch and per `train_step`, and memory. Every count saturates at `u64::MAX` (see `modelc::Cost`).".to_string()
