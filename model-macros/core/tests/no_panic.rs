@@ -74,6 +74,18 @@ fn quiet_panics() {
     });
 }
 
+/// The stack rustc gives the thread that expands proc macros (8 MiB): the core must fit
+/// in it. Every test runs its cases on such a thread ([`on_rustc_stack`]).
+const RUSTC_STACK: usize = 8 << 20;
+
+/// Runs `f` on a thread with rustc's stack, propagating its panic (a failed test).
+fn on_rustc_stack(f: impl FnOnce() + Send + 'static) {
+    let joined = std::thread::Builder::new().stack_size(RUSTC_STACK).spawn(f).unwrap().join();
+    if let Err(e) = joined {
+        std::panic::resume_unwind(e);
+    }
+}
+
 /// `Err(description)` if `expand` or `check` panics on `tokens`, or if `expand`'s output
 /// is not a sequence of Rust items.
 fn run(tokens: &TokenStream) -> Result<(), String> {
@@ -86,15 +98,27 @@ fn run(tokens: &TokenStream) -> Result<(), String> {
         out
     });
     QUIET.with(|q| q.set(false));
-    match out {
-        Ok(out) => syn::parse2::<syn::File>(out)
-            .map(drop)
-            .map_err(|e| format!("expand() gave tokens that are not Rust items ({e}) for: {tokens}")),
+    let out = match out {
+        Ok(out) => out.to_string(),
         Err(_) => {
             let why = LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_default();
-            Err(format!("the compiler panicked ({why}) on: {tokens}"))
+            return Err(format!("the compiler panicked ({why}) on: {tokens}"));
         }
-    }
+    };
+    // rustc parses the output with a stack that grows; syn recurses on nested
+    // expressions, so it gets a large one. (Tokens are not Send: they cross as text.)
+    std::thread::Builder::new()
+        .stack_size(1 << 30)
+        .spawn(move || {
+            let out = TokenStream::from_str(&out).map_err(|e| format!("expand() gave unlexable text ({e})"))?;
+            syn::parse2::<syn::File>(out)
+                .map(drop)
+                .map_err(|e| format!("expand() gave tokens that are not Rust items ({e})"))
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+        .map_err(|e| format!("{e} for: {tokens}"))
 }
 
 fn must_not_panic(tokens: TokenStream) {
@@ -189,10 +213,12 @@ fn own_models() -> Vec<TokenStream> {
 
 #[test]
 fn the_corpus_is_valid() {
-    for m in corpus() {
-        let d = modelc_core::check(m.clone());
-        assert!(!d.has_errors(), "a corpus model has errors: {m}");
-    }
+    on_rustc_stack(|| {
+        for m in corpus() {
+            let d = modelc_core::check(m.clone());
+            assert!(!d.has_errors(), "a corpus model has errors: {m}");
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------------
@@ -317,7 +343,7 @@ fn vocab_token(k: u32) -> TokenTree {
         0 | 1 => TokenTree::Ident(Ident::new(words[i % words.len()], Span::call_site())),
         2 => TokenTree::Punct(Punct::new(
             PUNCTS[i % PUNCTS.len()],
-            if i % 3 == 0 { Spacing::Joint } else { Spacing::Alone },
+            if i.is_multiple_of(3) { Spacing::Joint } else { Spacing::Alone },
         )),
         _ => literal(i),
     }
@@ -343,6 +369,36 @@ fn count(ts: &[TokenTree]) -> usize {
             _ => 1,
         })
         .sum()
+}
+
+/// The preorder positions (as [`at`] counts them) of every literal.
+fn literal_positions(ts: &[TokenTree]) -> Vec<usize> {
+    fn walk(ts: &[TokenTree], next: &mut usize, out: &mut Vec<usize>) {
+        for t in ts {
+            if matches!(t, TokenTree::Literal(_)) {
+                out.push(*next);
+            }
+            *next += 1;
+            if let TokenTree::Group(g) = t {
+                walk(&g.stream().into_iter().collect::<Vec<_>>(), next, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(ts, &mut 0, &mut out);
+    out
+}
+
+/// The text of the token at preorder position `pos`, if it is a literal.
+fn literal_at(ts: &[TokenTree], pos: usize) -> Option<String> {
+    let mut ts = ts.to_vec();
+    let (mut pos, mut found) = (pos, None);
+    at(&mut ts, &mut pos, &mut |list, i| {
+        if let TokenTree::Literal(l) = &list[i] {
+            found = Some(l.to_string());
+        }
+    });
+    found
 }
 
 /// Applies `f` to the sibling list that holds preorder position `pos` and that
@@ -383,7 +439,30 @@ fn mutate(model: &TokenStream, mutations: &[Mutation]) -> TokenStream {
             continue;
         }
         let mut pos = wh as usize % n;
-        at(&mut ts, &mut pos, &mut |list, i| match kind % 8 {
+        if kind % 10 >= 8 {
+            // Aim at a literal (a dimension, a constant, a hyperparameter, an axis): the
+            // mutations most likely to keep the model valid and reach the later stages.
+            // Kind 9 replaces every equal literal, as changing a dimension everywhere
+            // does (`10` -> `4611686018427387904` in `y: [batch, 10]`, `w: [784, 10]`,
+            // `b: [10]`), so that the shapes still agree.
+            let lits = literal_positions(&ts);
+            if !lits.is_empty() {
+                let mut pos = lits[wh as usize % lits.len()];
+                let mut old = String::new();
+                at(&mut ts, &mut pos, &mut |list, i| old = list[i].to_string());
+                let targets: Vec<usize> = if kind % 10 == 9 {
+                    lits.into_iter().filter(|&p| literal_at(&ts, p).is_some_and(|l| l == old)).collect()
+                } else {
+                    vec![lits[wh as usize % lits.len()]]
+                };
+                for p in targets {
+                    let mut pos = p;
+                    at(&mut ts, &mut pos, &mut |list, i| list[i] = literal(what as usize));
+                }
+            }
+            continue;
+        }
+        at(&mut ts, &mut pos, &mut |list, i| match kind % 10 {
             0 => {
                 list.remove(i);
             }
@@ -445,53 +524,59 @@ fn random_stream(codes: &[u32]) -> TokenStream {
 
 #[test]
 fn truncated_models_never_panic() {
-    let mut n = 0;
-    for model in corpus() {
-        let trees: Vec<TokenTree> = model.clone().into_iter().collect();
-        for i in 0..=trees.len() {
-            must_not_panic(trees[..i].iter().cloned().collect());
-            n += 1;
-        }
-        // Inside the body's braces at every position.
-        if let Some(TokenTree::Group(body)) = trees.last() {
-            let inner: Vec<TokenTree> = body.stream().into_iter().collect();
-            for i in 0..=inner.len() {
-                let mut t: Vec<TokenTree> = trees[..trees.len() - 1].to_vec();
-                t.push(TokenTree::Group(Group::new(body.delimiter(), inner[..i].iter().cloned().collect())));
-                must_not_panic(t.into_iter().collect());
+    on_rustc_stack(|| {
+        let mut n = 0;
+        for model in corpus() {
+            let trees: Vec<TokenTree> = model.clone().into_iter().collect();
+            for i in 0..=trees.len() {
+                must_not_panic(trees[..i].iter().cloned().collect());
                 n += 1;
             }
+            // Inside the body's braces at every position.
+            if let Some(TokenTree::Group(body)) = trees.last() {
+                let inner: Vec<TokenTree> = body.stream().into_iter().collect();
+                for i in 0..=inner.len() {
+                    let mut t: Vec<TokenTree> = trees[..trees.len() - 1].to_vec();
+                    t.push(TokenTree::Group(Group::new(body.delimiter(), inner[..i].iter().cloned().collect())));
+                    must_not_panic(t.into_iter().collect());
+                    n += 1;
+                }
+            }
         }
-    }
-    eprintln!("truncated_models_never_panic: {n} cases");
+        eprintln!("truncated_models_never_panic: {n} cases");
+    });
 }
 
 #[test]
 fn mutated_models_never_panic() {
-    let models = corpus();
-    let strategy = (0..models.len(), proptest::collection::vec((any::<u8>(), any::<u32>(), any::<u32>()), 1..5));
-    let result = runner().run(&strategy, |(m, muts)| {
-        let tokens = mutate(&models[m], &muts);
-        run(&tokens).map_err(TestCaseError::fail)
+    on_rustc_stack(|| {
+        let models = corpus();
+        let strategy = (0..models.len(), proptest::collection::vec((any::<u8>(), any::<u32>(), any::<u32>()), 1..5));
+        let result = runner().run(&strategy, |(m, muts)| {
+            let tokens = mutate(&models[m], &muts);
+            run(&tokens).map_err(TestCaseError::fail)
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+        eprintln!("mutated_models_never_panic: {} cases over {} models", cases(), models.len());
     });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
-    eprintln!("mutated_models_never_panic: {} cases over {} models", cases(), models.len());
 }
 
 #[test]
 fn random_token_streams_never_panic() {
-    let strategy = (any::<bool>(), proptest::collection::vec(any::<u32>(), 0..60));
-    let result = runner().run(&strategy, |(shell, codes)| {
-        let body = random_stream(&codes);
-        let tokens = if shell { quote!(struct M { #body }) } else { body };
-        run(&tokens).map_err(TestCaseError::fail)
+    on_rustc_stack(|| {
+        let strategy = (any::<bool>(), proptest::collection::vec(any::<u32>(), 0..60));
+        let result = runner().run(&strategy, |(shell, codes)| {
+            let body = random_stream(&codes);
+            let tokens = if shell { quote!(struct M { #body }) } else { body };
+            run(&tokens).map_err(TestCaseError::fail)
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+        eprintln!("random_token_streams_never_panic: {} cases", cases());
     });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
-    eprintln!("random_token_streams_never_panic: {} cases", cases());
 }
 
 /// Inputs that once panicked (each names what it broke), kept as fixed cases.
@@ -511,21 +596,56 @@ const REGRESSIONS: &[&str] = &[
 
 #[test]
 fn former_panics_stay_fixed() {
-    for src in REGRESSIONS {
-        must_not_panic(TokenStream::from_str(src).unwrap());
-    }
+    on_rustc_stack(|| {
+        for src in REGRESSIONS {
+            must_not_panic(TokenStream::from_str(src).unwrap());
+        }
+    });
 }
 
 /// `MODELC_FUZZ_FILE=path`: every line of the file as one input (to try candidates by
 /// hand); every failure is listed, not only the first.
 #[test]
 fn inputs_from_a_file_never_panic() {
-    let Ok(path) = std::env::var("MODELC_FUZZ_FILE") else { return };
-    let text = std::fs::read_to_string(&path).unwrap();
-    let failures: Vec<String> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter_map(|l| run(&TokenStream::from_str(l).unwrap()).err())
-        .collect();
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    on_rustc_stack(|| {
+        let Ok(path) = std::env::var("MODELC_FUZZ_FILE") else { return };
+        let text = std::fs::read_to_string(&path).unwrap();
+        let failures: Vec<String> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .filter_map(|l| run(&TokenStream::from_str(l).unwrap()).err())
+            .collect();
+        assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    });
+}
+
+/// How deep the deep models go: a chain of lets, nested parentheses, a long sum.
+const DEPTH: usize = 1000;
+
+/// Deep models expand on rustc's stack: a chain of `DEPTH` lets, an expression nested
+/// `DEPTH` parentheses deep, and a sum of `DEPTH` terms. (A stack overflow is an abort
+/// that takes rustc down, worse than a panic.)
+#[test]
+fn deep_models_fit_in_rustc_stack() {
+    on_rustc_stack(|| {
+        let lets: String = (0..DEPTH).map(|i| format!("let a{} = a{i} * 1.0001 + 0.5; ", i + 1)).collect();
+        let chain = format!(
+            "struct M {{ input x: [b, 3]; param w: [3, 2] = zeros; let a0 = matmul(x, w); {lets} \
+             loss l = mean(a{DEPTH}); optimizer sgd(learning_rate = 0.1); }}"
+        );
+        let nested = format!(
+            "struct M {{ param w: [3] = zeros; loss l = sum({}w{}); optimizer sgd(learning_rate = 0.1); }}",
+            "(".repeat(DEPTH),
+            " + 1.0)".repeat(DEPTH)
+        );
+        let long = format!(
+            "struct M {{ param w: [3] = zeros; loss l = sum({}); optimizer sgd(learning_rate = 0.1); }}",
+            vec!["w"; DEPTH].join(" + ")
+        );
+        for src in [chain, nested, long] {
+            let tokens = TokenStream::from_str(&src).unwrap();
+            assert!(modelc_core::compile(tokens.clone()).is_ok(), "a deep model is valid");
+            must_not_panic(tokens);
+        }
+    });
 }
