@@ -31,6 +31,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ndarray::{ArrayBase, Data, Dimension};
 use safetensors::tensor::{Metadata, SafeTensorError, View};
 use safetensors::{Dtype, SafeTensors};
 
@@ -54,8 +55,50 @@ pub struct TensorData<'a> {
     pub name: String,
     /// Its shape; the product of its dimensions must be `data.len()`.
     pub shape: Vec<usize>,
-    /// Its values, row-major.
-    pub data: &'a [f32],
+    /// Its values, row-major: borrowed when the source already is, else a copy (see
+    /// [`TensorData::from_array`]).
+    pub data: Cow<'a, [f32]>,
+}
+
+impl<'a> TensorData<'a> {
+    /// The tensor `name` holding the values of `a` in row-major (logical) order, whatever
+    /// `a`'s memory layout: borrowed when `a` is in standard layout, else copied.
+    ///
+    /// Params are public fields, so a user can assign an array in any layout
+    /// (`m.w = t.reversed_axes()`, `m.w = a.slice_move(s![..;-1, ..])`); a checkpoint
+    /// must hold what the array *means*, not its memory order.
+    pub fn from_array<S, D>(name: impl Into<String>, a: &'a ArrayBase<S, D>) -> Self
+    where
+        S: Data<Elem = f32>,
+        D: Dimension,
+    {
+        let data = match a.as_slice() {
+            Some(s) => Cow::Borrowed(s),
+            None => Cow::Owned(a.iter().copied().collect()),
+        };
+        TensorData { name: name.into(), shape: a.shape().to_vec(), data }
+    }
+
+    /// Like [`from_array`](Self::from_array) for a param declared with shape `declared`:
+    /// [`Error::Shape`] naming the param if the array has another shape (the same number
+    /// of values in another shape would otherwise be saved scrambled under the declared
+    /// one).
+    pub fn param<S, D>(name: &'static str, a: &'a ArrayBase<S, D>, declared: &[usize]) -> Result<Self, Error>
+    where
+        S: Data<Elem = f32>,
+        D: Dimension,
+    {
+        if a.shape() != declared {
+            return Err(Error::Shape {
+                input: name,
+                expected: format!("{declared:?}"),
+                found: a.shape().to_vec(),
+                detail: "a param field was replaced by an array of another shape; save writes the declared shape"
+                    .to_string(),
+            });
+        }
+        Ok(Self::from_array(name, a))
+    }
 }
 
 /// What a checkpoint holds once [`load`] has validated it.
@@ -137,7 +180,7 @@ pub fn save(path: &Path, model: &str, global_step: u64, tensors: &[TensorData<'_
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let views = tensors.iter().map(|t| (t.name.as_str(), F32View { shape: &t.shape, data: t.data }));
+    let views = tensors.iter().map(|t| (t.name.as_str(), F32View { shape: &t.shape, data: &t.data }));
     let bytes = safetensors::serialize(views, &Some(metadata))
         .map_err(|e| checkpoint_error(path, format!("cannot serialize: {e}")))?;
     write_atomically(path, &bytes)

@@ -81,6 +81,12 @@ impl fmt::Display for GradientCheck {
 }
 
 /// What a model costs for one batch size, as `Model::cost(batch)` reports it.
+///
+/// Every count **saturates** at `u64::MAX`: symbolic dimensions are arbitrary `usize`
+/// values, and `Model::cost(usize::MAX)` (or any size whose FLOPs or bytes do not fit
+/// in 64 bits) reports `u64::MAX` for what overflows instead of panicking in a debug
+/// build or wrapping around in a release build. A value of `u64::MAX` therefore means
+/// "at least this much"; every count below it is exact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cost {
     /// Floating-point operations of each fetch function, by name.

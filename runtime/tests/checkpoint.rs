@@ -42,7 +42,9 @@ impl Fixture {
     }
 
     fn tensors(&self) -> Vec<TensorData<'_>> {
-        let t = |name: String, shape: &[usize], data| TensorData { name, shape: shape.to_vec(), data };
+        fn t<'a>(name: String, shape: &[usize], data: &'a [f32]) -> TensorData<'a> {
+            TensorData { name, shape: shape.to_vec(), data: data.into() }
+        }
         vec![
             t("w".into(), &[2, 3], &self.w[..]),
             t("b".into(), &[3], &self.b[..]),
@@ -114,7 +116,7 @@ fn round_trip_is_bit_exact() {
     for t in f.tensors() {
         let (shape, data) = &ck.tensors[&t.name];
         assert_eq!(shape, &t.shape, "{}", t.name);
-        assert_eq!(bits(data), bits(t.data), "{}", t.name);
+        assert_eq!(bits(data), bits(&t.data), "{}", t.name);
     }
 }
 
@@ -124,8 +126,8 @@ fn scalars_empty_tensors_and_large_steps_round_trip() {
     let path = dir.join("s.safetensors");
     let (s, e) = ([42.0f32], [0.0f32; 0]);
     let tensors = [
-        TensorData { name: "scale".into(), shape: vec![], data: &s },
-        TensorData { name: "empty".into(), shape: vec![0, 4], data: &e },
+        TensorData { name: "scale".into(), shape: vec![], data: s[..].into() },
+        TensorData { name: "empty".into(), shape: vec![0, 4], data: e[..].into() },
     ];
     save(&path, "M", u64::MAX, &tensors).unwrap();
     let ck = load(&path, "M", &[("scale".into(), vec![]), ("empty".into(), vec![0, 4])]).unwrap();
@@ -289,7 +291,7 @@ fn extra_tensor_is_reported() {
     let f = Fixture::new();
     let extra = [0.0f32; 4];
     let mut tensors = f.tensors();
-    tensors.push(TensorData { name: "w2".into(), shape: vec![4], data: &extra });
+    tensors.push(TensorData { name: "w2".into(), shape: vec![4], data: extra[..].into() });
     save(&path, "Mlp", 1, &tensors).unwrap();
     let msg = checkpoint_message(load(&path, "Mlp", &expected()));
     assert_eq!(msg, "1 difference from model `Mlp`: unexpected tensor `w2` (F32 [4])");
@@ -346,14 +348,14 @@ fn save_is_atomic_and_replaces() {
 
     // Saving over an existing checkpoint replaces it.
     let b = [9.0f32; 3];
-    save(&path, "Other", 5, &[TensorData { name: "b".into(), shape: vec![3], data: &b }]).unwrap();
+    save(&path, "Other", 5, &[TensorData { name: "b".into(), shape: vec![3], data: b[..].into() }]).unwrap();
     assert_eq!(listing(&dir), ["model.safetensors"]);
     let ck = load(&path, "Other", &[("b".into(), vec![3])]).unwrap();
     assert_eq!((ck.global_step, &ck.tensors["b"].1), (5, &b.to_vec()));
 
     // A path through `..` lands in the same directory.
     let rel = Path::new(env!("CARGO_TARGET_TMPDIR")).join("modelc-checkpoint-tests/atomic/../atomic/rel.safetensors");
-    save(&rel, "Other", 6, &[TensorData { name: "b".into(), shape: vec![3], data: &b }]).unwrap();
+    save(&rel, "Other", 6, &[TensorData { name: "b".into(), shape: vec![3], data: b[..].into() }]).unwrap();
     assert_eq!(listing(&dir), ["model.safetensors", "rel.safetensors"]);
 }
 
@@ -365,7 +367,7 @@ fn failed_save_leaves_no_temporary_file_and_the_old_checkpoint() {
     std::fs::create_dir(&target).unwrap();
     std::fs::write(target.join("keep"), b"x").unwrap();
     let b = [1.0f32; 3];
-    let r = save(&target, "M", 1, &[TensorData { name: "b".into(), shape: vec![3], data: &b }]);
+    let r = save(&target, "M", 1, &[TensorData { name: "b".into(), shape: vec![3], data: b[..].into() }]);
     assert!(matches!(r, Err(Error::Io { .. })), "{r:?}");
     let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, ["taken"]);
@@ -379,9 +381,9 @@ fn save_rejects_inconsistent_tensors() {
     let dir = scratch("invalid_save");
     let path = dir.join("m.safetensors");
     let v = [0.0f32; 5];
-    let bad_shape = save(&path, "M", 0, &[TensorData { name: "w".into(), shape: vec![2, 3], data: &v }]);
+    let bad_shape = save(&path, "M", 0, &[TensorData { name: "w".into(), shape: vec![2, 3], data: v[..].into() }]);
     assert!(matches!(bad_shape, Err(Error::InvalidArgument(ref m)) if m.contains("[2, 3] does not fit 5")));
-    let t = || TensorData { name: "w".into(), shape: vec![5], data: &v };
+    let t = || TensorData { name: "w".into(), shape: vec![5], data: v[..].into() };
     assert!(matches!(save(&path, "M", 0, &[t(), t()]), Err(Error::InvalidArgument(_))));
     let reserved = TensorData { name: "__metadata__".into(), ..t() };
     assert!(matches!(save(&path, "M", 0, &[reserved]), Err(Error::InvalidArgument(_))));
@@ -578,7 +580,7 @@ fn the_file_follows_the_safetensors_spec() {
         assert_eq!(end - begin, 4 * t.data.len(), "{}: 4 bytes per f32", t.name);
         let values: Vec<u32> =
             buffer[begin..end].chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
-        assert_eq!(values, bits(t.data), "{}: little-endian f32 values", t.name);
+        assert_eq!(values, bits(&t.data), "{}: little-endian f32 values", t.name);
         spans.push((begin, end));
         seen += 1;
     }
@@ -590,4 +592,33 @@ fn the_file_follows_the_safetensors_spec() {
         assert_eq!(w[0].1, w[1].0, "contiguous offsets");
     }
     assert_eq!(spans.last().unwrap().1, buffer.len());
+}
+
+#[test]
+fn tensors_from_arrays_in_any_layout_hold_their_logical_values() {
+    use ndarray::{s, Array2};
+    use std::borrow::Cow;
+    let logical = Array2::from_shape_fn((3, 4), |(i, j)| (4 * i + j) as f32);
+    let expect: Vec<f32> = (0..12).map(|k| k as f32).collect();
+    // Standard layout: borrowed, no copy.
+    let t = TensorData::from_array("w", &logical);
+    assert!(matches!(t.data, Cow::Borrowed(_)));
+    assert_eq!((t.shape.as_slice(), &t.data[..]), (&[3, 4][..], &expect[..]));
+    // Transposed (column-major), reversed (negative strides), stepped (a view).
+    let transposed = Array2::from_shape_fn((4, 3), |(j, i)| (4 * i + j) as f32).reversed_axes();
+    let reversed = Array2::from_shape_fn((3, 4), |(i, j)| (4 * (2 - i) + 3 - j) as f32).slice_move(s![..;-1, ..;-1]);
+    let wide = Array2::from_shape_fn((3, 8), |(i, j)| if j % 2 == 0 { (4 * i + j / 2) as f32 } else { -1.0 });
+    let stepped = wide.slice(s![.., ..;2]);
+    for (what, t) in [
+        ("transposed", TensorData::from_array("w", &transposed)),
+        ("reversed", TensorData::from_array("w", &reversed)),
+        ("stepped", TensorData::from_array("w", &stepped)),
+    ] {
+        assert!(matches!(t.data, Cow::Owned(_)), "{what}");
+        assert_eq!((t.shape.as_slice(), &t.data[..]), (&[3, 4][..], &expect[..]), "{what}");
+    }
+    // A param of another shape is refused, naming both shapes.
+    let err = TensorData::param("w", &transposed, &[4, 3]).unwrap_err();
+    assert!(matches!(err, Error::Shape { input: "w", ref found, .. } if found == &[3, 4]), "{err}");
+    assert!(TensorData::param("w", &transposed, &[3, 4]).is_ok());
 }

@@ -20,6 +20,10 @@ use crate::ops::{Binary, Op, Unary};
 use crate::shape::{broadcast, normalize_axis, Dim, Shape};
 use crate::syntax::{arg_from_expr, Arg, DimSyntax, Item, ModelDef, NodeItem, NodeKind, OptimizerItem, ShapeSyntax};
 
+/// The most scalars one f32 array may have: `isize::MAX` bytes, the bound of every Rust
+/// allocation.
+pub const MAX_ELEMENTS: usize = isize::MAX as usize / 4;
+
 /// Names that the generated API uses, so no fetch may take them.
 pub const RESERVED: &[&str] = &[
     "new",
@@ -298,6 +302,28 @@ impl<'a> Lowerer<'a> {
                         self.symbols.push(s.clone());
                     }
                     dims.push(Dim::Sym(s));
+                }
+            }
+        }
+        // `param w: [4294967296, 4294967296]`: 2^64 scalars. No f32 array can have more
+        // than isize::MAX bytes, and counting the elements (sizes, costs) would overflow
+        // `usize`; the dimensions become 1 so that later checks see a sane shape.
+        let statics = dims.iter().filter_map(|d| match d {
+            Dim::Static(n) => Some(*n),
+            Dim::Sym(_) => None,
+        });
+        if statics.clone().try_fold(1usize, |n, d| n.checked_mul(d)).is_none_or(|n| n > MAX_ELEMENTS) {
+            let written: Vec<String> = statics.map(|n| n.to_string()).collect();
+            self.diag.error(
+                syntax.span,
+                format!(
+                    "this shape is too large: {} scalars are more than the {MAX_ELEMENTS} an f32 array can hold",
+                    written.join(" x ")
+                ),
+            );
+            for d in &mut dims {
+                if let Dim::Static(n) = d {
+                    *n = 1;
                 }
             }
         }

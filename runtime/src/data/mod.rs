@@ -36,7 +36,8 @@ use std::path::{Path, PathBuf};
 use ndarray::{s, Array2, ArrayView2};
 
 pub use idx::{
-    read_idx_images, read_idx_images_u8, read_idx_labels, write_idx_images, write_idx_labels, IdxImages, IMAGES_MAGIC,
+    read_idx_images, read_idx_images_u8, read_idx_images_u8_with_limit, read_idx_images_with_limit, read_idx_labels,
+    read_idx_labels_with_limit, write_idx_images, write_idx_labels, IdxImages, DEFAULT_MAX_BYTES, IMAGES_MAGIC,
     LABELS_MAGIC,
 };
 pub use npm::{interleaved_order, NPM_PACKAGE, NPM_TRAIN_LEN};

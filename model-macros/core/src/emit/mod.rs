@@ -68,10 +68,11 @@ fn shape_tokens(model: &Model, shape: &Shape) -> TokenStream {
     quote!([#(#dims),*])
 }
 
-/// The number of elements of a shape as a `u64` expression.
+/// The number of elements of a shape as a `u64` expression, saturating at `u64::MAX`
+/// (`cost(usize::MAX)` must not overflow; see `modelc::Cost`).
 fn numel_tokens(model: &Model, shape: &Shape) -> TokenStream {
     let dims = shape.0.iter().map(|d| dim_tokens(model, d));
-    quote!((1u64 #(* (#dims as u64))*))
+    quote!((1u64 #(.saturating_mul(#dims as u64))*))
 }
 
 /// The workspace field holding node `id` in program `p`.
@@ -338,7 +339,7 @@ fn workspace(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
                 Self { #(#inits)* }
             }
             fn bytes(__d: &[usize; #k]) -> u64 {
-                4 * (0u64 #(+ #bytes)*)
+                4u64.saturating_mul(0u64 #(.saturating_add(#bytes))*)
             }
         }
     }
@@ -1172,9 +1173,11 @@ fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Option<&Program>
             quote!(&[#(#d),*][..])
         })
         .collect();
-    let parameters: usize = m.params.iter().filter(|p| !p.frozen).map(|p| p.dims.iter().product::<usize>()).sum();
+    // Each param's size fits (lower.rs bounds it by MAX_ELEMENTS); their sum saturates.
+    let parameters: usize =
+        m.params.iter().filter(|p| !p.frozen).map(|p| p.dims.iter().product::<usize>()).fold(0, usize::saturating_add);
     let n_trainable = trainable.len();
-    let slot_scalars = parameters as u64 * m.optimizer.as_ref().map_or(0, |o| slot_count(o.kind));
+    let slot_scalars = (parameters as u64).saturating_mul(m.optimizer.as_ref().map_or(0, |o| slot_count(o.kind)));
     let all_dims: Vec<Vec<usize>> = m.params.iter().map(|p| p.dims.clone()).collect();
     let all_dims_tok: Vec<TokenStream> = all_dims
         .iter()
@@ -1205,8 +1208,8 @@ fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Option<&Program>
     let train_cost = match train {
         Some(p) => {
             let f = program_flops(ctx, p);
-            let upd = 4 * parameters as u64;
-            quote!(#f + #upd)
+            let upd = (parameters as u64).saturating_mul(4);
+            quote!(#f.saturating_add(#upd))
         }
         None => quote!(0u64),
     };
@@ -1214,12 +1217,13 @@ fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Option<&Program>
         let ty = format_ident!("__Modelc{}Ws{}", ctx.name, i);
         quote!(#ty::bytes(&__d))
     });
-    let total_params: usize = m.params.iter().map(|p| p.dims.iter().product::<usize>()).sum();
+    let total_params: usize = m.params.iter().map(|p| p.dims.iter().product::<usize>()).fold(0, usize::saturating_add);
+    let state_bytes = (total_params as u64).saturating_add(slot_scalars).saturating_mul(4);
     let cost_doc = if m.symbols.is_empty() {
-        "What the model costs: FLOPs per fetch and per `train_step`, and memory.".to_string()
+        "What the model costs: FLOPs per fetch and per `train_step`, and memory. Every count saturates at `u64::MAX` (see `modelc::Cost`).".to_string()
     } else {
         format!(
-            "What the model costs for these values of its symbolic dimensions ({}): FLOPs per fetch and per `train_step`, and memory.",
+            "What the model costs for these values of its symbolic dimensions ({}): FLOPs per fetch and per `train_step`, and memory. Every count saturates at `u64::MAX` instead of overflowing (see `modelc::Cost`).",
             m.symbols.join(", ")
         )
     };
@@ -1232,7 +1236,7 @@ fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Option<&Program>
                     __tensors.push(::modelc::__private::checkpoint::TensorData {
                         name: ::modelc::__private::slot_name(__pname, __slot),
                         shape: __dims.to_vec(),
-                        data: &self.__state.slots[__t][__s],
+                        data: ::std::borrow::Cow::Borrowed(&self.__state.slots[__t][__s]),
                     });
                 }
             }
@@ -1311,19 +1315,19 @@ fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Option<&Program>
             ::modelc::Cost {
                 fetches: ::std::vec![#(#fetch_costs),*],
                 train_step: #train_cost,
-                workspace_bytes: 0u64 #(+ #ws_bytes)*,
-                state_bytes: 4 * (#total_params as u64 + #slot_scalars),
+                workspace_bytes: 0u64 #(.saturating_add(#ws_bytes))*,
+                state_bytes: #state_bytes,
             }
         }
 
         /// Saves the params, the optimizer's slots and the global step to a safetensors
-        /// file, atomically (a temporary file, then a rename).
+        /// file, atomically (a temporary file, then a rename). A param the user replaced
+        /// by an array in another layout (transposed, reversed, strided) is saved by its
+        /// values; one of another shape is an `Error::Shape` and nothing is written.
         pub fn save(&self, path: impl ::core::convert::AsRef<::std::path::Path>) -> ::core::result::Result<(), ::modelc::Error> {
-            let mut __tensors = ::std::vec![#(::modelc::__private::checkpoint::TensorData {
-                name: ::std::string::String::from(#pstrs),
-                shape: (#all_dims_tok).to_vec(),
-                data: ::modelc::__private::slice(&self.#pnames),
-            }),*];
+            // A param in any layout (the fields are public): its logical values, copied
+            // only if it is not in standard layout; another shape is an error.
+            let mut __tensors = ::std::vec![#(::modelc::__private::checkpoint::TensorData::param(#pstrs, &self.#pnames, #all_dims_tok)?),*];
             #save_slots
             ::modelc::__private::checkpoint::save(path.as_ref(), #name_str, self.__state.global_step, &__tensors)
         }
@@ -1393,20 +1397,20 @@ fn program_flops(ctx: &Ctx, p: &Program) -> TokenStream {
                 let kdim = if *ta { &a.0[0] } else { &a.0[1] };
                 let k = dim_tokens(ctx.m, kdim);
                 let out = numel_tokens(ctx.m, &node.shape);
-                quote!(2 * #out * (#k as u64))
+                quote!(#out.saturating_mul(#k as u64).saturating_mul(2))
             }
             Op::Sum { .. } | Op::Max { .. } | Op::Argmax { .. } | Op::SumTo(_) | Op::SoftmaxXent => {
                 let inp = numel_tokens(ctx.m, g.shape(node.inputs[0]));
-                quote!(#per * #inp)
+                quote!(#inp.saturating_mul(#per))
             }
             _ => {
                 let out = numel_tokens(ctx.m, &node.shape);
-                quote!(#per * #out)
+                quote!(#out.saturating_mul(#per))
             }
         };
         terms.push(t);
     }
-    quote!((0u64 #(+ #terms)*))
+    quote!((0u64 #(.saturating_add(#terms))*))
 }
 
 /// Tokens for a `&'static str`.
