@@ -16,9 +16,10 @@
 //! difference across a kink measures the kink, not the derivative.
 //!
 //! **The comparison** ([`compare`]). The reference gradient is a fourth-order central
-//! difference of the f64 loss with step `1e-3 * max(|p|, 1)`: truncation ~ h^4 f^(5) / 30
-//! ~ 1e-13 relative, rounding ~ 2^-53 |L| / h ~ 1e-12 relative, both far below what f32
-//! gives, so the difference between the two is the generated code's own error. A param's
+//! difference of the f64 loss with step `1e-3 * max(|p|, 1)`: truncation ~ h^4 f^(5) / 30,
+//! rounding ~ 2^-53 |L| / h, both far below what f32 gives (the exact gradients written
+//! by hand in `wrong_rules_fail` agree with it to 1e-8 or better, f32 errs by ~1e-6), so
+//! the difference between the two is the generated code's own error. A param's
 //! scalars are all probed up to 48 of them, else 48 spread over it, plus two random
 //! directions over the whole param (so that every scalar counts). The error of scalar i
 //! is `|g_i - r_i| / max(|r_i|, rms(r))`: relative where the component is of the param's
