@@ -70,6 +70,15 @@ fn main() {
     assert!((0.0..=1.0).contains(&acc));
     let check = m.check_gradients(x.view(), y.view(), t.view()).unwrap();
     assert_eq!(check.params.len(), 9);
+    // The check must pass, not only run: every param probed in full (12 scalars, 3 for
+    // w_const) and within 1e-4 (measured: 1.5e-5 absolute, the f32 loss's rounding over
+    // the step 1e-2; a wrong derivative rule errs by the gradient's size, ~1e-3 here).
+    assert!(check.loss.is_finite(), "{check}");
+    for p in &check.params {
+        let len = if p.name == "w_const" { 3 } else { 12 };
+        assert_eq!(p.probed, len, "{check}");
+    }
+    assert!(check.passes(1e-4), "the gradient check failed:\n{check}");
     assert_eq!(m.w_const.len(), 3);
     assert!(m.w_ones.iter().all(|&v| v.is_finite()));
 }
