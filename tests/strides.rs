@@ -167,13 +167,12 @@ fn flat<D: modelc::ndarray::Dimension>(a: &modelc::ndarray::Array<f32, D>) -> Ve
     a.iter().copied().collect()
 }
 
+/// A comparison: `(what, x view, y view, x copy, y copy, same bits?)`.
+type Check<'c> = dyn FnMut(&str, ArrayView2<'_, f32>, ArrayView2<'_, f32>, &Array2<f32>, &Array2<f32>, bool) + 'c;
+
 /// Runs `check(view, copy, bitwise)` for every layout of `x` (labels `y` as given)
 /// and of `y` (x contiguous).
-fn each_layout(
-    x: &Array2<f32>,
-    y: &Array2<f32>,
-    check: &mut dyn FnMut(&str, ArrayView2<'_, f32>, ArrayView2<'_, f32>, &Array2<f32>, &Array2<f32>, bool),
-) {
+fn each_layout(x: &Array2<f32>, y: &Array2<f32>, check: &mut Check<'_>) {
     for lay in LAYS {
         // x in `lay` (a broadcast x: every row the first), y contiguous.
         let xl = if lay == Lay::Broadcast {

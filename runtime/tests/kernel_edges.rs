@@ -694,6 +694,9 @@ fn dout_view(buf: &mut ArrayD<f32>, lay: DOut) -> ArrayViewMutD<'_, f32> {
     }
 }
 
+/// A kernel call under test: the input views, then the output views.
+type DynKernel<'k> = dyn FnMut(&[ArrayViewD<'_, f32>], Vec<ArrayViewMutD<'_, f32>>) + 'k;
+
 /// Runs `kernel` on inputs `ins` (logical values, stored as `lays`) into outputs of
 /// shapes `outs` (stored as `lo`, prefilled with `init`), checks canaries and inputs,
 /// and returns the outputs' values as standard arrays.
@@ -703,7 +706,7 @@ fn run_d(
     lays: &[DIn],
     outs: &[(Vec<usize>, ArrayD<f32>)],
     lo: DOut,
-    kernel: &mut dyn FnMut(&[ArrayViewD<'_, f32>], Vec<ArrayViewMutD<'_, f32>>),
+    kernel: &mut DynKernel<'_>,
 ) -> Vec<ArrayD<f32>> {
     let stored: Vec<StoredD> = ins.iter().zip(lays).map(|(x, &l)| StoredD::new(x, l)).collect();
     let views: Vec<ArrayViewD<'_, f32>> = stored.iter().map(StoredD::view).collect();
