@@ -170,8 +170,8 @@ fn flat<D: modelc::ndarray::Dimension>(a: &modelc::ndarray::Array<f32, D>) -> Ve
 /// A comparison: `(what, x view, y view, x copy, y copy, same bits?)`.
 type Check<'c> = dyn FnMut(&str, ArrayView2<'_, f32>, ArrayView2<'_, f32>, &Array2<f32>, &Array2<f32>, bool) + 'c;
 
-/// Runs `check(view, copy, bitwise)` for every layout of `x` (labels `y` as given)
-/// and of `y` (x contiguous).
+/// Runs `check` for every layout of `x` (with `y` contiguous) and of `y` (with `x`
+/// contiguous), against the contiguous copies.
 fn each_layout(x: &Array2<f32>, y: &Array2<f32>, check: &mut Check<'_>) {
     for lay in LAYS {
         // x in `lay` (a broadcast x: every row the first), y contiguous.
