@@ -59,6 +59,12 @@ fn map_views<const N: usize, F: Fn(f32, [f32; N]) -> f32>(
     views: &[ArrayViewD<'_, f32>; N],
     f: &F,
 ) {
+    // An empty output (a batch of 0) has nothing to compute, and its pointer may dangle
+    // (an empty `Array` owns no memory): `as_rows` would take a shape like `[0]` (no
+    // axis longer than 1) for one element and write it.
+    if out.is_empty() {
+        return;
+    }
     let Some((rows, cols, o, src)) = as_rows(&mut out, views) else {
         // Rank 2 or more: ranks 0 and 1 always make rows.
         for i in 0..out.shape()[0] {
@@ -198,7 +204,7 @@ fn as_rows<const N: usize>(
     // The axes longer than 1, innermost first.
     let mut long = (0..shape.len()).rev().filter(|&a| shape[a] > 1);
     let Some(last) = long.next() else {
-        // One element.
+        // One element (`map_views` returned early for none).
         let one = |ptr: *const f32| Rows { ptr, rs: 0, cs: 0 };
         return Some((1, 1, one(out_ptr), std::array::from_fn(|k| one(ins[k].as_ptr()))));
     };

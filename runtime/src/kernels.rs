@@ -49,7 +49,7 @@ pub fn matmul_act(
     #[cfg(feature = "blas")]
     {
         let thin = a.dim().0.min(b.dim().1) <= 16;
-        if !thin && blas_gemm(1.0, a, b, 0.0, out.view()) {
+        if !thin && blas_gemm(1.0, a, b, 0.0, out.view_mut()) {
             act.apply(out, 0, 0);
             return;
         }
@@ -111,8 +111,9 @@ fn add_rows(alpha: f32, src: &[f32], dst: &mut [f32]) {
 /// transposed views cost nothing) and packs into reusable thread-local scratch, so a call
 /// allocates nothing in steady state. With the `parallel` feature, `sgemm` splits
 /// products large enough to pay for it across rayon's threads. With the `blas` feature,
-/// products that are not thin and whose operands each have a unit stride go to the
-/// system's OpenBLAS (`cblas_sgemm`; `OPENBLAS_NUM_THREADS` sets its threads).
+/// products that are not thin and whose operands BLAS can read in place (a unit stride
+/// along one axis, a leading dimension at least the row length along the other; see
+/// `blas_layout`) go to the system's OpenBLAS (`cblas_sgemm`; `OPENBLAS_NUM_THREADS` sets its threads).
 pub fn gemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32, c: ArrayViewMut2<'_, f32>) {
     gemm_then(alpha, a, b, beta, c, None);
 }
@@ -132,7 +133,7 @@ pub fn gemm_then(
         // on sgemm's thin kernels: measured 1.5x faster than OpenBLAS on M1, whose
         // threading also costs more than it gains at that size.
         let thin = a.dim().0.min(b.dim().1) <= 16;
-        if !thin && blas_gemm(alpha, a, b, beta, c.view()) {
+        if !thin && blas_gemm(alpha, a, b, beta, c.view_mut()) {
             if let Some(f) = then {
                 f(c, 0, 0);
             }
@@ -142,62 +143,94 @@ pub fn gemm_then(
     crate::sgemm::sgemm_then(alpha, a, b, beta, c, then);
 }
 
+/// How BLAS can read a matrix: the storage order and the leading dimension.
+#[cfg(feature = "blas")]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum BlasLayout {
+    /// Element `(i, j)` at `ptr + i * ld + j`.
+    RowMajor(i32),
+    /// Element `(i, j)` at `ptr + i + j * ld`.
+    ColMajor(i32),
+}
+
+/// The [`BlasLayout`] of `x`, if BLAS can read it: a unit stride along one axis and,
+/// along the other, a stride of at least that axis's row length (BLAS's `ld >= max(1,
+/// cols)`). A stride of an axis of length 1 is never followed, so it may be anything;
+/// negative and zero strides elsewhere (a reversed view, a broadcast), steps in both
+/// axes and leading dimensions beyond `i32` give `None`: BLAS walks forward from the
+/// first element with `ld >= cols`, so it would read outside the view.
+#[cfg(feature = "blas")]
+fn blas_layout(dim: (usize, usize), strides: &[isize]) -> Option<BlasLayout> {
+    let (r, c) = dim;
+    let (s0, s1) = (strides[0], strides[1]);
+    let ld = |len: usize, stride: isize, along: usize| -> Option<i32> {
+        let min = along.max(1) as isize;
+        if len <= 1 {
+            // One row (or column): its stride is never used; the smallest valid ld.
+            i32::try_from(min).ok()
+        } else if stride >= min {
+            i32::try_from(stride).ok()
+        } else {
+            None
+        }
+    };
+    if s1 == 1 || c <= 1 {
+        if let Some(ld) = ld(r, s0, c) {
+            return Some(BlasLayout::RowMajor(ld));
+        }
+    }
+    if s0 == 1 || r <= 1 {
+        if let Some(ld) = ld(c, s1, r) {
+            return Some(BlasLayout::ColMajor(ld));
+        }
+    }
+    None
+}
+
 /// The `blas` feature: `cblas_sgemm` from the system's OpenBLAS, when every operand has
-/// a unit stride along one axis (what BLAS takes); returns `false` (and does nothing)
-/// otherwise, so that the caller falls back to `sgemm`.
+/// a layout BLAS can read ([`blas_layout`]) and no dimension is 0 (`sgemm` handles
+/// those without reading anything); returns `false` (and does nothing) otherwise, so
+/// that the caller falls back to `sgemm`, which reads any strides.
 #[cfg(feature = "blas")]
 fn blas_gemm(
     alpha: f32,
     a: ArrayView2<'_, f32>,
     b: ArrayView2<'_, f32>,
     beta: f32,
-    c: ndarray::ArrayView2<'_, f32>,
+    mut c: ArrayViewMut2<'_, f32>,
 ) -> bool {
     use cblas_sys::{cblas_sgemm, CBLAS_LAYOUT, CBLAS_TRANSPOSE};
-    /// (transposed?, leading dimension) of a matrix BLAS can read in row-major layout.
-    fn layout(x: &ndarray::ArrayView2<'_, f32>) -> Option<(bool, i32)> {
-        let (r, c) = x.dim();
-        let s = x.strides();
-        if s[1] == 1 || c <= 1 {
-            Some((false, i32::try_from(s[0].max(c as isize).max(1)).ok()?))
-        } else if s[0] == 1 || r <= 1 {
-            Some((true, i32::try_from(s[1].max(r as isize).max(1)).ok()?))
-        } else {
-            None
-        }
-    }
     let (m, k) = a.dim();
     let n = b.dim().1;
-    let (Some((ta, lda)), Some((tb, ldb)), Some((false, ldc))) = (layout(&a), layout(&b), layout(&c)) else {
+    assert!(b.dim().0 == k && c.dim() == (m, n), "gemm: shapes {:?} x {:?} -> {:?}", a.dim(), b.dim(), c.dim());
+    if m == 0 || n == 0 || k == 0 {
+        return false;
+    }
+    let (Some(la), Some(lb), Some(lc)) =
+        (blas_layout(a.dim(), a.strides()), blas_layout(b.dim(), b.strides()), blas_layout(c.dim(), c.strides()))
+    else {
         return false;
     };
     let (Ok(mi), Ok(ni), Ok(ki)) = (i32::try_from(m), i32::try_from(n), i32::try_from(k)) else { return false };
-    if m == 0 || n == 0 {
-        return true;
-    }
-    let t = |f: bool| if f { CBLAS_TRANSPOSE::CblasTrans } else { CBLAS_TRANSPOSE::CblasNoTrans };
-    let cp = c.as_ptr() as *mut f32;
-    // SAFETY: the views have shapes (m, k), (k, n), (m, n) (checked by the caller's
-    // types and by BLAS's own argument checks), each with a unit stride along one axis
-    // and the leading dimension computed from its other stride; `c` comes from a unique
-    // `ArrayViewMut2` borrow in `gemm`, so writing through it is sound.
+    // c's order is BLAS's layout; an operand stored the other way is its transpose.
+    let (order, row_major, ldc) = match lc {
+        BlasLayout::RowMajor(ld) => (CBLAS_LAYOUT::CblasRowMajor, true, ld),
+        BlasLayout::ColMajor(ld) => (CBLAS_LAYOUT::CblasColMajor, false, ld),
+    };
+    let op = |l: BlasLayout| match (l, row_major) {
+        (BlasLayout::RowMajor(ld), true) | (BlasLayout::ColMajor(ld), false) => (CBLAS_TRANSPOSE::CblasNoTrans, ld),
+        (BlasLayout::RowMajor(ld), false) | (BlasLayout::ColMajor(ld), true) => (CBLAS_TRANSPOSE::CblasTrans, ld),
+    };
+    let ((ta, lda), (tb, ldb)) = (op(la), op(lb));
+    let cp = c.as_mut_ptr();
+    // SAFETY: a, b and c are live views of shapes (m, k), (k, n), (m, n) (asserted), none
+    // empty; each is laid out as `blas_layout` says: its first element at its pointer, a
+    // unit stride along one axis and a stride of ld >= that axis's length along the other
+    // (both non-negative), so every element BLAS reads (or, for c, writes) is one of the
+    // view's own. c is a unique `ArrayViewMut2` borrow, so nothing else aliases the
+    // memory written through `cp`, which carries its write provenance (`as_mut_ptr`).
     unsafe {
-        cblas_sgemm(
-            CBLAS_LAYOUT::CblasRowMajor,
-            t(ta),
-            t(tb),
-            mi,
-            ni,
-            ki,
-            alpha,
-            a.as_ptr(),
-            lda,
-            b.as_ptr(),
-            ldb,
-            beta,
-            cp,
-            ldc,
-        );
+        cblas_sgemm(order, ta, tb, mi, ni, ki, alpha, a.as_ptr(), lda, b.as_ptr(), ldb, beta, cp, ldc);
     }
     true
 }
@@ -276,10 +309,11 @@ pub fn sum_axes(a: ArrayViewD<'_, f32>, axes: &[usize], mut out: ArrayViewMutD<'
     for &axis in axes.iter().rev() {
         current = current.sum_axis(Axis(axis));
     }
-    let n = out.len();
-    out.as_slice_mut()
-        .expect("kernel outputs are standard layout")
-        .copy_from_slice(&current.as_slice().expect("owned arrays are contiguous")[..n]);
+    // `out` has the kept axes as 1 or not at all: the same elements in the same order,
+    // whatever its strides.
+    for (o, &v) in out.iter_mut().zip(current.iter()) {
+        *o = v;
+    }
 }
 
 /// `out = max(a, axis)`.
