@@ -120,7 +120,13 @@ fn a_failed_call_changes_nothing() {
     assert!(matches!(m.cross_entropy(bad_x.view(), y.view()), Err(modelc::Error::Shape { input: "x", .. })));
     let mut g = SoftmaxRegressionGradients::zeros();
     g.b = modelc::ndarray::Array1::zeros(9);
-    assert!(matches!(m.apply_gradients(&g), Err(modelc::Error::GradientShape { name: "b", .. })));
+    match m.apply_gradients(&g) {
+        Err(modelc::Error::GradientShape { mismatches }) => {
+            assert_eq!(mismatches.len(), 1);
+            assert_eq!((mismatches[0].name, mismatches[0].found.clone()), ("b", vec![9]));
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(before, snapshot(&m));
 }
 

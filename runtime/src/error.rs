@@ -25,15 +25,32 @@ pub enum Error {
         /// Why it does not match, e.g. "dimension `batch` is 100 in input `x`".
         detail: String,
     },
-    /// A gradients value does not fit the model (wrong shape in a field).
-    #[error("gradient `{name}`: expected shape {expected:?}, found {found:?}")]
+    /// A gradients value does not fit the model: one or more fields have another shape
+    /// than their param. Every mismatching field is listed, in declaration order.
+    #[error("gradients do not fit the model: {}", mismatch_list(.mismatches))]
     GradientShape {
-        /// The param whose gradient is wrong.
-        name: &'static str,
-        /// The param's shape.
-        expected: Vec<usize>,
-        /// The shape found in the gradients value.
-        found: Vec<usize>,
+        /// Every field whose shape differs from its param's.
+        mismatches: Vec<ShapeMismatch>,
+    },
+    /// A gradient has a NaN or an infinity (or an update would overflow `f32`), so the
+    /// update was not applied: params, optimizer slots and global step are unchanged.
+    ///
+    /// A NaN in an input shows up here too, through the gradients it poisons.
+    #[error("param `{param}`: {detail}; nothing was updated")]
+    NonFinite {
+        /// The first param (in declaration order) whose update is not finite.
+        param: &'static str,
+        /// What is not finite, e.g. "its gradient has a NaN or an infinity".
+        detail: String,
+    },
+    /// A loss, metric or output averages over a dimension that is 0 in this call (a mean
+    /// over an empty batch has no value). Nothing changed.
+    #[error("`{fetch}` averages over {dims}, which is 0 in this call; a mean over nothing has no value")]
+    EmptyMean {
+        /// The fetch or training function's loss.
+        fetch: &'static str,
+        /// The dimensions averaged over, e.g. "`batch`".
+        dims: String,
     },
     /// A checkpoint could not be used: missing or extra tensors, wrong dtype or shape,
     /// a foreign model, or a corrupt file. The message names what differs.
@@ -66,6 +83,23 @@ pub enum Error {
     InvalidArgument(String),
 }
 
+/// One field of a gradients value whose shape is not its param's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShapeMismatch {
+    /// The param (and field) name.
+    pub name: &'static str,
+    /// The param's shape.
+    pub expected: Vec<usize>,
+    /// The field's shape.
+    pub found: Vec<usize>,
+}
+
+fn mismatch_list(m: &[ShapeMismatch]) -> String {
+    let items: Vec<String> =
+        m.iter().map(|m| format!("`{}` expected shape {:?}, found {:?}", m.name, m.expected, m.found)).collect();
+    items.join("; ")
+}
+
 fn detail_suffix(detail: &str) -> String {
     if detail.is_empty() {
         String::new()
@@ -73,6 +107,9 @@ fn detail_suffix(detail: &str) -> String {
         format!(" ({detail})")
     }
 }
+
+/// `Result<T, modelc::Error>`: what every fallible call of a generated model returns.
+pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     /// Wraps an I/O error with the path it happened on.

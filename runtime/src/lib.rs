@@ -27,7 +27,7 @@ pub mod sgemm;
 pub mod support;
 mod types;
 
-pub use error::Error;
+pub use error::{Error, Result, ShapeMismatch};
 pub use types::{Cost, GradientCheck, ParamCheck, Variable};
 
 pub use ndarray;

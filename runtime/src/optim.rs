@@ -236,7 +236,7 @@ pub fn global_norm(grads: &[&[f32]]) -> f32 {
     global_norm_f64(grads) as f32
 }
 
-fn global_norm_f64(grads: &[&[f32]]) -> f64 {
+pub(crate) fn global_norm_f64(grads: &[&[f32]]) -> f64 {
     grads.iter().flat_map(|g| g.iter()).map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt()
 }
 
@@ -335,8 +335,15 @@ impl Optimizer {
     /// An infinite norm gives 0 (the gradients are dropped, only weight decay acts); a
     /// NaN norm gives 1 (the NaN reaches the params, as it would unclipped).
     pub fn clip_scale(&self, grads: &[&[f32]]) -> f32 {
+        if self.clip_norm.is_none() {
+            return 1.0;
+        }
+        self.clip_scale_for(global_norm_f64(grads))
+    }
+
+    /// [`Optimizer::clip_scale`] for gradients whose global norm is `norm`.
+    pub(crate) fn clip_scale_for(&self, norm: f64) -> f32 {
         let Some(clip_norm) = self.clip_norm else { return 1.0 };
-        let norm = global_norm_f64(grads);
         if norm > f64::from(clip_norm) {
             (f64::from(clip_norm) / norm) as f32
         } else {

@@ -104,6 +104,93 @@ pub fn workspace<W, const K: usize>(
     }
 }
 
+/// The workspaces of one fetch, shared by every thread that calls it on one model
+/// (fetches take `&self`, so an `Arc<Model>` serves many threads at once).
+///
+/// A call takes an idle workspace made for its dimensions (or makes one: the only
+/// allocation, once per concurrent caller and set of dimensions) and puts it back when
+/// done; the lock is held only to take and to put, never while computing. At most
+/// [`Pool::MAX_IDLE`] idle workspaces are kept. Cloning a pool gives an empty one (a
+/// clone of a model rebuilds its workspaces on first use).
+pub struct Pool<W, const K: usize> {
+    idle: std::sync::Mutex<Vec<([usize; K], W)>>,
+}
+
+impl<W, const K: usize> Pool<W, K> {
+    /// Idle workspaces kept at most (more concurrent callers than this still work; the
+    /// extra workspaces are dropped when they are put back).
+    pub const MAX_IDLE: usize = 64;
+
+    /// An empty pool.
+    pub const fn new() -> Self {
+        Pool { idle: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<([usize; K], W)>> {
+        // A panic elsewhere while the lock was held cannot leave the list inconsistent
+        // (push and swap_remove only), so a poisoned lock is used as it is.
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An idle workspace made for `dims`, or a new one from `make`.
+    pub fn take(&self, dims: [usize; K], make: impl FnOnce(&[usize; K]) -> W) -> W {
+        let found = {
+            let mut idle = self.lock();
+            idle.iter().rposition(|(d, _)| *d == dims).map(|i| idle.swap_remove(i).1)
+        };
+        found.unwrap_or_else(|| make(&dims))
+    }
+
+    /// Gives a workspace made for `dims` back.
+    pub fn put(&self, dims: [usize; K], w: W) {
+        let mut idle = self.lock();
+        if idle.len() < Self::MAX_IDLE {
+            idle.push((dims, w));
+        }
+    }
+
+    /// Idle workspaces now.
+    pub fn idle(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+impl<W, const K: usize> Default for Pool<W, K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<W, const K: usize> Clone for Pool<W, K> {
+    fn clone(&self) -> Self {
+        Self::new()
+    }
+}
+
+impl<W, const K: usize> std::fmt::Debug for Pool<W, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pool {{ idle: {} }}", self.idle())
+    }
+}
+
+/// Checks that a (public, user-writable) param field still has its declared shape (for
+/// the `&self` fetches: the kernels read params of any layout through their strides).
+pub fn check_param_shape<S: Data<Elem = f32>, D: Dimension>(
+    name: &'static str,
+    a: &ArrayBase<S, D>,
+    dims: &[usize],
+) -> Result<(), Error> {
+    if a.shape() != dims {
+        return Err(Error::Shape {
+            input: name,
+            expected: format!("{dims:?}"),
+            found: a.shape().to_vec(),
+            detail: "a param field was replaced by an array of another shape".to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Checks that a (public, user-writable) param field still has its declared shape, and
 /// puts it back in standard layout if the user replaced it by a non-contiguous array.
 pub fn check_param<D: Dimension>(name: &'static str, a: &mut Array<f32, D>, dims: &[usize]) -> Result<(), Error> {
@@ -121,15 +208,125 @@ pub fn check_param<D: Dimension>(name: &'static str, a: &mut Array<f32, D>, dims
     Ok(())
 }
 
-/// Checks a gradient's shape against its param's.
-pub fn check_gradient(name: &'static str, found: &[usize], expected: &[usize]) -> Result<(), Error> {
-    if found == expected {
+/// Checks every field of a gradients value against its param's shape: `(name, found,
+/// expected)` for each trainable param. One `Err` lists every mismatch.
+pub fn check_gradient_shapes(fields: &[(&'static str, &[usize], &[usize])]) -> Result<(), Error> {
+    let mismatches: Vec<crate::ShapeMismatch> = fields
+        .iter()
+        .filter(|(_, found, expected)| found != expected)
+        .map(|&(name, found, expected)| crate::ShapeMismatch {
+            name,
+            expected: expected.to_vec(),
+            found: found.to_vec(),
+        })
+        .collect();
+    if mismatches.is_empty() {
         Ok(())
     } else {
-        Err(Error::GradientShape { name, expected: expected.to_vec(), found: found.to_vec() })
+        Err(Error::GradientShape { mismatches })
     }
 }
 
+/// `Err(Error::EmptyMean)` if a mean of `fetch` divides by a dimension product that is 0
+/// in this call. `dims` are the symbolic dimensions of each mean's count, with their
+/// values.
+pub fn check_counts(fetch: &'static str, counts: &[(&'static str, usize)]) -> Result<(), Error> {
+    if counts.iter().all(|&(_, v)| v != 0) {
+        return Ok(());
+    }
+    let zero: Vec<String> = counts.iter().filter(|c| c.1 == 0).map(|c| format!("`{}`", c.0)).collect();
+    Err(Error::EmptyMean { fetch, dims: zero.join(" and ") })
+}
+
+/// The largest `|v|` of a view, or `f32::INFINITY` if it holds a NaN or an infinity;
+/// 0 for an empty view. Contiguous views (in any memory order) run in one vectorized
+/// pass ([`widest`](crate::sgemm::widest)).
+pub fn max_abs<D: Dimension>(v: ndarray::ArrayView<'_, f32, D>) -> f32 {
+    match v.as_slice_memory_order() {
+        Some(s) => max_abs_slice(s),
+        None => {
+            let (mut m, mut poison) = (0.0f32, 0.0f32);
+            for &x in v.iter() {
+                m = m.max(x.abs());
+                poison += x * 0.0;
+            }
+            if poison == 0.0 {
+                m
+            } else {
+                f32::INFINITY
+            }
+        }
+    }
+}
+
+/// [`max_abs`] of a slice: 16 lanes of running maxima and of `x * 0` (0 for a finite
+/// `x`, NaN for a NaN or an infinity, so one NaN lane flags the slice).
+pub fn max_abs_slice(s: &[f32]) -> f32 {
+    const L: usize = 16;
+    crate::sgemm::widest(
+        #[inline(always)]
+        || {
+            let mut m = [0.0f32; L];
+            let mut poison = [0.0f32; L];
+            let mut chunks = s.chunks_exact(L);
+            for c in &mut chunks {
+                for i in 0..L {
+                    m[i] = m[i].max(c[i].abs());
+                    poison[i] += c[i] * 0.0;
+                }
+            }
+            for (i, &x) in chunks.remainder().iter().enumerate() {
+                m[i] = m[i].max(x.abs());
+                poison[i] += x * 0.0;
+            }
+            if poison.iter().any(|&p| p != 0.0) {
+                f32::INFINITY
+            } else {
+                m.iter().fold(0.0f32, |a, &b| a.max(b))
+            }
+        },
+    )
+}
+
+/// Updates whose exact magnitude is below this cannot make a finite param of any
+/// magnitude non-finite: near `f32::MAX` one ulp is 2^104, so a change below half of it
+/// rounds back to the param instead of overflowing.
+pub const SAFE_UPDATE: f64 = 1.2676506002282294e30; // 2^100
+
+/// The guard of a plain-SGD `train_step` whose updates are fused into the gradient
+/// products (`w += -lr op(a) op(b)`): before anything is written, each update's operands
+/// are checked. `bounds` holds, per param, `(name, count, [max |operand|, ..])`, where
+/// `count` is the number of products summed into one element (the contraction length of
+/// a product, the number of elements a bias gradient sums). Its update is at most
+/// `|lr| * count * Π max |operand|` in magnitude.
+///
+/// Returns `Err(NonFinite)` naming the first param with a NaN or infinite operand (a
+/// non-finite factor of a product or a sum makes some element of that gradient
+/// non-finite, whatever the other factor: NaN * 0 and inf * 0 are NaN); `Ok(false)` when
+/// every update is finite and below [`SAFE_UPDATE`], so the fused updates cannot
+/// overflow; `Ok(true)` when some finite update might (operands of 1e20 and beyond): the
+/// caller then takes the exact, unfused path, which checks the gradients themselves.
+/// An update with an empty operand is 0 (or empty) and is not checked.
+pub fn sgd_guard(lr: f32, bounds: &[(&'static str, f64, &[f32])]) -> Result<bool, Error> {
+    if !lr.is_finite() {
+        return Err(Error::InvalidArgument(format!("the learning rate is {lr}")));
+    }
+    let mut risky = false;
+    for &(param, count, maxes) in bounds {
+        if count == 0.0 {
+            continue;
+        }
+        if maxes.iter().any(|m| !m.is_finite()) {
+            return Err(Error::NonFinite {
+                param,
+                detail: "its gradient has a NaN or an infinity (an operand of its product is not finite)".into(),
+            });
+        }
+        let bound = maxes.iter().fold(f64::from(lr.abs()) * count, |b, &m| b * f64::from(m));
+        risky |= bound >= SAFE_UPDATE;
+    }
+    Ok(risky)
+}
 /// The elements of a standard-layout array.
 pub fn slice<S: Data<Elem = f32>, D: Dimension>(a: &ArrayBase<S, D>) -> &[f32] {
     a.as_slice().expect("modelc keeps params, gradients and buffers in standard layout")
@@ -154,19 +351,79 @@ pub fn init_param<D: Dimension, Sh: ShapeBuilder<Dim = D>>(
 }
 
 /// One optimizer update of every trainable param: clip by global norm, increment the
-/// step, then each param's update.
+/// step, then each param's update. `names` are the params' names, for errors.
+///
+/// Nothing is written unless every gradient is finite: a NaN or an infinity gives
+/// `Err(NonFinite)` naming the first such param, with params, slots and step unchanged.
+/// With `clip_norm` the check is the clip's own f64 sum of squares (finite exactly when
+/// every gradient is); without, one vectorized pass over the gradients. When the
+/// largest gradient or the learning rate is so large that an optimizer's arithmetic
+/// might overflow (beyond 2^40; e.g. Adam squares the gradient), the update runs on a
+/// copy of the state, which is kept only if every param and slot stays finite.
 pub fn apply_updates(
     opt: &Optimizer,
     step: &mut u64,
     slots: &mut [Vec<Vec<f32>>],
     params: &mut [&mut [f32]],
     grads: &[&[f32]],
-) {
-    let scale = opt.clip_scale(grads);
-    *step += 1;
-    for ((p, g), s) in params.iter_mut().zip(grads).zip(slots.iter_mut()) {
-        opt.update(p, g, s, scale, *step);
+    names: &[&'static str],
+) -> Result<(), Error> {
+    let non_finite = |i: usize| Error::NonFinite {
+        param: names.get(i).copied().unwrap_or("?"),
+        detail: "its gradient has a NaN or an infinity".into(),
+    };
+    let (scale, largest) = if opt.clip_norm.is_some() {
+        let norm = crate::optim::global_norm_f64(grads);
+        if !norm.is_finite() {
+            let bad = grads.iter().position(|g| !max_abs_slice(g).is_finite()).unwrap_or(0);
+            return Err(non_finite(bad));
+        }
+        (opt.clip_scale_for(norm), norm)
+    } else {
+        let mut largest = 0.0f64;
+        for (i, g) in grads.iter().enumerate() {
+            let m = max_abs_slice(g);
+            if !m.is_finite() {
+                return Err(non_finite(i));
+            }
+            largest = largest.max(f64::from(m));
+        }
+        (1.0, largest)
+    };
+    const RISKY: f64 = (1u64 << 40) as f64;
+    if largest < RISKY && f64::from(opt.learning_rate.abs()) < RISKY && opt.learning_rate.is_finite() {
+        *step += 1;
+        for ((p, g), s) in params.iter_mut().zip(grads).zip(slots.iter_mut()) {
+            opt.update(p, g, s, scale, *step);
+        }
+        return Ok(());
     }
+    // Rare: gradients or a learning rate this large. Update copies, then keep them only
+    // if everything stayed finite.
+    let mut new_params: Vec<Vec<f32>> = params.iter().map(|p| p.to_vec()).collect();
+    let mut new_slots: Vec<Vec<Vec<f32>>> = slots.to_vec();
+    for ((p, g), s) in new_params.iter_mut().zip(grads).zip(new_slots.iter_mut()) {
+        opt.update(p, g, s, scale, *step + 1);
+    }
+    for (i, (p, s)) in new_params.iter().zip(&new_slots).enumerate() {
+        if !max_abs_slice(p).is_finite() || s.iter().any(|s| !max_abs_slice(s).is_finite()) {
+            return Err(Error::NonFinite {
+                param: names.get(i).copied().unwrap_or("?"),
+                detail: format!(
+                    "its update overflows f32 (largest gradient {largest:e}, learning rate {})",
+                    opt.learning_rate
+                ),
+            });
+        }
+    }
+    for (p, n) in params.iter_mut().zip(&new_params) {
+        p.copy_from_slice(n);
+    }
+    for (s, n) in slots.iter_mut().zip(new_slots) {
+        *s = n;
+    }
+    *step += 1;
+    Ok(())
 }
 
 /// The checkpoint key of an optimizer slot.

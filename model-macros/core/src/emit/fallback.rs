@@ -104,7 +104,7 @@ pub fn fallback(def: &ModelDef, model: &Model, diag: &Diag) -> TokenStream {
         };
         let fname = &n.name;
         fns.push(quote! {
-            pub fn #fname(&mut self, #(#ps),*) -> ::core::result::Result<#ret, ::modelc::Error> { #stub }
+            pub fn #fname(&self, #(#ps),*) -> ::core::result::Result<#ret, ::modelc::Error> { #stub }
         });
     }
     let has_optimizer = def.items.iter().any(|i| matches!(i, Item::Optimizer(_)));

@@ -182,10 +182,17 @@ fn struct_def(ctx: &Ctx, n_programs: usize) -> TokenStream {
         quote!(#(#attrs)* #doc pub #pn: #ty,)
     });
     let k = ctx.k;
+    // A fetch's workspaces are a pool shared by the threads calling it through `&self`;
+    // a training function's is one workspace, behind `&mut self`.
+    let n_fetches = m.fetches.len();
     let ws_fields = (0..n_programs).map(|i| {
         let f = format_ident!("ws{}", i);
         let ty = format_ident!("__Modelc{}Ws{}", name, i);
-        quote!(#f: ::core::option::Option<([usize; #k], #ty)>,)
+        if i < n_fetches {
+            quote!(#f: ::modelc::__private::Pool<#ty, #k>,)
+        } else {
+            quote!(#f: ::core::option::Option<([usize; #k], #ty)>,)
+        }
     });
     quote! {
         #(#attrs)*
@@ -299,6 +306,12 @@ fn input_args(ctx: &Ctx, p: &Program) -> Vec<Ident> {
 
 /// Validation of inputs and params: nothing has changed when this returns `Err`.
 fn validate(ctx: &Ctx, p: &Program) -> TokenStream {
+    validate_as(ctx, p, true)
+}
+
+/// [`validate`]; `fix_layout`: put a param replaced by a non-standard array back in
+/// standard layout (needs `&mut self`; the `&self` fetches only check its shape).
+fn validate_as(ctx: &Ctx, p: &Program, fix_layout: bool) -> TokenStream {
     let m = ctx.m;
     let k = ctx.k;
     let names = m.symbols.iter();
@@ -319,12 +332,45 @@ fn validate(ctx: &Ctx, p: &Program) -> TokenStream {
         let prm = &m.params[i];
         let (n, ns) = (&prm.name, prm.name.to_string());
         let dims = prm.dims.iter();
-        quote!(::modelc::__private::check_param(#ns, &mut self.#n, &[#(#dims),*])?;)
+        if fix_layout {
+            quote!(::modelc::__private::check_param(#ns, &mut self.#n, &[#(#dims),*])?;)
+        } else {
+            quote!(::modelc::__private::check_param_shape(#ns, &self.#n, &[#(#dims),*])?;)
+        }
     });
+    // A mean divides by its count, a product of dimensions: with a symbolic one bound to
+    // 0 (a batch of 0) it would be NaN, so the call is an `Err` instead, before anything
+    // runs. E.g. `loss l = mean(square(x - w));` with `x: [0, 3]`.
+    let g = &m.graph;
+    let mut counted: Vec<&String> = Vec::new();
+    for id in g.cone(&p.roots) {
+        if let Op::DimProduct(syms) = &g.node(id).op {
+            for s in syms {
+                if !counted.contains(&s) {
+                    counted.push(s);
+                }
+            }
+        }
+    }
+    let counts = if counted.is_empty() {
+        TokenStream::new()
+    } else {
+        let what = p
+            .roots
+            .first()
+            .and_then(|r| m.fetches.iter().find(|f| f.node == *r))
+            .map_or_else(|| "this call".to_string(), |f| f.name.to_string());
+        let pairs = counted.iter().map(|s| {
+            let d = dim_tokens(m, &Dim::Sym((*s).clone()));
+            quote!((#s, #d))
+        });
+        quote!(::modelc::__private::check_counts(#what, &[#(#pairs),*])?;)
+    };
     quote! {
         let mut __b = ::modelc::__private::Binder::<#k>::new([#(#names),*]);
         #(#binds)*
         let __d: [usize; #k] = __b.values();
+        #counts
         #(#params)*
     }
 }
@@ -570,7 +616,9 @@ fn fetch_fn(ctx: &Ctx, i: usize, f: &crate::model::Fetch, p: &Program) -> TokenS
     let g = &ctx.m.graph;
     let (name, attrs) = (&f.name, &f.attrs);
     let params = input_params(ctx, p);
-    let prologue = prologue(ctx, i, p);
+    let validate = validate_as(ctx, p, false);
+    let ws_field = format_ident!("ws{}", i);
+    let ws_ty = format_ident!("__Modelc{}Ws{}", ctx.name, i);
     let body = compute(ctx, p);
     let b = buf(p, f.node);
     let shape = g.shape(f.node);
@@ -582,7 +630,9 @@ fn fetch_fn(ctx: &Ctx, i: usize, f: &crate::model::Fetch, p: &Program) -> TokenS
     let inputs: Vec<String> = p.inputs.iter().map(|&i| format!("`{}`", ctx.m.inputs[i].name)).collect();
     let doc = format!(
         "Computes {} `{name}` (shape {shape}) from {}; only the ops it depends on run.\n\n\
-         Returns `Err(Error::Shape {{ .. }})`, changing nothing, if an input does not have its declared shape.",
+         Takes `&self`: a model behind an `Arc` answers many threads at once, each call with a \
+         workspace of its own from the model's pool (allocated once per concurrent caller and batch size).\n\n\
+         Returns `Err(Error::Shape {{ .. }})` if an input does not have its declared shape.",
         match f.kind {
             NodeKind::Output => "output",
             NodeKind::Loss => "the loss",
@@ -594,10 +644,14 @@ fn fetch_fn(ctx: &Ctx, i: usize, f: &crate::model::Fetch, p: &Program) -> TokenS
     let doc = if attrs.is_empty() { quote!(#[doc = #doc]) } else { quote!(#(#attrs)* #[doc = ""] #[doc = #doc]) };
     quote! {
         #doc
-        pub fn #name(&mut self, #(#params),*) -> ::core::result::Result<#ret_ty, ::modelc::Error> {
-            #prologue
+        pub fn #name(&self, #(#params),*) -> ::core::result::Result<#ret_ty, ::modelc::Error> {
+            #validate
+            let mut __held = self.__state.#ws_field.take(__d, #ws_ty::new);
+            let __ws = &mut __held;
             #body
-            ::core::result::Result::Ok(#ret)
+            let __ret = #ret;
+            self.__state.#ws_field.put(__d, __held);
+            ::core::result::Result::Ok(__ret)
         }
     }
 }
@@ -674,14 +728,14 @@ fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usize, Update)
             }
         }
     };
+    // Every update runs after the whole forward and backward pass, behind the guard: an
+    // update must not start before every other one is known to be finite (see
+    // `sgd_guard`). They keep `update_order`'s order: the most recently read param first.
     let order = update_order(&m.graph, p, updates);
-    let updates_after =
-        |s: Option<usize>| order.iter().filter(move |(after, _)| *after == s).map(|&(_, i)| update(&updates[i]));
-    let mut body: Vec<TokenStream> = updates_after(None).collect();
-    for (s, step) in compute_steps(ctx, p).into_iter().enumerate() {
-        body.push(step);
-        body.extend(updates_after(Some(s)));
-    }
+    let body = compute_steps(ctx, p);
+    let applied: Vec<TokenStream> = order.iter().map(|&(_, i)| update(&updates[i])).collect();
+    let guard = sgd_guard(ctx, p, updates);
+    let args = input_args(ctx, p);
     quote! {
         /// One step of training (TensorFlow's `minimize`): computes the loss and its
         /// gradients, applies the optimizer, and returns the loss *before* the update.
@@ -698,9 +752,73 @@ fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usize, Update)
                 ::core::option::Option::None => 0.0,
             };
             #(#body)*
+            #guard
+            if __risky {
+                // Finite operands large enough that a fused update might overflow: the
+                // exact path computes the gradients and checks them before any change.
+                return self.__train_step_exact(#(#args),*);
+            }
+            #(#applied)*
             self.__state.global_step += 1;
             ::core::result::Result::Ok(__ws.#lb[()])
         }
+    }
+}
+
+/// The guard of the fused SGD updates: the largest `|v|` of each distinct operand (one
+/// vectorized pass each; an input view is read in place), then `sgd_guard`'s bound per
+/// param. Sets `__risky`, or returns `Err(NonFinite)` before anything was written.
+fn sgd_guard(ctx: &Ctx, p: &Program, updates: &[(usize, Update)]) -> TokenStream {
+    let m = ctx.m;
+    let mut operands: Vec<NodeId> = Vec::new();
+    let mut note = |id: NodeId| {
+        if !operands.contains(&id) {
+            operands.push(id);
+        }
+    };
+    for (_, u) in updates {
+        match *u {
+            Update::MatMul { a, b, .. } => {
+                note(a);
+                note(b);
+            }
+            Update::SumTo { src } => note(src),
+            Update::Plain { grad } => note(grad),
+        }
+    }
+    let max_of = |id: NodeId| format_ident!("__max{}", operands.iter().position(|&o| o == id).unwrap_or(0));
+    let maxes = operands.iter().map(|&id| {
+        let v = view(ctx, p, id);
+        let n = max_of(id);
+        quote!(let #n = ::modelc::__private::max_abs(#v);)
+    });
+    let bounds = updates.iter().map(|(param, u)| {
+        let name = m.params[*param].name.to_string();
+        let numel: usize = m.params[*param].dims.iter().product();
+        let numel = numel.max(1) as f64;
+        match *u {
+            Update::MatMul { ta, a, b, .. } => {
+                let (av, bv) = (view(ctx, p, a), view(ctx, p, b));
+                let axis = usize::from(!ta);
+                let (ma, mb) = (max_of(a), max_of(b));
+                // An empty operand makes the product 0 (or empty): no bound.
+                quote!((#name, if #av.is_empty() || #bv.is_empty() { 0.0 } else { #av.shape()[#axis] as f64 }, &[#ma, #mb][..]))
+            }
+            Update::SumTo { src } => {
+                let sv = view(ctx, p, src);
+                let ms = max_of(src);
+                quote!((#name, #sv.len() as f64 / #numel, &[#ms][..]))
+            }
+            Update::Plain { grad } => {
+                let gv = view(ctx, p, grad);
+                let mg = max_of(grad);
+                quote!((#name, if #gv.is_empty() { 0.0 } else { 1.0 }, &[#mg][..]))
+            }
+        }
+    });
+    quote! {
+        #(#maxes)*
+        let __risky = ::modelc::__private::sgd_guard(__lr, &[#(#bounds),*])?;
     }
 }
 
@@ -786,9 +904,7 @@ fn train_fns(ctx: &Ctx, i: usize, p: &Program, with_train_step: bool) -> TokenSt
             ///
             /// Returns `Err`, changing nothing, if an input does not have its declared shape.
             pub fn train_step(&mut self, #(#params),*) -> ::core::result::Result<f32, ::modelc::Error> {
-                let __loss = self.__forward_backward(#(#args),*)?;
-                self.__update_from_workspace();
-                ::core::result::Result::Ok(__loss)
+                self.__train_step_exact(#(#args),*)
             }
         }
     } else {
@@ -803,15 +919,16 @@ fn train_fns(ctx: &Ctx, i: usize, p: &Program, with_train_step: bool) -> TokenSt
             ::core::result::Result::Ok(__ws.#lb[()])
         }
 
-        /// Applies the optimizer to the gradients in the training workspace.
-        fn __update_from_workspace(&mut self) {
+        /// Applies the optimizer to the gradients in the training workspace; `Err`,
+        /// changing nothing, if one is not finite.
+        fn __update_from_workspace(&mut self) -> ::core::result::Result<(), ::modelc::Error> {
             let __ws = match self.__state.#ws.as_ref() {
                 ::core::option::Option::Some((_, __w)) => __w,
-                ::core::option::Option::None => return,
+                ::core::option::Option::None => return ::core::result::Result::Ok(()),
             };
             let __opt = match self.__state.optimizer.as_ref() {
                 ::core::option::Option::Some(__o) => __o,
-                ::core::option::Option::None => return,
+                ::core::option::Option::None => return ::core::result::Result::Ok(()),
             };
             ::modelc::__private::apply_updates(
                 __opt,
@@ -819,7 +936,16 @@ fn train_fns(ctx: &Ctx, i: usize, p: &Program, with_train_step: bool) -> TokenSt
                 &mut self.__state.slots,
                 &mut [#(::modelc::__private::slice_mut(&mut self.#tnames)),*],
                 &[#(::modelc::__private::slice(&__ws.#gbufs)),*],
-            );
+                &[#(#tstrs),*],
+            )
+        }
+
+        /// `train_step` through materialized gradients: forward and backward, then the
+        /// optimizer, which checks every gradient before it changes anything.
+        fn __train_step_exact(&mut self, #(#params),*) -> ::core::result::Result<f32, ::modelc::Error> {
+            let __loss = self.__forward_backward(#(#args),*)?;
+            self.__update_from_workspace()?;
+            ::core::result::Result::Ok(__loss)
         }
 
         #train_step
@@ -838,7 +964,7 @@ fn train_fns(ctx: &Ctx, i: usize, p: &Program, with_train_step: bool) -> TokenSt
 
         /// Like [`Self::compute_gradients`], writing into `gradients` (no allocation).
         pub fn compute_gradients_into(&mut self, #(#params,)* gradients: &mut #grads_ty) -> ::core::result::Result<f32, ::modelc::Error> {
-            #(::modelc::__private::check_gradient(#tstrs, gradients.#tnames.shape(), #tdims)?;)*
+            ::modelc::__private::check_gradient_shapes(&[#((#tstrs, gradients.#tnames.shape(), #tdims)),*])?;
             let __loss = self.__forward_backward(#(#args),*)?;
             let __ws = match self.__state.#ws.as_ref() {
                 ::core::option::Option::Some((_, __w)) => __w,
@@ -851,10 +977,11 @@ fn train_fns(ctx: &Ctx, i: usize, p: &Program, with_train_step: bool) -> TokenSt
         /// Applies the optimizer to `gradients` (the second half of TensorFlow's
         /// `minimize`) and increments the global step.
         ///
-        /// Returns `Err(Error::GradientShape { .. })`, changing nothing, if a gradient does
-        /// not have its param's shape.
+        /// Returns `Err`, changing nothing (params, optimizer slots, global step), if a
+        /// gradient does not have its param's shape (`Error::GradientShape`, listing
+        /// every field that differs) or holds a NaN or an infinity (`Error::NonFinite`).
         pub fn apply_gradients(&mut self, gradients: &#grads_ty) -> ::core::result::Result<(), ::modelc::Error> {
-            #(::modelc::__private::check_gradient(#tstrs, gradients.#tnames.shape(), #tdims)?;)*
+            ::modelc::__private::check_gradient_shapes(&[#((#tstrs, gradients.#tnames.shape(), #tdims)),*])?;
             #(let #tnames = gradients.#tnames.as_standard_layout();)*
             let __opt = match self.__state.optimizer.as_ref() {
                 ::core::option::Option::Some(__o) => __o,
@@ -866,8 +993,8 @@ fn train_fns(ctx: &Ctx, i: usize, p: &Program, with_train_step: bool) -> TokenSt
                 &mut self.__state.slots,
                 &mut [#(::modelc::__private::slice_mut(&mut self.#tnames)),*],
                 &[#(::modelc::__private::slice(&#tnames)),*],
-            );
-            ::core::result::Result::Ok(())
+                &[#(#tstrs),*],
+            )
         }
 
         /// Compares the symbolic gradient of every trainable param with central finite
@@ -1004,7 +1131,11 @@ fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Option<&Program>
     let optimizer = optimizer_tokens(m);
     let ws_none = (0..programs.len()).map(|i| {
         let f = format_ident!("ws{}", i);
-        quote!(#f: ::core::option::Option::None,)
+        if i < m.fetches.len() {
+            quote!(#f: ::modelc::__private::Pool::new(),)
+        } else {
+            quote!(#f: ::core::option::Option::None,)
+        }
     });
     let ws_none2 = ws_none.clone();
     let explain_text = explain::explain(c);
