@@ -59,6 +59,12 @@ fn map_views<const N: usize, F: Fn(f32, [f32; N]) -> f32>(
     views: &[ArrayViewD<'_, f32>; N],
     f: &F,
 ) {
+    // Nothing to write (a dimension bound to 0). Checked before `as_rows`, which takes
+    // every axis shorter than 2 for a unit axis: `[0]` or `[0, 1]` would be "one element",
+    // written through the dangling pointer of an empty buffer.
+    if out.is_empty() {
+        return;
+    }
     let Some((rows, cols, o, src)) = as_rows(&mut out, views) else {
         // Rank 2 or more: ranks 0 and 1 always make rows.
         for i in 0..out.shape()[0] {
