@@ -116,7 +116,9 @@ fn main() {
             .params
             .iter()
             .enumerate()
-            .map(|(k, p)| format!("        m.{} = p[{k}].clone().into_dimensionality().expect(\"param rank\");\n", p.name))
+            .map(|(k, p)| {
+                format!("        m.{} = p[{k}].clone().into_dimensionality().expect(\"param rank\");\n", p.name)
+            })
             .collect();
         let trainable: Vec<String> =
             spec.params.iter().filter(|p| !p.frozen).map(|p| format!("g.{}.into_dyn()", p.name)).collect();

@@ -84,9 +84,18 @@ pub enum E {
     MatMul(Box<E>, Box<E>),
     Transpose(Box<E>),
     /// `op(e)` over all axes (`axis: None`) or one axis as written (maybe negative).
-    Reduce { op: Red, e: Box<E>, axis: Option<i64>, keepdims: bool },
+    Reduce {
+        op: Red,
+        e: Box<E>,
+        axis: Option<i64>,
+        keepdims: bool,
+    },
     /// `softmax(e)` / `log_softmax(e)` with the axis as written (`None`: the default, -1).
-    Softmax { log: bool, e: Box<E>, axis: Option<i64> },
+    Softmax {
+        log: bool,
+        e: Box<E>,
+        axis: Option<i64>,
+    },
     SoftmaxXent(Box<E>, Box<E>),
 }
 
@@ -205,8 +214,10 @@ impl Gen {
     /// An operand shape that broadcasts to `shape`: leading axes dropped and axes set to 1.
     /// With `for_param`, symbolic axes always go, so that a param can fill it.
     fn sub_shape(&mut self, shape: &Shape, for_param: bool) -> Shape {
-        let mut s: Shape =
-            shape.iter().map(|&d| if (for_param && matches!(d, Dim::Sym(_))) || self.rng.chance(0.25) { Dim::S(1) } else { d }).collect();
+        let mut s: Shape = shape
+            .iter()
+            .map(|&d| if (for_param && matches!(d, Dim::Sym(_))) || self.rng.chance(0.25) { Dim::S(1) } else { d })
+            .collect();
         while !s.is_empty() && s[0] == Dim::S(1) && self.rng.chance(0.6) {
             s.remove(0);
         }
@@ -292,7 +303,17 @@ impl Gen {
                 }
                 5..=7 => {
                     let (sa, sb) = self.operand_shapes(shape);
-                    let op = self.rng.pick(&[Bin::Add, Bin::Sub, Bin::Mul, Bin::Div, Bin::Maximum, Bin::Minimum, Bin::SigmoidXent, Bin::Mul, Bin::Add]);
+                    let op = self.rng.pick(&[
+                        Bin::Add,
+                        Bin::Sub,
+                        Bin::Mul,
+                        Bin::Div,
+                        Bin::Maximum,
+                        Bin::Minimum,
+                        Bin::SigmoidXent,
+                        Bin::Mul,
+                        Bin::Add,
+                    ]);
                     let a = self.expr(&sa, d);
                     let b = if op == Bin::Div { self.positive(&sb, d) } else { self.expr(&sb, d) };
                     return E::Bin(op, Box::new(a), Box::new(b));
@@ -412,7 +433,11 @@ fn live_params(e: &E, out: &mut Vec<usize>) {
 pub fn generate(seed: u64) -> Spec {
     let mut attempt = 0u64;
     loop {
-        let mut g = Gen { rng: Rng::new(seed.wrapping_mul(1_000_003).wrapping_add(attempt)), inputs: Vec::new(), params: Vec::new() };
+        let mut g = Gen {
+            rng: Rng::new(seed.wrapping_mul(1_000_003).wrapping_add(attempt)),
+            inputs: Vec::new(),
+            params: Vec::new(),
+        };
         attempt += 1;
         let depth = 2 + g.rng.below(3);
         let rank = g.rng.below(MAX_RANK + 1);
@@ -523,7 +548,7 @@ fn shape_text(s: &Shape) -> String {
             Dim::Sym(i) => SYMS[*i].to_string(),
         })
         .collect();
-        format!("[{}]", dims.join(", "))
+    format!("[{}]", dims.join(", "))
 }
 
 /// The whole `model! { .. }` body for struct `name` (params start at zero: the test

@@ -43,11 +43,14 @@ pub struct Outcome {
     pub metric: Option<Result<f32, String>>,
 }
 
+/// A model's glue: the inputs' views and the params' values in, what it returned out.
+pub type Run = fn(&[ArrayViewD<'_, f32>], &[ArrayD<f32>]) -> Outcome;
+
 /// One generated model.
 pub struct Entry {
     pub seed: u64,
     pub text: &'static str,
-    pub run: fn(&[ArrayViewD<'_, f32>], &[ArrayD<f32>]) -> Outcome,
+    pub run: Run,
 }
 
 /// A dynamic view as the rank the generated method wants (strides kept).
@@ -231,7 +234,8 @@ impl Eval<'_> {
                     Bin::SigmoidXent => zip(&a, &b, |z, y| z.max(0.0) - z * y + (-z.abs()).exp().ln_1p()),
                     Bin::Eq => {
                         let out = zip(&a, &b, |x, y| f64::from(u8::from(x == y)));
-                        let d = zip(&a, &b, |x, y| if x == y { f64::INFINITY } else { (x - y).abs() / (1.0 + x.abs()) });
+                        let d =
+                            zip(&a, &b, |x, y| if x == y { f64::INFINITY } else { (x - y).abs() / (1.0 + x.abs()) });
                         self.tie = d.data.iter().fold(self.tie, |m, &x| m.min(x));
                         out
                     }
@@ -470,7 +474,9 @@ fn check_case(entry: &Entry, spec: &Spec, case: &Case, tally: &mut Tally) -> Res
         .iter()
         .map(|p| {
             let shape = dims_of(&p.shape, dims);
-            ArrayD::from_shape_fn(IxDyn(&shape), |_| ((rng.next() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32)
+            ArrayD::from_shape_fn(IxDyn(&shape), |_| {
+                ((rng.next() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
+            })
         })
         .collect();
     let params: Vec<T> = params32.iter().map(|p| to_t(&p.view())).collect();
@@ -509,7 +515,9 @@ fn check_case(entry: &Entry, spec: &Spec, case: &Case, tally: &mut Tally) -> Res
             return Err(format!("{}the reference loss is {expected}: the generator made an invalid model", describe()));
         }
         // An average over nothing: a clear `Err`, never `Ok(NaN)`.
-        for (what, r) in [("compute_gradients", out.grads.as_ref().map(|g| g.0)), ("loss fetch", out.loss.as_ref().copied())] {
+        for (what, r) in
+            [("compute_gradients", out.grads.as_ref().map(|g| g.0)), ("loss fetch", out.loss.as_ref().copied())]
+        {
             match r {
                 Err(e) if mentions_empty(e) => {}
                 other => {
@@ -578,7 +586,12 @@ fn check_case(entry: &Entry, spec: &Spec, case: &Case, tally: &mut Tally) -> Res
         for ((&p, fd), g) in trainable.iter().zip(&fds).zip(grads) {
             let name = &spec.params[p].name;
             if g.shape() != params[p].shape.as_slice() {
-                return Err(format!("{}the gradient of {name} has shape {:?}, the param {:?}", describe(), g.shape(), params[p].shape));
+                return Err(format!(
+                    "{}the gradient of {name} has shape {:?}, the param {:?}",
+                    describe(),
+                    g.shape(),
+                    params[p].shape
+                ));
             }
             for (j, (r, &found)) in fd.iter().zip(g.iter()).enumerate() {
                 let Some(r) = *r else { continue };
@@ -597,7 +610,13 @@ fn check_case(entry: &Entry, spec: &Spec, case: &Case, tally: &mut Tally) -> Res
     check_metric(spec, &mut ev, &out, &describe, tally)
 }
 
-fn check_metric(spec: &Spec, ev: &mut Eval<'_>, out: &Outcome, describe: &dyn Fn() -> String, tally: &mut Tally) -> Result<(), String> {
+fn check_metric(
+    spec: &Spec,
+    ev: &mut Eval<'_>,
+    out: &Outcome,
+    describe: &dyn Fn() -> String,
+    tally: &mut Tally,
+) -> Result<(), String> {
     let (Some(metric), Some(found)) = (&spec.metric, &out.metric) else { return Ok(()) };
     let case_empty = ev.dims.contains(&0);
     ev.tie = f64::INFINITY;
@@ -684,12 +703,13 @@ fn random_models_match_the_reference() {
                 eprintln!("  {c:?}");
             }
             match check_case(entry, &spec, &c, &mut t.borrow_mut()) {
-            Ok(()) => Ok(()),
-            Err(why) => {
-                *last.borrow_mut() = why.clone();
-                Err(TestCaseError::fail(why))
+                Ok(()) => Ok(()),
+                Err(why) => {
+                    *last.borrow_mut() = why.clone();
+                    Err(TestCaseError::fail(why))
+                }
             }
-        }});
+        });
         if let Err(e) = result {
             // `last` is the minimal (shrunk) case: proptest's last failing run.
             let minimal = match e {
@@ -717,5 +737,11 @@ fn random_models_match_the_reference() {
         tally.metrics_compared,
         tally.metrics_skipped_at_ties
     );
-    assert!(failures.is_empty(), "{} of {} models disagree with the reference:\n\n{}", failures.len(), models::MODELS.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} models disagree with the reference:\n\n{}",
+        failures.len(),
+        models::MODELS.len(),
+        failures.join("\n\n")
+    );
 }
