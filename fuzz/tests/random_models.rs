@@ -522,7 +522,7 @@ fn check_case(entry: &Entry, spec: &Spec, case: &Case, tally: &mut Tally) -> Res
                 Err(e) if mentions_empty(e) => {}
                 other => {
                     return Err(format!(
-                        "{}the loss averages over an empty dimension (reference {expected}): {what} must be an Err saying so, found {other:?}",
+                        "{}the loss has no value (reference {expected}: a mean or max over an empty dimension): {what} must be an Err saying so, found {other:?}",
                         describe()
                     ))
                 }

@@ -17,3 +17,23 @@ fn elementwise_ops_on_an_empty_vector_write_nothing() {
     let e = m.e(Array2::<f32>::zeros((0, 1)).view()).unwrap();
     assert_eq!(e.shape(), &[0, 1]);
 }
+
+// Found by model seeds 1020 and 1035 (`MODELC_RANDOM_SEED=1001 MODELC_RANDOM_MODELS=80`,
+// n = m = 0): `max` over an axis bound to 0 is -inf (`kernels::max_axis`: "-inf if
+// empty"), so the loss is `Ok(-inf)`, or `Ok(NaN)` once -inf meets a product with mixed
+// signs, where a mean over the same axis is `Err(EmptyMean)`. Not fixed here: the check
+// belongs with `EmptyMean` in the emitter (a max over nothing has no value either;
+// NumPy refuses it, TF gives the lowest float). Minimal form of seed 1035:
+model! { struct MaxEmpty { input x: [n]; param p: [] = zeros; loss l = max(x, axis = 0) * square(p); optimizer sgd(learning_rate = 0.1); } }
+
+#[test]
+#[ignore = "max over an empty axis is Ok(-inf) / Ok(NaN), not an Err (reported; the fix belongs with EmptyMean)"]
+fn max_over_an_empty_axis_is_an_error() {
+    let mut m = MaxEmpty::new();
+    m.p = modelc::ndarray::arr0(0.5);
+    let x = Array1::<f32>::zeros(0);
+    let r = m.compute_gradients(x.view()).map(|r| r.0);
+    assert!(r.is_err(), "found {r:?}");
+    let r = m.l(x.view());
+    assert!(r.is_err(), "found {r:?}");
+}
