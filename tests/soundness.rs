@@ -98,7 +98,7 @@ fn a_batch_of_zero_gives_empty_outputs_or_a_clear_error() {
         m.train_step(x.view(), y.view()).unwrap_err(),
         m.compute_gradients(x.view(), y.view()).unwrap_err(),
     ] {
-        assert!(matches!(err, Error::EmptyMean { .. }), "{err:?}");
+        assert!(matches!(err, Error::EmptyReduction { .. }), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains("`batch`") && msg.contains("is 0"), "{msg}");
     }

@@ -43,13 +43,16 @@ pub enum Error {
         /// What is not finite, e.g. "its gradient has a NaN or an infinity".
         detail: String,
     },
-    /// A loss, metric or output averages over a dimension that is 0 in this call (a mean
-    /// over an empty batch has no value). Nothing changed.
-    #[error("`{fetch}` averages over {dims}, which is 0 in this call; a mean over nothing has no value")]
-    EmptyMean {
-        /// The fetch or training function's loss.
+    /// A loss, metric or output reduces over a dimension that is 0 in this call: a mean
+    /// (it would divide by 0), a `max` or an `argmax` (nothing to pick) over an empty
+    /// batch has no value. Nothing changed. A sum over nothing is 0, and is no error.
+    #[error("`{fetch}` takes a {op} over {dims}, which is 0 in this call; a {op} over nothing has no value")]
+    EmptyReduction {
+        /// The fetch, or the loss of a training function.
         fetch: &'static str,
-        /// The dimensions averaged over, e.g. "`batch`".
+        /// `mean`, `max` or `argmax`.
+        op: &'static str,
+        /// The dimensions reduced over that are 0, e.g. "`batch`".
         dims: String,
     },
     /// A checkpoint could not be used: missing or extra tensors, wrong dtype or shape,

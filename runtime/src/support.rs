@@ -260,15 +260,15 @@ pub fn check_gradient_shapes(fields: &[(&'static str, &[usize], &[usize])]) -> R
     }
 }
 
-/// `Err(Error::EmptyMean)` if a mean of `fetch` divides by a dimension product that is 0
-/// in this call. `dims` are the symbolic dimensions of each mean's count, with their
-/// values.
-pub fn check_counts(fetch: &'static str, counts: &[(&'static str, usize)]) -> Result<(), Error> {
-    if counts.iter().all(|&(_, v)| v != 0) {
+/// `Err(Error::EmptyReduction)` if a reduction of `fetch` runs over a dimension that is
+/// 0 in this call: `counts` holds `(dimension, value, op)` for each symbolic dimension a
+/// `mean` divides by or a `max`/`argmax` reduces over.
+pub fn check_counts(fetch: &'static str, counts: &[(&'static str, usize, &'static str)]) -> Result<(), Error> {
+    let Some(&(_, _, op)) = counts.iter().find(|c| c.1 == 0) else {
         return Ok(());
-    }
-    let zero: Vec<String> = counts.iter().filter(|c| c.1 == 0).map(|c| format!("`{}`", c.0)).collect();
-    Err(Error::EmptyMean { fetch, dims: zero.join(" and ") })
+    };
+    let zero: Vec<String> = counts.iter().filter(|c| c.1 == 0 && c.2 == op).map(|c| format!("`{}`", c.0)).collect();
+    Err(Error::EmptyReduction { fetch, op, dims: zero.join(" and ") })
 }
 
 /// The largest `|v|` of a view, or `f32::INFINITY` if it holds a NaN or an infinity;

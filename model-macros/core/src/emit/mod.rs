@@ -398,15 +398,30 @@ fn validate_as(ctx: &Ctx, p: &Program, fix_layout: bool) -> TokenStream {
     // A mean divides by its count, a product of dimensions: with a symbolic one bound to
     // 0 (a batch of 0) it would be NaN, so the call is an `Err` instead, before anything
     // runs. E.g. `loss l = mean(square(x - w));` with `x: [0, 3]`.
+    // The same for a max or an argmax over a symbolic axis: nothing to pick from (it
+    // would be -inf, or index 0). E.g. `loss l = max(x, axis = 0) * p;` with `x: [0]`.
     let g = &m.graph;
-    let mut counted: Vec<&String> = Vec::new();
+    let mut counted: Vec<(String, &'static str)> = Vec::new();
+    let note = |s: &String, op: &'static str, counted: &mut Vec<(String, &'static str)>| {
+        if !counted.iter().any(|(c, o)| c == s && *o == op) {
+            counted.push((s.clone(), op));
+        }
+    };
     for id in g.cone(&p.roots) {
-        if let Op::DimProduct(syms) = &g.node(id).op {
-            for s in syms {
-                if !counted.contains(&s) {
-                    counted.push(s);
+        let node = g.node(id);
+        match &node.op {
+            Op::DimProduct(syms) => {
+                for s in syms {
+                    note(s, "mean", &mut counted);
                 }
             }
+            Op::Max { axis, .. } | Op::Argmax { axis, .. } => {
+                let op = if matches!(node.op, Op::Max { .. }) { "max" } else { "argmax" };
+                if let Some(Dim::Sym(s)) = node.inputs.first().and_then(|&i| g.shape(i).0.get(*axis)) {
+                    note(s, op, &mut counted);
+                }
+            }
+            _ => {}
         }
     }
     let counts = if counted.is_empty() {
@@ -417,9 +432,9 @@ fn validate_as(ctx: &Ctx, p: &Program, fix_layout: bool) -> TokenStream {
             .first()
             .and_then(|r| m.fetches.iter().find(|f| f.node == *r))
             .map_or_else(|| "this call".to_string(), |f| f.name.to_string());
-        let pairs = counted.iter().map(|s| {
-            let d = dim_tokens(m, &Dim::Sym((*s).clone()));
-            quote!((#s, #d))
+        let pairs = counted.iter().map(|(s, op)| {
+            let d = dim_tokens(m, &Dim::Sym(s.clone()));
+            quote!((#s, #d, #op))
         });
         quote!(::modelc::__private::check_counts(#what, &[#(#pairs),*])?;)
     };

@@ -1,0 +1,571 @@
+//! The random-model generator, shared by `build.rs` (which writes each model as a
+//! `model! { .. }` block) and by the test (which regenerates the same model from the same
+//! seed as data for its reference interpreter). It shares no code with modelc: it knows
+//! the model language only as text.
+//!
+//! Generation is type-directed: `expr(shape)` builds an expression of exactly that shape,
+//! choosing among every op of the language whose result can have it, and creates the
+//! inputs and params its leaves need on the way (params get static shapes, so symbolic
+//! dimensions reach them only through broadcasting). Domains are kept valid by
+//! construction: `ln`, `sqrt`, fractional and negative `pow` and divisors only ever see
+//! arguments made positive (`square(e) + 0.5`, `exp(e)`, `sigmoid(e)`, ...). Kinks (relu,
+//! abs, maximum, minimum, max) are left in; the test measures how close each evaluation
+//! comes to one and excludes finite differences that straddle one.
+
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+
+/// A dimension of a declared or inferred shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dim {
+    /// A static size (at least 1).
+    S(usize),
+    /// A symbolic dimension, by index into [`SYMS`].
+    Sym(usize),
+}
+
+/// The symbolic dimensions a model may use.
+pub const SYMS: [&str; 2] = ["n", "m"];
+
+/// A shape.
+pub type Shape = Vec<Dim>;
+
+/// Elementwise unary ops, as written in the language.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Un {
+    Neg,
+    Exp,
+    Ln,
+    Log,
+    Sqrt,
+    Square,
+    Abs,
+    Relu,
+    Sigmoid,
+    Tanh,
+    Softplus,
+    StopGradient,
+}
+
+/// Binary ops (operators and the two-argument elementwise calls).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bin {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Eq,
+    Maximum,
+    Minimum,
+    SigmoidXent,
+}
+
+/// Reductions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Red {
+    Sum,
+    Mean,
+    Max,
+    Argmax,
+}
+
+/// An expression of the model language.
+#[derive(Clone, Debug, PartialEq)]
+pub enum E {
+    Input(usize),
+    Param(usize),
+    Lit(f64),
+    /// A symbolic dimension used as a scalar value.
+    DimValue(usize),
+    Un(Un, Box<E>),
+    Pow(Box<E>, f64),
+    Bin(Bin, Box<E>, Box<E>),
+    MatMul(Box<E>, Box<E>),
+    Transpose(Box<E>),
+    /// `op(e)` over all axes (`axis: None`) or one axis as written (maybe negative).
+    Reduce {
+        op: Red,
+        e: Box<E>,
+        axis: Option<i64>,
+        keepdims: bool,
+    },
+    /// `softmax(e)` / `log_softmax(e)` with the axis as written (`None`: the default, -1).
+    Softmax {
+        log: bool,
+        e: Box<E>,
+        axis: Option<i64>,
+    },
+    SoftmaxXent(Box<E>, Box<E>),
+}
+
+/// A declared input or param.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decl {
+    pub name: String,
+    pub shape: Shape,
+    /// For params: no path to the loss outside `stop_gradient` (declared `#[frozen]`).
+    pub frozen: bool,
+}
+
+/// One random model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spec {
+    pub inputs: Vec<Decl>,
+    pub params: Vec<Decl>,
+    pub loss: E,
+    pub metric: Option<E>,
+}
+
+/// splitmix64: small, seedable, and the same everywhere (no dependency for build.rs).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+    pub fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len())]
+    }
+}
+
+const MAX_INPUTS: usize = 4;
+const MAX_PARAMS: usize = 4;
+const MAX_RANK: usize = 3;
+
+struct Gen {
+    rng: Rng,
+    inputs: Vec<Decl>,
+    params: Vec<Decl>,
+}
+
+fn has_sym(s: &[Dim]) -> bool {
+    s.iter().any(|d| matches!(d, Dim::Sym(_)))
+}
+
+impl Gen {
+    fn dim(&mut self) -> Dim {
+        if self.rng.chance(0.35) {
+            Dim::Sym(if self.rng.chance(0.7) { 0 } else { 1 })
+        } else {
+            Dim::S(1 + self.rng.below(4))
+        }
+    }
+
+    fn shape(&mut self, rank: usize) -> Shape {
+        (0..rank).map(|_| self.dim()).collect()
+    }
+
+    fn bound_syms(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        for d in self.inputs.iter().flat_map(|i| i.shape.iter()) {
+            if let Dim::Sym(s) = d {
+                if !out.contains(s) {
+                    out.push(*s);
+                }
+            }
+        }
+        out
+    }
+
+    /// A leaf of exactly this shape.
+    fn leaf(&mut self, shape: &Shape) -> E {
+        if shape.is_empty() && self.rng.chance(0.35) {
+            let syms = self.bound_syms();
+            if !syms.is_empty() && self.rng.chance(0.3) {
+                return E::DimValue(self.rng.pick(&syms));
+            }
+            return E::Lit(self.rng.pick(&[0.5, 2.0, 1.5, -0.75, 3.0]));
+        }
+        // Params need static shapes. The limits are soft: a leaf that fits nothing
+        // existing gets a new declaration anyway.
+        let want_param = !has_sym(shape) && self.rng.chance(0.55);
+        let (pool, prefix) = if want_param { (&mut self.params, "p") } else { (&mut self.inputs, "x") };
+        let limit = if want_param { MAX_PARAMS } else { MAX_INPUTS };
+        let same: Vec<usize> = (0..pool.len()).filter(|&i| pool[i].shape == *shape).collect();
+        let index = if !same.is_empty() && (pool.len() >= limit || self.rng.chance(0.5)) {
+            same[self.rng.below(same.len())]
+        } else {
+            pool.push(Decl { name: format!("{prefix}{}", pool.len()), shape: shape.clone(), frozen: false });
+            pool.len() - 1
+        };
+        if want_param {
+            E::Param(index)
+        } else {
+            E::Input(index)
+        }
+    }
+
+    /// An operand shape that broadcasts to `shape`: leading axes dropped and axes set to 1.
+    /// With `for_param`, symbolic axes always go, so that a param can fill it.
+    fn sub_shape(&mut self, shape: &Shape, for_param: bool) -> Shape {
+        let mut s: Shape = shape
+            .iter()
+            .map(|&d| if (for_param && matches!(d, Dim::Sym(_))) || self.rng.chance(0.25) { Dim::S(1) } else { d })
+            .collect();
+        while !s.is_empty() && s[0] == Dim::S(1) && self.rng.chance(0.6) {
+            s.remove(0);
+        }
+        s
+    }
+
+    /// Two operand shapes whose broadcast is exactly `shape`.
+    fn operand_shapes(&mut self, shape: &Shape) -> (Shape, Shape) {
+        if self.rng.chance(0.35) {
+            return (shape.clone(), shape.clone());
+        }
+        let for_param = self.rng.chance(0.4);
+        let a = self.sub_shape(shape, for_param);
+        // b keeps every axis that a lost (so the broadcast is exact), and maybe drops others.
+        let off = shape.len() - a.len();
+        let mut b: Shape = Vec::new();
+        for (i, &d) in shape.iter().enumerate() {
+            let a_has = i >= off && a[i - off] == d;
+            b.push(if a_has && d != Dim::S(1) && self.rng.chance(0.5) { Dim::S(1) } else { d });
+        }
+        // Only one operand may lose leading axes, or the broadcast would lose them too.
+        while a.len() == shape.len() && !b.is_empty() && b[0] == Dim::S(1) && self.rng.chance(0.5) {
+            b.remove(0);
+        }
+        if self.rng.chance(0.5) {
+            (a, b)
+        } else {
+            (b, a)
+        }
+    }
+
+    /// An expression whose values are positive (at least about 0.1), for `ln`, `sqrt`,
+    /// fractional powers and divisors.
+    fn positive(&mut self, shape: &Shape, depth: usize) -> E {
+        let e = Box::new(self.expr(shape, depth));
+        match self.rng.below(7) {
+            0 => E::Bin(Bin::Add, Box::new(E::Un(Un::Square, e)), Box::new(E::Lit(0.5))),
+            1 => E::Un(Un::Exp, Box::new(E::Un(Un::Tanh, e))),
+            2 => E::Un(Un::Sigmoid, e),
+            3 => E::Bin(Bin::Add, Box::new(E::Un(Un::Softplus, e)), Box::new(E::Lit(0.25))),
+            4 => E::Bin(Bin::Sub, Box::new(E::Lit(1.0)), Box::new(E::Un(Un::Sigmoid, e))),
+            5 if !shape.is_empty() => E::Softmax { log: false, e, axis: None },
+            _ => E::Bin(Bin::Add, Box::new(E::Un(Un::Abs, e)), Box::new(E::Lit(0.5))),
+        }
+    }
+
+    /// An expression of exactly this shape.
+    fn expr(&mut self, shape: &Shape, depth: usize) -> E {
+        if depth == 0 || self.rng.chance(0.15) {
+            return self.leaf(shape);
+        }
+        let d = depth - 1;
+        let r = shape.len();
+        loop {
+            match self.rng.below(16) {
+                0 | 1 => {
+                    let u = self.rng.pick(&[
+                        Un::Neg,
+                        Un::Square,
+                        Un::Abs,
+                        Un::Relu,
+                        Un::Sigmoid,
+                        Un::Tanh,
+                        Un::Softplus,
+                        Un::StopGradient,
+                    ]);
+                    return E::Un(u, Box::new(self.expr(shape, d)));
+                }
+                2 => {
+                    // exp of something bounded, so that values stay in f32's range.
+                    let inner = self.expr(shape, d);
+                    let inner = if self.rng.chance(0.5) { E::Un(Un::Tanh, Box::new(inner)) } else { inner };
+                    return E::Un(Un::Exp, Box::new(inner));
+                }
+                3 => {
+                    let u = self.rng.pick(&[Un::Ln, Un::Log, Un::Sqrt]);
+                    return E::Un(u, Box::new(self.positive(shape, d)));
+                }
+                4 => {
+                    let k = self.rng.pick(&[2.0, 3.0, 1.5, 0.5, -1.0, -0.5]);
+                    let base = if k == 2.0 || k == 3.0 { self.expr(shape, d) } else { self.positive(shape, d) };
+                    return E::Pow(Box::new(base), k);
+                }
+                5..=7 => {
+                    let (sa, sb) = self.operand_shapes(shape);
+                    let op = self.rng.pick(&[
+                        Bin::Add,
+                        Bin::Sub,
+                        Bin::Mul,
+                        Bin::Div,
+                        Bin::Maximum,
+                        Bin::Minimum,
+                        Bin::SigmoidXent,
+                        Bin::Mul,
+                        Bin::Add,
+                    ]);
+                    let a = self.expr(&sa, d);
+                    let b = if op == Bin::Div { self.positive(&sb, d) } else { self.expr(&sb, d) };
+                    return E::Bin(op, Box::new(a), Box::new(b));
+                }
+                8 | 9 if r == 2 => {
+                    let k = self.dim();
+                    let a = self.expr(&vec![shape[0], k], d);
+                    let b = self.expr(&vec![k, shape[1]], d);
+                    return E::MatMul(Box::new(a), Box::new(b));
+                }
+                10 if r == 2 => {
+                    return E::Transpose(Box::new(self.expr(&vec![shape[1], shape[0]], d)));
+                }
+                11 | 12 if r < MAX_RANK => {
+                    // Reduce one axis of an expression with one more axis.
+                    let keepdims = self.rng.chance(0.3);
+                    let p = self.rng.below(r + 1);
+                    let mut inner = shape.clone();
+                    if keepdims {
+                        // `shape` must have a 1 at p: only possible if it does already.
+                        let ones: Vec<usize> = (0..r).filter(|&i| shape[i] == Dim::S(1)).collect();
+                        if ones.is_empty() {
+                            continue;
+                        }
+                        let p = self.rng.pick(&ones);
+                        inner[p] = self.dim();
+                        let axis = if self.rng.chance(0.5) { p as i64 } else { p as i64 - r as i64 };
+                        let op = self.rng.pick(&[Red::Sum, Red::Mean, Red::Max]);
+                        return E::Reduce { op, e: Box::new(self.expr(&inner, d)), axis: Some(axis), keepdims };
+                    }
+                    inner.insert(p, self.dim());
+                    let rank = r as i64 + 1;
+                    let axis = if self.rng.chance(0.5) { p as i64 } else { p as i64 - rank };
+                    let op = self.rng.pick(&[Red::Sum, Red::Mean, Red::Max]);
+                    // `max` of a vector may omit the axis.
+                    let axis = if op == Red::Max && rank == 1 && self.rng.chance(0.3) { None } else { Some(axis) };
+                    return E::Reduce { op, e: Box::new(self.expr(&inner, d)), axis, keepdims };
+                }
+                13 if r == 0 => {
+                    let rank = 1 + self.rng.below(MAX_RANK);
+                    let inner = self.shape(rank);
+                    let op = if self.rng.chance(0.5) { Red::Sum } else { Red::Mean };
+                    return E::Reduce { op, e: Box::new(self.expr(&inner, d)), axis: None, keepdims: false };
+                }
+                14 if r >= 1 => {
+                    let log = self.rng.chance(0.5);
+                    let axis = match self.rng.below(3) {
+                        0 => None,
+                        1 => Some(self.rng.below(r) as i64),
+                        _ => Some(self.rng.below(r) as i64 - r as i64),
+                    };
+                    return E::Softmax { log, e: Box::new(self.expr(shape, d)), axis };
+                }
+                15 if r < MAX_RANK => {
+                    let mut inner = shape.clone();
+                    inner.push(self.dim());
+                    let z = self.expr(&inner, d);
+                    let y = if self.rng.chance(0.5) {
+                        E::Softmax { log: false, e: Box::new(self.expr(&inner, d)), axis: None }
+                    } else {
+                        self.expr(&inner, d)
+                    };
+                    return E::SoftmaxXent(Box::new(z), Box::new(y));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The metric: argmax and `==`, which only metrics may use.
+    fn metric(&mut self) -> E {
+        let rank = 1 + self.rng.below(2);
+        let shape = self.shape(rank);
+        let axis = self.rng.below(rank) as i64 - if self.rng.chance(0.5) { rank as i64 } else { 0 };
+        let a = self.expr(&shape, 2);
+        let b = self.expr(&shape, 2);
+        let agg = if self.rng.chance(0.5) { Red::Mean } else { Red::Sum };
+        let cmp = match self.rng.below(3) {
+            0 => E::Bin(
+                Bin::Eq,
+                Box::new(E::Reduce { op: Red::Argmax, e: Box::new(a), axis: Some(axis), keepdims: false }),
+                Box::new(E::Reduce { op: Red::Argmax, e: Box::new(b), axis: Some(axis), keepdims: false }),
+            ),
+            1 => E::Bin(Bin::Eq, Box::new(E::Un(Un::Relu, Box::new(a))), Box::new(E::Un(Un::Relu, Box::new(b)))),
+            _ => E::Reduce { op: Red::Argmax, e: Box::new(a), axis: Some(axis), keepdims: self.rng.chance(0.5) },
+        };
+        E::Reduce { op: agg, e: Box::new(cmp), axis: None, keepdims: false }
+    }
+}
+
+/// The params `e` reaches outside `stop_gradient`.
+fn live_params(e: &E, out: &mut Vec<usize>) {
+    match e {
+        E::Param(p) => {
+            if !out.contains(p) {
+                out.push(*p)
+            }
+        }
+        E::Input(_) | E::Lit(_) | E::DimValue(_) => {}
+        E::Un(Un::StopGradient, _) => {}
+        E::Un(_, a) | E::Pow(a, _) | E::Transpose(a) | E::Softmax { e: a, .. } => live_params(a, out),
+        E::Reduce { op, e, .. } => {
+            if *op != Red::Argmax {
+                live_params(e, out)
+            }
+        }
+        E::Bin(Bin::Eq, _, _) => {}
+        E::Bin(_, a, b) | E::MatMul(a, b) | E::SoftmaxXent(a, b) => {
+            live_params(a, out);
+            live_params(b, out);
+        }
+    }
+}
+
+/// The model for `seed`: always at least one trainable param; params the loss cannot
+/// differentiate are declared `#[frozen]` (the compiler rejects them otherwise).
+pub fn generate(seed: u64) -> Spec {
+    let mut attempt = 0u64;
+    loop {
+        let mut g = Gen {
+            rng: Rng::new(seed.wrapping_mul(1_000_003).wrapping_add(attempt)),
+            inputs: Vec::new(),
+            params: Vec::new(),
+        };
+        attempt += 1;
+        let depth = 2 + g.rng.below(3);
+        let rank = g.rng.below(MAX_RANK + 1);
+        let shape = g.shape(rank);
+        let body = g.expr(&shape, depth);
+        let op = if g.rng.chance(0.6) { Red::Sum } else { Red::Mean };
+        let loss = if shape.is_empty() && g.rng.chance(0.5) {
+            body
+        } else {
+            E::Reduce { op, e: Box::new(body), axis: None, keepdims: false }
+        };
+        let metric = if g.rng.chance(0.6) { Some(g.metric()) } else { None };
+        let mut live = Vec::new();
+        live_params(&loss, &mut live);
+        if live.is_empty() || g.inputs.is_empty() {
+            continue;
+        }
+        for (i, p) in g.params.iter_mut().enumerate() {
+            p.frozen = !live.contains(&i);
+        }
+        return Spec { inputs: g.inputs, params: g.params, loss, metric };
+    }
+}
+
+fn fmt_lit(v: f64) -> String {
+    if v < 0.0 {
+        format!("(-{:?})", -v)
+    } else {
+        format!("{v:?}")
+    }
+}
+
+/// The expression as model-language text.
+pub fn text(spec: &Spec, e: &E) -> String {
+    let t = |e: &E| text(spec, e);
+    match e {
+        E::Input(i) => spec.inputs[*i].name.clone(),
+        E::Param(p) => spec.params[*p].name.clone(),
+        E::Lit(v) => fmt_lit(*v),
+        E::DimValue(s) => SYMS[*s].to_string(),
+        E::Un(Un::Neg, a) => format!("-({})", t(a)),
+        E::Un(u, a) => {
+            let name = match u {
+                Un::Neg => unreachable!(),
+                Un::Exp => "exp",
+                Un::Ln => "ln",
+                Un::Log => "log",
+                Un::Sqrt => "sqrt",
+                Un::Square => "square",
+                Un::Abs => "abs",
+                Un::Relu => "relu",
+                Un::Sigmoid => "sigmoid",
+                Un::Tanh => "tanh",
+                Un::Softplus => "softplus",
+                Un::StopGradient => "stop_gradient",
+            };
+            format!("{name}({})", t(a))
+        }
+        E::Pow(a, k) => {
+            let k = if k.fract() == 0.0 { format!("{}", *k as i64) } else { format!("{k:?}") };
+            format!("pow({}, {k})", t(a))
+        }
+        E::Bin(op, a, b) => match op {
+            Bin::Add => format!("({} + {})", t(a), t(b)),
+            Bin::Sub => format!("({} - {})", t(a), t(b)),
+            Bin::Mul => format!("({} * {})", t(a), t(b)),
+            Bin::Div => format!("({} / {})", t(a), t(b)),
+            Bin::Eq => format!("({} == {})", t(a), t(b)),
+            Bin::Maximum => format!("maximum({}, {})", t(a), t(b)),
+            Bin::Minimum => format!("minimum({}, {})", t(a), t(b)),
+            Bin::SigmoidXent => format!("sigmoid_cross_entropy({}, {})", t(a), t(b)),
+        },
+        E::MatMul(a, b) => format!("matmul({}, {})", t(a), t(b)),
+        E::Transpose(a) => format!("transpose({})", t(a)),
+        E::Reduce { op, e, axis, keepdims } => {
+            let name = match op {
+                Red::Sum => "sum",
+                Red::Mean => "mean",
+                Red::Max => "max",
+                Red::Argmax => "argmax",
+            };
+            let mut s = format!("{name}({}", t(e));
+            if let Some(a) = axis {
+                let _ = write!(s, ", axis = {a}");
+            }
+            if *keepdims {
+                s.push_str(", keepdims = true");
+            }
+            s.push(')');
+            s
+        }
+        E::Softmax { log, e, axis } => {
+            let name = if *log { "log_softmax" } else { "softmax" };
+            match axis {
+                Some(a) => format!("{name}({}, axis = {a})", t(e)),
+                None => format!("{name}({})", t(e)),
+            }
+        }
+        E::SoftmaxXent(a, b) => format!("softmax_cross_entropy({}, {})", t(a), t(b)),
+    }
+}
+
+fn shape_text(s: &Shape) -> String {
+    let dims: Vec<String> = s
+        .iter()
+        .map(|d| match d {
+            Dim::S(k) => k.to_string(),
+            Dim::Sym(i) => SYMS[*i].to_string(),
+        })
+        .collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// The whole `model! { .. }` body for struct `name` (params start at zero: the test
+/// assigns every param before each call).
+pub fn model_text(name: &str, spec: &Spec) -> String {
+    let mut s = format!("struct {name} {{\n");
+    for i in &spec.inputs {
+        let _ = writeln!(s, "    input {}: {};", i.name, shape_text(&i.shape));
+    }
+    for p in &spec.params {
+        let frozen = if p.frozen { "#[frozen] " } else { "" };
+        let _ = writeln!(s, "    {frozen}param {}: {} = zeros;", p.name, shape_text(&p.shape));
+    }
+    let _ = writeln!(s, "    loss l = {};", text(spec, &spec.loss));
+    if let Some(m) = &spec.metric {
+        let _ = writeln!(s, "    metric acc = {};", text(spec, m));
+    }
+    s.push_str("    optimizer sgd(learning_rate = 0.1);\n}\n");
+    s
+}
