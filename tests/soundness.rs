@@ -148,6 +148,26 @@ fn a_nan_input_is_caught_through_the_gradients_and_changes_nothing() {
 }
 
 #[test]
+fn a_nan_is_caught_on_both_guard_paths() {
+    // Batch 8: w's update is bounded from its operands (x and dz are smaller than twice w);
+    // batch 100: its gradient is materialized and checked itself (x is 78,400 floats).
+    for n in [8, 100] {
+        let (x, y) = data(n, 21);
+        let mut m = Tutorial::new();
+        m.train_step(x.view(), y.view()).unwrap();
+        let mut twin = m.clone();
+        let before = state(&m);
+        let mut xb = x.clone();
+        xb[[n - 1, 700]] = f32::NAN;
+        assert!(matches!(m.train_step(xb.view(), y.view()), Err(Error::NonFinite { param: "w", .. })), "batch {n}");
+        assert_eq!(before, state(&m), "batch {n}");
+        let a = m.train_step(x.view(), y.view()).unwrap();
+        let b = twin.train_step(x.view(), y.view()).unwrap();
+        assert_eq!((a.to_bits(), state(&m)), (b.to_bits(), state(&twin)), "batch {n}");
+    }
+}
+
+#[test]
 fn huge_finite_inputs_take_the_exact_path() {
     // x of 1e30: the fused update's bound is far beyond 2^100, so the step runs through
     // materialized gradients, which are checked before anything changes.

@@ -213,6 +213,9 @@ fn struct_def(ctx: &Ctx, n_programs: usize) -> TokenStream {
             optimizer: ::core::option::Option<::modelc::__private::optim::Optimizer>,
             slots: ::std::vec::Vec<::std::vec::Vec<::std::vec::Vec<f32>>>,
             global_step: u64,
+            /// Plain SGD's materialized weight gradients, one per update (see
+            /// `sgd_guard`), sized on first use.
+            gscratch: ::std::vec::Vec<::std::vec::Vec<f32>>,
             #(#ws_fields)*
         }
 
@@ -781,7 +784,21 @@ fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usize, Update)
         match *u {
             Update::MatMul { ta, tb, a, b } => {
                 let (a, b) = (view(ctx, p, a), view(ctx, p, b));
-                quote!(#k::gemm_acc(-__lr, #a, #ta, #b, #tb, self.#n.view_mut());)
+                let j = updates.iter().position(|u| u.0 == *param).unwrap_or(0);
+                let mat = format_ident!("__mat{}", j);
+                quote! {
+                    if #mat {
+                        // The gradient was computed and checked by the guard.
+                        let __g = ::modelc::ndarray::ArrayViewD::from_shape(
+                            ::modelc::ndarray::IxDyn(self.#n.shape()),
+                            &self.__state.gscratch[#j][..],
+                        )
+                        .expect("sized by the guard");
+                        #k::map(self.#n.view_mut().into_dyn(), [__g], #[inline(always)] |__p, [__g]| __p - __lr * __g);
+                    } else {
+                        #k::gemm_acc(-__lr, #a, #ta, #b, #tb, self.#n.view_mut());
+                    }
+                }
             }
             Update::SumTo { src } => {
                 let s = view(ctx, p, src);
@@ -859,12 +876,61 @@ fn sgd_guard(ctx: &Ctx, p: &Program, updates: &[(usize, Update)]) -> TokenStream
         }
     }
     let max_of = |id: NodeId| format_ident!("__max{}", operands.iter().position(|&o| o == id).unwrap_or(0));
+    // A weight gradient whose operands are larger than twice the weight (the tutorial's
+    // `x^T dz`: x is 78,400 floats, w 7,840) is cheaper to compute into scratch and check
+    // there than to bound from its operands: the check then reads 2 x 31 KB instead of
+    // 313 KB. Decided per call, from the sizes.
+    let decide = updates.iter().enumerate().map(|(j, (param, u))| {
+        let mat = format_ident!("__mat{}", j);
+        let n = &m.params[*param].name;
+        match *u {
+            Update::MatMul { a, b, .. } => {
+                let (av, bv) = (view(ctx, p, a), view(ctx, p, b));
+                quote!(let #mat = #av.len() + #bv.len() > 2 * self.#n.len();)
+            }
+            _ => quote!(let #mat = false;),
+        }
+    });
+    let decide: Vec<TokenStream> = decide.collect();
     let maxes = operands.iter().map(|&id| {
         let v = view(ctx, p, id);
         let n = max_of(id);
-        quote!(let #n = ::modelc::__private::max_abs(#v);)
+        // Needed unless every update reading it is materialized.
+        let users = updates.iter().enumerate().filter_map(|(j, (_, u))| {
+            let reads = match *u {
+                Update::MatMul { a, b, .. } => a == id || b == id,
+                Update::SumTo { src } => src == id,
+                Update::Plain { grad } => grad == id,
+            };
+            let mat = format_ident!("__mat{}", j);
+            reads.then(|| quote!(!#mat))
+        });
+        quote!(let #n = if false #(|| #users)* { ::modelc::__private::max_abs(#v) } else { 0.0 };)
     });
-    let bounds = updates.iter().map(|(param, u)| {
+    let materialize = updates.iter().enumerate().filter_map(|(j, (param, u))| {
+        let Update::MatMul { ta, tb, a, b } = *u else { return None };
+        let (av, bv) = (view(ctx, p, a), view(ctx, p, b));
+        let mat = format_ident!("__mat{}", j);
+        let gmax = format_ident!("__gmax{}", j);
+        let n = &m.params[*param].name;
+        Some(quote! {
+            let #gmax = if #mat {
+                let __g = &mut self.__state.gscratch[#j];
+                __g.resize(self.#n.len(), 0.0);
+                ::modelc::__private::kernels::matmul_act(
+                    #av, #ta, #bv, #tb,
+                    ::modelc::ndarray::ArrayViewMut2::from_shape(self.#n.raw_dim(), &mut __g[..]).expect("sized just now"),
+                    ::modelc::__private::kernels::Act { bias: ::core::option::Option::None, relu: false, mask: ::core::option::Option::None },
+                );
+                ::modelc::__private::max_abs_slice(__g)
+            } else {
+                0.0
+            };
+        })
+    });
+    let materialize: Vec<TokenStream> = materialize.collect();
+    let n_updates = updates.len();
+    let bounds = updates.iter().enumerate().map(|(j, (param, u))| {
         let name = m.params[*param].name.to_string();
         let numel: usize = m.params[*param].dims.iter().product();
         let numel = numel.max(1) as f64;
@@ -873,23 +939,36 @@ fn sgd_guard(ctx: &Ctx, p: &Program, updates: &[(usize, Update)]) -> TokenStream
                 let (av, bv) = (view(ctx, p, a), view(ctx, p, b));
                 let axis = usize::from(!ta);
                 let (ma, mb) = (max_of(a), max_of(b));
-                // An empty operand makes the product 0 (or empty): no bound.
-                quote!((#name, if #av.is_empty() || #bv.is_empty() { 0.0 } else { #av.shape()[#axis] as f64 }, &[#ma, #mb][..]))
+                let (mat, gmax) = (format_ident!("__mat{}", j), format_ident!("__gmax{}", j));
+                // Materialized: the gradient's own largest |g| (count 1). Else the bound
+                // from the operands; an empty operand makes the product 0 (or empty).
+                quote! {
+                    if #mat {
+                        (#name, 1.0, [#gmax, 1.0])
+                    } else {
+                        (#name, if #av.is_empty() || #bv.is_empty() { 0.0 } else { #av.shape()[#axis] as f64 }, [#ma, #mb])
+                    }
+                }
             }
             Update::SumTo { src } => {
                 let sv = view(ctx, p, src);
                 let ms = max_of(src);
-                quote!((#name, #sv.len() as f64 / #numel, &[#ms][..]))
+                quote!((#name, #sv.len() as f64 / #numel, [#ms, 1.0]))
             }
             Update::Plain { grad } => {
                 let gv = view(ctx, p, grad);
                 let mg = max_of(grad);
-                quote!((#name, if #gv.is_empty() { 0.0 } else { 1.0 }, &[#mg][..]))
+                quote!((#name, if #gv.is_empty() { 0.0 } else { 1.0 }, [#mg, 1.0]))
             }
         }
     });
     quote! {
+        if self.__state.gscratch.len() != #n_updates {
+            self.__state.gscratch.resize_with(#n_updates, ::std::vec::Vec::new);
+        }
+        #(#decide)*
         #(#maxes)*
+        #(#materialize)*
         let __risky = ::modelc::__private::sgd_guard(__lr, &[#(#bounds),*])?;
     }
 }
@@ -1278,6 +1357,7 @@ fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Option<&Program>
                     optimizer: __optimizer,
                     slots: __slots,
                     global_step: 0,
+                    gscratch: ::std::vec::Vec::new(),
                     #(#ws_none)*
                 },
             }
@@ -1290,6 +1370,7 @@ fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Option<&Program>
                     optimizer: other.__state.optimizer,
                     slots: other.__state.slots.clone(),
                     global_step: other.__state.global_step,
+                    gscratch: ::std::vec::Vec::new(),
                     #(#ws_none2)*
                 },
             }
