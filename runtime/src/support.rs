@@ -227,14 +227,7 @@ pub fn debug_model(
 /// Checks that a (public, user-writable) param field still has its declared shape, and
 /// puts it back in standard layout if the user replaced it by a non-contiguous array.
 pub fn check_param<D: Dimension>(name: &'static str, a: &mut Array<f32, D>, dims: &[usize]) -> Result<(), Error> {
-    if a.shape() != dims {
-        return Err(Error::Shape {
-            input: name,
-            expected: format!("{dims:?}"),
-            found: a.shape().to_vec(),
-            detail: "a param field was replaced by an array of another shape".to_string(),
-        });
-    }
+    check_param_shape(name, a, dims)?;
     if !a.is_standard_layout() {
         *a = a.as_standard_layout().into_owned();
     }
