@@ -1,0 +1,419 @@
+//! One program's code: its workspace, the validation prologue, the fused loops and
+//! kernel calls of its steps, and the fetch functions.
+
+use super::*;
+
+pub(super) fn workspace(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
+    let ty = format_ident!("__Modelc{}Ws{}", ctx.name, i);
+    let fields = p.slot_shapes.iter().enumerate().map(|(k, shape)| {
+        let (b, t) = (format_ident!("__s{}", k), array_ty(shape.rank()));
+        quote!(#b: #t,)
+    });
+    let inits = p.slot_shapes.iter().enumerate().map(|(k, shape)| {
+        let (b, t, s) = (format_ident!("__s{}", k), array_path(shape.rank()), shape_tokens(ctx.m, shape));
+        quote!(#b: #t::zeros(#s),)
+    });
+    let bytes = p.slot_shapes.iter().map(|shape| numel_tokens(ctx.m, shape));
+    let k = ctx.k;
+    quote! {
+        #[doc(hidden)]
+        #[derive(Clone, Debug)]
+        #[allow(non_camel_case_types)]
+        struct #ty {
+            #(#fields)*
+        }
+
+        #[allow(unused_variables, clippy::all)]
+        impl #ty {
+            fn new(__d: &[usize; #k]) -> Self {
+                Self { #(#inits)* }
+            }
+            fn bytes(__d: &[usize; #k]) -> u64 {
+                4u64.saturating_mul(0u64 #(.saturating_add(#bytes))*)
+            }
+        }
+    }
+}
+
+/// `fn NAME(&mut self, x: ArrayView2<f32>, ...)` parameters for a program's inputs.
+pub(super) fn input_params(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
+    p.inputs
+        .iter()
+        .map(|&i| {
+            let inp = &ctx.m.inputs[i];
+            let (n, t) = (&inp.name, view_ty(inp.shape.rank()));
+            quote!(#n: #t)
+        })
+        .collect()
+}
+
+pub(super) fn input_args(ctx: &Ctx, p: &Program) -> Vec<Ident> {
+    p.inputs.iter().map(|&i| ctx.m.inputs[i].name.clone()).collect()
+}
+
+/// Validation of inputs and params: nothing has changed when this returns `Err`.
+pub(super) fn validate(ctx: &Ctx, p: &Program) -> TokenStream {
+    validate_as(ctx, p, true)
+}
+
+/// [`validate`]; `fix_layout`: put a param replaced by a non-standard array back in
+/// standard layout (needs `&mut self`; the `&self` fetches only check its shape).
+pub(super) fn validate_as(ctx: &Ctx, p: &Program, fix_layout: bool) -> TokenStream {
+    let m = ctx.m;
+    let k = ctx.k;
+    let names = m.symbols.iter();
+    let binds = p.inputs.iter().map(|&i| {
+        let inp = &m.inputs[i];
+        let n = &inp.name;
+        let ns = n.to_string();
+        let specs = inp.shape.0.iter().map(|d| match d {
+            Dim::Static(s) => quote!(::modelc::__private::DimSpec::Static(#s)),
+            Dim::Sym(s) => {
+                let idx = m.symbols.iter().position(|x| x == s).unwrap_or(0);
+                quote!(::modelc::__private::DimSpec::Sym(#idx))
+            }
+        });
+        quote!(__b.bind(#ns, &[#(#specs),*], #n.shape())?;)
+    });
+    let params = p.params.iter().map(|&i| {
+        let prm = &m.params[i];
+        let (n, ns) = (&prm.name, prm.name.to_string());
+        let dims = prm.dims.iter();
+        if fix_layout {
+            quote!(::modelc::__private::check_param(#ns, &mut self.#n, &[#(#dims),*])?;)
+        } else {
+            quote!(::modelc::__private::check_param_shape(#ns, &self.#n, &[#(#dims),*])?;)
+        }
+    });
+    // A mean divides by its count, a product of dimensions: with a symbolic one bound to
+    // 0 (a batch of 0) it would be NaN, so the call is an `Err` instead, before anything
+    // runs. E.g. `loss l = mean(square(x - w));` with `x: [0, 3]`.
+    // The same for a max or an argmax over a symbolic axis: nothing to pick from (it
+    // would be -inf, or index 0). E.g. `loss l = max(x, axis = 0) * p;` with `x: [0]`.
+    let g = &m.graph;
+    let mut counted: Vec<(String, &'static str)> = Vec::new();
+    let note = |s: &String, op: &'static str, counted: &mut Vec<(String, &'static str)>| {
+        if !counted.iter().any(|(c, o)| c == s && *o == op) {
+            counted.push((s.clone(), op));
+        }
+    };
+    for id in g.cone(&p.roots) {
+        let node = g.node(id);
+        match &node.op {
+            Op::DimProduct(syms) => {
+                for s in syms {
+                    note(s, "mean", &mut counted);
+                }
+            }
+            Op::Max { axis, .. } | Op::Argmax { axis, .. } => {
+                let op = if matches!(node.op, Op::Max { .. }) { "max" } else { "argmax" };
+                if let Some(Dim::Sym(s)) = node.inputs.first().and_then(|&i| g.shape(i).0.get(*axis)) {
+                    note(s, op, &mut counted);
+                }
+            }
+            _ => {}
+        }
+    }
+    let counts = if counted.is_empty() {
+        TokenStream::new()
+    } else {
+        let what = p
+            .roots
+            .first()
+            .and_then(|r| m.fetches.iter().find(|f| f.node == *r))
+            .map_or_else(|| "this call".to_string(), |f| f.name.to_string());
+        let pairs = counted.iter().map(|(s, op)| {
+            let d = dim_tokens(m, &Dim::Sym(s.clone()));
+            quote!((#s, #d, #op))
+        });
+        quote!(::modelc::__private::check_counts(#what, &[#(#pairs),*])?;)
+    };
+    quote! {
+        let mut __b = ::modelc::__private::Binder::<#k>::new([#(#names),*]);
+        #(#binds)*
+        let __d: [usize; #k] = __b.values();
+        #counts
+        #(#params)*
+    }
+}
+
+/// The scalar expression of operand `id` inside a fused loop.
+pub(super) fn scalar_operand(ctx: &Ctx, p: &Program, id: NodeId, externals: &[NodeId]) -> TokenStream {
+    let g = &ctx.m.graph;
+    let node = g.node(id);
+    match &node.op {
+        Op::Const(bits) => f32_tokens(f32::from_bits(*bits)),
+        Op::DimProduct(syms) => {
+            let ds = syms.iter().map(|s| dim_tokens(ctx.m, &Dim::Sym(s.clone())));
+            quote!(((1usize #(* #ds)*) as f32))
+        }
+        _ if p.inlined.contains(&id) => {
+            let args: Vec<TokenStream> = node.inputs.iter().map(|&i| scalar_operand(ctx, p, i, externals)).collect();
+            node.op.scalar_expr(&args)
+        }
+        _ => {
+            let pos = externals.iter().position(|&e| e == id).unwrap_or(0);
+            let v = format_ident!("__v{}", pos);
+            quote!(#v)
+        }
+    }
+}
+
+/// A reference (`&array`) to `id`, for `assign`.
+pub(super) fn producer(ctx: &Ctx, p: &Program, id: NodeId) -> TokenStream {
+    let m = ctx.m;
+    match &m.graph.node(id).op {
+        Op::Input(i) => {
+            let n = &m.inputs[*i].name;
+            quote!(&#n)
+        }
+        Op::Param(i) => {
+            let n = &m.params[*i].name;
+            quote!(&self.#n)
+        }
+        _ => {
+            let b = buf(p, id);
+            quote!(&__ws.#b)
+        }
+    }
+}
+
+/// A read-only view of `id`, for kernels.
+pub(super) fn view(ctx: &Ctx, p: &Program, id: NodeId) -> TokenStream {
+    let m = ctx.m;
+    match &m.graph.node(id).op {
+        Op::Input(i) => {
+            let n = &m.inputs[*i].name;
+            quote!(#n.view())
+        }
+        Op::Param(i) => {
+            let n = &m.params[*i].name;
+            quote!(self.#n.view())
+        }
+        _ => {
+            let b = buf(p, id);
+            quote!(__ws.#b.view())
+        }
+    }
+}
+
+/// The statements computing a program into its workspace `__ws`.
+pub(super) fn compute(ctx: &Ctx, p: &Program) -> TokenStream {
+    compute_steps(ctx, p).into_iter().collect()
+}
+
+/// The statements of each step of `p`, in order.
+pub(super) fn compute_steps(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
+    let g = &ctx.m.graph;
+    let mut out = Vec::with_capacity(p.steps.len());
+    for (id, step) in &p.steps {
+        let b = buf(p, *id);
+        let node = g.node(*id);
+        let stmt = match step {
+            Step::Materialize => match &node.op {
+                Op::Const(_) | Op::DimProduct(_) => {
+                    let v = scalar_operand(ctx, p, *id, &[]);
+                    quote!(__ws.#b.fill(#v);)
+                }
+                _ => {
+                    let src = producer(ctx, p, *id);
+                    quote!(__ws.#b.assign(#src);)
+                }
+            },
+            Step::Kernel => {
+                let args: Vec<TokenStream> = node.inputs.iter().map(|&i| view(ctx, p, i)).collect();
+                node.op.kernel_call(&args, &quote!(__ws.#b.view_mut()))
+            }
+            Step::XentWithGrad(grad) => {
+                let gb = buf(p, *grad);
+                let gn = g.node(*grad);
+                let (z, y, adj) = (view(ctx, p, gn.inputs[0]), view(ctx, p, gn.inputs[1]), view(ctx, p, gn.inputs[2]));
+                quote! {
+                    ::modelc::__private::kernels::softmax_xent_with_grad(
+                        #z.into_dyn(), #y.into_dyn(), #adj.into_dyn(),
+                        __ws.#b.view_mut().into_dyn(), __ws.#gb.view_mut().into_dyn(),
+                    );
+                }
+            }
+            Step::MatMulThen(product) => {
+                let members = group_members(g, p, *id);
+                let Op::MatMul { ta, tb } = g.node(*product).op else {
+                    unreachable!("the planner pairs epilogues with matrix products only")
+                };
+                let pn = g.node(*product);
+                let (a, bv) = (view(ctx, p, pn.inputs[0]), view(ctx, p, pn.inputs[1]));
+                if let Some((bias, relu, mask)) = kernel_act(g, &members, *id, *product) {
+                    let some = |v: Option<NodeId>| match v {
+                        Some(v) => {
+                            let v = view(ctx, p, v);
+                            quote!(::core::option::Option::Some(#v))
+                        }
+                        None => quote!(::core::option::Option::None),
+                    };
+                    let (bias, mask) = (some(bias), some(mask));
+                    quote! {
+                        ::modelc::__private::kernels::matmul_act(
+                            #a, #ta, #bv, #tb, __ws.#b.view_mut(),
+                            ::modelc::__private::kernels::Act { bias: #bias, relu: #relu, mask: #mask },
+                        );
+                    }
+                } else {
+                    let externals = plan::external_operands(g, &members);
+                    let expr = scalar_operand_root(ctx, p, *id, &externals);
+                    let mine = externals.iter().position(|e| e == product).unwrap_or(0);
+                    let mine = format_ident!("__v{}", mine);
+                    let (others, vars): (Vec<TokenStream>, Vec<proc_macro2::Ident>) = externals
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| *e != product)
+                        .map(|(i, &e)| (view(ctx, p, e), format_ident!("__v{}", i)))
+                        .unzip();
+                    quote! {
+                        let __full = __ws.#b.dim();
+                        ::modelc::__private::kernels::matmul_then(
+                            #a, #ta, #bv, #tb, __ws.#b.view_mut(),
+                            &|__blk: ::modelc::ndarray::ArrayViewMut2<'_, f32>, __i0: usize, __j0: usize| {
+                                let (__r, __c) = __blk.dim();
+                                ::modelc::__private::kernels::map(
+                                    __blk.into_dyn(),
+                                    [#(#others
+                                        .broadcast(__full)
+                                        .expect("shapes checked at compile time")
+                                        .slice_move(::modelc::ndarray::s![__i0..__i0 + __r, __j0..__j0 + __c])
+                                        .into_dyn()),*],
+                                    #[inline(always)]
+                                    |#mine, [#(#vars),*]| #expr,
+                                );
+                            },
+                        );
+                    }
+                }
+            }
+            Step::Fused => {
+                let members = group_members(g, p, *id);
+                let externals = plan::external_operands(g, &members);
+                let expr = scalar_operand_root(ctx, p, *id, &externals);
+                if externals.is_empty() {
+                    quote!(__ws.#b.fill(#expr);)
+                } else {
+                    let ins = externals.iter().map(|&e| view(ctx, p, e));
+                    let vars = (0..externals.len()).map(|i| format_ident!("__v{}", i));
+                    quote! {
+                        ::modelc::__private::kernels::map(
+                            __ws.#b.view_mut().into_dyn(),
+                            [#(#ins.into_dyn()),*],
+                            #[inline(always)]
+                            |_, [#(#vars),*]| #expr,
+                        );
+                    }
+                }
+            }
+        };
+        out.push(stmt);
+    }
+    out
+}
+
+/// An epilogue the kernels apply themselves (`kernels::matmul_act`), as `(bias, relu,
+/// mask)`: `relu(p + bias)`, `p + bias` or `relu(p)`, with `bias` a vector along the
+/// product `p`'s rows (a layer's bias add and activation), or `p * step(mask)`, with
+/// `mask` of `p`'s shape (relu's derivative from relu's output). Any other group runs
+/// as a closure over finished blocks.
+pub(super) fn kernel_act(
+    g: &crate::ir::Graph,
+    members: &std::collections::BTreeSet<NodeId>,
+    root: NodeId,
+    product: NodeId,
+) -> Option<(Option<NodeId>, bool, Option<NodeId>)> {
+    use crate::ops::elementwise::{Binary, Unary};
+    let dims = g.node(product).shape.dims();
+    let (mut node, mut relu) = (root, false);
+    if g.node(node).op == Op::Unary(Unary::Relu) {
+        (node, relu) = (g.node(node).inputs[0], true);
+    }
+    if node == product {
+        return Some((None, relu, None));
+    }
+    let n = g.node(node);
+    if !members.contains(&node) || n.inputs.len() != 2 {
+        return None;
+    }
+    let other = match (n.inputs[0] == product, n.inputs[1] == product) {
+        (true, false) => n.inputs[1],
+        (false, true) => n.inputs[0],
+        _ => return None,
+    };
+    let o = g.node(other);
+    match n.op {
+        Op::Binary(Binary::Add) if !members.contains(&other) && o.shape.dims() == &dims[1..] => {
+            Some((Some(other), relu, None))
+        }
+        Op::Binary(Binary::Mul) if !relu && members.contains(&other) && o.op == Op::Unary(Unary::Step) => {
+            let h = o.inputs[0];
+            (!members.contains(&h) && g.node(h).shape.dims() == dims).then_some((None, false, Some(h)))
+        }
+        _ => None,
+    }
+}
+
+pub(super) fn scalar_operand_root(ctx: &Ctx, p: &Program, id: NodeId, externals: &[NodeId]) -> TokenStream {
+    let node = ctx.m.graph.node(id);
+    let args: Vec<TokenStream> = node.inputs.iter().map(|&i| scalar_operand(ctx, p, i, externals)).collect();
+    node.op.scalar_expr(&args)
+}
+
+/// The prologue of every function computing program `i`: validate, then get the
+/// workspace for these dimensions (allocated once per distinct set of dimensions).
+pub(super) fn prologue(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
+    let validate = validate(ctx, p);
+    let f = format_ident!("ws{}", i);
+    let ty = format_ident!("__Modelc{}Ws{}", ctx.name, i);
+    quote! {
+        #validate
+        let __ws = ::modelc::__private::workspace(&mut self.__state.#f, __d, #ty::new);
+    }
+}
+
+pub(super) fn fetch_fn(ctx: &Ctx, i: usize, f: &crate::model::Fetch, p: &Program) -> TokenStream {
+    let g = &ctx.m.graph;
+    let (name, attrs) = (&f.name, &f.attrs);
+    let params = input_params(ctx, p);
+    let validate = validate_as(ctx, p, false);
+    let ws_field = format_ident!("ws{}", i);
+    let ws_ty = format_ident!("__Modelc{}Ws{}", ctx.name, i);
+    let body = compute(ctx, p);
+    let b = buf(p, f.node);
+    let shape = g.shape(f.node);
+    let (ret_ty, ret) = if f.kind == NodeKind::Output {
+        (array_ty(shape.rank()), quote!(__ws.#b.clone()))
+    } else {
+        (quote!(f32), quote!(__ws.#b[()]))
+    };
+    let inputs: Vec<String> = p.inputs.iter().map(|&i| format!("`{}`", ctx.m.inputs[i].name)).collect();
+    let doc = format!(
+        "Computes {} `{name}` (shape {shape}) from {}; only the ops it depends on run.\n\n\
+         Takes `&self`: a model behind an `Arc` answers many threads at once, each call with a \
+         workspace of its own from the model's pool (allocated once per concurrent caller and batch size).\n\n\
+         Returns `Err(Error::Shape {{ .. }})` if an input does not have its declared shape.",
+        match f.kind {
+            NodeKind::Output => "output",
+            NodeKind::Loss => "the loss",
+            NodeKind::Metric => "metric",
+            NodeKind::Let => "node",
+        },
+        if inputs.is_empty() { "the params".to_string() } else { inputs.join(", ") }
+    );
+    let doc = if attrs.is_empty() { quote!(#[doc = #doc]) } else { quote!(#(#attrs)* #[doc = ""] #[doc = #doc]) };
+    quote! {
+        #doc
+        pub fn #name(&self, #(#params),*) -> ::core::result::Result<#ret_ty, ::modelc::Error> {
+            #validate
+            let mut __held = self.__state.#ws_field.take(__d, #ws_ty::new);
+            let __ws = &mut __held;
+            #body
+            let __ret = #ret;
+            self.__state.#ws_field.put(__d, __held);
+            ::core::result::Result::Ok(__ret)
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! Op calls: binding positional and named arguments to an op's signature, and applying
+//! each surface op's shape checks and lowering (sugar such as `mean` becomes primitives
+//! here). Each op family's shape rule, gradient and emission live in `ops/`.
+
+use proc_macro2::Span;
+use syn::spanned::Spanned;
+use syn::{Expr, ExprCall, Ident, Lit, UnOp};
+
+use super::{describe, Lowerer, INITIALIZERS, OPS};
+use crate::diag::suggestion;
+use crate::ir::NodeId;
+use crate::ops::{Binary, Op, Unary};
+use crate::shape::{broadcast, normalize_axis, Dim, Shape};
+use crate::syntax::{arg_from_expr, Arg};
+
+impl Lowerer<'_> {
+    pub(super) fn call(&mut self, c: &ExprCall) -> Option<NodeId> {
+        let ident = match &*c.func {
+            Expr::Path(p) if p.path.get_ident().is_some() => p.path.get_ident().cloned()?,
+            other => {
+                self.diag.spanned(other, "expected an op name, e.g. `matmul`");
+                return None;
+            }
+        };
+        let name = ident.to_string();
+        let sig = match signature(&name) {
+            Some(sig) => sig,
+            None => {
+                let hint = suggestion(&name, OPS.iter().copied());
+                let what = if INITIALIZERS.contains(&name.as_str()) {
+                    ": it is an initializer; use it after `=` in a `param` item".to_string()
+                } else if hint.is_empty() {
+                    // No plausible typo: list what there is, as for initializers and
+                    // optimizers.
+                    format!(" (the ops are {})", OPS.join(", "))
+                } else {
+                    hint
+                };
+                self.diag.error(ident.span(), format!("unknown op `{name}`{what}"));
+                return None;
+            }
+        };
+        let args: Vec<Arg> = c.args.iter().cloned().map(arg_from_expr).collect();
+        let bound = self.bind(&name, &ident, sig, &args)?;
+        // Lower tensor operands (all of them, to report every error).
+        let mut operands = Vec::new();
+        for e in &bound.tensors {
+            operands.push(self.expr(e));
+        }
+        let operands: Vec<NodeId> = operands.into_iter().collect::<Option<_>>()?;
+        self.apply(&name, &ident, c, &bound, &operands)
+    }
+
+    pub(super) fn bind<'e>(&mut self, name: &str, ident: &Ident, sig: Sig, args: &'e [Arg]) -> Option<Bound<'e>> {
+        let mut tensors: Vec<Option<&'e Expr>> = vec![None; sig.tensors.len()];
+        let mut attrs: Vec<Option<&'e Expr>> = vec![None; sig.attrs.len()];
+        let mut ok = true;
+        let mut positional = 0;
+        for arg in args {
+            match &arg.name {
+                None => {
+                    if positional < tensors.len() {
+                        tensors[positional] = Some(&arg.value);
+                    } else if positional - tensors.len() < attrs.len() {
+                        attrs[positional - tensors.len()] = Some(&arg.value);
+                    } else {
+                        self.diag.spanned(
+                            &arg.value,
+                            format!(
+                                "`{name}` takes {} argument{}: {}",
+                                sig.arity(),
+                                plural(sig.arity()),
+                                sig.describe()
+                            ),
+                        );
+                        ok = false;
+                    }
+                    positional += 1;
+                }
+                Some(n) => {
+                    let key = n.to_string();
+                    let slot = if let Some(i) = sig.tensors.iter().position(|t| *t == key) {
+                        &mut tensors[i]
+                    } else if let Some(i) = sig.attrs.iter().position(|(a, _)| *a == key) {
+                        &mut attrs[i]
+                    } else {
+                        let all = sig.tensors.iter().copied().chain(sig.attrs.iter().map(|(a, _)| *a));
+                        let hint = suggestion(&key, all);
+                        self.diag.error(
+                            n.span(),
+                            format!("`{name}` has no argument `{key}`{hint}; it takes {}", sig.describe()),
+                        );
+                        ok = false;
+                        continue;
+                    };
+                    if slot.is_some() {
+                        self.diag.error(n.span(), format!("`{name}`: argument `{key}` is given twice"));
+                        ok = false;
+                    }
+                    *slot = Some(&arg.value);
+                }
+            }
+        }
+        let missing: Vec<&str> =
+            sig.tensors.iter().zip(&tensors).filter(|(_, t)| t.is_none()).map(|(n, _)| *n).collect();
+        if !missing.is_empty() {
+            self.diag.error(
+                ident.span(),
+                format!(
+                    "`{name}` takes {} tensor argument{} ({}), but `{}` {} missing",
+                    sig.tensors.len(),
+                    plural(sig.tensors.len()),
+                    sig.tensors.join(", "),
+                    missing.join("`, `"),
+                    if missing.len() == 1 { "is" } else { "are" }
+                ),
+            );
+            ok = false;
+        }
+        let mut values = Vec::new();
+        for ((attr, kind), e) in sig.attrs.iter().zip(&attrs) {
+            let v = match e {
+                None => None,
+                Some(e) => match kind.parse(e) {
+                    Some(v) => Some((v, e.span())),
+                    None => {
+                        let what = if *attr == "exponent" { "the exponent".to_string() } else { format!("`{attr}`") };
+                        self.diag.spanned(e, format!("`{name}`: {what} must be {}", kind.expected()));
+                        ok = false;
+                        None
+                    }
+                },
+            };
+            values.push(v);
+        }
+        ok.then(|| Bound { tensors: tensors.into_iter().flatten().collect(), attrs: values })
+    }
+
+    pub(super) fn axis(
+        &mut self,
+        op: &str,
+        value: Option<(AttrValue, Span)>,
+        rank: usize,
+        operand: &str,
+        shape: &Shape,
+    ) -> Result<Option<usize>, ()> {
+        let Some((AttrValue::Int(a), span)) = value else { return Ok(None) };
+        match normalize_axis(a, rank) {
+            Some(ax) => Ok(Some(ax)),
+            None => {
+                let range = if rank == 0 {
+                    "a scalar has no axes".to_string()
+                } else {
+                    format!("valid axes are {} to {}", -(rank as i64), rank - 1)
+                };
+                self.diag.error(
+                    span,
+                    format!("`{op}`: axis {a} is out of range for `{operand}` of shape {shape} ({range})"),
+                );
+                Err(())
+            }
+        }
+    }
+
+    pub(super) fn apply(
+        &mut self,
+        name: &str,
+        ident: &Ident,
+        call: &ExprCall,
+        b: &Bound,
+        x: &[NodeId],
+    ) -> Option<NodeId> {
+        let span = ident.span();
+        let d0 = describe(b.tensors[0]);
+        let s0 = self.graph.shape(x[0]).clone();
+        let flag = |v: &Option<(AttrValue, Span)>| matches!(v, Some((AttrValue::Bool(true), _)));
+        let unary = |u: Unary| Op::Unary(u);
+        let g = &mut self.graph;
+        let op = match name {
+            "exp" => unary(Unary::Exp),
+            "ln" | "log" => unary(Unary::Ln),
+            "sqrt" => unary(Unary::Sqrt),
+            "square" => unary(Unary::Pow(2f32.to_bits())),
+            "abs" => unary(Unary::Abs),
+            "relu" => unary(Unary::Relu),
+            "sigmoid" => unary(Unary::Sigmoid),
+            "tanh" => unary(Unary::Tanh),
+            "softplus" => unary(Unary::Softplus),
+            "stop_gradient" => Op::StopGradient,
+            "pow" => {
+                let Some((AttrValue::Number(k), _)) = b.attrs[0] else {
+                    self.diag.error(span, "`pow` takes the exponent as a number literal: `pow(x, 3)`");
+                    return None;
+                };
+                unary(Unary::Pow((k as f32).to_bits()))
+            }
+            "maximum" | "minimum" | "sigmoid_cross_entropy" => {
+                let s1 = g.shape(x[1]).clone();
+                if let Err(why) = broadcast(&s0, &s1) {
+                    self.diag.spanned(
+                        b.tensors[1],
+                        format!(
+                            "`{name}`: shapes do not broadcast: `{d0}` is {s0} but `{}` is {s1}: {why}",
+                            describe(b.tensors[1])
+                        ),
+                    );
+                    return None;
+                }
+                match name {
+                    "maximum" => Op::Binary(Binary::Maximum),
+                    "minimum" => Op::Binary(Binary::Minimum),
+                    _ => Op::SigmoidXent,
+                }
+            }
+            "matmul" => {
+                let s1 = g.shape(x[1]).clone();
+                let d1 = describe(b.tensors[1]);
+                for (i, (s, d)) in [(&s0, &d0), (&s1, &d1)].into_iter().enumerate() {
+                    if s.rank() != 2 {
+                        self.diag.spanned(
+                            b.tensors[i],
+                            format!("matmul: `{d}` must be a matrix [rows, columns], but it is {s}; matmul takes [m, k] x [k, n]"),
+                        );
+                        return None;
+                    }
+                }
+                if s0.0[1] != s1.0[0] {
+                    self.diag.spanned(
+                        b.tensors[1],
+                        format!(
+                            "matmul: inner dimensions differ: `{d0}` is {s0} but `{d1}` is {s1} ({} != {})",
+                            s0.0[1], s1.0[0]
+                        ),
+                    );
+                    return None;
+                }
+                Op::MatMul { ta: false, tb: false }
+            }
+            "transpose" => {
+                if s0.rank() != 2 {
+                    self.diag.spanned(b.tensors[0], format!("transpose: `{d0}` must be a matrix, but it is {s0}"));
+                    return None;
+                }
+                Op::Transpose
+            }
+            "sum" | "mean" => {
+                let axis = self.axis(name, b.attrs[0], s0.rank(), &d0, &s0).ok()?;
+                let keepdims = flag(&b.attrs[1]);
+                let axes: Vec<usize> = match axis {
+                    Some(a) => vec![a],
+                    None => (0..s0.rank()).collect(),
+                };
+                let g = &mut self.graph;
+                let sum = g.add(Op::Sum { axes: axes.clone(), keepdims }, vec![x[0]], span);
+                if name == "sum" {
+                    return Some(sum);
+                }
+                let dims: Vec<Dim> = axes.iter().map(|&a| s0.0[a].clone()).collect();
+                let count = g.dim_product(&dims, span);
+                let inv = g.unary(Unary::Recip, count);
+                return Some(g.mul(sum, inv));
+            }
+            "max" | "argmax" => {
+                let axis = self.axis(name, b.attrs[0], s0.rank(), &d0, &s0).ok()?;
+                let axis = match axis {
+                    Some(a) => a,
+                    None if s0.rank() == 1 => 0,
+                    None => {
+                        self.diag.error(
+                            call.paren_token.span.join(),
+                            format!("`{name}` needs `axis = k` for `{d0}` of shape {s0}"),
+                        );
+                        return None;
+                    }
+                };
+                let keepdims = flag(&b.attrs[1]);
+                if name == "max" {
+                    Op::Max { axis, keepdims }
+                } else {
+                    Op::Argmax { axis, keepdims }
+                }
+            }
+            "softmax" | "log_softmax" => {
+                if s0.rank() == 0 {
+                    self.diag.spanned(
+                        b.tensors[0],
+                        format!("`{name}`: `{d0}` is a scalar; softmax needs an axis to normalize over"),
+                    );
+                    return None;
+                }
+                let axis = self.axis(name, b.attrs[0], s0.rank(), &d0, &s0).ok()?.unwrap_or(s0.rank() - 1);
+                if name == "softmax" {
+                    Op::Softmax(axis)
+                } else {
+                    Op::LogSoftmax(axis)
+                }
+            }
+            "softmax_cross_entropy" => {
+                let s1 = g.shape(x[1]).clone();
+                if s0.rank() == 0 || s0 != s1 {
+                    self.diag.spanned(
+                        b.tensors[1],
+                        format!(
+                            "softmax_cross_entropy: logits and labels must have the same shape [.., classes]: `{d0}` is {s0} but `{}` is {s1}",
+                            describe(b.tensors[1])
+                        ),
+                    );
+                    return None;
+                }
+                Op::SoftmaxXent
+            }
+            _ => unreachable!("every op of `signature` is handled in `apply`"),
+        };
+        match self.graph.try_add(op, x.to_vec(), span) {
+            Ok(id) => Some(id),
+            Err(message) => {
+                self.diag.error(span, format!("`{name}`: {message}"));
+                None
+            }
+        }
+    }
+}
+
+pub(super) fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(super) enum AttrKind {
+    Int,
+    Bool,
+    Number,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) enum AttrValue {
+    Int(i64),
+    Bool(bool),
+    Number(f64),
+}
+
+impl AttrKind {
+    pub(super) fn expected(self) -> &'static str {
+        match self {
+            AttrKind::Int => "an integer literal (negative axes count from the end)",
+            AttrKind::Bool => "`true` or `false`",
+            AttrKind::Number => "a number literal",
+        }
+    }
+
+    pub(super) fn parse(self, e: &Expr) -> Option<AttrValue> {
+        let (neg, inner) = match e {
+            Expr::Unary(u) if matches!(u.op, UnOp::Neg(_)) => (true, &*u.expr),
+            other => (false, other),
+        };
+        let Expr::Lit(l) = inner else { return None };
+        match (self, &l.lit) {
+            (AttrKind::Int, Lit::Int(i)) => {
+                i.base10_parse::<i64>().ok().map(|v| AttrValue::Int(if neg { -v } else { v }))
+            }
+            (AttrKind::Bool, Lit::Bool(b)) if !neg => Some(AttrValue::Bool(b.value)),
+            (AttrKind::Number, Lit::Int(i)) => {
+                i.base10_parse::<f64>().ok().map(|v| AttrValue::Number(if neg { -v } else { v }))
+            }
+            (AttrKind::Number, Lit::Float(f)) => {
+                f.base10_parse::<f64>().ok().map(|v| AttrValue::Number(if neg { -v } else { v }))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(super) struct Sig {
+    tensors: &'static [&'static str],
+    attrs: &'static [(&'static str, AttrKind)],
+}
+
+impl Sig {
+    fn arity(&self) -> usize {
+        self.tensors.len() + self.attrs.len()
+    }
+
+    fn describe(&self) -> String {
+        let mut parts: Vec<String> = self.tensors.iter().map(|t| t.to_string()).collect();
+        parts.extend(self.attrs.iter().map(|(a, _)| format!("{a} = ...")));
+        format!("({})", parts.join(", "))
+    }
+}
+
+pub(super) struct Bound<'e> {
+    tensors: Vec<&'e Expr>,
+    attrs: Vec<Option<(AttrValue, Span)>>,
+}
+
+pub(super) fn signature(name: &str) -> Option<Sig> {
+    const A: &[&str] = &["a"];
+    const AB: &[&str] = &["a", "b"];
+    const XENT: &[&str] = &["logits", "labels"];
+    const AXIS_KEEP: &[(&str, AttrKind)] = &[("axis", AttrKind::Int), ("keepdims", AttrKind::Bool)];
+    Some(match name {
+        "exp" | "ln" | "log" | "sqrt" | "square" | "abs" | "relu" | "sigmoid" | "tanh" | "softplus"
+        | "stop_gradient" | "transpose" => Sig { tensors: A, attrs: &[] },
+        "pow" => Sig { tensors: A, attrs: &[("exponent", AttrKind::Number)] },
+        "matmul" | "maximum" | "minimum" => Sig { tensors: AB, attrs: &[] },
+        "sum" | "mean" | "max" | "argmax" => Sig { tensors: A, attrs: AXIS_KEEP },
+        "softmax" | "log_softmax" => Sig { tensors: A, attrs: &[("axis", AttrKind::Int)] },
+        "softmax_cross_entropy" | "sigmoid_cross_entropy" => Sig { tensors: XENT, attrs: &[] },
+        _ => return None,
+    })
+}
