@@ -383,7 +383,8 @@ impl Gen {
         }
     }
 
-    /// The metric: argmax and `==`, which only metrics may use.
+    /// The metric: argmax and `==`, which only metrics may use (argmax's u32 indices only
+    /// feed comparisons).
     fn metric(&mut self) -> E {
         let rank = 1 + self.rng.below(2);
         let shape = self.shape(rank);
@@ -398,7 +399,16 @@ impl Gen {
                 Box::new(E::Reduce { op: Red::Argmax, e: Box::new(b), axis: Some(axis), keepdims: false }),
             ),
             1 => E::Bin(Bin::Eq, Box::new(E::Un(Un::Relu, Box::new(a))), Box::new(E::Un(Un::Relu, Box::new(b)))),
-            _ => E::Reduce { op: Red::Argmax, e: Box::new(a), axis: Some(axis), keepdims: self.rng.chance(0.5) },
+            _ => {
+                // Indices are u32: no arithmetic takes them, so a metric over them compares
+                // two (here with the reduced axis kept).
+                let keepdims = self.rng.chance(0.5);
+                E::Bin(
+                    Bin::Eq,
+                    Box::new(E::Reduce { op: Red::Argmax, e: Box::new(a), axis: Some(axis), keepdims }),
+                    Box::new(E::Reduce { op: Red::Argmax, e: Box::new(b), axis: Some(axis), keepdims }),
+                )
+            }
         };
         E::Reduce { op: agg, e: Box::new(cmp), axis: None, keepdims: false }
     }

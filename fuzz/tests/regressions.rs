@@ -9,8 +9,8 @@ use modelc::ndarray::{Array1, Array2};
 // axis of length 0 for a unit axis and the whole array for one element.
 // (The model of seed 5 took `argmax(exp(x), axis = 0)`; an argmax over an empty axis is
 // now an `Err` before anything runs, so `exp` is summed here instead, and the argmax has
-// a test of its own below.)
-model! { struct EmptyVector { input x: [n]; input y: [n, 1]; param p: [] = zeros; loss l = sum(square(p)); metric acc = sum(exp(x)); metric pick = sum(argmax(exp(x), axis = 0)); output e = exp(y) * 2.0; optimizer sgd(learning_rate = 0.1); } }
+// a test of its own below; `pick` is an output since argmax gives u32 indices.)
+model! { struct EmptyVector { input x: [n]; input y: [n, 1]; param p: [] = zeros; loss l = sum(square(p)); metric acc = sum(exp(x)); output pick = argmax(exp(x), axis = 0); output e = exp(y) * 2.0; optimizer sgd(learning_rate = 0.1); } }
 
 #[test]
 fn elementwise_ops_on_an_empty_vector_write_nothing() {

@@ -55,6 +55,24 @@ pub enum Error {
         /// The dimensions reduced over that are 0, e.g. "`batch`".
         dims: String,
     },
+    /// An index input holds an id that is out of range for the op that reads it (a class
+    /// label not below the number of classes, a token id not below the table's rows).
+    /// Found before anything runs: nothing changed.
+    #[error(
+        "input `{input}`: index {index} at position {position:?} is out of range: {what} takes indices below {bound}"
+    )]
+    Index {
+        /// The name of the index input.
+        input: &'static str,
+        /// The offending id (the first one, in the input's logical order).
+        index: u32,
+        /// Its position in the input, e.g. `[3]` or `[2, 5]`.
+        position: Vec<usize>,
+        /// The bound the id must be below.
+        bound: usize,
+        /// What reads it, e.g. "`gather` into `emb` (its rows)".
+        what: &'static str,
+    },
     /// A checkpoint could not be used: missing or extra tensors, wrong dtype or shape,
     /// a foreign model, or a corrupt file. The message names what differs.
     #[error("checkpoint {}: {message}", .path.display())]

@@ -8,6 +8,9 @@
 use ndarray::{ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD, Axis, Zip};
 
 pub use crate::elementwise::map;
+pub use crate::index::{
+    compare_indices, gather, one_hot, scatter_add, sparse_softmax_xent, sparse_softmax_xent_grad, Cmp,
+};
 pub use crate::sgemm::{widest, Act};
 
 /// `out = op(a) x op(b)`, `op` a transpose where the flag is set (no copy is made).
@@ -248,7 +251,7 @@ pub fn transpose(a: ArrayView2<'_, f32>, mut out: ArrayViewMut2<'_, f32>) {
 /// Rows of a standard-layout matrix viewed through `IxDyn`, when the kernel reduces or
 /// normalizes over its last axis: the fast path of the row-wise kernels (plain slices,
 /// no per-lane `IxDyn` views).
-fn rows_of<'a>(a: &'a ArrayViewD<'_, f32>, axis: usize) -> Option<std::slice::ChunksExact<'a, f32>> {
+pub(crate) fn rows_of<'a>(a: &'a ArrayViewD<'_, f32>, axis: usize) -> Option<std::slice::ChunksExact<'a, f32>> {
     let cols = *a.shape().last()?;
     if axis + 1 != a.ndim() || cols == 0 {
         return None;
@@ -256,7 +259,10 @@ fn rows_of<'a>(a: &'a ArrayViewD<'_, f32>, axis: usize) -> Option<std::slice::Ch
     a.as_slice().map(|s| s.chunks_exact(cols))
 }
 
-fn rows_of_mut<'a>(a: &'a mut ArrayViewMutD<'_, f32>, axis: usize) -> Option<std::slice::ChunksExactMut<'a, f32>> {
+pub(crate) fn rows_of_mut<'a>(
+    a: &'a mut ArrayViewMutD<'_, f32>,
+    axis: usize,
+) -> Option<std::slice::ChunksExactMut<'a, f32>> {
     let cols = *a.shape().last()?;
     if axis + 1 != a.ndim() || cols == 0 {
         return None;
@@ -266,14 +272,14 @@ fn rows_of_mut<'a>(a: &'a mut ArrayViewMutD<'_, f32>, axis: usize) -> Option<std
 
 /// `ln(sum(exp(row - max))) + max` and the maximum.
 #[inline]
-fn log_sum_exp(row: &[f32]) -> f32 {
+pub(crate) fn log_sum_exp(row: &[f32]) -> f32 {
     let m = row_max(row);
     let s: f32 = row.iter().map(|&v| exp(v - m)).sum();
     m + ln(s)
 }
 
 /// Drops the reduced axis of `out` if it was kept (`keepdims`).
-fn reduced<'a>(out: ArrayViewMutD<'a, f32>, input_rank: usize, axis: usize) -> ArrayViewMutD<'a, f32> {
+fn reduced<'a, T>(out: ArrayViewMutD<'a, T>, input_rank: usize, axis: usize) -> ArrayViewMutD<'a, T> {
     if out.ndim() == input_rank {
         out.index_axis_move(Axis(axis), 0)
     } else {
@@ -324,8 +330,9 @@ pub fn max_axis(a: ArrayViewD<'_, f32>, axis: usize, out: ArrayViewMutD<'_, f32>
         .for_each(|o, lane| *o = lane.fold(f32::NEG_INFINITY, |m, &v| if v > m || v.is_nan() { v } else { m }));
 }
 
-/// `out = argmax(a, axis)` as f32 indices (the first maximum wins, as in NumPy).
-pub fn argmax_axis(a: ArrayViewD<'_, f32>, axis: usize, out: ArrayViewMutD<'_, f32>) {
+/// `out = argmax(a, axis)` as u32 indices (the first maximum wins, as in NumPy; a NaN
+/// first in its lane wins too).
+pub fn argmax_axis(a: ArrayViewD<'_, f32>, axis: usize, out: ArrayViewMutD<'_, u32>) {
     let mut out = reduced(out, a.ndim(), axis);
     if let (Some(rows), Some(o)) = (rows_of(&a, axis), out.as_slice_mut()) {
         for (r, o) in rows.zip(o) {
@@ -335,7 +342,7 @@ pub fn argmax_axis(a: ArrayViewD<'_, f32>, axis: usize, out: ArrayViewMutD<'_, f
                     best = i;
                 }
             }
-            *o = best as f32;
+            *o = best as u32;
         }
         return;
     }
@@ -348,7 +355,7 @@ pub fn argmax_axis(a: ArrayViewD<'_, f32>, axis: usize, out: ArrayViewMutD<'_, f
                 best_v = v;
             }
         }
-        *o = best as f32;
+        *o = best as u32;
     });
 }
 

@@ -18,6 +18,7 @@ pub mod checkpoint;
 pub mod data;
 mod elementwise;
 mod error;
+mod index;
 pub mod init;
 pub mod kernels;
 pub mod optim;

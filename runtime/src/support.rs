@@ -264,6 +264,46 @@ pub fn check_counts(fetch: &'static str, counts: &[(&'static str, usize, &'stati
     Err(Error::EmptyReduction { fetch, op, dims: zero.join(" and ") })
 }
 
+/// `Err(Error::Index)` naming the first id of `ids` (in logical order) that is not below
+/// `bound`. One pass over the input, before anything runs: a call with a bad id changes
+/// nothing. The fast path scans a contiguous input as a slice (the max of a chunk first,
+/// the position only when a chunk has a bad id).
+pub fn check_indices<D: Dimension>(
+    input: &'static str,
+    ids: ndarray::ArrayView<'_, u32, D>,
+    bound: usize,
+    what: &'static str,
+) -> Result<(), Error> {
+    let bound32 = u32::try_from(bound).unwrap_or(u32::MAX);
+    let bad_at = |flat: usize, index: u32| {
+        let mut position = vec![0; ids.ndim()];
+        let mut rest = flat;
+        for (p, &n) in position.iter_mut().zip(ids.shape()).rev() {
+            if n > 0 {
+                *p = rest % n;
+                rest /= n;
+            }
+        }
+        Err(Error::Index { input, index, position, bound, what })
+    };
+    let fits = |v: u32| bound > u32::MAX as usize || v < bound32;
+    if let Some(s) = ids.as_slice() {
+        for (c, chunk) in s.chunks(256).enumerate() {
+            if chunk.iter().fold(0u32, |m, &v| m.max(v)) < bound32 || bound > u32::MAX as usize {
+                continue;
+            }
+            if let Some(k) = chunk.iter().position(|&v| !fits(v)) {
+                return bad_at(c * 256 + k, chunk[k]);
+            }
+        }
+        return Ok(());
+    }
+    match ids.iter().position(|&v| !fits(v)) {
+        Some(k) => bad_at(k, ids.iter().nth(k).copied().unwrap_or(0)),
+        None => Ok(()),
+    }
+}
+
 /// The largest `|v|` of a view, or `f32::INFINITY` if it holds a NaN or an infinity;
 /// 0 for an empty view. Contiguous views (in any memory order) run in one vectorized
 /// pass ([`widest`](crate::sgemm::widest)).

@@ -1026,7 +1026,11 @@ fn reductions_every_layout() {
                             &[(out_shape.clone(), nan)],
                             lo,
                             &mut |v, outs| {
-                                kernels::argmax_axis(v[0].clone(), axis, outs.into_iter().next().expect("one output"));
+                                // The indices are u32; the harness compares f32 outputs.
+                                let mut o = outs.into_iter().next().expect("one output");
+                                let mut idx = ndarray::ArrayD::<u32>::zeros(o.raw_dim());
+                                kernels::argmax_axis(v[0].clone(), axis, idx.view_mut());
+                                o.zip_mut_with(&idx, |o, &i| *o = i as f32);
                             },
                         );
                         exact(&format!("{what} argmax"), &got[0], &want_arg);

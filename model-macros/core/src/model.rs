@@ -49,6 +49,8 @@ pub struct InputDecl {
     pub name: Ident,
     /// Its shape.
     pub shape: Shape,
+    /// Its element type (`as u32` for indices).
+    pub dtype: crate::ir::DType,
     /// Its attributes (docs).
     pub attrs: Vec<Attribute>,
     /// Its node in the graph.

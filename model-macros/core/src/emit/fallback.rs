@@ -6,7 +6,7 @@
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
-use super::{array_ty, plan, view_ty};
+use super::{array_ty, array_ty_of, plan, view_ty};
 use crate::diag::Diag;
 use crate::model::Model;
 use crate::syntax::{Item, ModelDef, NodeKind};
@@ -43,7 +43,7 @@ pub fn fallback(def: &ModelDef, model: &Model, diag: &Diag) -> TokenStream {
         .iter()
         .filter_map(|i| match i {
             Item::Input(inp) => {
-                let (n, t) = (&inp.name, view_ty(inp.shape.dims.len()));
+                let (n, t) = (&inp.name, view_ty(inp.shape.dims.len(), syntax_dtype(inp)));
                 Some(quote!(#n: #t))
             }
             _ => None,
@@ -57,7 +57,7 @@ pub fn fallback(def: &ModelDef, model: &Model, diag: &Diag) -> TokenStream {
                     .iter()
                     .map(|&i| {
                         let inp = &model.inputs[i];
-                        let (n, t) = (&inp.name, view_ty(inp.shape.rank()));
+                        let (n, t) = (&inp.name, view_ty(inp.shape.rank(), inp.dtype));
                         quote!(#n: #t)
                     })
                     .collect()
@@ -72,7 +72,7 @@ pub fn fallback(def: &ModelDef, model: &Model, diag: &Diag) -> TokenStream {
                     .iter()
                     .filter_map(|i| match i {
                         Item::Input(inp) if names.contains(&inp.name.to_string()) => {
-                            let (n, t) = (&inp.name, view_ty(inp.shape.dims.len()));
+                            let (n, t) = (&inp.name, view_ty(inp.shape.dims.len(), syntax_dtype(inp)));
                             Some(quote!(#n: #t))
                         }
                         _ => None,
@@ -98,7 +98,7 @@ pub fn fallback(def: &ModelDef, model: &Model, diag: &Diag) -> TokenStream {
         }
         let ps = inputs_of(node, &n.expr);
         let ret = match (n.kind, node) {
-            (NodeKind::Output, Some(id)) => array_ty(model.graph.shape(id).rank()),
+            (NodeKind::Output, Some(id)) => array_ty_of(model.graph.shape(id).rank(), model.graph.dtype(id)),
             (NodeKind::Output, None) => quote!(::modelc::ndarray::ArrayD<f32>),
             _ => quote!(f32),
         };
@@ -207,5 +207,13 @@ fn names_used(
         Expr::Group(g) => names_used(def, &g.expr, out, seen),
         Expr::Assign(a) => names_used(def, &a.right, out, seen),
         _ => {}
+    }
+}
+
+/// The element type an input item declares (`as u32`), as the stub's signatures show it.
+fn syntax_dtype(inp: &crate::syntax::InputItem) -> crate::ir::DType {
+    match inp.element.as_ref().map(|e| e.to_string()) {
+        Some(t) if t == "u32" => crate::ir::DType::U32,
+        _ => crate::ir::DType::F32,
     }
 }

@@ -18,7 +18,7 @@ use quote::{format_ident, quote};
 
 use crate::autodiff::Compiled;
 use crate::ir::explain;
-use crate::ir::NodeId;
+use crate::ir::{DType, NodeId};
 use crate::model::{InitSpec, Model, OptimizerKind};
 use crate::ops::elementwise::f32_tokens;
 use crate::ops::Op;
@@ -32,20 +32,30 @@ use train::*;
 
 /// `::modelc::ndarray::ArrayN<f32>`
 pub fn array_ty(rank: usize) -> TokenStream {
-    let id = format_ident!("Array{}", rank);
-    quote!(::modelc::ndarray::#id<f32>)
+    array_ty_of(rank, DType::F32)
+}
+
+/// `::modelc::ndarray::ArrayN<T>` for the element type `T` of `dtype`.
+pub fn array_ty_of(rank: usize, dtype: DType) -> TokenStream {
+    let (id, t) = (format_ident!("Array{}", rank), dtype.tokens());
+    quote!(::modelc::ndarray::#id<#t>)
 }
 
 /// `::modelc::ndarray::ArrayN::<f32>` (expression position).
 pub fn array_path(rank: usize) -> TokenStream {
-    let id = format_ident!("Array{}", rank);
-    quote!(::modelc::ndarray::#id::<f32>)
+    array_path_of(rank, DType::F32)
 }
 
-/// `::modelc::ndarray::ArrayViewN<'_, f32>`
-pub fn view_ty(rank: usize) -> TokenStream {
-    let id = format_ident!("ArrayView{}", rank);
-    quote!(::modelc::ndarray::#id<'_, f32>)
+/// `::modelc::ndarray::ArrayN::<T>` (expression position).
+pub fn array_path_of(rank: usize, dtype: DType) -> TokenStream {
+    let (id, t) = (format_ident!("Array{}", rank), dtype.tokens());
+    quote!(::modelc::ndarray::#id::<#t>)
+}
+
+/// `::modelc::ndarray::ArrayViewN<'_, T>`
+pub fn view_ty(rank: usize, dtype: DType) -> TokenStream {
+    let (id, t) = (format_ident!("ArrayView{}", rank), dtype.tokens());
+    quote!(::modelc::ndarray::#id<'_, #t>)
 }
 
 fn usize_lit(n: usize) -> Literal {

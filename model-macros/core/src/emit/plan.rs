@@ -56,6 +56,8 @@ pub struct Program {
     pub slot: std::collections::BTreeMap<NodeId, usize>,
     /// Each slot's shape.
     pub slot_shapes: Vec<crate::shape::Shape>,
+    /// Each slot's element type (nodes share a slot only if shape and type agree).
+    pub slot_dtypes: Vec<crate::ir::DType>,
 }
 
 impl Program {
@@ -123,7 +125,7 @@ fn assign_slots(
     steps: &[(NodeId, Step)],
     inlined: &BTreeSet<NodeId>,
     roots: &[NodeId],
-) -> (std::collections::BTreeMap<NodeId, usize>, Vec<crate::shape::Shape>) {
+) -> (std::collections::BTreeMap<NodeId, usize>, Vec<crate::shape::Shape>, Vec<crate::ir::DType>) {
     let mut last_use: std::collections::BTreeMap<NodeId, usize> = std::collections::BTreeMap::new();
     let step_reads: Vec<Vec<NodeId>> = steps.iter().map(|(id, s)| reads(g, inlined, *id, s)).collect();
     for (i, r) in step_reads.iter().enumerate() {
@@ -133,6 +135,7 @@ fn assign_slots(
     }
     let mut slot = std::collections::BTreeMap::new();
     let mut shapes: Vec<crate::shape::Shape> = Vec::new();
+    let mut dtypes: Vec<crate::ir::DType> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
     for (i, (id, step)) in steps.iter().enumerate() {
         let mut outputs = vec![*id];
@@ -140,11 +143,12 @@ fn assign_slots(
             outputs.push(*grad);
         }
         for out in outputs {
-            let shape = &g.node(out).shape;
-            let s = match free.iter().position(|&f| &shapes[f] == shape) {
+            let (shape, dtype) = (&g.node(out).shape, g.node(out).dtype);
+            let s = match free.iter().position(|&f| &shapes[f] == shape && dtypes[f] == dtype) {
                 Some(k) => free.swap_remove(k),
                 None => {
                     shapes.push(shape.clone());
+                    dtypes.push(dtype);
                     shapes.len() - 1
                 }
             };
@@ -166,7 +170,7 @@ fn assign_slots(
             }
         }
     }
-    (slot, shapes)
+    (slot, shapes, dtypes)
 }
 
 fn is_scalar_leaf(op: &Op) -> bool {
@@ -269,7 +273,7 @@ pub fn plan(model: &Model, roots: &[NodeId]) -> Program {
     }
     let all = fuse_xent_with_grad(g, all);
     let all = fuse_epilogues(g, all, &inlined, roots, &uses);
-    let (slot, slot_shapes) = assign_slots(g, &all, &inlined, roots);
+    let (slot, slot_shapes, slot_dtypes) = assign_slots(g, &all, &inlined, roots);
     Program {
         roots: roots.to_vec(),
         steps: all,
@@ -278,6 +282,7 @@ pub fn plan(model: &Model, roots: &[NodeId]) -> Program {
         params: params.into_iter().collect(),
         slot,
         slot_shapes,
+        slot_dtypes,
     }
 }
 

@@ -5,12 +5,12 @@ use super::*;
 
 pub(super) fn workspace(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
     let ty = format_ident!("__Modelc{}Ws{}", ctx.name, i);
-    let fields = p.slot_shapes.iter().enumerate().map(|(k, shape)| {
-        let (b, t) = (format_ident!("__s{}", k), array_ty(shape.rank()));
+    let fields = p.slot_shapes.iter().zip(&p.slot_dtypes).enumerate().map(|(k, (shape, &dt))| {
+        let (b, t) = (format_ident!("__s{}", k), array_ty_of(shape.rank(), dt));
         quote!(#b: #t,)
     });
-    let inits = p.slot_shapes.iter().enumerate().map(|(k, shape)| {
-        let (b, t, s) = (format_ident!("__s{}", k), array_path(shape.rank()), shape_tokens(ctx.m, shape));
+    let inits = p.slot_shapes.iter().zip(&p.slot_dtypes).enumerate().map(|(k, (shape, &dt))| {
+        let (b, t, s) = (format_ident!("__s{}", k), array_path_of(shape.rank(), dt), shape_tokens(ctx.m, shape));
         quote!(#b: #t::zeros(#s),)
     });
     let bytes = p.slot_shapes.iter().map(|shape| numel_tokens(ctx.m, shape));
@@ -41,7 +41,7 @@ pub(super) fn input_params(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
         .iter()
         .map(|&i| {
             let inp = &ctx.m.inputs[i];
-            let (n, t) = (&inp.name, view_ty(inp.shape.rank()));
+            let (n, t) = (&inp.name, view_ty(inp.shape.rank(), inp.dtype));
             quote!(#n: #t)
         })
         .collect()
@@ -128,13 +128,51 @@ pub(super) fn validate_as(ctx: &Ctx, p: &Program, fix_layout: bool) -> TokenStre
         });
         quote!(::modelc::__private::check_counts(#what, &[#(#pairs),*])?;)
     };
+    let indices = index_checks(ctx, p);
     quote! {
         let mut __b = ::modelc::__private::Binder::<#k>::new([#(#names),*]);
         #(#binds)*
         let __d: [usize; #k] = __b.values();
         #counts
+        #(#indices)*
         #(#params)*
     }
+}
+
+/// The range checks of index inputs: every id an index op reads from an input must be
+/// below the op's bound (`one_hot`'s depth, the table's rows, the classes), checked
+/// before anything runs (`Err(Error::Index)`). Indices an `argmax` computes are checked
+/// at compile time instead (`lower/index.rs`).
+fn index_checks(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
+    let m = ctx.m;
+    let g = &m.graph;
+    let mut seen: Vec<(usize, Dim)> = Vec::new();
+    let mut out = Vec::new();
+    for id in g.cone(&p.roots) {
+        let node = g.node(id);
+        let (ids, bound, what) = match &node.op {
+            Op::OneHot { depth } => (node.inputs[0], Dim::Static(*depth), "`one_hot` (its depth)".to_string()),
+            Op::Gather => {
+                let table = node.inputs[0];
+                let name = m.names.iter().find(|(n, _)| *n == table).map_or("the table", |(_, s)| s.as_str());
+                (node.inputs[1], g.shape(table).0[0].clone(), format!("`gather` from `{name}` (its rows)"))
+            }
+            Op::SparseXent => {
+                let z = g.shape(node.inputs[0]);
+                (node.inputs[1], z.0[z.rank() - 1].clone(), "`sparse_softmax_cross_entropy` (the classes)".to_string())
+            }
+            _ => continue,
+        };
+        let Op::Input(i) = g.node(ids).op else { continue };
+        if seen.contains(&(i, bound.clone())) {
+            continue;
+        }
+        seen.push((i, bound.clone()));
+        let (n, ns) = (&m.inputs[i].name, m.inputs[i].name.to_string());
+        let b = dim_tokens(m, &bound);
+        out.push(quote!(::modelc::__private::check_indices(#ns, #n.view(), #b, #what)?;));
+    }
+    out
 }
 
 /// The scalar expression of operand `id` inside a fused loop.
@@ -385,7 +423,7 @@ pub(super) fn fetch_fn(ctx: &Ctx, i: usize, f: &crate::model::Fetch, p: &Program
     let b = buf(p, f.node);
     let shape = g.shape(f.node);
     let (ret_ty, ret) = if f.kind == NodeKind::Output {
-        (array_ty(shape.rank()), quote!(__ws.#b.clone()))
+        (array_ty_of(shape.rank(), g.dtype(f.node)), quote!(__ws.#b.clone()))
     } else {
         (quote!(f32), quote!(__ws.#b[()]))
     };

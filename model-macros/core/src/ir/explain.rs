@@ -37,7 +37,9 @@ impl Printer<'_> {
         }
         matches!(
             self.g.node(id).op,
-            Op::Binary(Binary::Add | Binary::Mul | Binary::Eq | Binary::Ge | Binary::Gt) | Op::Unary(Unary::Recip)
+            Op::Binary(Binary::Add | Binary::Mul | Binary::Eq | Binary::Ge | Binary::Gt)
+                | Op::Unary(Unary::Recip)
+                | Op::IndexCompare(_)
         )
     }
 
@@ -151,6 +153,28 @@ impl Printer<'_> {
             }
             Op::SigmoidXent => format!("sigmoid_cross_entropy({}, {})", self.expr(x[0], None), self.expr(x[1], None)),
             Op::StopGradient => format!("stop_gradient({})", self.expr(x[0], None)),
+            Op::OneHot { depth } => format!("one_hot({}, depth = {depth})", self.expr(x[0], None)),
+            Op::SparseXent => {
+                format!("sparse_softmax_cross_entropy({}, {})", self.expr(x[0], None), self.expr(x[1], None))
+            }
+            Op::SparseXentGrad => format!(
+                "(softmax({}) - one_hot({})) * {}",
+                self.expr(x[0], None),
+                self.expr(x[1], None),
+                self.expr(x[2], None)
+            ),
+            Op::Gather => format!("gather({}, {})", self.expr(x[0], None), self.expr(x[1], None)),
+            Op::ScatterAdd { rows } => {
+                format!("scatter_add({}, {}, rows = {rows})", self.expr(x[0], None), self.expr(x[1], None))
+            }
+            Op::IndexCompare(b) => {
+                let sym = match b {
+                    Binary::Gt => ">",
+                    Binary::Ge => ">=",
+                    _ => "==",
+                };
+                format!("{} {sym} {}", op(0), op(1))
+            }
             Op::Invalid(m) => format!("<invalid: {m}>"),
         }
     }
@@ -252,7 +276,7 @@ pub fn dot(m: &Model) -> TokenStream {
         let label = match &node.op {
             Op::Const(b) => num(f32::from_bits(*b)),
             Op::Unary(u) => u.name().to_string(),
-            Op::Binary(b) => b.name().to_string(),
+            Op::Binary(b) | Op::IndexCompare(b) => b.name().to_string(),
             other => {
                 let s = format!("{other:?}");
                 s.split(['(', ' ', '{']).next().unwrap_or("op").to_lowercase()
@@ -262,7 +286,8 @@ pub fn dot(m: &Model) -> TokenStream {
             Some(n) => format!("{n} = {label}"),
             None => label,
         };
-        let _ = writeln!(out, "  n{id} [label=\"{} {}\"];", label.replace('"', "'"), node.shape);
+        let ty = if node.dtype == crate::ir::DType::U32 { " u32" } else { "" };
+        let _ = writeln!(out, "  n{id} [label=\"{} {}{ty}\"];", label.replace('"', "'"), node.shape);
         for &i in &node.inputs {
             let _ = writeln!(out, "  n{i} -> n{id};");
         }

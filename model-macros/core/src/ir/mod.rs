@@ -17,6 +17,42 @@ use crate::shape::{Dim, Shape};
 /// The index of a node in its [`Graph`].
 pub type NodeId = usize;
 
+/// A tensor's element type: f32 values, or u32 indices (class labels, token ids,
+/// `argmax`'s result). Indices are never differentiated and no arithmetic takes them;
+/// they feed `one_hot`, `gather`, `sparse_softmax_cross_entropy` and comparisons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum DType {
+    /// `f32`
+    #[default]
+    F32,
+    /// `u32` indices
+    U32,
+}
+
+impl DType {
+    /// The Rust element type's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::U32 => "u32",
+        }
+    }
+
+    /// The Rust element type.
+    pub fn tokens(self) -> proc_macro2::TokenStream {
+        match self {
+            DType::F32 => quote::quote!(f32),
+            DType::U32 => quote::quote!(u32),
+        }
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One node: an op applied to earlier nodes.
 #[derive(Clone, Debug)]
 pub struct Node {
@@ -26,6 +62,8 @@ pub struct Node {
     pub inputs: Vec<NodeId>,
     /// Its inferred shape.
     pub shape: Shape,
+    /// Its element type (inferred by the op's type rule, [`Op::dtype`]).
+    pub dtype: DType,
     /// The user tokens it came from (the whole model for nodes made by the compiler).
     pub span: Span,
 }
@@ -54,6 +92,11 @@ impl Graph {
         &self.nodes[id].shape
     }
 
+    /// The element type of a node.
+    pub fn dtype(&self, id: NodeId) -> DType {
+        self.nodes[id].dtype
+    }
+
     /// Adds `op(inputs)`, or returns the existing equal node. `Err` is the shape rule's
     /// message; the front end turns it into a spanned diagnostic.
     pub fn try_add(&mut self, op: Op, inputs: Vec<NodeId>, span: Span) -> Result<NodeId, String> {
@@ -61,10 +104,12 @@ impl Graph {
         if let Some(&id) = self.dedup.get(&key) {
             return Ok(id);
         }
+        let dtypes: Vec<DType> = key.1.iter().map(|&i| self.nodes[i].dtype).collect();
+        let dtype = key.0.dtype(&dtypes)?;
         let shapes: Vec<&Shape> = key.1.iter().map(|&i| &self.nodes[i].shape).collect();
         let shape = key.0.shape(&shapes)?;
         let id = self.nodes.len();
-        self.nodes.push(Node { op: key.0.clone(), inputs: key.1.clone(), shape, span });
+        self.nodes.push(Node { op: key.0.clone(), inputs: key.1.clone(), shape, dtype, span });
         self.dedup.insert(key, id);
         Ok(id)
     }
@@ -83,6 +128,7 @@ impl Graph {
                     op: Op::Invalid(format!("{op:?}: {message}")),
                     inputs,
                     shape: Shape::scalar(),
+                    dtype: DType::F32,
                     span,
                 });
                 id
@@ -98,14 +144,14 @@ impl Graph {
         })
     }
 
-    /// Adds a leaf (input or param) of a declared shape.
-    pub fn leaf(&mut self, op: Op, shape: Shape, span: Span) -> NodeId {
+    /// Adds a leaf (input or param) of a declared shape and element type.
+    pub fn leaf(&mut self, op: Op, shape: Shape, dtype: DType, span: Span) -> NodeId {
         let key = (op, Vec::new());
         if let Some(&id) = self.dedup.get(&key) {
             return id;
         }
         let id = self.nodes.len();
-        self.nodes.push(Node { op: key.0.clone(), inputs: Vec::new(), shape, span });
+        self.nodes.push(Node { op: key.0.clone(), inputs: Vec::new(), shape, dtype, span });
         self.dedup.insert(key, id);
         id
     }
@@ -234,7 +280,7 @@ impl Graph {
             let new_id = match rewrite(&mut out, node, &inputs) {
                 Some(n) => n,
                 None if inputs.is_empty() && matches!(node.op, Op::Input(_) | Op::Param(_)) => {
-                    out.leaf(node.op.clone(), node.shape.clone(), node.span)
+                    out.leaf(node.op.clone(), node.shape.clone(), node.dtype, node.span)
                 }
                 None => out.add(node.op.clone(), inputs, node.span),
             };

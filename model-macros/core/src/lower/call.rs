@@ -175,6 +175,10 @@ impl Lowerer<'_> {
         let s0 = self.graph.shape(x[0]).clone();
         let flag = |v: &Option<(AttrValue, Span)>| matches!(v, Some((AttrValue::Bool(true), _)));
         let unary = |u: Unary| Op::Unary(u);
+        self.check_dtypes(name, b, x)?;
+        if matches!(name, "one_hot" | "gather" | "sparse_softmax_cross_entropy") {
+            return self.index_op(name, span, b, x);
+        }
         let g = &mut self.graph;
         let op = match name {
             "exp" => unary(Unary::Exp),
@@ -393,8 +397,8 @@ impl Sig {
 }
 
 pub(super) struct Bound<'e> {
-    tensors: Vec<&'e Expr>,
-    attrs: Vec<Option<(AttrValue, Span)>>,
+    pub(super) tensors: Vec<&'e Expr>,
+    pub(super) attrs: Vec<Option<(AttrValue, Span)>>,
 }
 
 pub(super) fn signature(name: &str) -> Option<Sig> {
@@ -409,7 +413,11 @@ pub(super) fn signature(name: &str) -> Option<Sig> {
         "matmul" | "maximum" | "minimum" => Sig { tensors: AB, attrs: &[] },
         "sum" | "mean" | "max" | "argmax" => Sig { tensors: A, attrs: AXIS_KEEP },
         "softmax" | "log_softmax" => Sig { tensors: A, attrs: &[("axis", AttrKind::Int)] },
-        "softmax_cross_entropy" | "sigmoid_cross_entropy" => Sig { tensors: XENT, attrs: &[] },
+        "softmax_cross_entropy" | "sigmoid_cross_entropy" | "sparse_softmax_cross_entropy" => {
+            Sig { tensors: XENT, attrs: &[] }
+        }
+        "one_hot" => Sig { tensors: &["ids"], attrs: &[("depth", AttrKind::Int)] },
+        "gather" => Sig { tensors: &["table", "ids"], attrs: &[] },
         _ => return None,
     })
 }

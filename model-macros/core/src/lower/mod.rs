@@ -14,7 +14,7 @@ use syn::spanned::Spanned;
 use syn::{BinOp, Expr, Ident, Lit, UnOp};
 
 use crate::diag::{suggestion, Diag};
-use crate::ir::{Graph, NodeId};
+use crate::ir::{DType, Graph, NodeId};
 use crate::model::{Fetch, InputDecl, Model, ParamDecl};
 use crate::ops::{Binary, Op, Unary};
 use crate::shape::{broadcast, Dim, Shape};
@@ -22,6 +22,7 @@ use crate::syntax::{DimSyntax, Item, ModelDef, NodeItem, NodeKind, OptimizerItem
 
 mod call;
 mod config;
+mod index;
 
 /// The most scalars one f32 array may have: `isize::MAX` bytes, the bound of every Rust
 /// allocation.
@@ -74,6 +75,9 @@ pub const OPS: &[&str] = &[
     "sigmoid_cross_entropy",
     "argmax",
     "stop_gradient",
+    "one_hot",
+    "gather",
+    "sparse_softmax_cross_entropy",
 ];
 
 const INITIALIZERS: &[&str] = &[
@@ -146,9 +150,21 @@ pub fn lower(def: &ModelDef, diag: &mut Diag) -> Model {
                     continue;
                 }
                 let shape = lw.shape(&i.shape, None);
-                let node = lw.graph.leaf(Op::Input(lw.inputs.len()), shape.clone(), i.name.span());
+                let dtype = match i.element.as_ref().map(|e| (e, e.to_string())) {
+                    None => DType::F32,
+                    Some((_, t)) if t == "f32" => DType::F32,
+                    Some((_, t)) if t == "u32" => DType::U32,
+                    Some((e, t)) => {
+                        lw.diag.error(
+                            e.span(),
+                            format!("`{t}`: an input holds `f32` values (the default) or `u32` indices (`as u32`: class labels, token ids)"),
+                        );
+                        DType::F32
+                    }
+                };
+                let node = lw.graph.leaf(Op::Input(lw.inputs.len()), shape.clone(), dtype, i.name.span());
                 lw.names.push((node, i.name.to_string()));
-                lw.inputs.push(InputDecl { name: i.name.clone(), shape, attrs: i.attrs.clone(), node });
+                lw.inputs.push(InputDecl { name: i.name.clone(), shape, dtype, attrs: i.attrs.clone(), node });
             }
             Item::Param(p) => {
                 if !lw.declare(&p.name, Decl::Param(lw.params.len())) {
@@ -157,7 +173,7 @@ pub fn lower(def: &ModelDef, diag: &mut Diag) -> Model {
                 let shape = lw.shape(&p.shape, Some(&p.name));
                 let dims: Vec<usize> = shape.0.iter().map(|d| d.as_static().unwrap_or(1)).collect();
                 let init = lw.init(&p.init);
-                let node = lw.graph.leaf(Op::Param(lw.params.len()), Shape::of(&dims), p.name.span());
+                let node = lw.graph.leaf(Op::Param(lw.params.len()), Shape::of(&dims), DType::F32, p.name.span());
                 lw.names.push((node, p.name.to_string()));
                 lw.params.push(ParamDecl {
                     name: p.name.clone(),
@@ -198,6 +214,17 @@ pub fn lower(def: &ModelDef, diag: &mut Diag) -> Model {
         if let Some(node) = node {
             lw.names.push((node, item.name.to_string()));
             let shape = lw.graph.shape(node).clone();
+            if matches!(item.kind, NodeKind::Loss | NodeKind::Metric) && lw.graph.dtype(node) == DType::U32 {
+                lw.diag.error(
+                    item.name.span(),
+                    format!(
+                        "{} `{}` is an index (u32): a {} is an f32 number; make it an `output` to return indices",
+                        item.kind.keyword(),
+                        item.name,
+                        item.kind.keyword()
+                    ),
+                );
+            }
             match item.kind {
                 NodeKind::Loss | NodeKind::Metric if !shape.is_scalar() => {
                     lw.diag.error(
@@ -417,6 +444,18 @@ impl<'a> Lowerer<'a> {
             Expr::Unary(u) => match u.op {
                 UnOp::Neg(_) => {
                     let x = self.expr(&u.expr)?;
+                    if self.graph.dtype(x) == DType::U32 {
+                        let d = describe(&u.expr);
+                        self.diag.spanned(
+                            u,
+                            format!(
+                                "`-` on an index tensor: `{d}` is u32 {}, and arithmetic on indices is not defined; \
+                                 encode it as numbers with `one_hot({d}, depth = N)`",
+                                self.graph.shape(x)
+                            ),
+                        );
+                        return None;
+                    }
                     Some(self.graph.neg(x))
                 }
                 _ => {
@@ -464,6 +503,10 @@ impl<'a> Lowerer<'a> {
             BinOp::Mul(_) => "*",
             BinOp::Div(_) => "/",
             BinOp::Eq(_) => "==",
+            BinOp::Lt(_) => "<",
+            BinOp::Le(_) => "<=",
+            BinOp::Gt(_) => ">",
+            BinOp::Ge(_) => ">=",
             _ => {
                 let op = quote::ToTokens::to_token_stream(&b.op).to_string();
                 self.diag
@@ -474,6 +517,16 @@ impl<'a> Lowerer<'a> {
         let l = self.expr(&b.left);
         let r = self.expr(&b.right);
         let (l, r) = (l?, r?);
+        if self.graph.dtype(l) == DType::U32 || self.graph.dtype(r) == DType::U32 {
+            return self.index_binary(b, symbol, l, r);
+        }
+        if matches!(b.op, BinOp::Lt(_) | BinOp::Le(_) | BinOp::Gt(_) | BinOp::Ge(_)) {
+            self.diag.spanned(
+                b.op,
+                format!("`{symbol}` compares index tensors only (u32); for f32 values the model language has `==`"),
+            );
+            return None;
+        }
         let (sl, sr) = (self.graph.shape(l).clone(), self.graph.shape(r).clone());
         if let Err(why) = broadcast(&sl, &sr) {
             self.diag.spanned(

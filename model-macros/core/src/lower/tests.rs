@@ -74,7 +74,7 @@ fn every_independent_error_is_reported_with_suggestions() {
 #[test]
 fn no_gradient_errors_name_the_param_and_the_blocking_op() {
     let e = errors(&format!(
-        "{HEAD}    param w: [784, 10] = zeros;\n    loss l = mean(argmax(matmul(x, w), axis = 1));\n    optimizer sgd(learning_rate = 0.1);\n}}"
+        "{HEAD}    param w: [784, 10] = zeros;\n    loss l = mean(argmax(matmul(x, w), axis = 1) == argmax(y, axis = 1));\n    optimizer sgd(learning_rate = 0.1);\n}}"
     ));
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].0.contains("param `w` gets no gradient") && e[0].0.contains("`argmax`"), "{e:?}");

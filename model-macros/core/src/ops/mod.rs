@@ -7,13 +7,14 @@
 //! derivative rules.
 
 pub mod elementwise;
+pub mod index;
 pub mod linalg;
 pub mod nn;
 pub mod reduce;
 
 use proc_macro2::TokenStream;
 
-use crate::ir::{Graph, NodeId};
+use crate::ir::{DType, Graph, NodeId};
 use crate::shape::Shape;
 
 pub use elementwise::{Binary, Unary};
@@ -57,7 +58,7 @@ pub enum Op {
         /// Keep it as size 1.
         keepdims: bool,
     },
-    /// Index of the maximum along one axis (as f32); not differentiable.
+    /// Index of the maximum along one axis (u32); not differentiable.
     Argmax {
         /// The reduced axis.
         axis: usize,
@@ -83,12 +84,76 @@ pub enum Op {
     SigmoidXent,
     /// Identity whose derivative is zero.
     StopGradient,
+    /// `one_hot(ids, depth)`: u32 `[..]` to f32 `[.., depth]`.
+    OneHot {
+        /// The number of classes.
+        depth: usize,
+    },
+    /// `sparse_softmax_cross_entropy(logits, labels)`: f32 `[.., c]` and u32 `[..]` to
+    /// `[..]`; fused and stable.
+    SparseXent,
+    /// The fused gradient of [`Op::SparseXent`] w.r.t. the logits:
+    /// `(softmax(z) - one_hot(y)) * g[..., None]` for operands `(z, y, g)`.
+    SparseXentGrad,
+    /// `gather(table, ids)`: f32 `[v, d..]` and u32 `[i..]` to `[i.., d..]`.
+    Gather,
+    /// The adjoint of [`Op::Gather`]: `(g, ids)` to `[rows, d..]`, each row of `g` added
+    /// into the row its id names.
+    ScatterAdd {
+        /// The table's rows.
+        rows: usize,
+    },
+    /// A comparison (`Eq`, `Gt`, `Ge`) of two u32 tensors, with broadcasting: 1.0 / 0.0.
+    IndexCompare(Binary),
     /// A node the compiler failed to build (an internal error, never user-visible
     /// unless there is a compiler bug; reported as an error, never a panic).
     Invalid(String),
 }
 
 impl Op {
+    /// The type rule: the element type of the result for these operand types, or why
+    /// they don't fit. Only the index family and `argmax` see u32; every other op takes
+    /// and gives f32 (the front end explains a mismatch with the user's names first).
+    pub fn dtype(&self, ins: &[DType]) -> Result<DType, String> {
+        use DType::{F32, U32};
+        let (want, out): (&[DType], DType) = match self {
+            Op::Input(_) | Op::Param(_) => return Err("leaf nodes are made by `Graph::leaf`".to_string()),
+            Op::Argmax { .. } => (&[F32], U32),
+            Op::OneHot { .. } => (&[U32], F32),
+            Op::SparseXent | Op::Gather => (&[F32, U32], F32),
+            Op::SparseXentGrad => (&[F32, U32, F32], F32),
+            Op::ScatterAdd { .. } => (&[F32, U32], F32),
+            Op::IndexCompare(_) => (&[U32, U32], F32),
+            Op::Invalid(_)
+            | Op::Const(_)
+            | Op::DimProduct(_)
+            | Op::Unary(_)
+            | Op::Binary(_)
+            | Op::MatMul { .. }
+            | Op::Transpose
+            | Op::Sum { .. }
+            | Op::Max { .. }
+            | Op::Broadcast(_)
+            | Op::SumTo(_)
+            | Op::Reshape(_)
+            | Op::Softmax(_)
+            | Op::LogSoftmax(_)
+            | Op::SoftmaxXent
+            | Op::SoftmaxXentGrad
+            | Op::SigmoidXent
+            | Op::StopGradient => {
+                return match ins.iter().position(|&d| d != F32) {
+                    None => Ok(F32),
+                    Some(i) => Err(format!("operand {} is {} but this op takes f32", i + 1, ins[i])),
+                };
+            }
+        };
+        match ins.iter().zip(want).position(|(a, b)| a != b) {
+            None => Ok(out),
+            Some(i) => Err(format!("operand {} is {} but must be {}", i + 1, ins[i], want[i])),
+        }
+    }
+
     /// The shape rule: the output shape for these operand shapes, or why they don't fit.
     pub fn shape(&self, ins: &[&Shape]) -> Result<Shape, String> {
         match self {
@@ -108,6 +173,12 @@ impl Op {
             Op::Softmax(axis) | Op::LogSoftmax(axis) => nn::softmax_shape(ins[0], *axis),
             Op::SoftmaxXent => nn::xent_shape(ins),
             Op::SoftmaxXentGrad => nn::xent_grad_shape(ins),
+            Op::OneHot { depth } => Ok(index::one_hot_shape(ins[0], *depth)),
+            Op::SparseXent => index::sparse_xent_shape(ins),
+            Op::SparseXentGrad => index::sparse_xent_grad_shape(ins),
+            Op::Gather => index::gather_shape(ins),
+            Op::ScatterAdd { rows } => index::scatter_add_shape(ins, *rows),
+            Op::IndexCompare(_) => index::compare_shape(ins),
         }
     }
 
@@ -115,7 +186,7 @@ impl Op {
     /// `stop_gradient` block them; leaves have no operands).
     pub fn blocks_gradient(&self) -> bool {
         match self {
-            Op::Argmax { .. } | Op::StopGradient => true,
+            Op::Argmax { .. } | Op::StopGradient | Op::OneHot { .. } | Op::IndexCompare(_) => true,
             Op::Binary(b) => b.is_comparison(),
             Op::Unary(u) => u.is_piecewise_constant(),
             Op::Input(_)
@@ -134,6 +205,10 @@ impl Op {
             | Op::SoftmaxXent
             | Op::SoftmaxXentGrad
             | Op::SigmoidXent
+            | Op::SparseXent
+            | Op::SparseXentGrad
+            | Op::Gather
+            | Op::ScatterAdd { .. }
             | Op::Invalid(_) => false,
         }
     }
@@ -165,7 +240,12 @@ impl Op {
             Op::Softmax(axis) => nn::softmax_vjp(graph, id, &node, *axis, g),
             Op::LogSoftmax(axis) => nn::log_softmax_vjp(graph, id, &node, *axis, g),
             Op::SoftmaxXent => nn::xent_vjp(graph, &node, g),
-            Op::SoftmaxXentGrad => vec![None, None, None],
+            Op::SoftmaxXentGrad | Op::SparseXentGrad => vec![None, None, None],
+            Op::OneHot { .. } => vec![None],
+            Op::IndexCompare(_) => vec![None, None],
+            Op::SparseXent => index::sparse_xent_vjp(graph, &node, g),
+            Op::Gather => index::gather_vjp(graph, &node, g),
+            Op::ScatterAdd { .. } => index::scatter_add_vjp(graph, &node, g),
         }
     }
 
@@ -193,6 +273,12 @@ impl Op {
             | Op::LogSoftmax(_)
             | Op::SoftmaxXent
             | Op::SoftmaxXentGrad
+            | Op::OneHot { .. }
+            | Op::SparseXent
+            | Op::SparseXentGrad
+            | Op::Gather
+            | Op::ScatterAdd { .. }
+            | Op::IndexCompare(_)
             | Op::Invalid(_) => unreachable!("scalar_expr is only called for elementwise ops"),
         }
     }
@@ -251,6 +337,12 @@ impl Op {
                 let (z, y, g) = (&args[0], &args[1], &args[2]);
                 quote!(#k::softmax_xent_grad(#z.into_dyn(), #y.into_dyn(), #g.into_dyn(), #out.into_dyn());)
             }
+            Op::OneHot { .. }
+            | Op::SparseXent
+            | Op::SparseXentGrad
+            | Op::Gather
+            | Op::ScatterAdd { .. }
+            | Op::IndexCompare(_) => index::kernel_call(self, args, out),
             Op::Input(_)
             | Op::Param(_)
             | Op::Const(_)
@@ -272,7 +364,9 @@ impl Op {
             Op::SigmoidXent => 6,
             Op::Sum { .. } | Op::Max { .. } | Op::Argmax { .. } | Op::SumTo(_) => 1,
             Op::Softmax(_) | Op::LogSoftmax(_) => 5,
-            Op::SoftmaxXent | Op::SoftmaxXentGrad => 6,
+            Op::SoftmaxXent | Op::SoftmaxXentGrad | Op::SparseXent | Op::SparseXentGrad => 6,
+            Op::ScatterAdd { .. } | Op::IndexCompare(_) => 1,
+            Op::OneHot { .. } | Op::Gather => 0,
             Op::Broadcast(_) | Op::Reshape(_) | Op::Transpose => 0,
             Op::MatMul { .. } => 2,
             Op::Input(_) | Op::Param(_) | Op::Const(_) | Op::DimProduct(_) | Op::Invalid(_) => 0,

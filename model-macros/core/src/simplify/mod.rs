@@ -89,7 +89,7 @@ mod tests {
     use proc_macro2::Span;
 
     fn leaf(g: &mut Graph, i: usize, dims: Vec<Dim>) -> NodeId {
-        g.leaf(Op::Input(i), Shape(dims), Span::call_site())
+        g.leaf(Op::Input(i), Shape(dims), crate::ir::DType::F32, Span::call_site())
     }
 
     #[test]

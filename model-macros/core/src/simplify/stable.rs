@@ -115,7 +115,12 @@ mod tests {
 
     /// `[batch, 1]` logits `z` (input 0) and `sigmoid(z)`.
     fn logits(g: &mut Graph) -> (NodeId, NodeId) {
-        let z = g.leaf(Op::Input(0), Shape(vec![Dim::Sym("batch".into()), Dim::Static(1)]), Span::call_site());
+        let z = g.leaf(
+            Op::Input(0),
+            Shape(vec![Dim::Sym("batch".into()), Dim::Static(1)]),
+            crate::ir::DType::F32,
+            Span::call_site(),
+        );
         (z, g.unary(Unary::Sigmoid, z))
     }
 

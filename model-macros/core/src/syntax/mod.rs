@@ -256,8 +256,14 @@ impl Parse for Item {
             let name: Ident = input.parse()?;
             input.parse::<Token![:]>()?;
             let shape: ShapeSyntax = input.parse()?;
+            let element = if input.peek(Token![as]) {
+                input.parse::<Token![as]>()?;
+                Some(input.parse::<Ident>()?)
+            } else {
+                None
+            };
             reject_frozen(&attrs, "an input")?;
-            Item::Input(InputItem { attrs, keyword: kw.span, name, shape })
+            Item::Input(InputItem { attrs, keyword: kw.span, name, shape, element })
         } else if lookahead.peek(kw::param) {
             let kw: kw::param = input.parse()?;
             let name: Ident = input.parse()?;
@@ -347,6 +353,8 @@ pub struct InputItem {
     pub name: Ident,
     /// Its declared shape.
     pub shape: ShapeSyntax,
+    /// `as u32` (an index input) or `as f32`; `None` is f32.
+    pub element: Option<Ident>,
 }
 
 /// `#[frozen]? param NAME: [DIMS] = INIT`

@@ -1,0 +1,198 @@
+//! Kernels of the index family: `one_hot`, `gather` and its adjoint `scatter_add`,
+//! `sparse_softmax_cross_entropy` and its gradient, and comparisons of u32 tensors.
+//!
+//! Generated code checks every index against its bound before a call runs (an input's
+//! ids in the prologue, an `argmax` result at compile time), so these kernels only see
+//! valid indices. They still never read or write out of bounds with a bad one: an id
+//! past the bound gives a zero row (`one_hot`, `gather`), adds nothing (`scatter_add`)
+//! or a NaN loss (`sparse_softmax_xent`), like TensorFlow's CPU kernels do for the ones
+//! it does not reject.
+//!
+//! Outputs are workspace buffers in standard layout; operands may be any view (inputs
+//! keep their strides). A non-standard output is handled too (through a standard copy,
+//! which allocates; generated code never passes one).
+
+use ndarray::{Array, ArrayViewD, ArrayViewMutD, Axis, IxDyn, Zip};
+
+use crate::kernels::{exp, log_sum_exp, rows_of, rows_of_mut};
+
+/// A comparison of two index tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cmp {
+    /// `a == b`
+    Eq,
+    /// `a > b`
+    Gt,
+    /// `a >= b`
+    Ge,
+}
+
+/// `out = one_hot(ids)`: `out[.., k] = 1.0` where `k == ids[..]`, else 0; `out` has one
+/// more (last) axis than `ids`, of size `depth`.
+pub fn one_hot(ids: ArrayViewD<'_, u32>, mut out: ArrayViewMutD<'_, f32>) {
+    out.fill(0.0);
+    let last = Axis(out.ndim() - 1);
+    Zip::from(out.lanes_mut(last)).and(&ids).for_each(|mut lane, &id| {
+        if let Some(o) = lane.get_mut(id as usize) {
+            *o = 1.0;
+        }
+    });
+}
+
+/// `out = ln(sum(exp(z))) - z[y]` per row: the cross-entropy of `softmax(z)` against the
+/// class `y`, through a stable log-sum-exp. `z` is `[.., c]`, `y` and `out` are `[..]`.
+pub fn sparse_softmax_xent(z: ArrayViewD<'_, f32>, y: ArrayViewD<'_, u32>, mut out: ArrayViewMutD<'_, f32>) {
+    let axis = z.ndim() - 1;
+    if let (Some(zr), Some(ys), Some(o)) = (rows_of(&z, axis), y.as_slice(), out.as_slice_mut()) {
+        for ((z, &y), o) in zr.zip(ys).zip(o) {
+            *o = z.get(y as usize).map_or(f32::NAN, |&zy| log_sum_exp(z) - zy);
+        }
+        return;
+    }
+    Zip::from(&mut out).and(z.lanes(Axis(axis))).and(&y).for_each(|o, z, &y| {
+        let m = z.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let s: f32 = z.iter().map(|&v| exp(v - m)).sum();
+        *o = z.get(y as usize).map_or(f32::NAN, |&zy| m + crate::kernels::ln(s) - zy);
+    });
+}
+
+/// `out = (softmax(z) - one_hot(y)) * g[.., None]`: the gradient of
+/// [`sparse_softmax_xent`] w.r.t. the logits, in one pass per row.
+pub fn sparse_softmax_xent_grad(
+    z: ArrayViewD<'_, f32>,
+    y: ArrayViewD<'_, u32>,
+    g: ArrayViewD<'_, f32>,
+    mut out: ArrayViewMutD<'_, f32>,
+) {
+    let axis = z.ndim() - 1;
+    let row = |z: &mut dyn Iterator<Item = f32>, o: &mut [f32], y: u32, g: f32| {
+        let mut m = f32::NEG_INFINITY;
+        for (o, v) in o.iter_mut().zip(z) {
+            *o = v;
+            m = m.max(v);
+        }
+        let mut s = 0.0;
+        for o in o.iter_mut() {
+            *o = exp(*o - m);
+            s += *o;
+        }
+        let scale = g / s;
+        for o in o.iter_mut() {
+            *o *= scale;
+        }
+        if let Some(o) = o.get_mut(y as usize) {
+            *o -= g;
+        }
+    };
+    if let (Some(zr), Some(ys), Some(gs), Some(outs)) =
+        (rows_of(&z, axis), y.as_slice(), g.as_slice(), rows_of_mut(&mut out, axis))
+    {
+        for (((z, &y), &g), o) in zr.zip(ys).zip(gs).zip(outs) {
+            row(&mut z.iter().copied(), o, y, g);
+        }
+        return;
+    }
+    let last = Axis(axis);
+    let cols = z.shape()[axis];
+    let mut tmp = vec![0.0f32; cols];
+    Zip::from(out.lanes_mut(last)).and(z.lanes(last)).and(&y).and(&g).for_each(|mut o, z, &y, &g| {
+        row(&mut z.iter().copied(), &mut tmp, y, g);
+        for (o, &t) in o.iter_mut().zip(&tmp) {
+            *o = t;
+        }
+    });
+}
+
+/// The number of scalars in one row of a table `[v, d..]` (the product of `d..`).
+fn row_len(shape: &[usize]) -> usize {
+    shape[1..].iter().product()
+}
+
+/// `out[i.., ..] = table[ids[i..], ..]`: an embedding lookup. `table` is `[v, d..]`, `ids`
+/// `[i..]`, `out` `[i.., d..]`.
+pub fn gather(table: ArrayViewD<'_, f32>, ids: ArrayViewD<'_, u32>, mut out: ArrayViewMutD<'_, f32>) {
+    let rows = table.shape()[0];
+    let d = row_len(table.shape());
+    let Some(o) = out.as_slice_mut() else {
+        let mut tmp = Array::<f32, IxDyn>::zeros(out.raw_dim());
+        gather(table, ids, tmp.view_mut());
+        out.assign(&tmp);
+        return;
+    };
+    if d == 0 {
+        return;
+    }
+    let contiguous = table.as_slice();
+    for (chunk, &id) in o.chunks_exact_mut(d).zip(ids.iter()) {
+        let id = id as usize;
+        if id >= rows {
+            chunk.fill(0.0);
+            continue;
+        }
+        match contiguous {
+            Some(t) => chunk.copy_from_slice(&t[id * d..(id + 1) * d]),
+            None => {
+                for (c, &v) in chunk.iter_mut().zip(table.index_axis(Axis(0), id).iter()) {
+                    *c = v;
+                }
+            }
+        }
+    }
+}
+
+/// `out = 0; out[ids[i..], ..] += g[i.., ..]`: the adjoint of [`gather`], each row of `g`
+/// added into the table row its id names (repeated ids add up, in order). `g` is
+/// `[i.., d..]`, `ids` `[i..]`, `out` `[v, d..]`.
+pub fn scatter_add(g: ArrayViewD<'_, f32>, ids: ArrayViewD<'_, u32>, mut out: ArrayViewMutD<'_, f32>) {
+    let rows = out.shape()[0];
+    let d = row_len(out.shape());
+    let Some(o) = out.as_slice_mut() else {
+        let mut tmp = Array::<f32, IxDyn>::zeros(out.raw_dim());
+        scatter_add(g, ids, tmp.view_mut());
+        out.assign(&tmp);
+        return;
+    };
+    o.fill(0.0);
+    if d == 0 {
+        return;
+    }
+    let add = |o: &mut [f32], id: usize, src: &mut dyn Iterator<Item = f32>| {
+        if id < rows {
+            for (t, v) in o[id * d..(id + 1) * d].iter_mut().zip(src) {
+                *t += v;
+            }
+        }
+    };
+    match g.as_slice() {
+        Some(gs) => {
+            for (chunk, &id) in gs.chunks_exact(d).zip(ids.iter()) {
+                add(o, id as usize, &mut chunk.iter().copied());
+            }
+        }
+        None => {
+            // `g` in logical order, one row of `d` scalars per id.
+            let mut it = g.iter().copied();
+            for &id in ids.iter() {
+                let mut row = it.by_ref().take(d);
+                add(o, id as usize, &mut row);
+                row.for_each(drop);
+            }
+        }
+    }
+}
+
+/// `out = (a cmp b) as f32`, with NumPy broadcasting of `a` and `b` to `out`'s shape.
+pub fn compare_indices(a: ArrayViewD<'_, u32>, b: ArrayViewD<'_, u32>, cmp: Cmp, mut out: ArrayViewMutD<'_, f32>) {
+    let shape = out.raw_dim();
+    let (Some(a), Some(b)) = (a.broadcast(shape.clone()), b.broadcast(shape)) else {
+        // Shapes are checked at compile time; a mismatch here is a caller bug.
+        out.fill(f32::NAN);
+        return;
+    };
+    let f = match cmp {
+        Cmp::Eq => |x: u32, y: u32| x == y,
+        Cmp::Gt => |x: u32, y: u32| x > y,
+        Cmp::Ge => |x: u32, y: u32| x >= y,
+    };
+    Zip::from(&mut out).and(&a).and(&b).for_each(|o, &x, &y| *o = if f(x, y) { 1.0 } else { 0.0 });
+}
