@@ -60,8 +60,8 @@ fn main() {
     }
     let log_probs: Array2<f32> = m.log_probs(x.view()).unwrap();
     assert_eq!(log_probs.shape(), &[6, 3]);
-    let classes: Array1<f32> = m.classes(x.view()).unwrap();
-    assert!(classes.iter().all(|&c| (0.0..3.0).contains(&c)));
+    let classes: Array1<u32> = m.classes(x.view()).unwrap();
+    assert!(classes.iter().all(|&c| c < 3));
     let row_max: Array1<f32> = m.row_max(x.view()).unwrap();
     assert_eq!(row_max.len(), 6);
     // A scalar output is a 0-d array.

@@ -25,7 +25,7 @@ fn main() {
     assert_eq!(s.shape(), &[3, 1]);
     let expected = 1.0 / (1.0 + (-4.0f32).exp());
     assert!((s[[0, 0]] - expected).abs() < 1e-6);
-    assert_eq!(m.best(x.view()).unwrap().into_scalar(), 2.0);
+    assert_eq!(m.best(x.view()).unwrap().into_scalar(), 2u32);
     assert!((m.mean_score(x.view()).unwrap() - (4.0 + 0.0 + 7.0) / 3.0).abs() < 1e-5);
     assert_eq!(m.global_step(), 0);
     assert_eq!(Scorer::PARAMETERS, 3);

@@ -176,7 +176,7 @@ impl Lowerer<'_> {
                 b.op,
                 format!(
                     "`{symbol}` compares the index tensor `{i}` (u32) with the f32 value `{f}`: compare indices with \
-                     indices (e.g. `argmax(z, axis = 1) == {i}`)"
+                     indices (e.g. `argmax(logits, axis = 1) == labels`, with `input labels: [batch] as u32;`)"
                 ),
             );
             return None;

@@ -214,7 +214,10 @@ pub fn lower(def: &ModelDef, diag: &mut Diag) -> Model {
         if let Some(node) = node {
             lw.names.push((node, item.name.to_string()));
             let shape = lw.graph.shape(node).clone();
-            if matches!(item.kind, NodeKind::Loss | NodeKind::Metric) && lw.graph.dtype(node) == DType::U32 {
+            if matches!(item.kind, NodeKind::Loss | NodeKind::Metric)
+                && shape.is_scalar()
+                && lw.graph.dtype(node) == DType::U32
+            {
                 lw.diag.error(
                     item.name.span(),
                     format!(
