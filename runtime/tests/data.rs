@@ -217,6 +217,21 @@ fn numbered(n: usize) -> Dataset {
 }
 
 #[test]
+fn sparse_batches_carry_the_class_ids_of_their_images() {
+    let d = numbered(10);
+    let mut it = d.sparse_batches(3);
+    for step in 0..8 {
+        let (x, ids) = it.next().unwrap();
+        assert_eq!((x.dim(), ids.len()), ((3, 4), 3));
+        for r in 0..3 {
+            assert_eq!(ids[r], (x[[r, 0]] as u32) % 10, "step {step}: ids travel with their images");
+        }
+    }
+    assert_eq!(it.epochs_completed(), 2);
+    assert_eq!(d.slice(4..7).class_ids.to_vec(), vec![4, 5, 6]);
+}
+
+#[test]
 fn batches_are_sequential_and_wrap_before_crossing_the_end() {
     let d = numbered(10);
     // 10 examples, batches of 3: 0, 3, 6, then 9 + 3 > 10 starts over at 0.

@@ -33,7 +33,7 @@ use std::fmt;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 
-use ndarray::{s, Array2, ArrayView2};
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2};
 
 pub use idx::{
     read_idx_images, read_idx_images_u8, read_idx_images_u8_with_limit, read_idx_images_with_limit, read_idx_labels,
@@ -64,6 +64,9 @@ pub struct Dataset {
     pub labels: Array2<f32>,
     /// The class of each example, `0..=9`.
     pub classes: Vec<u8>,
+    /// The same classes as u32 indices, `[n]`: what an `input y: [batch] as u32` and
+    /// `sparse_softmax_cross_entropy` take ([`sparse_batches`](Self::sparse_batches)).
+    pub class_ids: Array1<u32>,
 }
 
 impl Dataset {
@@ -107,7 +110,8 @@ impl Dataset {
         for (i, &c) in classes.iter().enumerate() {
             labels[[i, usize::from(c)]] = 1.0;
         }
-        Ok(Dataset { images, labels, classes })
+        let class_ids = classes.iter().map(|&c| u32::from(c)).collect();
+        Ok(Dataset { images, labels, classes, class_ids })
     }
 
     /// The number of examples.
@@ -172,6 +176,18 @@ impl Dataset {
         })
     }
 
+    /// [`batches`](Self::batches) with the labels as class indices: `(images, class_ids)`
+    /// views of `[batch_size, features]` and `[batch_size]` (u32), in the same order, for
+    /// models trained from integer labels (`sparse_softmax_cross_entropy`).
+    ///
+    /// # Panics
+    ///
+    /// As [`batches`](Self::batches).
+    pub fn sparse_batches(&self, batch_size: usize) -> SparseBatches<'_> {
+        let batches = self.batches(batch_size);
+        SparseBatches { batches, ids: self.class_ids.view() }
+    }
+
     /// A copy of the examples in `range` (e.g. `..1000` for a quick run).
     ///
     /// # Panics
@@ -197,6 +213,7 @@ impl Dataset {
             images: self.images.slice(s![start..end, ..]).to_owned(),
             labels: self.labels.slice(s![start..end, ..]).to_owned(),
             classes: self.classes[start..end].to_vec(),
+            class_ids: self.class_ids.slice(s![start..end]).to_owned(),
         }
     }
 }
@@ -244,6 +261,40 @@ impl<'a> Iterator for Batches<'a> {
 }
 
 impl std::iter::FusedIterator for Batches<'_> {}
+
+/// The endless batch iterator of [`Dataset::sparse_batches`]: `(images, class_ids)`.
+#[derive(Debug, Clone)]
+pub struct SparseBatches<'a> {
+    batches: Batches<'a>,
+    ids: ArrayView1<'a, u32>,
+}
+
+impl SparseBatches<'_> {
+    /// How many times the iterator has wrapped around to 0 so far.
+    pub fn epochs_completed(&self) -> usize {
+        self.batches.epochs_completed
+    }
+}
+
+impl<'a> Iterator for SparseBatches<'a> {
+    type Item = (ArrayView2<'a, f32>, ArrayView1<'a, u32>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let start = if self.batches.next_start + self.batches.batch_size > self.batches.images.nrows() {
+            0
+        } else {
+            self.batches.next_start
+        };
+        let (x, _) = self.batches.next()?;
+        Some((x, self.ids.slice_move(s![start..start + self.batches.batch_size])))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (usize::MAX, None)
+    }
+}
+
+impl std::iter::FusedIterator for SparseBatches<'_> {}
 
 /// The train and test sets of MNIST (or of a data set in its format).
 #[derive(Debug, Clone, PartialEq)]
