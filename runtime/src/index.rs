@@ -14,7 +14,7 @@
 
 use ndarray::{Array, ArrayViewD, ArrayViewMutD, Axis, IxDyn, Zip};
 
-use crate::kernels::{exp, log_sum_exp, rows_of, rows_of_mut};
+use crate::kernels::{exp, exp_inplace, ln, log_sum_exp, row_max, row_sum, rows_of, rows_of_mut};
 
 /// A comparison of two index tensors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +101,49 @@ pub fn sparse_softmax_xent_grad(
             *o = t;
         }
     });
+}
+
+/// [`sparse_softmax_xent`] and [`sparse_softmax_xent_grad`] in one pass per row: each
+/// row's loss into `loss` and `(softmax(z) - one_hot(y)) * g` into `grad`, computing the
+/// exponentials once for both (as `softmax_xent_with_grad` does for dense labels: the
+/// shifted logits go into `grad`, one vector pass of `exp` over the whole buffer, then
+/// per row the sum, the loss and the gradient).
+pub fn sparse_softmax_xent_with_grad(
+    z: ArrayViewD<'_, f32>,
+    y: ArrayViewD<'_, u32>,
+    g: ArrayViewD<'_, f32>,
+    mut loss: ArrayViewMutD<'_, f32>,
+    mut grad: ArrayViewMutD<'_, f32>,
+) {
+    let axis = z.ndim() - 1;
+    if let (Some(zr), Some(ys), Some(gs), Some(ls), Some(outs)) =
+        (rows_of(&z, axis), y.as_slice(), g.as_slice(), loss.as_slice_mut(), rows_of_mut(&mut grad, axis))
+    {
+        for ((z, o), l) in zr.clone().zip(outs).zip(ls.iter_mut()) {
+            let m = row_max(z);
+            for (o, &v) in o.iter_mut().zip(z) {
+                *o = v - m;
+            }
+            *l = m;
+        }
+        let Some(all) = grad.as_slice_mut() else { return };
+        exp_inplace(all);
+        let cols = z.shape()[axis];
+        for ((((z, &y), &g), l), o) in zr.zip(ys).zip(gs).zip(ls).zip(all.chunks_exact_mut(cols)) {
+            let s = row_sum(o);
+            *l = z.get(y as usize).map_or(f32::NAN, |&zy| *l + ln(s) - zy);
+            let scale = g / s;
+            for o in o.iter_mut() {
+                *o *= scale;
+            }
+            if let Some(o) = o.get_mut(y as usize) {
+                *o -= g;
+            }
+        }
+        return;
+    }
+    sparse_softmax_xent(z.view(), y.view(), loss.view_mut());
+    sparse_softmax_xent_grad(z, y, g, grad);
 }
 
 /// The number of scalars in one row of a table `[v, d..]` (the product of `d..`).
@@ -195,4 +238,73 @@ pub fn compare_indices(a: ArrayViewD<'_, u32>, b: ArrayViewD<'_, u32>, cmp: Cmp,
         Cmp::Ge => |x: u32, y: u32| x >= y,
     };
     Zip::from(&mut out).and(&a).and(&b).for_each(|o, &x, &y| *o = if f(x, y) { 1.0 } else { 0.0 });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array1, Array2};
+
+    #[test]
+    fn the_fused_sparse_xent_is_the_two_kernels() {
+        let z = Array2::from_shape_fn((7, 5), |(i, j)| ((i * 5 + j) as f32 * 0.37).sin() * 4.0);
+        let y = Array1::from_shape_fn(7, |i| (i * 3 % 5) as u32);
+        let g = Array1::from_shape_fn(7, |i| 0.5 + i as f32);
+        let (mut l1, mut d1) = (Array1::<f32>::zeros(7), Array2::<f32>::zeros((7, 5)));
+        sparse_softmax_xent_with_grad(
+            z.view().into_dyn(),
+            y.view().into_dyn(),
+            g.view().into_dyn(),
+            l1.view_mut().into_dyn(),
+            d1.view_mut().into_dyn(),
+        );
+        let (mut l2, mut d2) = (Array1::<f32>::zeros(7), Array2::<f32>::zeros((7, 5)));
+        sparse_softmax_xent(z.view().into_dyn(), y.view().into_dyn(), l2.view_mut().into_dyn());
+        sparse_softmax_xent_grad(
+            z.view().into_dyn(),
+            y.view().into_dyn(),
+            g.view().into_dyn(),
+            d2.view_mut().into_dyn(),
+        );
+        for (a, b) in l1.iter().zip(&l2).chain(d1.iter().zip(&d2)) {
+            assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        // f64: loss = lse - z[y]; each gradient row sums to 0.
+        for i in 0..7 {
+            let lse = z.row(i).iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
+            assert!((l1[i] as f64 - (lse - z[[i, y[i] as usize]] as f64)).abs() < 1e-5);
+            assert!(d1.row(i).sum().abs() < 1e-5 * g[i]);
+        }
+        // A transposed (non-contiguous) logits view takes the lane path.
+        let zt = z.t().to_owned();
+        let (mut l3, mut d3) = (Array1::<f32>::zeros(7), Array2::<f32>::zeros((7, 5)));
+        sparse_softmax_xent_with_grad(
+            zt.t().into_dyn(),
+            y.view().into_dyn(),
+            g.view().into_dyn(),
+            l3.view_mut().into_dyn(),
+            d3.view_mut().into_dyn(),
+        );
+        for (a, b) in l3.iter().zip(&l1).chain(d3.iter().zip(&d1)) {
+            assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn bad_ids_never_read_or_write_out_of_bounds() {
+        let table = Array2::from_shape_fn((3, 2), |(i, j)| (i * 2 + j) as f32);
+        let ids = Array1::from(vec![0u32, 3, u32::MAX]);
+        let mut out = Array2::<f32>::from_elem((3, 2), 9.0);
+        gather(table.view().into_dyn(), ids.view().into_dyn(), out.view_mut().into_dyn());
+        assert_eq!(out.as_slice().unwrap(), &[0.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+        let mut acc = Array2::<f32>::from_elem((3, 2), 9.0);
+        scatter_add(out.view().into_dyn(), ids.view().into_dyn(), acc.view_mut().into_dyn());
+        assert_eq!(acc.as_slice().unwrap(), &[0.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+        let mut hot = Array2::<f32>::zeros((3, 3));
+        one_hot(ids.view().into_dyn(), hot.view_mut().into_dyn());
+        assert_eq!(hot.sum(), 1.0);
+        let (logits, mut l) = (table.t().to_owned(), Array1::<f32>::zeros(2));
+        sparse_softmax_xent(logits.view().into_dyn(), ids.slice(ndarray::s![..2]).into_dyn(), l.view_mut().into_dyn());
+        assert!(l[0].is_finite() && l[1].is_nan());
+    }
 }

@@ -579,7 +579,7 @@ pub fn softmax_xent_with_grad(
 /// The largest element of a row (NaNs ignored, as `f32::max` does; -inf if empty),
 /// over 4 independent lanes.
 #[inline]
-fn row_max(v: &[f32]) -> f32 {
+pub(crate) fn row_max(v: &[f32]) -> f32 {
     let mut m = [f32::NEG_INFINITY; 4];
     let mut chunks = v.chunks_exact(4);
     for c in &mut chunks {
@@ -592,7 +592,7 @@ fn row_max(v: &[f32]) -> f32 {
 
 /// The sum of a row, over 4 independent lanes.
 #[inline]
-fn row_sum(v: &[f32]) -> f32 {
+pub(crate) fn row_sum(v: &[f32]) -> f32 {
     let mut s = [0.0f32; 4];
     let mut chunks = v.chunks_exact(4);
     for c in &mut chunks {

@@ -352,14 +352,13 @@ fn fuse_epilogues(
 fn fuse_xent_with_grad(g: &Graph, mut steps: Vec<(NodeId, Step)>) -> Vec<(NodeId, Step)> {
     let pairs: Vec<(NodeId, NodeId)> = steps
         .iter()
-        .filter(|(id, s)| *s == Step::Kernel && g.node(*id).op == Op::SoftmaxXentGrad)
+        .filter(|(id, s)| *s == Step::Kernel && matches!(g.node(*id).op, Op::SoftmaxXentGrad | Op::SparseXentGrad))
         .filter_map(|(grad, _)| {
             let inputs = &g.node(*grad).inputs;
+            let forward = if g.node(*grad).op == Op::SoftmaxXentGrad { Op::SoftmaxXent } else { Op::SparseXent };
             steps
                 .iter()
-                .find(|(l, s)| {
-                    *s == Step::Kernel && g.node(*l).op == Op::SoftmaxXent && g.node(*l).inputs[..] == inputs[..2]
-                })
+                .find(|(l, s)| *s == Step::Kernel && g.node(*l).op == forward && g.node(*l).inputs[..] == inputs[..2])
                 .map(|(l, _)| (*l, *grad))
         })
         .collect();

@@ -266,8 +266,13 @@ pub(super) fn compute_steps(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
                 let gb = buf(p, *grad);
                 let gn = g.node(*grad);
                 let (z, y, adj) = (view(ctx, p, gn.inputs[0]), view(ctx, p, gn.inputs[1]), view(ctx, p, gn.inputs[2]));
+                let kernel = if node.op == Op::SparseXent {
+                    quote!(sparse_softmax_xent_with_grad)
+                } else {
+                    quote!(softmax_xent_with_grad)
+                };
                 quote! {
-                    ::modelc::__private::kernels::softmax_xent_with_grad(
+                    ::modelc::__private::kernels::#kernel(
                         #z.into_dyn(), #y.into_dyn(), #adj.into_dyn(),
                         __ws.#b.view_mut().into_dyn(), __ws.#gb.view_mut().into_dyn(),
                     );
