@@ -156,7 +156,7 @@ fn find_models(tokens: TokenStream, out: &mut Vec<TokenStream>) {
 fn corpus() -> Vec<TokenStream> {
     let root = root();
     let mut files = Vec::new();
-    for dir in ["tests", "tests/ui/pass", "examples"] {
+    for dir in ["tests", "tests/ui/pass", "fuzz/tests", "examples"] {
         let entries = std::fs::read_dir(root.join(dir)).unwrap_or_else(|e| panic!("{}: {e}", root.join(dir).display()));
         for e in entries {
             let p = e.unwrap().path();
@@ -174,7 +174,7 @@ fn corpus() -> Vec<TokenStream> {
     }
     // Bodies inside `macro_rules!` templates (`$name`) are not models until expanded.
     models.retain(|m| !m.to_string().contains('$'));
-    // (tests/gradients.rs writes its models through a macro_rules! template, so they are
+    // (fuzz/tests/gradients.rs writes its models through a macro_rules! template, so they are
     // not in the corpus; the random models of fuzz/ are not either.)
     assert!(models.len() >= 20, "the corpus shrank to {} models: were the tests moved?", models.len());
     models

@@ -29,5 +29,5 @@ fn main() {
     assert!((m.mean_score(x.view()).unwrap() - (4.0 + 0.0 + 7.0) / 3.0).abs() < 1e-5);
     assert_eq!(m.global_step(), 0);
     assert_eq!(Scorer::PARAMETERS, 3);
-    assert!(Scorer::explain().len() > 0);
+    assert!(!Scorer::explain().is_empty());
 }
