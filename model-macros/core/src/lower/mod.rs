@@ -74,6 +74,8 @@ pub const OPS: &[&str] = &[
     "sigmoid_cross_entropy",
     "argmax",
     "stop_gradient",
+    "layer_norm",
+    "dropout",
 ];
 
 const INITIALIZERS: &[&str] = &[
@@ -252,6 +254,7 @@ pub fn lower(def: &ModelDef, diag: &mut Diag) -> Model {
         symbols: lw.symbols,
         graph: lw.graph,
         names: lw.names,
+        train_loss: None,
     }
 }
 

@@ -9,6 +9,8 @@
 pub mod elementwise;
 pub mod linalg;
 pub mod nn;
+pub mod norm;
+pub mod random;
 pub mod reduce;
 
 use proc_macro2::TokenStream;
@@ -83,6 +85,29 @@ pub enum Op {
     SigmoidXent,
     /// Identity whose derivative is zero.
     StopGradient,
+    /// `layer_norm` along `axis` with `epsilon` (as `f32::to_bits`); see [`norm`].
+    LayerNorm {
+        /// The normalized axis.
+        axis: usize,
+        /// The variance guard, as `f32::to_bits`.
+        epsilon: u32,
+    },
+    /// The fused gradient of [`Op::LayerNorm`] for operands `(x, g)`.
+    LayerNormGrad {
+        /// The normalized axis.
+        axis: usize,
+        /// The variance guard, as `f32::to_bits`.
+        epsilon: u32,
+    },
+    /// A dropout mask (a leaf of its `a`'s shape, filled by the training programs); see
+    /// [`random`].
+    DropoutMask {
+        /// Which `dropout` call of the model (its node count then), so that two calls
+        /// never share a mask.
+        index: usize,
+        /// The drop rate, as `f32::to_bits`.
+        rate: u32,
+    },
     /// A node the compiler failed to build (an internal error, never user-visible
     /// unless there is a compiler bug; reported as an error, never a panic).
     Invalid(String),
@@ -92,7 +117,9 @@ impl Op {
     /// The shape rule: the output shape for these operand shapes, or why they don't fit.
     pub fn shape(&self, ins: &[&Shape]) -> Result<Shape, String> {
         match self {
-            Op::Input(_) | Op::Param(_) | Op::Invalid(_) => Err("leaf nodes are made by `Graph::leaf`".to_string()),
+            Op::Input(_) | Op::Param(_) | Op::DropoutMask { .. } | Op::Invalid(_) => {
+                Err("leaf nodes are made by `Graph::leaf`".to_string())
+            }
             Op::Const(_) | Op::DimProduct(_) => Ok(Shape::scalar()),
             Op::Unary(_) | Op::StopGradient => Ok(ins[0].clone()),
             Op::Binary(_) | Op::SigmoidXent => elementwise::broadcast_shape(ins),
@@ -108,6 +135,8 @@ impl Op {
             Op::Softmax(axis) | Op::LogSoftmax(axis) => nn::softmax_shape(ins[0], *axis),
             Op::SoftmaxXent => nn::xent_shape(ins),
             Op::SoftmaxXentGrad => nn::xent_grad_shape(ins),
+            Op::LayerNorm { axis, .. } => norm::layer_norm_shape(ins[0], *axis),
+            Op::LayerNormGrad { axis, .. } => norm::layer_norm_grad_shape(ins, *axis),
         }
     }
 
@@ -134,6 +163,9 @@ impl Op {
             | Op::SoftmaxXent
             | Op::SoftmaxXentGrad
             | Op::SigmoidXent
+            | Op::LayerNorm { .. }
+            | Op::LayerNormGrad { .. }
+            | Op::DropoutMask { .. }
             | Op::Invalid(_) => false,
         }
     }
@@ -150,7 +182,14 @@ impl Op {
     pub fn vjp(graph: &mut Graph, id: NodeId, g: NodeId) -> Vec<Option<NodeId>> {
         let node = graph.node(id).clone();
         match &node.op {
-            Op::Input(_) | Op::Param(_) | Op::Const(_) | Op::DimProduct(_) | Op::Invalid(_) => vec![],
+            Op::Input(_)
+            | Op::Param(_)
+            | Op::Const(_)
+            | Op::DimProduct(_)
+            | Op::DropoutMask { .. }
+            | Op::Invalid(_) => {
+                vec![]
+            }
             Op::StopGradient | Op::Argmax { .. } => vec![None],
             Op::Unary(u) => elementwise::unary_vjp(graph, *u, id, &node, g),
             Op::Binary(b) => elementwise::binary_vjp(graph, *b, &node, g),
@@ -166,6 +205,8 @@ impl Op {
             Op::LogSoftmax(axis) => nn::log_softmax_vjp(graph, id, &node, *axis, g),
             Op::SoftmaxXent => nn::xent_vjp(graph, &node, g),
             Op::SoftmaxXentGrad => vec![None, None, None],
+            Op::LayerNorm { axis, epsilon } => norm::layer_norm_vjp(graph, &node, *axis, *epsilon, g),
+            Op::LayerNormGrad { .. } => vec![None, None],
         }
     }
 
@@ -193,6 +234,9 @@ impl Op {
             | Op::LogSoftmax(_)
             | Op::SoftmaxXent
             | Op::SoftmaxXentGrad
+            | Op::LayerNorm { .. }
+            | Op::LayerNormGrad { .. }
+            | Op::DropoutMask { .. }
             | Op::Invalid(_) => unreachable!("scalar_expr is only called for elementwise ops"),
         }
     }
@@ -251,6 +295,9 @@ impl Op {
                 let (z, y, g) = (&args[0], &args[1], &args[2]);
                 quote!(#k::softmax_xent_grad(#z.into_dyn(), #y.into_dyn(), #g.into_dyn(), #out.into_dyn());)
             }
+            Op::LayerNorm { axis, epsilon } => norm::layer_norm_call(&args[0], *axis, *epsilon, out),
+            Op::LayerNormGrad { axis, epsilon } => norm::layer_norm_grad_call(&args[0], &args[1], *axis, *epsilon, out),
+            Op::DropoutMask { rate, .. } => random::mask_call(*rate, out),
             Op::Input(_)
             | Op::Param(_)
             | Op::Const(_)
@@ -273,6 +320,10 @@ impl Op {
             Op::Sum { .. } | Op::Max { .. } | Op::Argmax { .. } | Op::SumTo(_) => 1,
             Op::Softmax(_) | Op::LogSoftmax(_) => 5,
             Op::SoftmaxXent | Op::SoftmaxXentGrad => 6,
+            // Two passes for the statistics, one to normalize; the gradient's two more.
+            Op::LayerNorm { .. } => 5,
+            Op::LayerNormGrad { .. } => 10,
+            Op::DropoutMask { .. } => 1,
             Op::Broadcast(_) | Op::Reshape(_) | Op::Transpose => 0,
             Op::MatMul { .. } => 2,
             Op::Input(_) | Op::Param(_) | Op::Const(_) | Op::DimProduct(_) | Op::Invalid(_) => 0,
