@@ -53,3 +53,57 @@ pub fn layer_norm_grad_call(
     let eps = crate::ops::elementwise::f32_tokens(f32::from_bits(epsilon));
     quote!(::modelc::__private::norm::layer_norm_grad(#x.into_dyn(), #g.into_dyn(), #axis, #eps, #out.into_dyn());)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::diag::Diag;
+    use proc_macro2::TokenStream;
+
+    /// The front end's errors for a model: (message, line, column).
+    pub(crate) fn errors(src: &str) -> Vec<(String, usize, usize)> {
+        let tokens: TokenStream = src.parse().expect("test sources lex");
+        let diag: Diag = crate::check(tokens);
+        diag.errors()
+            .iter()
+            .map(|e| {
+                let start = e.span().start();
+                (e.to_string(), start.line, start.column)
+            })
+            .collect()
+    }
+
+    fn one(body: &str) -> (String, usize, usize) {
+        let e = errors(&format!("struct M {{\n    input x: [batch, 8];\n{body}\n}}"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        e.into_iter().next().unwrap_or_default()
+    }
+
+    #[test]
+    fn layer_norm_errors_point_at_the_attribute() {
+        let (m, l, c) = one("    output o = layer_norm(x, axis = 2);");
+        assert!(
+            m.contains("`layer_norm`: axis 2 is out of range for `x` of shape [batch, 8] (valid axes are -2 to 1)"),
+            "{m}"
+        );
+        assert_eq!((l, c), (3, 35));
+        let (m, l, c) = one("    output o = layer_norm(x, epsilon = 0);");
+        assert!(m.contains("`epsilon` must be a positive number"), "{m}");
+        assert_eq!((l, c), (3, 38));
+        let (m, _, _) = one("    output o = layer_norm(x, epsilon = -1e-3);");
+        assert!(m.contains("not -0.001"), "{m}");
+        let (m, _, _) = one("    output o = layer_norm(sum(x));");
+        assert!(m.contains("is a scalar"), "{m}");
+        let (m, _, _) = one("    output o = layer_norm(x, epsilon = x);");
+        assert!(m.contains("`layer_norm`: `epsilon` must be a number literal"), "{m}");
+    }
+
+    #[test]
+    fn every_valid_layer_norm_compiles() {
+        for body in
+            ["layer_norm(x)", "layer_norm(x, axis = 0)", "layer_norm(x, -2, 1e-3)", "layer_norm(x, epsilon = 1)"]
+        {
+            let e = errors(&format!("struct M {{\n    input x: [batch, 8];\n    output o = {body};\n}}"));
+            assert!(e.is_empty(), "{body}: {e:?}");
+        }
+    }
+}

@@ -88,3 +88,45 @@ pub fn split_modes(model: &mut Model) {
         model.names.iter().filter(|(id, _)| map[*id] != *id).map(|(id, s)| (map[*id], s.clone())).collect();
     model.names.extend(extra);
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::ops::norm::tests::errors;
+
+    fn one(body: &str) -> (String, usize, usize) {
+        let e = errors(&format!("struct M {{\n    input x: [batch, 8];\n{body}\n}}"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        e.into_iter().next().unwrap_or_default()
+    }
+
+    #[test]
+    fn dropout_rates_outside_0_to_1_are_errors_at_the_rate() {
+        for (rate, col) in [("1.0", 35), ("1", 35), ("-0.1", 35), ("1.5", 35), ("0.99999999", 35)] {
+            let (m, l, c) = one(&format!("    output o = dropout(x, rate = {rate});"));
+            assert!(
+                m.contains("`dropout`: `rate` is the probability of dropping an element, 0 <= rate < 1"),
+                "{rate}: {m}"
+            );
+            assert_eq!((l, c), (3, col), "{rate}");
+        }
+    }
+
+    #[test]
+    fn a_rate_must_be_given_as_a_literal() {
+        let (m, l, c) = one("    output o = dropout(x, rate = x);");
+        assert!(m.contains("`dropout`: `rate` must be a number literal"), "{m}");
+        assert_eq!((l, c), (3, 35));
+        let (m, _, _) = one("    output o = dropout(x);");
+        assert!(m.contains("`dropout` needs its drop rate: `dropout(a, rate = 0.5)`"), "{m}");
+    }
+
+    #[test]
+    fn each_call_has_its_own_mask() {
+        // Two calls on the same operand must not be hash-consed into one mask.
+        let src = "struct M { input x: [batch, 8]; output o = dropout(x, rate = 0.5) + dropout(x, rate = 0.5); }";
+        let mut diag = crate::diag::Diag::default();
+        let def = crate::syntax::parse_model(src.parse().expect("lexes"), &mut diag).expect("parses");
+        let model = crate::lower::lower(&def, &mut diag);
+        assert_eq!(super::masks(&model.graph).len(), 2);
+    }
+}
