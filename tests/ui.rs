@@ -6,5 +6,7 @@
 fn ui() {
     let t = trybuild::TestCases::new();
     t.compile_fail("tests/ui/fail/*/*.rs");
+    // The v2 op families: one file each (tests/ui/fail/v2_<family>.rs).
+    t.compile_fail("tests/ui/fail/*.rs");
     t.pass("tests/ui/pass/*.rs");
 }

@@ -345,7 +345,14 @@ impl Lowerer<'_> {
                 if !(0.0..1.0).contains(&r) || rate >= 1.0 {
                     self.diag.error(
                         sp,
-                        format!("`dropout`: `rate` is the probability of dropping an element, 0 <= rate < 1, not {r} (rate 1 would drop everything and scale by 1 / 0)"),
+                        format!(
+                            "`dropout`: `rate` is the probability of dropping an element, 0 <= rate < 1, not {r}{}",
+                            if r >= 1.0 {
+                                " (rate 1 would drop every element and scale the rest by 1 / 0)"
+                            } else {
+                                ""
+                            }
+                        ),
                     );
                     return None;
                 }

@@ -55,7 +55,7 @@ pub fn layer_norm_grad_call(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use crate::diag::Diag;
     use proc_macro2::TokenStream;
 
@@ -85,10 +85,10 @@ mod tests {
             m.contains("`layer_norm`: axis 2 is out of range for `x` of shape [batch, 8] (valid axes are -2 to 1)"),
             "{m}"
         );
-        assert_eq!((l, c), (3, 35));
+        assert_eq!((l, c), (3, 36));
         let (m, l, c) = one("    output o = layer_norm(x, epsilon = 0);");
         assert!(m.contains("`epsilon` must be a positive number"), "{m}");
-        assert_eq!((l, c), (3, 38));
+        assert_eq!((l, c), (3, 39));
         let (m, _, _) = one("    output o = layer_norm(x, epsilon = -1e-3);");
         assert!(m.contains("not -0.001"), "{m}");
         let (m, _, _) = one("    output o = layer_norm(sum(x));");
