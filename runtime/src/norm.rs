@@ -176,4 +176,46 @@ mod tests {
         layer_norm_grad(xt.view().into_dyn(), gt.view().into_dyn(), 0, 1e-5, cols.view_mut());
         close(&rows, &cols);
     }
+
+    /// The measurement behind recomputing the statistics in the backward pass (see the
+    /// module documentation): `cargo test --release -p modelc-runtime --lib
+    /// norm::tests::recomputing_statistics_costs -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a timing, not a check"]
+    fn recomputing_statistics_costs() {
+        use std::time::Instant;
+        for (rows, cols) in [(128, 64), (128, 256), (256, 1024)] {
+            let x = Array2::from_shape_fn((rows, cols), |(i, j)| ((i * cols + j) as f32 * 0.37).sin());
+            let g = Array2::from_shape_fn((rows, cols), |(i, j)| ((i + 3 * j) as f32 * 0.21).cos());
+            let mut out = Array2::<f32>::zeros((rows, cols));
+            // Saved statistics: what the forward pass would have to write per row.
+            let stats: Vec<(f32, f32)> = x.rows().into_iter().map(|r| row_stats(r.as_slice().unwrap(), 1e-5)).collect();
+            let saved = |out: &mut Array2<f32>| {
+                for (((xr, gr), mut orow), &(mean, inv)) in
+                    x.rows().into_iter().zip(g.rows()).zip(out.rows_mut()).zip(&stats)
+                {
+                    let (xs, gs, os) = (xr.as_slice().unwrap(), gr.as_slice().unwrap(), orow.as_slice_mut().unwrap());
+                    let n = xs.len() as f32;
+                    let sg = lane_sum(gs, |v| v);
+                    let sgx: f32 = xs.iter().zip(gs).map(|(&xv, &gv)| gv * ((xv - mean) * inv)).sum();
+                    let (mg, mgx) = (sg / n, sgx / n);
+                    for ((o, &xv), &gv) in os.iter_mut().zip(xs).zip(gs) {
+                        *o = (gv - mg - (xv - mean) * inv * mgx) * inv;
+                    }
+                }
+            };
+            let reps = 200;
+            let t = Instant::now();
+            for _ in 0..reps {
+                layer_norm_grad(x.view().into_dyn(), g.view().into_dyn(), 1, 1e-5, out.view_mut().into_dyn());
+            }
+            let recompute = t.elapsed().as_secs_f64() / reps as f64;
+            let t = Instant::now();
+            for _ in 0..reps {
+                saved(&mut out);
+            }
+            let read = t.elapsed().as_secs_f64() / reps as f64;
+            println!("[{rows}, {cols}]: recompute {:.1} us, saved statistics {:.1} us", recompute * 1e6, read * 1e6);
+        }
+    }
 }
