@@ -17,8 +17,13 @@
 //! `xhat = (x - mean) / sigma` and `sigma = sqrt(var + epsilon)`. The backward kernel
 //! takes `(x, g)` and recomputes the row's mean and sigma instead of reading saved
 //! statistics: the recomputation is two passes over a row that the next pass reads
-//! anyway, so it costs L1 reads only, and the program needs no extra per-row buffers
-//! nor the forward output kept alive until the backward pass (see `docs/decisions.md`).
+//! anyway (L1 reads only), and the program needs no extra per-row buffers nor a second
+//! output of the forward op. Measured (`recomputing_statistics_costs` below, release, one
+//! core, shared machine): the backward kernel takes 14 / 147 / 761 us on [128, 64] /
+//! [128, 256] / [256, 1024], against 7.5 / 88 / 470 us for a variant reading saved
+//! per-row statistics: recomputing costs 1.6 to 1.9x the backward kernel (about one
+//! forward kernel more). Saving them (a `[rows]` pair of buffers written by the forward
+//! kernel in training programs) is the known improvement; see `docs/decisions.md`.
 
 use ndarray::{ArrayView1, ArrayViewD, ArrayViewMut1, ArrayViewMutD, Axis, Zip};
 
