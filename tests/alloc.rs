@@ -211,3 +211,59 @@ fn kernels_allocate_nothing() {
     let bad: Vec<_> = report.iter().filter(|r| r.1 > 0).collect();
     assert!(bad.is_empty(), "{bad:?}");
 }
+
+// Layer norm and dropout (issue 17): the masks live in the training workspace and are
+// drawn through a stack buffer; layer_norm's kernels need no scratch.
+model! {
+    struct NormDrop {
+        input x: [batch, 784];
+        input y: [batch, 10];
+        param w1: [784, 64] = glorot_uniform;
+        param g: [64] = ones;
+        param b1: [64] = zeros;
+        param w2: [64, 10] = glorot_uniform;
+        let h = dropout(relu(layer_norm(matmul(x, w1)) * g + b1), rate = 0.3);
+        loss l = mean(softmax_cross_entropy(matmul(h, w2), y));
+        metric accuracy = mean(argmax(matmul(h, w2), axis = 1) == argmax(y, axis = 1));
+        optimizer sgd(learning_rate = 0.1);
+    }
+}
+
+model! {
+    struct NormDropAdam {
+        input x: [batch, 784];
+        input y: [batch, 10];
+        param w1: [784, 64] = glorot_uniform;
+        param w2: [64, 10] = glorot_uniform;
+        let h = dropout(layer_norm(matmul(x, w1)), rate = 0.5);
+        loss l = mean(softmax_cross_entropy(matmul(h, w2), y));
+        optimizer adam(learning_rate = 0.01);
+    }
+}
+
+#[test]
+fn layer_norm_and_dropout_steps_allocate_nothing() {
+    let (x, y) = data(64);
+    let mut m = NormDrop::new();
+    m.train_step(x.view(), y.view()).unwrap();
+    m.accuracy(x.view(), y.view()).unwrap();
+    let n = count(|| {
+        for _ in 0..10 {
+            m.train_step(x.view(), y.view()).unwrap();
+        }
+    });
+    assert_eq!(n, 0, "layer_norm + dropout (fused SGD) allocated {n} times in 10 steps");
+    assert_eq!(count(|| assert!(m.accuracy(x.view(), y.view()).is_ok())), 0);
+
+    let mut a = NormDropAdam::new();
+    let mut g = NormDropAdamGradients::zeros();
+    a.train_step(x.view(), y.view()).unwrap();
+    a.compute_gradients_into(x.view(), y.view(), &mut g).unwrap();
+    let n = count(|| {
+        for _ in 0..5 {
+            a.train_step(x.view(), y.view()).unwrap();
+            a.compute_gradients_into(x.view(), y.view(), &mut g).unwrap();
+        }
+    });
+    assert_eq!(n, 0, "layer_norm + dropout (adam) allocated {n} times in 5 steps");
+}

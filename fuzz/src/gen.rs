@@ -97,6 +97,18 @@ pub enum E {
         axis: Option<i64>,
     },
     SoftmaxXent(Box<E>, Box<E>),
+    /// `layer_norm(e, axis, epsilon)`: epsilon is always written and at least 0.1, so that
+    /// a lane of (nearly) equal values (a broadcast param along the lane) stays
+    /// well-conditioned: `1 / sqrt(epsilon)` bounds how much f32 rounding is amplified.
+    LayerNorm {
+        e: Box<E>,
+        axis: Option<i64>,
+        epsilon: f64,
+    },
+    /// `dropout(e, rate)`, only in metrics: a fetch runs in inference mode, where it is the
+    /// identity (in the loss, `compute_gradients` would draw masks the reference cannot
+    /// know; tests/dropout.rs and tests/gradients.rs check training mode).
+    Dropout(Box<E>, f64),
 }
 
 /// A declared input or param.
@@ -365,6 +377,11 @@ impl Gen {
                         1 => Some(self.rng.below(r) as i64),
                         _ => Some(self.rng.below(r) as i64 - r as i64),
                     };
+                    // Normalizations share the arm (same shape, an axis): a third are layer norms.
+                    if self.rng.chance(0.33) {
+                        let epsilon = self.rng.pick(&[0.1, 0.5, 1.0]);
+                        return E::LayerNorm { e: Box::new(self.expr(shape, d)), axis, epsilon };
+                    }
                     return E::Softmax { log, e: Box::new(self.expr(shape, d)), axis };
                 }
                 15 if r < MAX_RANK => {
@@ -390,6 +407,7 @@ impl Gen {
         let shape = self.shape(rank);
         let axis = self.rng.below(rank) as i64 - if self.rng.chance(0.5) { rank as i64 } else { 0 };
         let a = self.expr(&shape, 2);
+        let a = if self.rng.chance(0.3) { E::Dropout(Box::new(a), self.rng.pick(&[0.1, 0.5, 0.9])) } else { a };
         let b = self.expr(&shape, 2);
         let agg = if self.rng.chance(0.5) { Red::Mean } else { Red::Sum };
         let cmp = match self.rng.below(3) {
@@ -424,7 +442,12 @@ fn live_params(e: &E, out: &mut Vec<usize>) {
         }
         E::Input(_) | E::Lit(_) | E::DimValue(_) => {}
         E::Un(Un::StopGradient, _) => {}
-        E::Un(_, a) | E::Pow(a, _) | E::Transpose(a) | E::Softmax { e: a, .. } => live_params(a, out),
+        E::Un(_, a)
+        | E::Pow(a, _)
+        | E::Transpose(a)
+        | E::Softmax { e: a, .. }
+        | E::LayerNorm { e: a, .. }
+        | E::Dropout(a, _) => live_params(a, out),
         E::Reduce { op, e, .. } => {
             if *op != Red::Argmax {
                 live_params(e, out)
@@ -547,6 +570,11 @@ pub fn text(spec: &Spec, e: &E) -> String {
             }
         }
         E::SoftmaxXent(a, b) => format!("softmax_cross_entropy({}, {})", t(a), t(b)),
+        E::LayerNorm { e, axis, epsilon } => match axis {
+            Some(k) => format!("layer_norm({}, axis = {k}, epsilon = {epsilon:?})", t(e)),
+            None => format!("layer_norm({}, epsilon = {epsilon:?})", t(e)),
+        },
+        E::Dropout(e, rate) => format!("dropout({}, rate = {rate:?})", t(e)),
     }
 }
 

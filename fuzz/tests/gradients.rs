@@ -120,6 +120,15 @@ macro_rules! models {
 
             // A two-layer network with every piece together.
             model! { pub struct Mlp { input x: [n, $d]; input c: [n, $d]; param w1: [$d, $h] = glorot_uniform; param b1: [$h] = constant(0.1); param w2: [$h, $d] = glorot_normal; param b2: [$d] = zeros; let h = tanh(matmul(x, w1) + b1); loss l = mean(softmax_cross_entropy(matmul(h, w2) + b2, softmax(c))); optimizer sgd(learning_rate = 0.1); } }
+
+            // Normalization and dropout (ops/norm.rs, ops/random.rs): layer_norm over the
+            // last axis, over axis 0 with its own epsilon, and inside a layer with a scale
+            // and a shift; dropout with the mask recovered from `p`'s gradient (see
+            // `dropout_with_the_mask_it_drew`).
+            model! { pub struct LayerNorm { input x: [n, $d]; input c: [n, $d]; param w: [$d] = normal(std = 1.0); param v: [$d] = normal(std = 0.5); loss l = sum(c * layer_norm(x * w + v)); optimizer sgd(learning_rate = 0.1); } }
+            model! { pub struct LayerNorm0 { input x: [n, $d]; input c: [n, $d]; param w: [$d] = normal(std = 1.0); loss l = sum(c * layer_norm(tanh(x * w) + x, axis = 0, epsilon = 0.01)); optimizer sgd(learning_rate = 0.1); } }
+            model! { pub struct LayerNormMlp { input x: [n, $d]; input c: [n, $d]; param w1: [$d, $h] = glorot_uniform; param g: [$h] = normal(mean = 1.0, std = 0.2); param b1: [$h] = constant(0.1); param w2: [$h, $d] = glorot_normal; let h = tanh(layer_norm(matmul(x, w1)) * g + b1); loss l = sum(c * matmul(h, w2)); optimizer sgd(learning_rate = 0.1); } }
+            model! { pub struct Dropout { input x: [n, $d]; input c: [n, $d]; param w: [$d] = normal(std = 1.0); param p: [$d] = zeros; let h = dropout(x * w, rate = 0.4); loss l = sum(c * tanh(h)) + sum(h * p); optimizer sgd(learning_rate = 0.1); } }
         }
     };
 }
@@ -163,6 +172,7 @@ subjects! {
     MaxAxis { w } Softmax { w } Softmax0 { w } LogSoftmax { w } LnSoftmax { w }
     SoftmaxXent { w } SigmoidXent { w } LnSigmoid { w } HandBce { w } Matmul { w, v }
     MatmulSquare { w, v } Transpose { w } StopGradient { w } Mlp { w1, b1, w2, b2 }
+    LayerNorm { w, v } LayerNorm0 { w } LayerNormMlp { w1, g, b1, w2 } Dropout { w, p }
 }
 
 // ------------------------------------------------------------- the f64 reference
@@ -727,6 +737,99 @@ grad_test!(mlp, Mlp, Smooth, tol = 1e-4, |p, x, c| {
     let h = tanh(matmul(x, &p[0]) + &p[1]);
     mean(softmax_xent(matmul(&h, &p[2]) + &p[3], softmax(c, 1)))
 });
+
+// ------------------------------------------------- normalization and dropout
+
+/// f64 layer norm of each lane along `axis`, biased variance.
+fn layer_norm(a: impl AsRef<T>, axis: usize, eps: f64) -> T {
+    lanes(a, axis, |l| {
+        let n = l.len() as f64;
+        let mean = l.iter().sum::<f64>() / n;
+        let var = l.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+        l.iter().map(|v| (v - mean) / (var + eps).sqrt()).collect()
+    })
+}
+
+// layer_norm's gradient divides by sigma and subtracts two row means from g: a row of
+// 3 (narrow) to 70 (wide) terms, then the broadcast sum over up to 600 rows of the
+// params (the elementwise tolerance's reasoning) through one more subtraction that can
+// cancel: `1e-4`, as softmax's; measured worst 1.3e-5 (200 narrow and 25 wide cases).
+// Along axis 0 the operand is `tanh(x w) + x`, not `x w`: a column `x[:, j] w_j`
+// normalized over the batch does not depend on `w_j` (but for epsilon), so its gradient
+// would be all cancellation, measuring nothing. Even so a batch of 2 normalizes each
+// column to nearly `(+-1, -+1)` whatever its values: the gradient is mostly
+// cancellation there, measured worst 3.4e-5 (all at n = 2; 9.5e-6 wide): `3e-4`.
+grad_test!(layer_norm_last_axis, LayerNorm, Smooth, tol = 1e-4, |p, x, c| sum(c * layer_norm(
+    x * &p[0] + &p[1],
+    1,
+    1e-5
+)));
+grad_test!(layer_norm_axis_0, LayerNorm0, Smooth, tol = 3e-4, |p, x, c| sum(c * layer_norm(
+    tanh(x * &p[0]) + x,
+    0,
+    0.01
+)));
+grad_test!(layer_norm_in_a_layer, LayerNormMlp, Smooth, tol = 1e-4, |p, x, c| {
+    let h = tanh(layer_norm(matmul(x, &p[0]), 1, 1e-5) * &p[1] + &p[2]);
+    sum(c * matmul(&h, &p[3]))
+});
+
+/// `dropout` through `compute_gradients`, with the mask it drew: `Dropout`'s loss is
+/// `sum(c * tanh(h)) + sum(h * p)` with `h = dropout(x * w)` and `p = 0`, so on a batch of
+/// one row `d l / d p = h = mask * x * w` gives the mask back (each value must be 0 or
+/// `1 / (1 - 0.4)`). The f64 reference is then the loss with that mask fixed (passed as
+/// the second row of `c`), and both gradients are held against its finite differences
+/// as every op's are (tolerance: elementwise, `5e-5`). Ten draws at each width, every one a
+/// fresh mask (a step draws anew).
+#[test]
+fn dropout_with_the_mask_it_drew() {
+    fn loss(p: &[T], x: &T, cm: &T) -> f64 {
+        let c = T::from_fn(1, cm.c, |_, j| cm.at(0, j));
+        let mask = T::from_fn(1, cm.c, |_, j| cm.at(1, j));
+        let h = mask * x * &p[0];
+        sum(c * tanh(&h)) + sum(h * &p[1])
+    }
+    fn draws<M: Subject>(d: usize, seed: u64) {
+        let scale = 1.0 / (1.0 - f64::from(0.4f32));
+        let mut m = M::make(seed);
+        let mut rng = Rng(seed);
+        let mut dropped = 0;
+        for draw in 0..10 {
+            let (x, c) = inputs(1, d, Data::Smooth, &mut rng);
+            let params = m.params();
+            let (loss32, g) = m.gradients(x.view(), c.view());
+            let (xt, ct) = (T::from_view(x.view()), T::from_view(c.view()));
+            let mask: Vec<f64> = (0..d)
+                .map(|j| {
+                    let ratio = g[1].v[j] / (xt.v[j] * params[0].v[j]);
+                    let kept = (ratio - scale).abs() < 1e-5 * scale;
+                    assert!(kept || ratio.abs() < 1e-6, "draw {draw}: mask value {ratio} is neither 0 nor {scale}");
+                    dropped += usize::from(!kept);
+                    if kept {
+                        scale
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let cm = T { r: 2, c: d, v: ct.v.iter().copied().chain(mask).collect() };
+            let want = loss(&params, &xt, &cm);
+            assert!(
+                (f64::from(loss32) - want).abs() <= LOSS_TOL * want.abs().max(1.0),
+                "draw {draw}: loss {loss32} vs {want}"
+            );
+            for (k, grad) in g.iter().enumerate() {
+                let r = reference(loss, &params, k, &xt, &cm, &mut rng);
+                let (err, at) = compare(grad, &r);
+                assert!(err <= 5e-5, "draw {draw}: param {k}: error {err:e} at {at}");
+            }
+        }
+        // Some dropped and some kept over the draws (10 d Bernoulli(0.4) draws).
+        assert!(dropped > 0 && dropped < 10 * d, "{dropped} of {} dropped", 10 * d);
+    }
+    draws::<narrow::Dropout>(3, 11);
+    draws::<wide::Dropout>(70, 12);
+}
 
 #[test]
 fn stop_gradient_really_stops_it() {

@@ -301,6 +301,25 @@ impl Eval<'_> {
                 }
                 out
             }
+            E::LayerNorm { e, axis, epsilon } => {
+                let a = self.eval(e, frozen);
+                let axis = norm_axis(axis.unwrap_or(-1), a.shape.len());
+                let (outer, len, inner) = lanes(&a.shape, axis);
+                let mut out = a.clone();
+                for o in 0..outer {
+                    for i in 0..inner {
+                        let at = |k: usize| (o * len + k) * inner + i;
+                        let mean = (0..len).map(|k| a.data[at(k)]).sum::<f64>() / len as f64;
+                        let var = (0..len).map(|k| (a.data[at(k)] - mean).powi(2)).sum::<f64>() / len as f64;
+                        for k in 0..len {
+                            out.data[at(k)] = (a.data[at(k)] - mean) / (var + epsilon).sqrt();
+                        }
+                    }
+                }
+                out
+            }
+            // Fetches run in inference mode: the identity.
+            E::Dropout(e, _) => self.eval(e, frozen),
             E::SoftmaxXent(z, y) => {
                 let (z, y) = (self.eval(z, frozen), self.eval(y, frozen));
                 let r = z.shape.len();

@@ -6,6 +6,8 @@
 //! - [`sgemm`]: the single-precision matrix product, with reusable thread-local scratch
 //!   (no allocation per call).
 //! - [`init`]: seeded, deterministic initializers.
+//! - [`norm`]: layer normalization and its fused gradient.
+//! - [`random`]: the model's own random stream and the dropout mask.
 //! - [`optim`]: the optimizers' update rules, gradient clipping and weight decay.
 //! - [`schedule`]: learning-rate schedules a training loop calls between steps.
 //! - [`checkpoint`]: safetensors checkpoints (params, optimizer slots, global step).
@@ -21,7 +23,9 @@ mod error;
 mod index;
 pub mod init;
 pub mod kernels;
+pub mod norm;
 pub mod optim;
+pub mod random;
 pub mod schedule;
 pub mod sgemm;
 #[doc(hidden)]

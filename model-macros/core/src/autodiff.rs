@@ -36,12 +36,14 @@ pub struct Compiled {
 pub fn compile(mut model: Model, diag: &mut Diag) -> Compiled {
     let original = model.graph.clone();
     let original_names = model.names.clone();
+    // Fetches run in inference mode, training in training mode (dropout).
+    crate::ops::random::split_modes(&mut model);
     let mut rewrites = RewriteLog::default();
     simplify_model(&mut model, &[], Stage::Forward, &mut rewrites);
 
     let mut grads = Vec::new();
     if model.optimizer.is_some() {
-        if let Some(loss) = model.loss().map(|f| (f.node, f.name.to_string())) {
+        if let Some(loss) = model.train_loss_node().zip(model.loss().map(|f| f.name.to_string())) {
             grads = differentiate(&mut model, loss.0, &loss.1, diag);
         }
     }
@@ -62,6 +64,7 @@ fn simplify_model(model: &mut Model, extra: &[NodeId], stage: Stage, log: &mut R
     let mut roots: Vec<NodeId> = model.inputs.iter().map(|i| i.node).collect();
     roots.extend(model.params.iter().map(|p| p.node));
     roots.extend(model.fetches.iter().map(|f| f.node));
+    roots.extend(model.train_loss);
     roots.extend_from_slice(extra);
     let (graph, map) = simplify::run(&model.graph, &roots, stage, log);
     model.graph = graph;
@@ -73,6 +76,9 @@ fn simplify_model(model: &mut Model, extra: &[NodeId], stage: Stage, log: &mut R
     }
     for f in &mut model.fetches {
         f.node = map[&f.node];
+    }
+    if let Some(t) = &mut model.train_loss {
+        *t = map[t];
     }
     model.names = model.names.iter().filter_map(|(id, n)| map.get(id).map(|&m| (m, n.clone()))).collect();
     map

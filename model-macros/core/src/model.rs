@@ -29,12 +29,21 @@ pub struct Model {
     pub graph: Graph,
     /// User names of nodes (inputs, params, lets, fetches), for `explain()`.
     pub names: Vec<(NodeId, String)>,
+    /// The loss in training mode, when it differs from the `loss` fetch (which runs in
+    /// inference mode): the loss with its dropout masks (see `ops::random`).
+    pub train_loss: Option<NodeId>,
 }
 
 impl Model {
     /// The loss fetch, if any.
     pub fn loss(&self) -> Option<&Fetch> {
         self.fetches.iter().find(|f| f.kind == NodeKind::Loss)
+    }
+
+    /// The node training differentiates and `train_step` returns: [`Self::train_loss`],
+    /// else the loss fetch's.
+    pub fn train_loss_node(&self) -> Option<NodeId> {
+        self.train_loss.or_else(|| self.loss().map(|l| l.node))
     }
 
     /// Indices of the trainable params.

@@ -169,6 +169,31 @@ pub(super) fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Optio
         }
     };
     let _ = has_opt;
+    // Dropout: the random stream, seeded by `with_seed`, cloned, saved and loaded as the
+    // tensor `random/dropout_stream` (see docs/checkpoints.md).
+    let (stream_new, stream_clone, stream_save, stream_expect, stream_load) = if ctx.dropout {
+        (
+            quote!(dropout: ::modelc::__private::random::DropoutStream::new(seed),),
+            quote!(dropout: other.__state.dropout.clone(),),
+            quote! {
+                let __stream = self.__state.dropout.to_words();
+                __tensors.push(::modelc::__private::checkpoint::TensorData {
+                    name: ::std::string::String::from("random/dropout_stream"),
+                    shape: ::std::vec![::modelc::__private::random::STATE_WORDS],
+                    data: ::std::borrow::Cow::Owned(__stream.to_vec()),
+                });
+            },
+            quote!(__expected.push((::std::string::String::from("random/dropout_stream"), ::std::vec![::modelc::__private::random::STATE_WORDS]));),
+            quote! {
+                let mut __words = [0f32; ::modelc::__private::random::STATE_WORDS];
+                ::modelc::__private::take_into(&mut __ck, "random/dropout_stream", &mut __words, __path)?;
+                __m.__state.dropout = ::modelc::__private::random::DropoutStream::from_words(&__words)
+                    .map_err(|message| ::modelc::Error::Checkpoint { path: __path.to_path_buf(), message })?;
+            },
+        )
+    } else {
+        (TokenStream::new(), TokenStream::new(), TokenStream::new(), TokenStream::new(), TokenStream::new())
+    };
     quote! {
         /// Creates the model with every param initialized from the default seed (0).
         pub fn new() -> Self {
@@ -190,6 +215,7 @@ pub(super) fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Optio
                     slots: __slots,
                     global_step: 0,
                     gscratch: ::std::vec::Vec::new(),
+                    #stream_new
                     #(#ws_none)*
                 },
             }
@@ -203,6 +229,7 @@ pub(super) fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Optio
                     slots: other.__state.slots.clone(),
                     global_step: other.__state.global_step,
                     gscratch: ::std::vec::Vec::new(),
+                    #stream_clone
                     #(#ws_none2)*
                 },
             }
@@ -257,6 +284,7 @@ pub(super) fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Optio
             // only if it is not in standard layout; another shape is an error.
             let mut __tensors = ::std::vec![#(::modelc::__private::checkpoint::TensorData::param(#pstrs, &self.#pnames, #all_dims_tok)?),*];
             #save_slots
+            #stream_save
             ::modelc::__private::checkpoint::save(path.as_ref(), #name_str, self.__state.global_step, &__tensors)
         }
 
@@ -276,6 +304,7 @@ pub(super) fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Optio
                     }
                 }
             }
+            #stream_expect
             let mut __ck = ::modelc::__private::checkpoint::load(__path, #name_str, &__expected)?;
             #(::modelc::__private::take_into(&mut __ck, #pstrs, ::modelc::__private::slice_mut(&mut __m.#pnames), __path)?;)*
             if let ::core::option::Option::Some(__opt) = __m.__state.optimizer {
@@ -287,6 +316,7 @@ pub(super) fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Optio
                     }
                 }
             }
+            #stream_load
             __m.__state.global_step = __ck.global_step;
             ::core::result::Result::Ok(__m)
         }

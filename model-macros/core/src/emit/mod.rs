@@ -105,6 +105,8 @@ struct Ctx<'a> {
     state_ty: Ident,
     grads_ty: Ident,
     k: usize,
+    /// The model draws dropout masks: its state holds a random stream (`ops::random`).
+    dropout: bool,
 }
 
 /// Generates the whole model.
@@ -117,12 +119,13 @@ pub fn model(c: &Compiled) -> TokenStream {
         state_ty: format_ident!("__Modelc{}State", m.ident),
         grads_ty: format_ident!("{}Gradients", m.ident),
         k: m.symbols.len(),
+        dropout: crate::ops::random::has_dropout(&m.graph),
     };
     let mut programs: Vec<(String, Program)> =
         m.fetches.iter().map(|f| (f.name.to_string(), plan::plan(m, &[f.node]))).collect();
     let train = m.optimizer.as_ref().and_then(|_| {
-        let loss = m.loss()?;
-        let mut roots = vec![loss.node];
+        let loss = m.train_loss_node()?;
+        let mut roots = vec![loss];
         roots.extend(c.grads.iter().map(|g| g.1));
         Some(plan::plan(m, &roots))
     });
@@ -132,7 +135,7 @@ pub fn model(c: &Compiled) -> TokenStream {
     // Plain SGD: a dedicated train_step program whose weight updates are fused into the
     // gradient products (see `sgd_updates`).
     let fused = train.as_ref().and_then(|_| sgd_updates(c)).map(|updates| {
-        let loss = m.loss().map_or(0, |l| l.node);
+        let loss = m.train_loss_node().unwrap_or(0);
         let mut roots = vec![loss];
         for (_, u) in &updates {
             match *u {
@@ -207,6 +210,14 @@ fn struct_def(ctx: &Ctx, n_programs: usize) -> TokenStream {
     // A fetch's workspaces are a pool shared by the threads calling it through `&self`;
     // a training function's is one workspace, behind `&mut self`.
     let n_fetches = m.fetches.len();
+    let stream = if ctx.dropout {
+        quote! {
+            /// The dropout masks' random stream (seeded by `with_seed`, saved in checkpoints).
+            dropout: ::modelc::__private::random::DropoutStream,
+        }
+    } else {
+        TokenStream::new()
+    };
     let ws_fields = (0..n_programs).map(|i| {
         let f = format_ident!("ws{}", i);
         let ty = format_ident!("__Modelc{}Ws{}", name, i);
@@ -233,6 +244,7 @@ fn struct_def(ctx: &Ctx, n_programs: usize) -> TokenStream {
             /// Plain SGD's materialized weight gradients, one per update (see
             /// `sgd_guard`), sized on first use.
             gscratch: ::std::vec::Vec<::std::vec::Vec<f32>>,
+            #stream
             #(#ws_fields)*
         }
 

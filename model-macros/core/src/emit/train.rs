@@ -49,7 +49,7 @@ pub(super) fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usi
     let m = ctx.m;
     let params = input_params(ctx, p);
     let prologue = prologue(ctx, i, p);
-    let lb = buf(p, m.loss().map_or(0, |l| l.node));
+    let lb = buf(p, m.train_loss_node().unwrap_or(0));
     let k = quote!(::modelc::__private::kernels);
     let update = |(param, u): &(usize, Update)| {
         let n = &m.params[*param].name;
@@ -97,6 +97,17 @@ pub(super) fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usi
     let applied: Vec<TokenStream> = order.iter().map(|&(_, i)| update(&updates[i])).collect();
     let guard = sgd_guard(ctx, p, updates);
     let args = input_args(ctx, p);
+    // Dropout: the masks are drawn in training mode; the exact path (and a failure)
+    // rewinds the stream, so that the exact path draws the same masks and a failed step
+    // changes nothing.
+    let (mark, rewind) = if ctx.dropout {
+        (
+            quote!(let __train = true; let __pos = self.__state.dropout.position();),
+            quote!(self.__state.dropout.rewind(__pos);),
+        )
+    } else {
+        (TokenStream::new(), TokenStream::new())
+    };
     quote! {
         /// One step of training (TensorFlow's `minimize`): computes the loss and its
         /// gradients, applies the optimizer, and returns the loss *before* the update.
@@ -108,6 +119,7 @@ pub(super) fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usi
         /// Returns `Err`, changing nothing, if an input does not have its declared shape.
         pub fn train_step(&mut self, #(#params),*) -> ::core::result::Result<f32, ::modelc::Error> {
             #prologue
+            #mark
             let __lr = match self.__state.optimizer.as_ref() {
                 ::core::option::Option::Some(__o) => __o.learning_rate,
                 ::core::option::Option::None => 0.0,
@@ -117,6 +129,7 @@ pub(super) fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usi
             if __risky {
                 // Finite operands large enough that a fused update might overflow: the
                 // exact path computes the gradients and checks them before any change.
+                #rewind
                 return self.__train_step_exact(#(#args),*);
             }
             #(#applied)*
@@ -202,6 +215,14 @@ pub(super) fn sgd_guard(ctx: &Ctx, p: &Program, updates: &[(usize, Update)]) -> 
     });
     let materialize: Vec<TokenStream> = materialize.collect();
     let n_updates = updates.len();
+    let fail = if ctx.dropout {
+        quote!(.map_err(|__e| {
+            self.__state.dropout.rewind(__pos);
+            __e
+        }))
+    } else {
+        TokenStream::new()
+    };
     let bounds = updates.iter().enumerate().map(|(j, (param, u))| {
         let name = m.params[*param].name.to_string();
         let numel: usize = m.params[*param].dims.iter().product();
@@ -241,7 +262,7 @@ pub(super) fn sgd_guard(ctx: &Ctx, p: &Program, updates: &[(usize, Update)]) -> 
         #(#decide)*
         #(#maxes)*
         #(#materialize)*
-        let __risky = ::modelc::__private::sgd_guard(__lr, &[#(#bounds),*])?;
+        let __risky = ::modelc::__private::sgd_guard(__lr, &[#(#bounds),*])#fail?;
     }
 }
 
@@ -289,7 +310,7 @@ pub(super) fn train_fns(ctx: &Ctx, i: usize, p: &Program, with_train_step: bool)
     let args = input_args(ctx, p);
     let prologue = prologue(ctx, i, p);
     let body = compute(ctx, p);
-    let loss = m.loss().map(|l| l.node).unwrap_or(0);
+    let loss = m.train_loss_node().unwrap_or(0);
     let loss_name = m.loss().map(|l| l.name.clone()).unwrap_or_else(|| format_ident!("loss"));
     let lb = buf(p, loss);
     let ws = format_ident!("ws{}", i);
@@ -324,6 +345,41 @@ pub(super) fn train_fns(ctx: &Ctx, i: usize, p: &Program, with_train_step: bool)
             }
         }
     });
+    // Dropout: `__forward_backward` takes the mode (masks drawn, or ones for
+    // `check_gradients`), and a training step that fails after drawing rewinds the stream.
+    let (mode_param, train_arg) =
+        if ctx.dropout { (quote!(__train: bool,), quote!(true,)) } else { (TokenStream::new(), TokenStream::new()) };
+    let exact_body = if ctx.dropout {
+        quote! {
+            let __pos = self.__state.dropout.position();
+            let __r = self.__forward_backward(true, #(#args),*).and_then(|__loss| self.__update_from_workspace().map(|()| __loss));
+            if __r.is_err() {
+                self.__state.dropout.rewind(__pos);
+            }
+            __r
+        }
+    } else {
+        quote! {
+            let __loss = self.__forward_backward(#(#args),*)?;
+            self.__update_from_workspace()?;
+            ::core::result::Result::Ok(__loss)
+        }
+    };
+    let check_grads = if ctx.dropout {
+        quote! {
+            // Inference mode: every mask is ones, as in the `loss` fetch probed below.
+            self.__forward_backward(false, #(#args),*)?;
+            let (__loss, __g) = {
+                let __ws = match self.__state.#ws.as_ref() {
+                    ::core::option::Option::Some((_, __w)) => __w,
+                    ::core::option::Option::None => unreachable!("the workspace was just filled"),
+                };
+                (__ws.#lb[()], #grads_ty { #(#tnames: __ws.#gbufs.clone(),)* })
+            };
+        }
+    } else {
+        quote!(let (__loss, __g) = self.compute_gradients(#(#args),*)?;)
+    };
     let train_step = if with_train_step {
         quote! {
             /// One step of training (TensorFlow's `minimize`): computes the loss and its
@@ -340,7 +396,7 @@ pub(super) fn train_fns(ctx: &Ctx, i: usize, p: &Program, with_train_step: bool)
     quote! {
         /// Runs the forward and backward programs into the training workspace; returns
         /// the loss.
-        fn __forward_backward(&mut self, #(#params),*) -> ::core::result::Result<f32, ::modelc::Error> {
+        fn __forward_backward(&mut self, #mode_param #(#params),*) -> ::core::result::Result<f32, ::modelc::Error> {
             #prologue
             #body
             ::core::result::Result::Ok(__ws.#lb[()])
@@ -370,9 +426,7 @@ pub(super) fn train_fns(ctx: &Ctx, i: usize, p: &Program, with_train_step: bool)
         /// `train_step` through materialized gradients: forward and backward, then the
         /// optimizer, which checks every gradient before it changes anything.
         fn __train_step_exact(&mut self, #(#params),*) -> ::core::result::Result<f32, ::modelc::Error> {
-            let __loss = self.__forward_backward(#(#args),*)?;
-            self.__update_from_workspace()?;
-            ::core::result::Result::Ok(__loss)
+            #exact_body
         }
 
         #train_step
@@ -381,7 +435,7 @@ pub(super) fn train_fns(ctx: &Ctx, i: usize, p: &Program, with_train_step: bool)
         /// TensorFlow's `minimize`). Allocates the returned gradients; see
         /// [`Self::compute_gradients_into`] for the allocation-free form.
         pub fn compute_gradients(&mut self, #(#params),*) -> ::core::result::Result<(f32, #grads_ty), ::modelc::Error> {
-            let __loss = self.__forward_backward(#(#args),*)?;
+            let __loss = self.__forward_backward(#train_arg #(#args),*)?;
             let __ws = match self.__state.#ws.as_ref() {
                 ::core::option::Option::Some((_, __w)) => __w,
                 ::core::option::Option::None => unreachable!("the workspace was just filled"),
@@ -392,7 +446,7 @@ pub(super) fn train_fns(ctx: &Ctx, i: usize, p: &Program, with_train_step: bool)
         /// Like [`Self::compute_gradients`], writing into `gradients` (no allocation).
         pub fn compute_gradients_into(&mut self, #(#params,)* gradients: &mut #grads_ty) -> ::core::result::Result<f32, ::modelc::Error> {
             ::modelc::__private::check_gradient_shapes(&[#((#tstrs, gradients.#tnames.shape(), #tdims)),*])?;
-            let __loss = self.__forward_backward(#(#args),*)?;
+            let __loss = self.__forward_backward(#train_arg #(#args),*)?;
             let __ws = match self.__state.#ws.as_ref() {
                 ::core::option::Option::Some((_, __w)) => __w,
                 ::core::option::Option::None => unreachable!("the workspace was just filled"),
@@ -427,7 +481,7 @@ pub(super) fn train_fns(ctx: &Ctx, i: usize, p: &Program, with_train_step: bool)
         /// Compares the symbolic gradient of every trainable param with central finite
         /// differences of the loss (probing a bounded number of scalars per param).
         pub fn check_gradients(&mut self, #(#params),*) -> ::core::result::Result<::modelc::GradientCheck, ::modelc::Error> {
-            let (__loss, __g) = self.compute_gradients(#(#args),*)?;
+            #check_grads
             let mut __params = ::std::vec::Vec::new();
             #(#probe_blocks)*
             ::core::result::Result::Ok(::modelc::GradientCheck { loss: __loss, params: __params })

@@ -86,7 +86,9 @@ impl Printer<'_> {
             }
             Op::Binary(Binary::Mul) => {
                 let b = self.g.node(x[1]);
-                if b.op == Op::Unary(Unary::Recip) && !self.names.contains_key(&x[1]) {
+                if let Op::DropoutMask { rate, .. } = b.op {
+                    format!("dropout({}, rate = {})", self.expr(x[0], None), num(f32::from_bits(rate)))
+                } else if b.op == Op::Unary(Unary::Recip) && !self.names.contains_key(&x[1]) {
                     format!("{} / {}", op(0), self.operand(b.inputs[0]))
                 } else {
                     format!("{} * {}", op(0), op(1))
@@ -175,6 +177,20 @@ impl Printer<'_> {
                 };
                 format!("{} {sym} {}", op(0), op(1))
             }
+            Op::LayerNorm { axis, epsilon } | Op::LayerNormGrad { axis, epsilon } => {
+                let mut attrs = String::new();
+                if axis + 1 != self.g.shape(x[0]).rank() {
+                    let _ = write!(attrs, ", axis = {axis}");
+                }
+                if f32::from_bits(*epsilon) != 1e-5 {
+                    let _ = write!(attrs, ", epsilon = {}", f32::from_bits(*epsilon));
+                }
+                match node.op {
+                    Op::LayerNorm { .. } => format!("layer_norm({}{attrs})", self.expr(x[0], None)),
+                    _ => format!("layer_norm_grad({}, {}{attrs})", self.expr(x[0], None), self.expr(x[1], None)),
+                }
+            }
+            Op::DropoutMask { rate, .. } => format!("dropout_mask(rate = {})", num(f32::from_bits(*rate))),
             Op::Invalid(m) => format!("<invalid: {m}>"),
         }
     }
@@ -223,6 +239,24 @@ pub fn explain_text(c: &Compiled) -> String {
             _ => orig.expr(*id, Some(*id)),
         };
         let _ = writeln!(out, "  {kind} {name} = {rhs}    : {}", c.original.shape(*id));
+    }
+
+    let masks = crate::ops::random::masks(&c.original);
+    if !masks.is_empty() {
+        let _ = writeln!(out, "\ndropout (training mode only)");
+        for (id, rate) in &masks {
+            let users = c.original.nodes.iter().filter(|n| n.inputs.contains(id));
+            for u in users {
+                let on = orig.expr(u.inputs[0], None);
+                let _ = writeln!(out, "  dropout({on}, rate = {}) : {}", num(*rate), c.original.shape(*id));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "  train_step and compute_gradients keep each element with probability 1 - rate and scale it by 1 / (1 - rate), \
+             the mask drawn from the model's random stream (seeded by with_seed, saved in checkpoints); \
+             every fetch and check_gradients run in inference mode and skip it"
+        );
     }
 
     let _ = writeln!(out, "\nrewrites");
@@ -277,6 +311,9 @@ pub fn dot(m: &Model) -> TokenStream {
             Op::Const(b) => num(f32::from_bits(*b)),
             Op::Unary(u) => u.name().to_string(),
             Op::Binary(b) | Op::IndexCompare(b) => b.name().to_string(),
+            Op::LayerNorm { axis, .. } => format!("layer_norm axis={axis}"),
+            Op::LayerNormGrad { axis, .. } => format!("layer_norm_grad axis={axis}"),
+            Op::DropoutMask { rate, .. } => format!("dropout_mask rate={} (training only)", num(f32::from_bits(*rate))),
             other => {
                 let s = format!("{other:?}");
                 s.split(['(', ' ', '{']).next().unwrap_or("op").to_lowercase()

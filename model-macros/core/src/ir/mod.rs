@@ -279,7 +279,9 @@ impl Graph {
             let inputs: Vec<NodeId> = node.inputs.iter().map(|i| map[i]).collect();
             let new_id = match rewrite(&mut out, node, &inputs) {
                 Some(n) => n,
-                None if inputs.is_empty() && matches!(node.op, Op::Input(_) | Op::Param(_)) => {
+                None if inputs.is_empty()
+                    && matches!(node.op, Op::Input(_) | Op::Param(_) | Op::DropoutMask { .. }) =>
+                {
                     out.leaf(node.op.clone(), node.shape.clone(), node.dtype, node.span)
                 }
                 None => out.add(node.op.clone(), inputs, node.span),

@@ -313,6 +313,62 @@ impl Lowerer<'_> {
                 }
                 Op::SoftmaxXent
             }
+            "layer_norm" => {
+                if s0.rank() == 0 {
+                    self.diag.spanned(
+                        b.tensors[0],
+                        format!("`layer_norm`: `{d0}` is a scalar; it needs an axis to normalize over"),
+                    );
+                    return None;
+                }
+                let axis = self.axis(name, b.attrs[0], s0.rank(), &d0, &s0).ok()?.unwrap_or(s0.rank() - 1);
+                let epsilon = match b.attrs[1] {
+                    None => 1e-5f32,
+                    Some((AttrValue::Number(e), sp)) => {
+                        let e32 = e as f32;
+                        if !(e32 > 0.0 && e32.is_finite()) {
+                            self.diag.error(
+                                sp,
+                                format!("`layer_norm`: `epsilon` must be a positive number (it keeps `1 / sqrt(var + epsilon)` finite for a constant row), not {e}"),
+                            );
+                            return None;
+                        }
+                        e32
+                    }
+                    Some(_) => return None,
+                };
+                Op::LayerNorm { axis, epsilon: epsilon.to_bits() }
+            }
+            "dropout" => {
+                let Some((AttrValue::Number(r), sp)) = b.attrs[0] else {
+                    self.diag
+                        .error(call.paren_token.span.join(), "`dropout` needs its drop rate: `dropout(a, rate = 0.5)`");
+                    return None;
+                };
+                let rate = r as f32;
+                if !(0.0..1.0).contains(&r) || rate >= 1.0 {
+                    self.diag.error(
+                        sp,
+                        format!(
+                            "`dropout`: `rate` is the probability of dropping an element, 0 <= rate < 1, not {r}{}",
+                            if r >= 1.0 {
+                                " (rate 1 would drop every element and scale the rest by 1 / 0)"
+                            } else {
+                                ""
+                            }
+                        ),
+                    );
+                    return None;
+                }
+                if rate == 0.0 {
+                    return Some(x[0]);
+                }
+                let g = &mut self.graph;
+                let index = g.nodes.len();
+                let mask =
+                    g.leaf(Op::DropoutMask { index, rate: rate.to_bits() }, s0.clone(), crate::ir::DType::F32, span);
+                return Some(g.add(Op::Binary(Binary::Mul), vec![x[0], mask], span));
+            }
             _ => unreachable!("every op of `signature` is handled in `apply`"),
         };
         match self.graph.try_add(op, x.to_vec(), span) {
@@ -418,6 +474,8 @@ pub(super) fn signature(name: &str) -> Option<Sig> {
         }
         "one_hot" => Sig { tensors: &["ids"], attrs: &[("depth", AttrKind::Int)] },
         "gather" => Sig { tensors: &["table", "ids"], attrs: &[] },
+        "layer_norm" => Sig { tensors: A, attrs: &[("axis", AttrKind::Int), ("epsilon", AttrKind::Number)] },
+        "dropout" => Sig { tensors: A, attrs: &[("rate", AttrKind::Number)] },
         _ => return None,
     })
 }

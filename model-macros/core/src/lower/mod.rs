@@ -78,6 +78,8 @@ pub const OPS: &[&str] = &[
     "one_hot",
     "gather",
     "sparse_softmax_cross_entropy",
+    "layer_norm",
+    "dropout",
 ];
 
 const INITIALIZERS: &[&str] = &[
@@ -282,6 +284,7 @@ pub fn lower(def: &ModelDef, diag: &mut Diag) -> Model {
         symbols: lw.symbols,
         graph: lw.graph,
         names: lw.names,
+        train_loss: None,
     }
 }
 

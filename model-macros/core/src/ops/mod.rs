@@ -10,6 +10,8 @@ pub mod elementwise;
 pub mod index;
 pub mod linalg;
 pub mod nn;
+pub mod norm;
+pub mod random;
 pub mod reduce;
 
 use proc_macro2::TokenStream;
@@ -105,6 +107,29 @@ pub enum Op {
     },
     /// A comparison (`Eq`, `Gt`, `Ge`) of two u32 tensors, with broadcasting: 1.0 / 0.0.
     IndexCompare(Binary),
+    /// `layer_norm` along `axis` with `epsilon` (as `f32::to_bits`); see [`norm`].
+    LayerNorm {
+        /// The normalized axis.
+        axis: usize,
+        /// The variance guard, as `f32::to_bits`.
+        epsilon: u32,
+    },
+    /// The fused gradient of [`Op::LayerNorm`] for operands `(x, g)`.
+    LayerNormGrad {
+        /// The normalized axis.
+        axis: usize,
+        /// The variance guard, as `f32::to_bits`.
+        epsilon: u32,
+    },
+    /// A dropout mask (a leaf of its `a`'s shape, filled by the training programs); see
+    /// [`random`].
+    DropoutMask {
+        /// Which `dropout` call of the model (its node count then), so that two calls
+        /// never share a mask.
+        index: usize,
+        /// The drop rate, as `f32::to_bits`.
+        rate: u32,
+    },
     /// A node the compiler failed to build (an internal error, never user-visible
     /// unless there is a compiler bug; reported as an error, never a panic).
     Invalid(String),
@@ -124,7 +149,10 @@ impl Op {
             Op::SparseXentGrad => (&[F32, U32, F32], F32),
             Op::ScatterAdd { .. } => (&[F32, U32], F32),
             Op::IndexCompare(_) => (&[U32, U32], F32),
+            Op::DropoutMask { .. } => return Err("dropout masks are made by `Graph::leaf`".to_string()),
             Op::Invalid(_)
+            | Op::LayerNorm { .. }
+            | Op::LayerNormGrad { .. }
             | Op::Const(_)
             | Op::DimProduct(_)
             | Op::Unary(_)
@@ -157,7 +185,9 @@ impl Op {
     /// The shape rule: the output shape for these operand shapes, or why they don't fit.
     pub fn shape(&self, ins: &[&Shape]) -> Result<Shape, String> {
         match self {
-            Op::Input(_) | Op::Param(_) | Op::Invalid(_) => Err("leaf nodes are made by `Graph::leaf`".to_string()),
+            Op::Input(_) | Op::Param(_) | Op::DropoutMask { .. } | Op::Invalid(_) => {
+                Err("leaf nodes are made by `Graph::leaf`".to_string())
+            }
             Op::Const(_) | Op::DimProduct(_) => Ok(Shape::scalar()),
             Op::Unary(_) | Op::StopGradient => Ok(ins[0].clone()),
             Op::Binary(_) | Op::SigmoidXent => elementwise::broadcast_shape(ins),
@@ -179,6 +209,8 @@ impl Op {
             Op::Gather => index::gather_shape(ins),
             Op::ScatterAdd { rows } => index::scatter_add_shape(ins, *rows),
             Op::IndexCompare(_) => index::compare_shape(ins),
+            Op::LayerNorm { axis, .. } => norm::layer_norm_shape(ins[0], *axis),
+            Op::LayerNormGrad { axis, .. } => norm::layer_norm_grad_shape(ins, *axis),
         }
     }
 
@@ -209,6 +241,9 @@ impl Op {
             | Op::SparseXentGrad
             | Op::Gather
             | Op::ScatterAdd { .. }
+            | Op::LayerNorm { .. }
+            | Op::LayerNormGrad { .. }
+            | Op::DropoutMask { .. }
             | Op::Invalid(_) => false,
         }
     }
@@ -225,7 +260,14 @@ impl Op {
     pub fn vjp(graph: &mut Graph, id: NodeId, g: NodeId) -> Vec<Option<NodeId>> {
         let node = graph.node(id).clone();
         match &node.op {
-            Op::Input(_) | Op::Param(_) | Op::Const(_) | Op::DimProduct(_) | Op::Invalid(_) => vec![],
+            Op::Input(_)
+            | Op::Param(_)
+            | Op::Const(_)
+            | Op::DimProduct(_)
+            | Op::DropoutMask { .. }
+            | Op::Invalid(_) => {
+                vec![]
+            }
             Op::StopGradient | Op::Argmax { .. } => vec![None],
             Op::Unary(u) => elementwise::unary_vjp(graph, *u, id, &node, g),
             Op::Binary(b) => elementwise::binary_vjp(graph, *b, &node, g),
@@ -246,6 +288,8 @@ impl Op {
             Op::SparseXent => index::sparse_xent_vjp(graph, &node, g),
             Op::Gather => index::gather_vjp(graph, &node, g),
             Op::ScatterAdd { .. } => index::scatter_add_vjp(graph, &node, g),
+            Op::LayerNorm { axis, epsilon } => norm::layer_norm_vjp(graph, &node, *axis, *epsilon, g),
+            Op::LayerNormGrad { .. } => vec![None, None],
         }
     }
 
@@ -279,6 +323,9 @@ impl Op {
             | Op::Gather
             | Op::ScatterAdd { .. }
             | Op::IndexCompare(_)
+            | Op::LayerNorm { .. }
+            | Op::LayerNormGrad { .. }
+            | Op::DropoutMask { .. }
             | Op::Invalid(_) => unreachable!("scalar_expr is only called for elementwise ops"),
         }
     }
@@ -343,6 +390,9 @@ impl Op {
             | Op::Gather
             | Op::ScatterAdd { .. }
             | Op::IndexCompare(_) => index::kernel_call(self, args, out),
+            Op::LayerNorm { axis, epsilon } => norm::layer_norm_call(&args[0], *axis, *epsilon, out),
+            Op::LayerNormGrad { axis, epsilon } => norm::layer_norm_grad_call(&args[0], &args[1], *axis, *epsilon, out),
+            Op::DropoutMask { rate, .. } => random::mask_call(*rate, out),
             Op::Input(_)
             | Op::Param(_)
             | Op::Const(_)
@@ -367,6 +417,10 @@ impl Op {
             Op::SoftmaxXent | Op::SoftmaxXentGrad | Op::SparseXent | Op::SparseXentGrad => 6,
             Op::ScatterAdd { .. } | Op::IndexCompare(_) => 1,
             Op::OneHot { .. } | Op::Gather => 0,
+            // Two passes for the statistics, one to normalize; the gradient's two more.
+            Op::LayerNorm { .. } => 5,
+            Op::LayerNormGrad { .. } => 10,
+            Op::DropoutMask { .. } => 1,
             Op::Broadcast(_) | Op::Reshape(_) | Op::Transpose => 0,
             Op::MatMul { .. } => 2,
             Op::Input(_) | Op::Param(_) | Op::Const(_) | Op::DimProduct(_) | Op::Invalid(_) => 0,
