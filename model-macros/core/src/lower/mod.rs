@@ -22,6 +22,7 @@ use crate::syntax::{DimSyntax, Item, ModelDef, NodeItem, NodeKind, OptimizerItem
 
 mod call;
 mod config;
+mod shape;
 
 /// The most scalars one f32 array may have: `isize::MAX` bytes, the bound of every Rust
 /// allocation.
@@ -74,6 +75,12 @@ pub const OPS: &[&str] = &[
     "sigmoid_cross_entropy",
     "argmax",
     "stop_gradient",
+    "reshape",
+    "flatten",
+    "concat",
+    "slice",
+    "where",
+    "select",
 ];
 
 const INITIALIZERS: &[&str] = &[
@@ -464,10 +471,17 @@ impl<'a> Lowerer<'a> {
             BinOp::Mul(_) => "*",
             BinOp::Div(_) => "/",
             BinOp::Eq(_) => "==",
+            BinOp::Ne(_) => "!=",
+            BinOp::Lt(_) => "<",
+            BinOp::Le(_) => "<=",
+            BinOp::Gt(_) => ">",
+            BinOp::Ge(_) => ">=",
             _ => {
                 let op = quote::ToTokens::to_token_stream(&b.op).to_string();
-                self.diag
-                    .spanned(b.op, format!("unsupported operator `{op}`: the model language has `+ - * /` and `==`"));
+                self.diag.spanned(
+                    b.op,
+                    format!("unsupported operator `{op}`: the model language has `+ - * /` and the comparisons `== != < <= > >=`"),
+                );
                 return None;
             }
         };
@@ -498,6 +512,12 @@ impl<'a> Lowerer<'a> {
                 let rr = g.unary(Unary::Recip, r);
                 g.mul(l, rr)
             }
+            // The comparisons give 1.0 or 0.0; `a < b` is `b > a`, `a <= b` is `b >= a`.
+            BinOp::Ne(_) => g.add(Op::Binary(Binary::Ne), vec![l, r], b.op.span()),
+            BinOp::Lt(_) => g.add(Op::Binary(Binary::Gt), vec![r, l], b.op.span()),
+            BinOp::Le(_) => g.add(Op::Binary(Binary::Ge), vec![r, l], b.op.span()),
+            BinOp::Gt(_) => g.add(Op::Binary(Binary::Gt), vec![l, r], b.op.span()),
+            BinOp::Ge(_) => g.add(Op::Binary(Binary::Ge), vec![l, r], b.op.span()),
             _ => g.add(Op::Binary(Binary::Eq), vec![l, r], b.op.span()),
         })
     }
@@ -535,6 +555,11 @@ fn describe_full(e: &Expr) -> String {
                 BinOp::Mul(_) => "*",
                 BinOp::Div(_) => "/",
                 BinOp::Eq(_) => "==",
+                BinOp::Ne(_) => "!=",
+                BinOp::Lt(_) => "<",
+                BinOp::Le(_) => "<=",
+                BinOp::Gt(_) => ">",
+                BinOp::Ge(_) => ">=",
                 _ => "?",
             };
             format!("{} {op} {}", describe_full(&b.left), describe_full(&b.right))
@@ -544,6 +569,10 @@ fn describe_full(e: &Expr) -> String {
             format!("{}({})", describe_full(&c.func), args.join(", "))
         }
         Expr::Assign(a) => format!("{} = {}", describe_full(&a.left), describe_full(&a.right)),
+        Expr::Array(a) => {
+            let items: Vec<String> = a.elems.iter().map(describe_full).collect();
+            format!("[{}]", items.join(", "))
+        }
         _ => "expression".to_string(),
     }
 }

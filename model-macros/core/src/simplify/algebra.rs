@@ -108,7 +108,12 @@ pub fn rule(g: &mut Graph, node: &Node, x: &[NodeId], ctx: &mut Ctx) -> Option<N
             let inner = g.node(x[0]).inputs[0];
             Some(g.reshape(inner, to))
         }
-        Op::Broadcast(to) if matches!(g.node(x[0]).op, Op::Reshape(_) | Op::Broadcast(_)) => {
+        // Only a reshape that adds or removes unit axes keeps the axes' meaning, so only
+        // such a reshape may be looked through by broadcasting.
+        Op::Broadcast(to)
+            if matches!(g.node(x[0]).op, Op::Broadcast(_))
+                || (matches!(g.node(x[0]).op, Op::Reshape(_)) && unit_axes_only(g, x[0])) =>
+        {
             let inner = g.node(x[0]).inputs[0];
             if crate::shape::broadcasts_to(g.shape(inner), to) {
                 Some(g.broadcast_to(inner, to))
@@ -130,4 +135,12 @@ pub fn rule(g: &mut Graph, node: &Node, x: &[NodeId], ctx: &mut Ctx) -> Option<N
         }
         _ => None,
     }
+}
+
+/// Whether reshape node `id` only adds or removes unit axes (`[n] -> [n, 1]`).
+fn unit_axes_only(g: &Graph, id: NodeId) -> bool {
+    let core = |s: &crate::shape::Shape| -> Vec<crate::shape::Dim> {
+        s.dims().iter().filter(|d| **d != crate::shape::Dim::Static(1)).cloned().collect()
+    };
+    core(g.shape(id)) == core(g.shape(g.node(id).inputs[0]))
 }
