@@ -232,3 +232,25 @@ fn a_model_using_every_shape_op_trains_and_allocates_nothing_per_step() {
     let check = m.check_gradients(x.view(), y.view()).unwrap();
     assert!(check.passes(2e-2), "{check}");
 }
+
+model! {
+    /// v1 bug found here: the simplifier broadcast the adjoint [3] of `sum(w, axis = 1)`
+    /// straight to [3, 3] (along the rows) instead of through [3, 1] (the columns), so a
+    /// square static param got d l / d w[i, j] = c[j] instead of c[i].
+    struct SquareRowSum {
+        input c: [3];
+        param w: [3, 3] = zeros;
+        loss l = sum(sum(w, axis = 1) * c) + sum(max(w * 1.0, axis = 0) * c);
+        optimizer sgd(learning_rate = 0.1);
+    }
+}
+
+#[test]
+fn the_gradient_of_a_row_sum_of_a_square_param_runs_along_the_columns() {
+    let mut m = SquareRowSum::new();
+    m.w = arr2(&[[0.0, 1.0, 2.0], [3.0, 4.0, 5.0], [8.0, 7.0, 6.0]]);
+    let c = arr1(&[1.0f32, 10.0, 100.0]);
+    let (_, g) = m.compute_gradients(c.view()).unwrap();
+    // sum part: c[i]; max part: c[j] at each column's maximum (row 2).
+    assert_eq!(g.w, arr2(&[[1.0, 1.0, 1.0], [10.0, 10.0, 10.0], [101.0, 110.0, 200.0]]));
+}

@@ -390,3 +390,75 @@ impl Lowerer<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::diag::Diag;
+    use proc_macro2::TokenStream;
+
+    /// (message, line, column) per error of a model given as source text.
+    fn errors(body: &str) -> Vec<(String, usize, usize)> {
+        let src = format!("struct M {{\n    input x: [batch, 784];\n    input y: [batch, 10];\n{body}\n}}");
+        let tokens: TokenStream = src.parse().expect("test sources lex");
+        let diag: Diag = crate::check(tokens);
+        diag.errors().iter().map(|e| (e.to_string(), e.span().start().line, e.span().start().column)).collect()
+    }
+
+    fn one(body: &str, want: &str) -> (usize, usize) {
+        let e = errors(body);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].0.contains(want), "{e:?}");
+        (e[0].1, e[0].2)
+    }
+
+    #[test]
+    fn good_shape_ops_check() {
+        let e = errors(
+            "    output a = reshape(x, [batch, 28, 28]);\n    output b = reshape(x, [-1, 28, 28]);\n    output c = flatten(reshape(x, [batch, 28, -1]));\n    output d = concat([x, y, x], axis = 1);\n    output s = slice(x, axis = 1, start = -10);\n    output w = where(x > 0.0, x, 0.0) + select(x != 1.0, 1.0, x);\n    output m = max(reshape(x, [batch, 28, 28]), axis = [1, 2]) + sum(y, axis = [0, 1]);",
+        );
+        assert!(e.is_empty(), "{e:?}");
+    }
+
+    #[test]
+    fn reshape_errors_say_why() {
+        assert_eq!(
+            one(
+                "    output a = reshape(x, [batch, 28, 27]);",
+                "784 * batch elements, but [batch, 28, 27] has 756 * batch"
+            ),
+            (4, 26)
+        );
+        one("    output a = reshape(x, [-1, -1, 28]);", "only one dimension can be `-1`");
+        one("    output a = reshape(x, [-1, 30]);", "784 * batch is not a multiple of 30");
+        one("    output a = reshape(x, [28, -1]);", "it would be 28 * batch, which is not one dimension");
+        one("    output a = reshape(x, [bach, 784]);", "unknown dimension `bach`; did you mean `batch`?");
+        one("    output a = reshape(x, [0, 784]);", "0 is not a dimension");
+        one("    output a = reshape(x);", "`reshape` needs the target shape");
+        one("    output a = reshape(x, 784);", "must be a list of dimensions");
+        // [batch, 784] -> [batch, 28, batch] is checked at run time (batch = 28 holds), but
+        // its flattened axis 28 * batch is not one dimension.
+        one(
+            "    output a = flatten(reshape(x, [batch, 28, batch]));",
+            "would be 28 * batch, which is not one dimension",
+        );
+    }
+
+    #[test]
+    fn concat_slice_where_and_axes_errors() {
+        assert_eq!(one("    output d = concat([x, y], axis = 0);", "differ in axis 1 (10 != 784)"), (4, 26));
+        one("    output d = concat([x, y], axis = 2);", "axis 2 is out of range");
+        one("    output d = concat([x, y]);", "`concat` needs `axis = k`");
+        one("    output d = concat(x, axis = 1);", "as a list in brackets");
+        one("    output d = concat([x, sum(y)], axis = 1);", "the same rank");
+        one("    output d = concat([x, x], axis = 0);", "symbolic dimension `batch`");
+        one("    output s = slice(x, axis = 1, start = 784);", "start 784 is out of range");
+        one("    output s = slice(x, axis = 1, start = 3, end = 800);", "end 800 is past the end");
+        one("    output s = slice(x, axis = 1, start = 3, end = 3);", "is empty");
+        one("    output s = slice(x, axis = 0, start = 1);", "needs a static axis");
+        one("    output w = where(x > 0.0, x);", "`where` takes 3 tensor arguments (cond, a, b), but `b` is missing");
+        one("    output w = where(x, y, 0.0);", "does not broadcast");
+        one("    output m = max(x, axis = [1, -1]);", "axis 1 is listed twice");
+        one("    output m = sum(x, axis = [0, 2]);", "axis 2 is out of range");
+        one("    output m = x < y;", "shapes do not broadcast");
+    }
+}
