@@ -274,7 +274,7 @@ impl Lowerer<'_> {
                         let hint = suggestion(&s, self.symbols.iter().map(String::as_str));
                         self.diag.error(
                             id.span(),
-                            format!("`reshape`: unknown dimension `{s}`{hint}: a symbolic dimension of a reshape must be one an input declares"),
+                            format!("`reshape`: unknown dimension `{s}`: a symbolic dimension of a reshape must be one an input declares{hint}"),
                         );
                         ok = false;
                     }
@@ -431,7 +431,7 @@ mod tests {
         one("    output a = reshape(x, [-1, -1, 28]);", "only one dimension can be `-1`");
         one("    output a = reshape(x, [-1, 30]);", "784 * batch is not a multiple of 30");
         one("    output a = reshape(x, [28, -1]);", "it would be 28 * batch, which is not one dimension");
-        one("    output a = reshape(x, [bach, 784]);", "unknown dimension `bach`; did you mean `batch`?");
+        one("    output a = reshape(x, [bach, 784]);", "an input declares; did you mean `batch`?");
         one("    output a = reshape(x, [0, 784]);", "0 is not a dimension");
         one("    output a = reshape(x);", "`reshape` needs the target shape");
         one("    output a = reshape(x, 784);", "must be a list of dimensions");

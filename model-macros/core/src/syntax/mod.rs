@@ -193,23 +193,37 @@ fn broken_name(tokens: &TokenStream) -> Option<Ident> {
 /// framework spells the op so. Inside groups too; `where` followed by anything else is
 /// left alone (and is a syntax error, as in Rust).
 pub fn where_calls(tokens: TokenStream) -> TokenStream {
+    rewrite_where(tokens).0
+}
+
+/// [`where_calls`], and whether anything changed: a group is rebuilt only if its content
+/// changed, so that every other group keeps its open and close spans for messages.
+fn rewrite_where(tokens: TokenStream) -> (TokenStream, bool) {
     let mut out: Vec<TokenTree> = Vec::new();
+    let mut changed = false;
     let mut iter = tokens.into_iter().peekable();
     while let Some(tt) = iter.next() {
         match tt {
             TokenTree::Ident(id) if id == "where" => {
                 let call = matches!(iter.peek(), Some(TokenTree::Group(g)) if g.delimiter() == proc_macro2::Delimiter::Parenthesis);
+                changed |= call;
                 out.push(TokenTree::Ident(if call { Ident::new_raw("where", id.span()) } else { id }));
             }
             TokenTree::Group(g) => {
-                let mut inner = proc_macro2::Group::new(g.delimiter(), where_calls(g.stream()));
-                inner.set_span(g.span());
-                out.push(TokenTree::Group(inner));
+                let (inner, c) = rewrite_where(g.stream());
+                if c {
+                    let mut group = proc_macro2::Group::new(g.delimiter(), inner);
+                    group.set_span(g.span());
+                    out.push(TokenTree::Group(group));
+                    changed = true;
+                } else {
+                    out.push(TokenTree::Group(g));
+                }
             }
             other => out.push(other),
         }
     }
-    out.into_iter().collect()
+    (out.into_iter().collect(), changed)
 }
 
 struct Chunk {

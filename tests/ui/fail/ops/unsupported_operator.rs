@@ -1,6 +1,6 @@
 use modelc::model;
 
-// Both unsupported operators are reported.
+// Every unsupported operator is reported (`x < y` is a comparison since v2: it compiles).
 model! {
     pub struct M {
         input x: [batch, 784];
