@@ -298,7 +298,7 @@ impl Lowerer<'_> {
                 None => rest_ok = false,
             }
         }
-        let n = if nt == 0 { 0 } else { nf / nt };
+        let n = nf.checked_div(nt).unwrap_or(0);
         let inferred = match (rest_ok, n, sf.as_slice()) {
             (true, n, []) => Some(Dim::Static(n as usize)),
             (true, 1, [s]) => Some(Dim::Sym(s.clone())),
