@@ -46,5 +46,5 @@ pub use modelc_runtime::{ndarray, Cost, Error, GradientCheck, ParamCheck, Result
 #[doc(hidden)]
 pub mod __private {
     pub use modelc_runtime::support::*;
-    pub use modelc_runtime::{checkpoint, init, kernels, norm, optim, random};
+    pub use modelc_runtime::{checkpoint, init, kernels, norm, optim, random, shape};
 }

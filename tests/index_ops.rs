@@ -94,6 +94,7 @@ model! {
         input b: [n] as u32;
         input z: [n, 3];
         output eq = a == b;
+        output ne = a != b;
         output lt = a < b;
         output le = a <= b;
         output gt = a > b;
@@ -256,6 +257,7 @@ fn argmax_outputs_u32_and_indices_compare() {
     let z =
         Array2::from_shape_vec((4, 3), vec![1.0, 0.0, 0.0, 0.0, 5.0, 1.0, -1.0, -2.0, -0.5, 2.0, 2.0, 1.0]).unwrap();
     assert_eq!(m.eq(a.view(), b.view()).unwrap().to_vec(), vec![1.0, 0.0, 0.0, 1.0]);
+    assert_eq!(m.ne(a.view(), b.view()).unwrap().to_vec(), vec![0.0, 1.0, 1.0, 0.0]);
     assert_eq!(m.lt(a.view(), b.view()).unwrap().to_vec(), vec![0.0, 1.0, 0.0, 0.0]);
     assert_eq!(m.le(a.view(), b.view()).unwrap().to_vec(), vec![1.0, 1.0, 0.0, 1.0]);
     assert_eq!(m.gt(a.view(), b.view()).unwrap().to_vec(), vec![0.0, 0.0, 1.0, 0.0]);

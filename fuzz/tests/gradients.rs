@@ -118,6 +118,16 @@ macro_rules! models {
             // stop_gradient blocks one path but not the other; argmax and == only in metrics.
             model! { pub struct StopGradient { input x: [n, $d]; input c: [n, $d]; param w: [$d] = normal(std = 0.5); loss l = sum(c * x * w * stop_gradient(w)); metric m = mean(argmax(x * w, axis = 1) == argmax(c, axis = 1)); optimizer sgd(learning_rate = 0.1); } }
 
+            // Shape ops (issue 17): reshape (of a param: a copy; of a computed node: a
+            // view) and flatten; sums, means and maxes over several axes (the max's block
+            // within one row, where AwayFromKinks keeps values apart); concat along both
+            // axes; slices with negative bounds; where/select with literal branches and
+            // the comparisons as conditions.
+            model! { pub struct Reshape { input x: [n, $d]; input c: [n, $d]; param w: [$d, $h] = glorot_normal; let h = tanh(matmul(x, w)); loss l = sum(c * matmul(h, reshape(w, [$h, $d]))) + sum(sum(reshape(square(h + 0.5), [n, $h, 1]), axis = [1, 2]) * sum(c, axis = 1)) + sum(c * flatten(reshape(x * 2.0, [-1, 1, $d])) * x); optimizer sgd(learning_rate = 0.1); } }
+            model! { pub struct MultiAxis { input x: [n, $d]; input c: [n, $d]; param w: [$d] = constant(1.1); let t = reshape(x * w, [n, 1, $d]); loss l = sum(max(t, axis = [1, 2]) * sum(c, axis = 1)) + sum(max(t, axis = [-1, -2], keepdims = true)) + sum(sum(reshape(c * x * w, [n, $d, 1]), axis = [1, 2]) * sum(c, axis = 1)) + sum(mean(reshape(c * square(x * w), [n, 1, $d]), axis = [0, 2])) + sum(x * w, axis = [0, 1]); optimizer sgd(learning_rate = 0.1); } }
+            model! { pub struct ConcatSlice { input x: [n, $d]; input c: [n, $d]; param w: [$d, $h] = glorot_normal; param v: [$d] = normal(std = 0.5); let a = x * v; let h = tanh(matmul(concat([x, c], axis = 1), concat([w, square(w)], axis = 0))); let j = concat([a, h, a * 0.5], axis = -1); loss l = sum(square(slice(j, axis = 1, start = 1, end = -1))) + sum(c * slice(j, axis = 1, start = -$d)) + sum(slice(h, axis = 1, start = 0, end = 1) * sum(c, axis = 1, keepdims = true)); optimizer sgd(learning_rate = 0.1); } }
+            model! { pub struct Where { input x: [n, $d]; input c: [n, $d]; param w: [$d] = normal(std = 0.5); loss l = sum(c * where(x > 0.0, x * w, square(x * w) * 0.5)) + sum(c * select(c - x <= 0.5, w, 1.0)) + sum(c * where((x < -0.5) + (x >= 1.0) != 0.0, 2.0, tanh(x * w))); optimizer sgd(learning_rate = 0.1); } }
+
             // A two-layer network with every piece together.
             model! { pub struct Mlp { input x: [n, $d]; input c: [n, $d]; param w1: [$d, $h] = glorot_uniform; param b1: [$h] = constant(0.1); param w2: [$h, $d] = glorot_normal; param b2: [$d] = zeros; let h = tanh(matmul(x, w1) + b1); loss l = mean(softmax_cross_entropy(matmul(h, w2) + b2, softmax(c))); optimizer sgd(learning_rate = 0.1); } }
 
@@ -173,6 +183,7 @@ subjects! {
     SoftmaxXent { w } SigmoidXent { w } LnSigmoid { w } HandBce { w } Matmul { w, v }
     MatmulSquare { w, v } Transpose { w } StopGradient { w } Mlp { w1, b1, w2, b2 }
     LayerNorm { w, v } LayerNorm0 { w } LayerNormMlp { w1, g, b1, w2 } Dropout { w, p }
+    Reshape { w } MultiAxis { w } ConcatSlice { w, v } Where { w }
 }
 
 // ------------------------------------------------------------- the f64 reference
@@ -410,6 +421,45 @@ fn matmul(a: impl AsRef<T>, b: impl AsRef<T>) -> T {
 fn transpose(a: impl AsRef<T>) -> T {
     let a = a.as_ref();
     T::from_fn(a.c, a.r, |i, j| a.at(j, i))
+}
+
+// The shape ops' references (issue 17): row-major reshapes, concatenation, slices, where.
+
+/// The same elements, row-major, as an r x c matrix.
+fn reshape(a: impl AsRef<T>, r: usize, c: usize) -> T {
+    let a = a.as_ref();
+    assert_eq!(a.v.len(), r * c, "reference: reshape of {}x{} to {r}x{c}", a.r, a.c);
+    T { r, c, v: a.v.clone() }
+}
+/// Side by side (axis 1).
+fn hcat(parts: &[&T]) -> T {
+    let r = parts[0].r;
+    let c = parts.iter().map(|p| p.c).sum();
+    let mut v = Vec::with_capacity(r * c);
+    for i in 0..r {
+        for p in parts {
+            v.extend_from_slice(&p.v[i * p.c..(i + 1) * p.c]);
+        }
+    }
+    T { r, c, v }
+}
+/// One above the other (axis 0).
+fn vcat(parts: &[&T]) -> T {
+    let c = parts[0].c;
+    T { r: parts.iter().map(|p| p.r).sum(), c, v: parts.iter().flat_map(|p| p.v.iter().copied()).collect() }
+}
+/// Columns `s..e`.
+fn cols(a: &T, s: usize, e: usize) -> T {
+    T::from_fn(a.r, e - s, |i, j| a.at(i, s + j))
+}
+/// `cond != 0 ? a : b`, broadcasting.
+fn select(cond: &T, a: &T, b: &T) -> T {
+    let picked = zip(cond, &zip(a, b, |a, _| a), |c, a| if c != 0.0 { a } else { f64::NAN });
+    let other = zip(cond, &zip(a, b, |_, b| b), |c, b| if c != 0.0 { f64::NAN } else { b });
+    zip(&picked, &other, |p, o| if p.is_nan() { o } else { p })
+}
+fn cmp(a: &T, b: f64, f: impl Fn(f64, f64) -> bool) -> T {
+    map(a, |x| f64::from(u8::from(f(x, b))))
 }
 
 /// A model's loss in f64: `(params in declaration order, x, c) -> loss`.
@@ -733,6 +783,43 @@ grad_test!(transposes, Transpose, Smooth, tol = 1e-4, |p, x, c| {
 });
 // stop_gradient: finite differences of a reference see both factors of w, so it has
 // the exact test below.
+// -------------------------------------------------------------- shape ops (issue 17)
+// Tolerances as for the reductions and the products they contain (see the header).
+
+grad_test!(reshape_and_flatten, Reshape, Smooth, tol = 1e-4, |p, x, c| {
+    let w = &p[0];
+    let h = tanh(matmul(x, w));
+    sum(c * matmul(&h, reshape(w, w.c, w.r)))
+        + sum(sum_axis(square(&h + 0.5), 1, false) * sum_axis(c, 1, false))
+        + sum(c * (x * 2.0) * x)
+});
+grad_test!(reductions_over_several_axes, MultiAxis, AwayFromKinks, tol = 5e-5, |p, x, c| {
+    let w = &p[0];
+    let t = x * w;
+    sum(max_axis(&t, 1, false) * sum_axis(c, 1, false))
+        + sum(max_axis(&t, 1, false))
+        + sum(sum_axis(c * &t, 1, false) * sum_axis(c, 1, false))
+        + mean(c * square(&t))
+        + sum(&t)
+});
+grad_test!(concat_and_slice, ConcatSlice, Smooth, tol = 1e-4, |p, x, c| {
+    let (w, v) = (&p[0], &p[1]);
+    let a = x * v;
+    let h = tanh(matmul(hcat(&[x, c]), vcat(&[w, &square(w)])));
+    let half = &a * 0.5;
+    let j = hcat(&[&a, &h, &half]);
+    sum(square(cols(&j, 1, j.c - 1))) + sum(c * cols(&j, j.c - x.c, j.c)) + sum(cols(&h, 0, 1) * sum_axis(c, 1, true))
+});
+grad_test!(where_select_comparisons, Where, Smooth, tol = 5e-5, |p, x, c| {
+    let w = &p[0];
+    let xw = x * w;
+    let first = select(&cmp(x, 0.0, |a, b| a > b), &xw, &(square(&xw) * 0.5));
+    let second = select(&cmp(&(c - x), 0.5, |a, b| a <= b), w, &T::scalar(1.0));
+    let cond = cmp(&(cmp(x, -0.5, |a, b| a < b) + cmp(x, 1.0, |a, b| a >= b)), 0.0, |a, b| a != b);
+    let third = select(&cond, &T::scalar(2.0), &tanh(&xw));
+    sum(c * first) + sum(c * second) + sum(c * third)
+});
+
 grad_test!(mlp, Mlp, Smooth, tol = 1e-4, |p, x, c| {
     let h = tanh(matmul(x, &p[0]) + &p[1]);
     mean(softmax_xent(matmul(&h, &p[2]) + &p[3], softmax(c, 1)))

@@ -21,6 +21,8 @@ use crate::kernels::{exp, exp_inplace, ln, log_sum_exp, row_max, row_sum, rows_o
 pub enum Cmp {
     /// `a == b`
     Eq,
+    /// `a != b`
+    Ne,
     /// `a > b`
     Gt,
     /// `a >= b`
@@ -234,6 +236,7 @@ pub fn compare_indices(a: ArrayViewD<'_, u32>, b: ArrayViewD<'_, u32>, cmp: Cmp,
     };
     let f = match cmp {
         Cmp::Eq => |x: u32, y: u32| x == y,
+        Cmp::Ne => |x: u32, y: u32| x != y,
         Cmp::Gt => |x: u32, y: u32| x > y,
         Cmp::Ge => |x: u32, y: u32| x >= y,
     };

@@ -311,16 +311,8 @@ pub fn sum_axes(a: ArrayViewD<'_, f32>, axes: &[usize], mut out: ArrayViewMutD<'
         }
         return;
     }
-    // Several (not all) axes: reduce one at a time, last first (rare; allocates).
-    let mut current = a.to_owned();
-    for &axis in axes.iter().rev() {
-        current = current.sum_axis(Axis(axis));
-    }
-    // `out` has the kept axes as 1 or not at all: the same elements in the same order,
-    // whatever its strides.
-    for (o, &v) in out.iter_mut().zip(current.iter()) {
-        *o = v;
-    }
+    // Several (not all) axes (`sum(x, axis = [1, 2])`): one pass, allocating nothing.
+    crate::shape::reduce_axes(a, axes, 0.0, |s, v| s + v, out);
 }
 
 /// `out = max(a, axis)`.

@@ -3,6 +3,7 @@
 //!
 //! - [`kernels`]: free functions over ndarray views that write into caller-owned
 //!   buffers, so that generated code allocates its buffers once and reuses them.
+//! - [`shape`]: the shape ops' kernels (concat, slice, pad, reductions over several axes).
 //! - [`sgemm`]: the single-precision matrix product, with reusable thread-local scratch
 //!   (no allocation per call).
 //! - [`init`]: seeded, deterministic initializers.
@@ -28,6 +29,7 @@ pub mod optim;
 pub mod random;
 pub mod schedule;
 pub mod sgemm;
+pub mod shape;
 #[doc(hidden)]
 pub mod support;
 mod types;

@@ -107,7 +107,7 @@ model! {
 }
 
 // unsupported_operator
-// Both unsupported operators are reported.
+// Every unsupported operator is reported (`x < y` is a comparison since v2: it compiles).
 model! {
     pub struct UnsupportedOperator {
         input x: [batch, 784];

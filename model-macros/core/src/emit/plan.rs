@@ -58,6 +58,10 @@ pub struct Program {
     pub slot_shapes: Vec<crate::shape::Shape>,
     /// Each slot's element type (nodes share a slot only if shape and type agree).
     pub slot_dtypes: Vec<crate::ir::DType>,
+    /// Reshapes computed as a view of their operand's buffer (no step, no copy): node ->
+    /// the node whose buffer it views. Workspace buffers are contiguous, so the view is
+    /// always possible; the operand's buffer lives as long as the reshape's readers.
+    pub aliases: std::collections::BTreeMap<NodeId, NodeId>,
 }
 
 impl Program {
@@ -67,8 +71,30 @@ impl Program {
     }
 }
 
-/// The nodes whose buffers a step reads.
-fn reads(g: &Graph, inlined: &BTreeSet<NodeId>, id: NodeId, step: &Step) -> Vec<NodeId> {
+/// The node whose buffer `id` lives in: itself, or what a view-reshape views.
+fn resolve(aliases: &std::collections::BTreeMap<NodeId, NodeId>, mut id: NodeId) -> NodeId {
+    while let Some(&base) = aliases.get(&id) {
+        id = base;
+    }
+    id
+}
+
+/// The nodes whose buffers a step reads (a view-reshape's reads are its base's).
+fn reads(
+    g: &Graph,
+    inlined: &BTreeSet<NodeId>,
+    aliases: &std::collections::BTreeMap<NodeId, NodeId>,
+    id: NodeId,
+    step: &Step,
+) -> Vec<NodeId> {
+    let mut r = direct_reads(g, inlined, id, step);
+    for n in &mut r {
+        *n = resolve(aliases, *n);
+    }
+    r
+}
+
+fn direct_reads(g: &Graph, inlined: &BTreeSet<NodeId>, id: NodeId, step: &Step) -> Vec<NodeId> {
     match step {
         Step::Materialize => Vec::new(),
         Step::Kernel => g.node(id).inputs.clone(),
@@ -86,7 +112,7 @@ fn reads(g: &Graph, inlined: &BTreeSet<NodeId>, id: NodeId, step: &Step) -> Vec<
 /// `Materialize` step copies (a param or an input).
 pub fn step_reads(g: &Graph, program: &Program, i: usize) -> Vec<NodeId> {
     let (id, step) = &program.steps[i];
-    let mut r = reads(g, &program.inlined, *id, step);
+    let mut r = reads(g, &program.inlined, &program.aliases, *id, step);
     if *step == Step::Materialize {
         r.push(*id);
     }
@@ -124,10 +150,11 @@ fn assign_slots(
     g: &Graph,
     steps: &[(NodeId, Step)],
     inlined: &BTreeSet<NodeId>,
+    aliases: &std::collections::BTreeMap<NodeId, NodeId>,
     roots: &[NodeId],
 ) -> (std::collections::BTreeMap<NodeId, usize>, Vec<crate::shape::Shape>, Vec<crate::ir::DType>) {
     let mut last_use: std::collections::BTreeMap<NodeId, usize> = std::collections::BTreeMap::new();
-    let step_reads: Vec<Vec<NodeId>> = steps.iter().map(|(id, s)| reads(g, inlined, *id, s)).collect();
+    let step_reads: Vec<Vec<NodeId>> = steps.iter().map(|(id, s)| reads(g, inlined, aliases, *id, s)).collect();
     for (i, r) in step_reads.iter().enumerate() {
         for &n in r {
             last_use.insert(n, i);
@@ -168,6 +195,11 @@ fn assign_slots(
                     }
                 }
             }
+        }
+    }
+    for &alias in aliases.keys() {
+        if let Some(&s) = slot.get(&resolve(aliases, alias)) {
+            slot.insert(alias, s);
         }
     }
     (slot, shapes, dtypes)
@@ -273,7 +305,21 @@ pub fn plan(model: &Model, roots: &[NodeId]) -> Program {
     }
     let all = fuse_xent_with_grad(g, all);
     let all = fuse_epilogues(g, all, &inlined, roots, &uses);
-    let (slot, slot_shapes, slot_dtypes) = assign_slots(g, &all, &inlined, roots);
+    // A reshape of a computed node (a workspace buffer: contiguous) is a view of that
+    // buffer, not a copy; a reshape of an input (any strides) or a param, or one that is
+    // a root (returned or read by the updates), keeps its copy.
+    let mut aliases = std::collections::BTreeMap::new();
+    for (id, step) in &all {
+        let node = g.node(*id);
+        if *step == Step::Kernel && matches!(node.op, Op::Reshape(_)) && !roots.contains(id) {
+            let base = node.inputs[0];
+            if !matches!(g.node(base).op, Op::Input(_) | Op::Param(_)) {
+                aliases.insert(*id, base);
+            }
+        }
+    }
+    let all: Vec<(NodeId, Step)> = all.into_iter().filter(|(id, _)| !aliases.contains_key(id)).collect();
+    let (slot, slot_shapes, slot_dtypes) = assign_slots(g, &all, &inlined, &aliases, roots);
     Program {
         roots: roots.to_vec(),
         steps: all,
@@ -283,6 +329,7 @@ pub fn plan(model: &Model, roots: &[NodeId]) -> Program {
         slot,
         slot_shapes,
         slot_dtypes,
+        aliases,
     }
 }
 

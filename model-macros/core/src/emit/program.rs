@@ -105,15 +105,22 @@ pub(super) fn validate_as(ctx: &Ctx, p: &Program, fix_layout: bool) -> TokenStre
                     note(s, "mean", &mut counted);
                 }
             }
-            Op::Max { axis, .. } | Op::Argmax { axis, .. } => {
-                let op = if matches!(node.op, Op::Max { .. }) { "max" } else { "argmax" };
+            Op::Max { axes, .. } => {
+                for axis in axes {
+                    if let Some(Dim::Sym(s)) = node.inputs.first().and_then(|&i| g.shape(i).0.get(*axis)) {
+                        note(s, "max", &mut counted);
+                    }
+                }
+            }
+            Op::Argmax { axis, .. } => {
                 if let Some(Dim::Sym(s)) = node.inputs.first().and_then(|&i| g.shape(i).0.get(*axis)) {
-                    note(s, op, &mut counted);
+                    note(s, "argmax", &mut counted);
                 }
             }
             _ => {}
         }
     }
+    let reshapes = reshape_checks(ctx, p);
     let counts = if counted.is_empty() {
         TokenStream::new()
     } else {
@@ -135,6 +142,7 @@ pub(super) fn validate_as(ctx: &Ctx, p: &Program, fix_layout: bool) -> TokenStre
         let __d: [usize; #k] = __b.values();
         #counts
         #(#indices)*
+        #reshapes
         #(#params)*
     }
 }
@@ -171,6 +179,36 @@ fn index_checks(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
         let (n, ns) = (&m.inputs[i].name, m.inputs[i].name.to_string());
         let b = dim_tokens(m, &bound);
         out.push(quote!(::modelc::__private::check_indices(#ns, #n.view(), #b, #what)?;));
+    }
+    out
+}
+
+/// The prologue's checks of reshapes whose element count the compiler could not prove
+/// (`[batch, 6] -> [n, 4]`): `Err(Error::Shape)` naming an input that binds one of the
+/// dimensions involved, before anything runs.
+fn reshape_checks(ctx: &Ctx, p: &Program) -> TokenStream {
+    let m = ctx.m;
+    let g = &m.graph;
+    let mut out = TokenStream::new();
+    let mut seen: Vec<(crate::shape::Shape, crate::shape::Shape)> = Vec::new();
+    for id in g.cone(&p.roots) {
+        let node = g.node(id);
+        let Op::Reshape(to) = &node.op else { continue };
+        let from = g.shape(node.inputs[0]).clone();
+        if !crate::ops::shape::needs_runtime_check(&from, to) || seen.contains(&(from.clone(), to.clone())) {
+            continue;
+        }
+        seen.push((from.clone(), to.clone()));
+        // An input of this program declaring a dimension of the target (else of the source).
+        let syms: Vec<String> = to.symbols().into_iter().chain(from.symbols()).collect();
+        let Some(&i) = p.inputs.iter().find(|&&i| m.inputs[i].shape.symbols().iter().any(|s| syms.contains(s))) else {
+            continue;
+        };
+        let inp = &m.inputs[i];
+        let (n, ns, declared) = (&inp.name, inp.name.to_string(), inp.shape.to_string());
+        let (fs, ts) = (from.to_string(), to.to_string());
+        let (fl, tl) = (numel_tokens(m, &from), numel_tokens(m, to));
+        out.extend(quote!(::modelc::__private::shape::check_reshape(#ns, #declared, #n.shape(), #fs, #ts, #fl, #tl)?;));
     }
     out
 }
@@ -216,9 +254,17 @@ pub(super) fn producer(ctx: &Ctx, p: &Program, id: NodeId) -> TokenStream {
     }
 }
 
-/// A read-only view of `id`, for kernels.
+/// A read-only view of `id`, for kernels. A view-reshape (see [`Program::aliases`]) is
+/// its base's buffer seen in its own shape: the buffer is a standard-layout array and
+/// the element count was checked (at compile time or in the prologue), so
+/// `into_shape_with_order` cannot fail.
 pub(super) fn view(ctx: &Ctx, p: &Program, id: NodeId) -> TokenStream {
     let m = ctx.m;
+    if let Some(&base) = p.aliases.get(&id) {
+        let v = view(ctx, p, base);
+        let s = shape_tokens(m, m.graph.shape(id));
+        return quote!(#v.into_shape_with_order(#s).expect("a workspace buffer is contiguous"));
+    }
     match &m.graph.node(id).op {
         Op::Input(i) => {
             let n = &m.inputs[*i].name;

@@ -37,7 +37,7 @@ impl Printer<'_> {
         }
         matches!(
             self.g.node(id).op,
-            Op::Binary(Binary::Add | Binary::Mul | Binary::Eq | Binary::Ge | Binary::Gt)
+            Op::Binary(Binary::Add | Binary::Mul | Binary::Eq | Binary::Ne | Binary::Ge | Binary::Gt)
                 | Op::Unary(Unary::Recip)
                 | Op::IndexCompare(_)
         )
@@ -95,6 +95,7 @@ impl Printer<'_> {
                 }
             }
             Op::Binary(Binary::Eq) => format!("{} == {}", op(0), op(1)),
+            Op::Binary(Binary::Ne) => format!("{} != {}", op(0), op(1)),
             Op::Binary(Binary::Ge) => format!("{} >= {}", op(0), op(1)),
             Op::Binary(Binary::Gt) => format!("{} > {}", op(0), op(1)),
             Op::Binary(b) => format!("{}({}, {})", b.name(), self.expr(x[0], None), self.expr(x[1], None)),
@@ -117,16 +118,36 @@ impl Printer<'_> {
                 } else if axes.len() == 1 {
                     format!("sum({a}{})", axis_suffix(axes[0], *keepdims))
                 } else {
-                    format!("sum({a}, axes = {axes:?}{})", if *keepdims { ", keepdims = true" } else { "" })
+                    format!("sum({a}, axis = {axes:?}{})", if *keepdims { ", keepdims = true" } else { "" })
                 }
             }
-            Op::Max { axis, keepdims } => format!("max({}{})", self.expr(x[0], None), axis_suffix(*axis, *keepdims)),
+            Op::Max { axes, keepdims } => {
+                let a = self.expr(x[0], None);
+                if axes.len() == 1 {
+                    format!("max({a}{})", axis_suffix(axes[0], *keepdims))
+                } else {
+                    format!("max({a}, axis = {axes:?}{})", if *keepdims { ", keepdims = true" } else { "" })
+                }
+            }
             Op::Argmax { axis, keepdims } => {
                 format!("argmax({}{})", self.expr(x[0], None), axis_suffix(*axis, *keepdims))
             }
             Op::Broadcast(s) => format!("broadcast({}, {s})", self.expr(x[0], None)),
             Op::SumTo(s) => format!("sum_to({}, {s})", self.expr(x[0], None)),
             Op::Reshape(s) => format!("reshape({}, {s})", self.expr(x[0], None)),
+            Op::Concat { axis } => {
+                let parts: Vec<String> = x.iter().map(|&i| self.expr(i, None)).collect();
+                format!("concat([{}], axis = {axis})", parts.join(", "))
+            }
+            Op::Slice { axis, start, end } => {
+                format!("slice({}, axis = {axis}, start = {start}, end = {end})", self.expr(x[0], None))
+            }
+            Op::Pad { axis, before, after } => {
+                format!("pad({}, axis = {axis}, before = {before}, after = {after})", self.expr(x[0], None))
+            }
+            Op::Select => {
+                format!("where({}, {}, {})", self.expr(x[0], None), self.expr(x[1], None), self.expr(x[2], None))
+            }
             Op::Softmax(a) | Op::LogSoftmax(a) => {
                 let f = if matches!(node.op, Op::Softmax(_)) { "softmax" } else { "log_softmax" };
                 let e = self.expr(x[0], None);
@@ -173,6 +194,7 @@ impl Printer<'_> {
                 let sym = match b {
                     Binary::Gt => ">",
                     Binary::Ge => ">=",
+                    Binary::Ne => "!=",
                     _ => "==",
                 };
                 format!("{} {sym} {}", op(0), op(1))

@@ -206,7 +206,7 @@ impl Graph {
         self.add(Op::Broadcast(shape.clone()), vec![x], span)
     }
 
-    /// `x` with the same elements in `shape` (only unit axes differ); identity if equal.
+    /// `x` with the same elements, in row-major order, in `shape`; identity if equal.
     pub fn reshape(&mut self, x: NodeId, shape: &Shape) -> NodeId {
         if self.shape(x) == shape {
             return x;

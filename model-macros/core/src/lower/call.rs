@@ -22,7 +22,8 @@ impl Lowerer<'_> {
                 return None;
             }
         };
-        let name = ident.to_string();
+        // `where` is a Rust keyword: the parser hands it over as the raw `r#where`.
+        let name = ident.to_string().trim_start_matches("r#").to_string();
         let sig = match signature(&name) {
             Some(sig) => sig,
             None => {
@@ -42,6 +43,9 @@ impl Lowerer<'_> {
         };
         let args: Vec<Arg> = c.args.iter().cloned().map(arg_from_expr).collect();
         let bound = self.bind(&name, &ident, sig, &args)?;
+        if name == "concat" {
+            return self.concat(&ident, &bound);
+        }
         // Lower tensor operands (all of them, to report every error).
         let mut operands = Vec::new();
         for e in &bound.tensors {
@@ -139,12 +143,13 @@ impl Lowerer<'_> {
     pub(super) fn axis(
         &mut self,
         op: &str,
-        value: Option<(AttrValue, Span)>,
+        value: &Option<(AttrValue, Span)>,
         rank: usize,
         operand: &str,
         shape: &Shape,
     ) -> Result<Option<usize>, ()> {
         let Some((AttrValue::Int(a), span)) = value else { return Ok(None) };
+        let (a, span) = (*a, *span);
         match normalize_axis(a, rank) {
             Some(ax) => Ok(Some(ax)),
             None => {
@@ -248,12 +253,9 @@ impl Lowerer<'_> {
                 Op::Transpose
             }
             "sum" | "mean" => {
-                let axis = self.axis(name, b.attrs[0], s0.rank(), &d0, &s0).ok()?;
+                let axes = self.axes(name, &b.attrs[0], &d0, &s0).ok()?;
                 let keepdims = flag(&b.attrs[1]);
-                let axes: Vec<usize> = match axis {
-                    Some(a) => vec![a],
-                    None => (0..s0.rank()).collect(),
-                };
+                let axes: Vec<usize> = axes.unwrap_or_else(|| (0..s0.rank()).collect());
                 let g = &mut self.graph;
                 let sum = g.add(Op::Sum { axes: axes.clone(), keepdims }, vec![x[0]], span);
                 if name == "sum" {
@@ -264,8 +266,12 @@ impl Lowerer<'_> {
                 let inv = g.unary(Unary::Recip, count);
                 return Some(g.mul(sum, inv));
             }
+            "max" if matches!(b.attrs[0], Some((AttrValue::Ints(_), _))) => {
+                let axes = self.axes(name, &b.attrs[0], &d0, &s0).ok()??;
+                Op::Max { axes, keepdims: flag(&b.attrs[1]) }
+            }
             "max" | "argmax" => {
-                let axis = self.axis(name, b.attrs[0], s0.rank(), &d0, &s0).ok()?;
+                let axis = self.axis(name, &b.attrs[0], s0.rank(), &d0, &s0).ok()?;
                 let axis = match axis {
                     Some(a) => a,
                     None if s0.rank() == 1 => 0,
@@ -279,7 +285,7 @@ impl Lowerer<'_> {
                 };
                 let keepdims = flag(&b.attrs[1]);
                 if name == "max" {
-                    Op::Max { axis, keepdims }
+                    Op::Max { axes: vec![axis], keepdims }
                 } else {
                     Op::Argmax { axis, keepdims }
                 }
@@ -292,7 +298,7 @@ impl Lowerer<'_> {
                     );
                     return None;
                 }
-                let axis = self.axis(name, b.attrs[0], s0.rank(), &d0, &s0).ok()?.unwrap_or(s0.rank() - 1);
+                let axis = self.axis(name, &b.attrs[0], s0.rank(), &d0, &s0).ok()?.unwrap_or(s0.rank() - 1);
                 if name == "softmax" {
                     Op::Softmax(axis)
                 } else {
@@ -321,7 +327,7 @@ impl Lowerer<'_> {
                     );
                     return None;
                 }
-                let axis = self.axis(name, b.attrs[0], s0.rank(), &d0, &s0).ok()?.unwrap_or(s0.rank() - 1);
+                let axis = self.axis(name, &b.attrs[0], s0.rank(), &d0, &s0).ok()?.unwrap_or(s0.rank() - 1);
                 let epsilon = match b.attrs[1] {
                     None => 1e-5f32,
                     Some((AttrValue::Number(e), sp)) => {
@@ -369,6 +375,7 @@ impl Lowerer<'_> {
                     g.leaf(Op::DropoutMask { index, rate: rate.to_bits() }, s0.clone(), crate::ir::DType::F32, span);
                 return Some(g.add(Op::Binary(Binary::Mul), vec![x[0], mask], span));
             }
+            "reshape" | "flatten" | "slice" | "where" | "select" => return self.shape_op(name, ident, call, b, x),
             _ => unreachable!("every op of `signature` is handled in `apply`"),
         };
         match self.graph.try_add(op, x.to_vec(), span) {
@@ -394,13 +401,29 @@ pub(super) enum AttrKind {
     Int,
     Bool,
     Number,
+    /// An axis or a list of axes: `axis = 1`, `axis = [1, 2]`.
+    Axes,
+    /// A reshape's target: `[batch, 28, 28]`, `[-1, 784]`.
+    Dims,
 }
 
-#[derive(Clone, Copy, Debug)]
+/// One dimension of a reshape's target as written.
+#[derive(Clone, Debug)]
+pub(super) enum DimArg {
+    /// An integer (`-1`: inferred).
+    Int(i64, Span),
+    /// A symbolic dimension's name.
+    Name(Ident),
+}
+
+#[derive(Clone, Debug)]
 pub(super) enum AttrValue {
     Int(i64),
     Bool(bool),
     Number(f64),
+    /// A list of axes (`axis = [1, 2]`; a single axis is [`AttrValue::Int`]).
+    Ints(Vec<i64>),
+    Dims(Vec<DimArg>),
 }
 
 impl AttrKind {
@@ -409,16 +432,49 @@ impl AttrKind {
             AttrKind::Int => "an integer literal (negative axes count from the end)",
             AttrKind::Bool => "`true` or `false`",
             AttrKind::Number => "a number literal",
+            AttrKind::Axes => "an integer literal or a list of them, e.g. `axis = [1, 2]` (negative axes count from the end)",
+            AttrKind::Dims => "a list of dimensions in brackets: integers, symbolic names, or one `-1` to infer, e.g. `[batch, 28, 28]`",
         }
     }
 
     pub(super) fn parse(self, e: &Expr) -> Option<AttrValue> {
+        match (self, e) {
+            (AttrKind::Axes, Expr::Array(list)) => {
+                let ints: Option<Vec<i64>> = list
+                    .elems
+                    .iter()
+                    .map(|e| match AttrKind::Int.parse(e) {
+                        Some(AttrValue::Int(i)) => Some(i),
+                        _ => None,
+                    })
+                    .collect();
+                return ints.filter(|v| !v.is_empty()).map(AttrValue::Ints);
+            }
+            (AttrKind::Axes, e) => return AttrKind::Int.parse(e),
+            (AttrKind::Dims, Expr::Array(list)) => {
+                let dims: Option<Vec<DimArg>> = list
+                    .elems
+                    .iter()
+                    .map(|e| match e {
+                        Expr::Path(p) if p.qself.is_none() => p.path.get_ident().cloned().map(DimArg::Name),
+                        e => match AttrKind::Int.parse(e) {
+                            Some(AttrValue::Int(i)) => Some(DimArg::Int(i, e.span())),
+                            _ => None,
+                        },
+                    })
+                    .collect();
+                return dims.map(AttrValue::Dims);
+            }
+            (AttrKind::Dims, _) => return None,
+            _ => {}
+        }
         let (neg, inner) = match e {
             Expr::Unary(u) if matches!(u.op, UnOp::Neg(_)) => (true, &*u.expr),
             other => (false, other),
         };
         let Expr::Lit(l) = inner else { return None };
         match (self, &l.lit) {
+            (AttrKind::Axes | AttrKind::Dims, _) => None,
             (AttrKind::Int, Lit::Int(i)) => {
                 i.base10_parse::<i64>().ok().map(|v| AttrValue::Int(if neg { -v } else { v }))
             }
@@ -436,8 +492,8 @@ impl AttrKind {
 
 #[derive(Clone, Copy)]
 pub(super) struct Sig {
-    tensors: &'static [&'static str],
-    attrs: &'static [(&'static str, AttrKind)],
+    pub(super) tensors: &'static [&'static str],
+    pub(super) attrs: &'static [(&'static str, AttrKind)],
 }
 
 impl Sig {
@@ -462,12 +518,15 @@ pub(super) fn signature(name: &str) -> Option<Sig> {
     const AB: &[&str] = &["a", "b"];
     const XENT: &[&str] = &["logits", "labels"];
     const AXIS_KEEP: &[(&str, AttrKind)] = &[("axis", AttrKind::Int), ("keepdims", AttrKind::Bool)];
+    const AXES_KEEP: &[(&str, AttrKind)] = &[("axis", AttrKind::Axes), ("keepdims", AttrKind::Bool)];
     Some(match name {
         "exp" | "ln" | "log" | "sqrt" | "square" | "abs" | "relu" | "sigmoid" | "tanh" | "softplus"
         | "stop_gradient" | "transpose" => Sig { tensors: A, attrs: &[] },
         "pow" => Sig { tensors: A, attrs: &[("exponent", AttrKind::Number)] },
         "matmul" | "maximum" | "minimum" => Sig { tensors: AB, attrs: &[] },
-        "sum" | "mean" | "max" | "argmax" => Sig { tensors: A, attrs: AXIS_KEEP },
+        "sum" | "mean" | "max" => Sig { tensors: A, attrs: AXES_KEEP },
+        "argmax" => Sig { tensors: A, attrs: AXIS_KEEP },
+        "reshape" | "flatten" | "concat" | "slice" | "where" | "select" => return super::shape::signature(name),
         "softmax" | "log_softmax" => Sig { tensors: A, attrs: &[("axis", AttrKind::Int)] },
         "softmax_cross_entropy" | "sigmoid_cross_entropy" | "sparse_softmax_cross_entropy" => {
             Sig { tensors: XENT, attrs: &[] }

@@ -153,6 +153,7 @@ impl Lowerer<'_> {
         let (dl, dr) = (describe(&b.left), describe(&b.right));
         let comparison = match b.op {
             BinOp::Eq(_) => Some((Binary::Eq, false)),
+            BinOp::Ne(_) => Some((Binary::Ne, false)),
             BinOp::Gt(_) => Some((Binary::Gt, false)),
             BinOp::Ge(_) => Some((Binary::Ge, false)),
             BinOp::Lt(_) => Some((Binary::Gt, true)),
@@ -165,7 +166,7 @@ impl Lowerer<'_> {
                 b.op,
                 format!(
                     "`{symbol}` on an index tensor: `{d}` is u32 {s}, and arithmetic on indices is not defined; \
-                     compare indices (`==`, `<`, ...), or encode them as numbers with `one_hot({d}, depth = N)`"
+                     compare indices (`==`, `!=`, `<`, ...), or encode them as numbers with `one_hot({d}, depth = N)`"
                 ),
             );
             return None;

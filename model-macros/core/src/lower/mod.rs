@@ -23,6 +23,7 @@ use crate::syntax::{DimSyntax, Item, ModelDef, NodeItem, NodeKind, OptimizerItem
 mod call;
 mod config;
 mod index;
+mod shape;
 
 /// The most scalars one f32 array may have: `isize::MAX` bytes, the bound of every Rust
 /// allocation.
@@ -80,6 +81,12 @@ pub const OPS: &[&str] = &[
     "sparse_softmax_cross_entropy",
     "layer_norm",
     "dropout",
+    "reshape",
+    "flatten",
+    "concat",
+    "slice",
+    "where",
+    "select",
 ];
 
 const INITIALIZERS: &[&str] = &[
@@ -509,14 +516,17 @@ impl<'a> Lowerer<'a> {
             BinOp::Mul(_) => "*",
             BinOp::Div(_) => "/",
             BinOp::Eq(_) => "==",
+            BinOp::Ne(_) => "!=",
             BinOp::Lt(_) => "<",
             BinOp::Le(_) => "<=",
             BinOp::Gt(_) => ">",
             BinOp::Ge(_) => ">=",
             _ => {
                 let op = quote::ToTokens::to_token_stream(&b.op).to_string();
-                self.diag
-                    .spanned(b.op, format!("unsupported operator `{op}`: the model language has `+ - * /` and `==`"));
+                self.diag.spanned(
+                    b.op,
+                    format!("unsupported operator `{op}`: the model language has `+ - * /` and the comparisons `== != < <= > >=`"),
+                );
                 return None;
             }
         };
@@ -525,13 +535,6 @@ impl<'a> Lowerer<'a> {
         let (l, r) = (l?, r?);
         if self.graph.dtype(l) == DType::U32 || self.graph.dtype(r) == DType::U32 {
             return self.index_binary(b, symbol, l, r);
-        }
-        if matches!(b.op, BinOp::Lt(_) | BinOp::Le(_) | BinOp::Gt(_) | BinOp::Ge(_)) {
-            self.diag.spanned(
-                b.op,
-                format!("`{symbol}` compares index tensors only (u32); for f32 values the model language has `==`"),
-            );
-            return None;
         }
         let (sl, sr) = (self.graph.shape(l).clone(), self.graph.shape(r).clone());
         if let Err(why) = broadcast(&sl, &sr) {
@@ -557,6 +560,12 @@ impl<'a> Lowerer<'a> {
                 let rr = g.unary(Unary::Recip, r);
                 g.mul(l, rr)
             }
+            // The comparisons give 1.0 or 0.0; `a < b` is `b > a`, `a <= b` is `b >= a`.
+            BinOp::Ne(_) => g.add(Op::Binary(Binary::Ne), vec![l, r], b.op.span()),
+            BinOp::Lt(_) => g.add(Op::Binary(Binary::Gt), vec![r, l], b.op.span()),
+            BinOp::Le(_) => g.add(Op::Binary(Binary::Ge), vec![r, l], b.op.span()),
+            BinOp::Gt(_) => g.add(Op::Binary(Binary::Gt), vec![l, r], b.op.span()),
+            BinOp::Ge(_) => g.add(Op::Binary(Binary::Ge), vec![l, r], b.op.span()),
             _ => g.add(Op::Binary(Binary::Eq), vec![l, r], b.op.span()),
         })
     }
@@ -594,6 +603,11 @@ fn describe_full(e: &Expr) -> String {
                 BinOp::Mul(_) => "*",
                 BinOp::Div(_) => "/",
                 BinOp::Eq(_) => "==",
+                BinOp::Ne(_) => "!=",
+                BinOp::Lt(_) => "<",
+                BinOp::Le(_) => "<=",
+                BinOp::Gt(_) => ">",
+                BinOp::Ge(_) => ">=",
                 _ => "?",
             };
             format!("{} {op} {}", describe_full(&b.left), describe_full(&b.right))
@@ -603,6 +617,10 @@ fn describe_full(e: &Expr) -> String {
             format!("{}({})", describe_full(&c.func), args.join(", "))
         }
         Expr::Assign(a) => format!("{} = {}", describe_full(&a.left), describe_full(&a.right)),
+        Expr::Array(a) => {
+            let items: Vec<String> = a.elems.iter().map(describe_full).collect();
+            format!("[{}]", items.join(", "))
+        }
         _ => "expression".to_string(),
     }
 }

@@ -118,9 +118,11 @@ pub enum Binary {
     Minimum,
     /// `a == b`
     Eq,
-    /// `a >= b` (derivatives of maximum/minimum)
+    /// `a != b`
+    Ne,
+    /// `a >= b` (also `b <= a`; and in the derivatives of maximum/minimum)
     Ge,
-    /// `a > b` (derivatives of maximum/minimum)
+    /// `a > b` (also `b < a`; and in the derivatives of maximum/minimum)
     Gt,
 }
 
@@ -133,6 +135,7 @@ impl Binary {
             Binary::Maximum => "maximum",
             Binary::Minimum => "minimum",
             Binary::Eq => "eq",
+            Binary::Ne => "ne",
             Binary::Ge => "ge",
             Binary::Gt => "gt",
         }
@@ -140,7 +143,7 @@ impl Binary {
 
     /// Whether it is a comparison (not differentiable).
     pub fn is_comparison(self) -> bool {
-        matches!(self, Binary::Eq | Binary::Ge | Binary::Gt)
+        matches!(self, Binary::Eq | Binary::Ne | Binary::Ge | Binary::Gt)
     }
 
     /// Evaluates the op on constants (constant folding).
@@ -151,6 +154,7 @@ impl Binary {
             Binary::Maximum => a.max(b),
             Binary::Minimum => a.min(b),
             Binary::Eq => f32::from(u8::from(a == b)),
+            Binary::Ne => f32::from(u8::from(a != b)),
             Binary::Ge => f32::from(u8::from(a >= b)),
             Binary::Gt => f32::from(u8::from(a > b)),
         }
@@ -224,7 +228,7 @@ pub fn binary_vjp(g: &mut Graph, op: Binary, node: &Node, adj: NodeId) -> Vec<Op
             };
             (g.mul(adj, mask_a), g.mul(adj, mask_b))
         }
-        Binary::Eq | Binary::Ge | Binary::Gt => return vec![None, None],
+        Binary::Eq | Binary::Ne | Binary::Ge | Binary::Gt => return vec![None, None],
     };
     vec![Some(g.sum_to(da, &sa)), Some(g.sum_to(db, &sb))]
 }
@@ -279,6 +283,7 @@ pub fn binary_expr(op: Binary, a: &TokenStream, b: &TokenStream) -> TokenStream 
         Binary::Maximum => quote!(f32::max(#a, #b)),
         Binary::Minimum => quote!(f32::min(#a, #b)),
         Binary::Eq => quote!((((#a) == (#b)) as u8 as f32)),
+        Binary::Ne => quote!((((#a) != (#b)) as u8 as f32)),
         Binary::Ge => quote!((((#a) >= (#b)) as u8 as f32)),
         Binary::Gt => quote!((((#a) > (#b)) as u8 as f32)),
     }

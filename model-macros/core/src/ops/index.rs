@@ -95,6 +95,7 @@ fn cmp_tokens(b: Binary) -> TokenStream {
     let k = quote!(::modelc::__private::kernels::Cmp);
     match b {
         Binary::Eq => quote!(#k::Eq),
+        Binary::Ne => quote!(#k::Ne),
         Binary::Gt => quote!(#k::Gt),
         Binary::Ge => quote!(#k::Ge),
         other => {

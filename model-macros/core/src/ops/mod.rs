@@ -13,6 +13,7 @@ pub mod nn;
 pub mod norm;
 pub mod random;
 pub mod reduce;
+pub mod shape;
 
 use proc_macro2::TokenStream;
 
@@ -53,11 +54,11 @@ pub enum Op {
         /// Keep reduced axes as size 1.
         keepdims: bool,
     },
-    /// Maximum along one axis.
+    /// Maximum over `axes` (sorted, distinct).
     Max {
-        /// The reduced axis.
-        axis: usize,
-        /// Keep it as size 1.
+        /// The reduced axes.
+        axes: Vec<usize>,
+        /// Keep them as size 1.
         keepdims: bool,
     },
     /// Index of the maximum along one axis (u32); not differentiable.
@@ -71,8 +72,34 @@ pub enum Op {
     Broadcast(Shape),
     /// Sum down to this shape (the adjoint of broadcasting).
     SumTo(Shape),
-    /// The same elements in this shape (only unit axes added or removed).
+    /// The same elements, in row-major order, in this shape (`ops/shape.rs`). The
+    /// emitter gives it a view of its operand's buffer where it can (no copy).
     Reshape(Shape),
+    /// Concatenation of the operands along a static axis.
+    Concat {
+        /// The axis.
+        axis: usize,
+    },
+    /// The range `start..end` of a static axis.
+    Slice {
+        /// The axis.
+        axis: usize,
+        /// The first index kept.
+        start: usize,
+        /// One past the last index kept.
+        end: usize,
+    },
+    /// Zeros around the operand along a static axis (the adjoint of [`Op::Slice`]).
+    Pad {
+        /// The axis.
+        axis: usize,
+        /// Zeros before the operand.
+        before: usize,
+        /// Zeros after it.
+        after: usize,
+    },
+    /// `where(cond, a, b)`: elementwise `a` where `cond != 0`, else `b`, broadcasting.
+    Select,
     /// Softmax along an axis.
     Softmax(usize),
     /// Log-softmax along an axis (stable: `z - max - ln(sum(exp(z - max)))`).
@@ -151,6 +178,10 @@ impl Op {
             Op::IndexCompare(_) => (&[U32, U32], F32),
             Op::DropoutMask { .. } => return Err("dropout masks are made by `Graph::leaf`".to_string()),
             Op::Invalid(_)
+            | Op::Concat { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::Select
             | Op::LayerNorm { .. }
             | Op::LayerNormGrad { .. }
             | Op::Const(_)
@@ -194,12 +225,15 @@ impl Op {
             Op::MatMul { ta, tb } => linalg::matmul_shape(ins, *ta, *tb),
             Op::Transpose => linalg::transpose_shape(ins),
             Op::Sum { axes, keepdims } => reduce::sum_shape(ins[0], axes, *keepdims),
-            Op::Max { axis, keepdims } | Op::Argmax { axis, keepdims } => {
-                reduce::sum_shape(ins[0], &[*axis], *keepdims)
-            }
+            Op::Max { axes, keepdims } => reduce::sum_shape(ins[0], axes, *keepdims),
+            Op::Argmax { axis, keepdims } => reduce::sum_shape(ins[0], &[*axis], *keepdims),
             Op::Broadcast(to) => reduce::broadcast_shape(ins[0], to),
             Op::SumTo(to) => reduce::sum_to_shape(ins[0], to),
-            Op::Reshape(to) => reduce::reshape_shape(ins[0], to),
+            Op::Reshape(to) => shape::reshape_shape(ins[0], to),
+            Op::Concat { axis } => shape::concat_shape(ins, *axis),
+            Op::Slice { axis, start, end } => shape::slice_shape(ins[0], *axis, *start, *end),
+            Op::Pad { axis, before, after } => shape::pad_shape(ins[0], *axis, *before, *after),
+            Op::Select => shape::select_shape(ins),
             Op::Softmax(axis) | Op::LogSoftmax(axis) => nn::softmax_shape(ins[0], *axis),
             Op::SoftmaxXent => nn::xent_shape(ins),
             Op::SoftmaxXentGrad => nn::xent_grad_shape(ins),
@@ -232,6 +266,10 @@ impl Op {
             | Op::Broadcast(_)
             | Op::SumTo(_)
             | Op::Reshape(_)
+            | Op::Concat { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::Select
             | Op::Softmax(_)
             | Op::LogSoftmax(_)
             | Op::SoftmaxXent
@@ -251,7 +289,7 @@ impl Op {
     /// Whether the op computes each output element from the same-index (broadcast)
     /// elements of its operands only, so that chains of such ops fuse into one loop.
     pub fn is_elementwise(&self) -> bool {
-        matches!(self, Op::Unary(_) | Op::Binary(_) | Op::SigmoidXent | Op::StopGradient)
+        matches!(self, Op::Unary(_) | Op::Binary(_) | Op::SigmoidXent | Op::StopGradient | Op::Select)
     }
 
     /// The vector-Jacobian product: given the adjoint `g` of node `id`, the adjoint of
@@ -275,10 +313,14 @@ impl Op {
             Op::MatMul { ta, tb } => linalg::matmul_vjp(graph, &node, *ta, *tb, g),
             Op::Transpose => linalg::transpose_vjp(graph, &node, g),
             Op::Sum { axes, keepdims } => reduce::sum_vjp(graph, &node, axes, *keepdims, g),
-            Op::Max { axis, keepdims } => reduce::max_vjp(graph, id, &node, *axis, *keepdims, g),
+            Op::Max { axes, keepdims } => reduce::max_vjp(graph, id, &node, axes, *keepdims, g),
             Op::Broadcast(_) => reduce::broadcast_vjp(graph, &node, g),
             Op::SumTo(_) => reduce::sum_to_vjp(graph, &node, g),
-            Op::Reshape(_) => reduce::reshape_vjp(graph, &node, g),
+            Op::Reshape(_) => shape::reshape_vjp(graph, &node, g),
+            Op::Concat { axis } => shape::concat_vjp(graph, &node, *axis, g),
+            Op::Slice { axis, start, end } => shape::slice_vjp(graph, &node, *axis, *start, *end, g),
+            Op::Pad { axis, before, .. } => shape::pad_vjp(graph, &node, *axis, *before, g),
+            Op::Select => shape::select_vjp(graph, &node, g),
             Op::Softmax(axis) => nn::softmax_vjp(graph, id, &node, *axis, g),
             Op::LogSoftmax(axis) => nn::log_softmax_vjp(graph, id, &node, *axis, g),
             Op::SoftmaxXent => nn::xent_vjp(graph, &node, g),
@@ -301,6 +343,7 @@ impl Op {
             Op::Binary(b) => elementwise::binary_expr(*b, &args[0], &args[1]),
             Op::SigmoidXent => nn::sigmoid_xent_expr(&args[0], &args[1]),
             Op::StopGradient => args[0].clone(),
+            Op::Select => shape::select_expr(&args[0], &args[1], &args[2]),
             Op::Input(_)
             | Op::Param(_)
             | Op::Const(_)
@@ -313,6 +356,9 @@ impl Op {
             | Op::Broadcast(_)
             | Op::SumTo(_)
             | Op::Reshape(_)
+            | Op::Concat { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. }
             | Op::Softmax(_)
             | Op::LogSoftmax(_)
             | Op::SoftmaxXent
@@ -348,9 +394,9 @@ impl Op {
                 let a = &args[0];
                 quote!(#k::sum_axes(#a.into_dyn(), &[#(#axes),*], #out.into_dyn());)
             }
-            Op::Max { axis, .. } => {
+            Op::Max { axes, .. } => {
                 let a = &args[0];
-                quote!(#k::max_axis(#a.into_dyn(), #axis, #out.into_dyn());)
+                quote!(::modelc::__private::shape::max_axes(#a.into_dyn(), &[#(#axes),*], #out.into_dyn());)
             }
             Op::Argmax { axis, .. } => {
                 let a = &args[0];
@@ -368,6 +414,7 @@ impl Op {
                 let a = &args[0];
                 quote!(#k::reshape(#a.into_dyn(), #out.into_dyn());)
             }
+            Op::Concat { .. } | Op::Slice { .. } | Op::Pad { .. } => shape::kernel_call(self, args, out),
             Op::Softmax(axis) => {
                 let a = &args[0];
                 quote!(#k::softmax(#a.into_dyn(), #axis, #out.into_dyn());)
@@ -401,6 +448,7 @@ impl Op {
             | Op::Binary(_)
             | Op::SigmoidXent
             | Op::StopGradient
+            | Op::Select
             | Op::Invalid(_) => unreachable!("kernel_call is only called for kernel ops"),
         }
     }
@@ -410,7 +458,7 @@ impl Op {
     pub fn flops_per_element(&self) -> u64 {
         match self {
             Op::Unary(u) => u.flops(),
-            Op::Binary(_) | Op::StopGradient => 1,
+            Op::Binary(_) | Op::StopGradient | Op::Select => 1,
             Op::SigmoidXent => 6,
             Op::Sum { .. } | Op::Max { .. } | Op::Argmax { .. } | Op::SumTo(_) => 1,
             Op::Softmax(_) | Op::LogSoftmax(_) => 5,
@@ -421,7 +469,12 @@ impl Op {
             Op::LayerNorm { .. } => 5,
             Op::LayerNormGrad { .. } => 10,
             Op::DropoutMask { .. } => 1,
-            Op::Broadcast(_) | Op::Reshape(_) | Op::Transpose => 0,
+            Op::Broadcast(_)
+            | Op::Reshape(_)
+            | Op::Transpose
+            | Op::Concat { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. } => 0,
             Op::MatMul { .. } => 2,
             Op::Input(_) | Op::Param(_) | Op::Const(_) | Op::DimProduct(_) | Op::Invalid(_) => 0,
         }

@@ -1,6 +1,6 @@
 //! Reductions and their adjoints: `Sum` and `Broadcast` are each other's derivative, as
-//! are `SumTo` (the adjoint of implicit broadcasting) and `Broadcast`; `Reshape` only
-//! adds or removes unit axes.
+//! are `SumTo` (the adjoint of implicit broadcasting) and `Broadcast`. `Max` reduces
+//! one or several axes; its gradient splits ties evenly (TensorFlow's rule).
 
 use crate::ir::{Graph, Node, NodeId};
 use crate::ops::{Binary, Op};
@@ -41,16 +41,6 @@ pub fn sum_to_shape(s: &Shape, to: &Shape) -> Result<Shape, String> {
     }
 }
 
-/// `Reshape(to)` keeps the non-unit dimensions in order.
-pub fn reshape_shape(s: &Shape, to: &Shape) -> Result<Shape, String> {
-    let core = |x: &Shape| -> Vec<Dim> { x.0.iter().filter(|d| **d != Dim::Static(1)).cloned().collect() };
-    if core(s) == core(to) {
-        Ok(to.clone())
-    } else {
-        Err(format!("{s} cannot be reshaped to {to}"))
-    }
-}
-
 /// The adjoint of a sum: the adjoint broadcast back over the reduced axes.
 pub fn sum_vjp(g: &mut Graph, node: &Node, axes: &[usize], keepdims: bool, adj: NodeId) -> Vec<Option<NodeId>> {
     let x = node.inputs[0];
@@ -66,14 +56,21 @@ fn unreduce(g: &mut Graph, adj: NodeId, input: &Shape, axes: &[usize]) -> NodeId
 }
 
 /// The adjoint of a max: the adjoint goes to the maximal elements, split evenly between
-/// ties (TensorFlow's rule).
-pub fn max_vjp(g: &mut Graph, y: NodeId, node: &Node, axis: usize, keepdims: bool, adj: NodeId) -> Vec<Option<NodeId>> {
+/// ties (TensorFlow's rule). Over several axes the ties are counted over all of them
+/// together: a maximum reached three times in the reduced block gets a third each.
+pub fn max_vjp(
+    g: &mut Graph,
+    y: NodeId,
+    node: &Node,
+    axes: &[usize],
+    keepdims: bool,
+    adj: NodeId,
+) -> Vec<Option<NodeId>> {
     let x = node.inputs[0];
     let sx = g.shape(x).clone();
-    let (y_keep, adj_keep) =
-        if keepdims { (y, adj) } else { (unreduce(g, y, &sx, &[axis]), unreduce(g, adj, &sx, &[axis])) };
+    let (y_keep, adj_keep) = if keepdims { (y, adj) } else { (unreduce(g, y, &sx, axes), unreduce(g, adj, &sx, axes)) };
     let mask = g.binary(Binary::Eq, x, y_keep);
-    let ties = g.add(Op::Sum { axes: vec![axis], keepdims: true }, vec![mask], node.span);
+    let ties = g.add(Op::Sum { axes: axes.to_vec(), keepdims: true }, vec![mask], node.span);
     let share = g.unary(crate::ops::Unary::Recip, ties);
     let per = g.mul(adj_keep, share);
     vec![Some(g.mul(mask, per))]
@@ -89,10 +86,4 @@ pub fn broadcast_vjp(g: &mut Graph, node: &Node, adj: NodeId) -> Vec<Option<Node
 pub fn sum_to_vjp(g: &mut Graph, node: &Node, adj: NodeId) -> Vec<Option<NodeId>> {
     let s = g.shape(node.inputs[0]).clone();
     vec![Some(g.broadcast_to(adj, &s))]
-}
-
-/// The adjoint of a reshape is the reverse reshape.
-pub fn reshape_vjp(g: &mut Graph, node: &Node, adj: NodeId) -> Vec<Option<NodeId>> {
-    let s = g.shape(node.inputs[0]).clone();
-    vec![Some(g.reshape(adj, &s))]
 }

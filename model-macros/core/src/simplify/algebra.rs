@@ -108,7 +108,14 @@ pub fn rule(g: &mut Graph, node: &Node, x: &[NodeId], ctx: &mut Ctx) -> Option<N
             let inner = g.node(x[0]).inputs[0];
             Some(g.reshape(inner, to))
         }
-        Op::Broadcast(to) if matches!(g.node(x[0]).op, Op::Reshape(_) | Op::Broadcast(_)) => {
+        // Broadcasting looks through a reshape only if the reshape adds or removes
+        // *leading* unit axes (which broadcasting adds anyway): `[n] -> [n, 1]` then
+        // broadcast to `[n, n]` repeats `n` along the columns, `[n]` broadcast to `[n, n]`
+        // along the rows.
+        Op::Broadcast(to)
+            if matches!(g.node(x[0]).op, Op::Broadcast(_))
+                || (matches!(g.node(x[0]).op, Op::Reshape(_)) && leading_units_only(g, x[0])) =>
+        {
             let inner = g.node(x[0]).inputs[0];
             if crate::shape::broadcasts_to(g.shape(inner), to) {
                 Some(g.broadcast_to(inner, to))
@@ -130,4 +137,12 @@ pub fn rule(g: &mut Graph, node: &Node, x: &[NodeId], ctx: &mut Ctx) -> Option<N
         }
         _ => None,
     }
+}
+
+/// Whether reshape node `id` only adds or removes leading unit axes (`[n] -> [1, n]`).
+fn leading_units_only(g: &Graph, id: NodeId) -> bool {
+    let strip = |s: &crate::shape::Shape| -> Vec<crate::shape::Dim> {
+        s.dims().iter().skip_while(|d| **d == crate::shape::Dim::Static(1)).cloned().collect()
+    };
+    strip(g.shape(id)) == strip(g.shape(g.node(id).inputs[0]))
 }

@@ -93,7 +93,7 @@ pub fn parse_model(tokens: TokenStream, diag: &mut Diag) -> Option<ModelDef> {
     };
     let mut items = Vec::new();
     let mut broken = Vec::new();
-    for chunk in split_items(shell.body) {
+    for chunk in split_items(where_calls(shell.body)) {
         let last = chunk.tokens.clone().into_iter().last().map(|t| t.span());
         let mut missing_semicolons = Vec::new();
         let parsed = (|input: ParseStream| parse_items(input, &mut missing_semicolons)).parse2(chunk.tokens.clone());
@@ -186,6 +186,44 @@ fn broken_name(tokens: &TokenStream) -> Option<Ident> {
         TokenTree::Ident(name) => Some(name),
         _ => None,
     }
+}
+
+/// `where(c, a, b)` in call position becomes the raw identifier `r#where(c, a, b)`
+/// (same span): `where` is a Rust keyword, so syn would not parse it as a call, and every
+/// framework spells the op so. Inside groups too; `where` followed by anything else is
+/// left alone (and is a syntax error, as in Rust).
+pub fn where_calls(tokens: TokenStream) -> TokenStream {
+    rewrite_where(tokens).0
+}
+
+/// [`where_calls`], and whether anything changed: a group is rebuilt only if its content
+/// changed, so that every other group keeps its open and close spans for messages.
+fn rewrite_where(tokens: TokenStream) -> (TokenStream, bool) {
+    let mut out: Vec<TokenTree> = Vec::new();
+    let mut changed = false;
+    let mut iter = tokens.into_iter().peekable();
+    while let Some(tt) = iter.next() {
+        match tt {
+            TokenTree::Ident(id) if id == "where" => {
+                let call = matches!(iter.peek(), Some(TokenTree::Group(g)) if g.delimiter() == proc_macro2::Delimiter::Parenthesis);
+                changed |= call;
+                out.push(TokenTree::Ident(if call { Ident::new_raw("where", id.span()) } else { id }));
+            }
+            TokenTree::Group(g) => {
+                let (inner, c) = rewrite_where(g.stream());
+                if c {
+                    let mut group = proc_macro2::Group::new(g.delimiter(), inner);
+                    group.set_span(g.span());
+                    out.push(TokenTree::Group(group));
+                    changed = true;
+                } else {
+                    out.push(TokenTree::Group(g));
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    (out.into_iter().collect(), changed)
 }
 
 struct Chunk {

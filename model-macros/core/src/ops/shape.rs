@@ -1,0 +1,198 @@
+//! Shape ops: `reshape` (and `flatten`, its sugar), `concat`, `slice` with its adjoint
+//! `pad`, and `where` (`select`). Each op's shape rule, derivative and kernel call sit
+//! side by side; the kernels are in `runtime/src/shape.rs`.
+//!
+//! The rules do not look at element types: they move elements, so they hold for index
+//! tensors as they do for f32 ones.
+//!
+//! **Element counts as monomials.** A shape's element count is a static factor times a
+//! product of symbolic dimensions (`[batch, 28, 28]` is `784 * batch`). A reshape whose
+//! two counts are the same monomial is correct for every binding and needs no check; one
+//! whose symbols differ (`[batch, 6] -> [n, 4]`) may hold for some bindings only, so the
+//! generated prologue checks it before anything runs ([`needs_runtime_check`]); one
+//! whose symbols agree but whose static factors differ can never hold: a compile error.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use crate::ir::{Graph, Node, NodeId};
+use crate::ops::Op;
+use crate::shape::{broadcast, Dim, Shape};
+
+/// A shape's element count as (static factor, sorted symbolic factors).
+pub fn monomial(s: &Shape) -> (u128, Vec<String>) {
+    let mut n: u128 = 1;
+    let mut syms = Vec::new();
+    for d in s.dims() {
+        match d {
+            Dim::Static(k) => n = n.saturating_mul(*k as u128),
+            Dim::Sym(s) => syms.push(s.clone()),
+        }
+    }
+    syms.sort();
+    (n, syms)
+}
+
+/// Whether a reshape from `from` to `to` is only known to keep the element count once
+/// the symbolic dimensions are bound (then the prologue checks it).
+pub fn needs_runtime_check(from: &Shape, to: &Shape) -> bool {
+    monomial(from).1 != monomial(to).1
+}
+
+/// `Reshape(to)`: the same elements, in row-major order, in another shape. The counts
+/// must be the same monomial, or differ in their symbols (checked at run time).
+pub fn reshape_shape(s: &Shape, to: &Shape) -> Result<Shape, String> {
+    let ((nf, sf), (nt, st)) = (monomial(s), monomial(to));
+    if sf == st && nf != nt {
+        return Err(format!("{s} has {} elements but {to} has {}", count_text(nf, &sf), count_text(nt, &st)));
+    }
+    Ok(to.clone())
+}
+
+/// `784 * batch`, `10`, `batch * n`.
+pub fn count_text(n: u128, syms: &[String]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if n != 1 || syms.is_empty() {
+        parts.push(n.to_string());
+    }
+    parts.extend(syms.iter().cloned());
+    parts.join(" * ")
+}
+
+/// The adjoint of a reshape is the reverse reshape.
+pub fn reshape_vjp(g: &mut Graph, node: &Node, adj: NodeId) -> Vec<Option<NodeId>> {
+    let s = g.shape(node.inputs[0]).clone();
+    vec![Some(g.reshape(adj, &s))]
+}
+
+/// `Concat { axis }`: equal ranks, equal dimensions except along `axis`, where the
+/// (static) sizes add up.
+pub fn concat_shape(ins: &[&Shape], axis: usize) -> Result<Shape, String> {
+    let first = ins.first().ok_or("concat needs at least one tensor")?;
+    if axis >= first.rank() {
+        return Err(format!("axis {axis} is out of range for shape {first}"));
+    }
+    let mut total = 0usize;
+    for (i, s) in ins.iter().enumerate() {
+        if s.rank() != first.rank() {
+            return Err(format!("tensor {i} is {s} but tensor 0 is {first}: concat needs equal ranks"));
+        }
+        for (k, (a, b)) in s.dims().iter().zip(first.dims()).enumerate() {
+            if k != axis && a != b {
+                return Err(format!(
+                    "tensor {i} is {s} but tensor 0 is {first}: they differ in axis {k} ({a} != {b}), and only axis {axis} may differ"
+                ));
+            }
+        }
+        match &s.0[axis] {
+            Dim::Static(n) => total = total.saturating_add(*n),
+            Dim::Sym(name) if ins.len() > 1 => {
+                return Err(format!(
+                    "tensor {i} is {s}: its axis {axis} is the symbolic dimension `{name}`, and a sum of dimensions such as `{name} + ...` is not one dimension; concatenate along a static axis"
+                ))
+            }
+            Dim::Sym(_) => return Ok((*first).clone()),
+        }
+    }
+    let mut out = (*first).clone();
+    out.0[axis] = Dim::Static(total);
+    Ok(out)
+}
+
+/// The adjoint of a concatenation: each operand's slice of the adjoint.
+pub fn concat_vjp(g: &mut Graph, node: &Node, axis: usize, adj: NodeId) -> Vec<Option<NodeId>> {
+    let mut start = 0;
+    let mut out = Vec::with_capacity(node.inputs.len());
+    for &x in &node.inputs {
+        let len = g.shape(x).0[axis].as_static().unwrap_or(0);
+        if node.inputs.len() == 1 {
+            out.push(Some(adj));
+            continue;
+        }
+        out.push(Some(g.add(Op::Slice { axis, start, end: start + len }, vec![adj], node.span)));
+        start += len;
+    }
+    out
+}
+
+/// `Slice { axis, start, end }`: `0 <= start < end <= d` along a static axis `d`.
+pub fn slice_shape(s: &Shape, axis: usize, start: usize, end: usize) -> Result<Shape, String> {
+    let Some(d) = s.0.get(axis) else { return Err(format!("axis {axis} is out of range for shape {s}")) };
+    let Dim::Static(d) = d else {
+        return Err(format!("axis {axis} of {s} is the symbolic dimension `{d}`: a slice needs a static axis"));
+    };
+    if start >= end || end > *d {
+        return Err(format!("[{start}, {end}) is not a non-empty range inside axis {axis} of {s} (size {d})"));
+    }
+    let mut out = s.clone();
+    out.0[axis] = Dim::Static(end - start);
+    Ok(out)
+}
+
+/// The adjoint of a slice: the adjoint placed into zeros of the operand's shape.
+pub fn slice_vjp(
+    g: &mut Graph,
+    node: &Node,
+    axis: usize,
+    start: usize,
+    end: usize,
+    adj: NodeId,
+) -> Vec<Option<NodeId>> {
+    let d = g.shape(node.inputs[0]).0[axis].as_static().unwrap_or(end);
+    vec![Some(g.add(Op::Pad { axis, before: start, after: d.saturating_sub(end) }, vec![adj], node.span))]
+}
+
+/// `Pad { axis, before, after }`: zeros around the operand along a static axis.
+pub fn pad_shape(s: &Shape, axis: usize, before: usize, after: usize) -> Result<Shape, String> {
+    let Some(Dim::Static(d)) = s.0.get(axis) else {
+        return Err(format!("axis {axis} of {s} must be a static axis to pad"));
+    };
+    let mut out = s.clone();
+    out.0[axis] = Dim::Static(d + before + after);
+    Ok(out)
+}
+
+/// The adjoint of a pad is the slice it came from.
+pub fn pad_vjp(g: &mut Graph, node: &Node, axis: usize, before: usize, adj: NodeId) -> Vec<Option<NodeId>> {
+    let d = g.shape(node.inputs[0]).0[axis].as_static().unwrap_or(1);
+    vec![Some(g.add(Op::Slice { axis, start: before, end: before + d }, vec![adj], node.span))]
+}
+
+/// `Select(cond, a, b)`: the three shapes broadcast together.
+pub fn select_shape(ins: &[&Shape]) -> Result<Shape, String> {
+    broadcast(&broadcast(ins[0], ins[1])?, ins[2])
+}
+
+/// The adjoints of `where(c, a, b)`: `where(c, g, 0)` to `a` and `where(c, 0, g)` to
+/// `b`, each summed back over its broadcast axes; none to `c`.
+pub fn select_vjp(g: &mut Graph, node: &Node, adj: NodeId) -> Vec<Option<NodeId>> {
+    let (c, a, b) = (node.inputs[0], node.inputs[1], node.inputs[2]);
+    let zero = g.constant(0.0, node.span);
+    let (sa, sb) = (g.shape(a).clone(), g.shape(b).clone());
+    let da = g.add(Op::Select, vec![c, adj, zero], node.span);
+    let db = g.add(Op::Select, vec![c, zero, adj], node.span);
+    vec![None, Some(g.sum_to(da, &sa)), Some(g.sum_to(db, &sb))]
+}
+
+/// The scalar expression of `where`: `cond != 0` picks `a` (a NaN condition too, as
+/// NumPy's `where` treats NaN as true).
+pub fn select_expr(c: &TokenStream, a: &TokenStream, b: &TokenStream) -> TokenStream {
+    quote!((if (#c) != 0.0f32 { #a } else { #b }))
+}
+
+/// The kernel calls of the non-elementwise shape ops.
+pub fn kernel_call(op: &Op, args: &[TokenStream], out: &TokenStream) -> TokenStream {
+    let k = quote!(::modelc::__private::shape);
+    match op {
+        Op::Concat { axis } => quote!(#k::concat(&[#(#args.into_dyn()),*], #axis, #out.into_dyn());),
+        Op::Slice { axis, start, .. } => {
+            let a = &args[0];
+            quote!(#k::slice(#a.into_dyn(), #axis, #start, #out.into_dyn());)
+        }
+        Op::Pad { axis, before, .. } => {
+            let a = &args[0];
+            quote!(#k::pad(#a.into_dyn(), #axis, #before, #out.into_dyn());)
+        }
+        _ => quote!(::core::compile_error!("not a shape kernel op");),
+    }
+}
