@@ -6,6 +6,7 @@
 //! collide with generated ones. Emission trusts the checks of the earlier stages.
 
 mod fallback;
+mod import;
 pub mod plan;
 
 pub use fallback::fallback;
@@ -149,6 +150,7 @@ pub fn model(c: &Compiled) -> TokenStream {
     };
     let common = common_fns(&ctx, &programs, train.as_ref());
     let grads_struct = grads_struct(&ctx);
+    let import_fns = import::methods(m);
     let name = ctx.name;
     quote! {
         #struct_def
@@ -158,6 +160,7 @@ pub fn model(c: &Compiled) -> TokenStream {
         #[allow(clippy::all, clippy::pedantic, unused_variables, unused_mut, unused_parens, non_snake_case)]
         impl #name {
             #common
+            #import_fns
             #(#fetch_fns)*
             #train_fns
         }
