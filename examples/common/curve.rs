@@ -2,15 +2,26 @@
 //! accuracy per epoch, as an SVG (two panels sharing the epoch axis), drawn with
 //! `plotters`' SVG backend only (no fonts, no bitmaps: text is left to the viewer).
 //! Included by `examples/mnist_softmax.rs` and `examples/mnist_mlp.rs` with `#[path]`.
+//!
+//! Drawing needs the `plot` feature (`cargo run --release --features plot --example
+//! mnist_softmax`): plotters costs the examples' first build about 5 s of compilation,
+//! which the plain first run does not pay. Without it, the points are still collected
+//! and `write_svg` says how to draw them.
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "plot")]
 use plotters::prelude::*;
+
+/// Whether this build draws (the `plot` feature): without it, the examples skip the
+/// per-epoch test-set evaluations too.
+pub const DRAWS: bool = cfg!(feature = "plot");
 
 /// One epoch's point: the epoch (1-based), its mean training loss and the test accuracy
 /// after it.
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(feature = "plot"), allow(dead_code))]
 pub struct Point {
     pub epoch: f32,
     pub loss: f32,
@@ -23,8 +34,17 @@ pub fn default_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plots").join(format!("{name}.svg"))
 }
 
-/// Writes `points` as an SVG at `path` (its directory is created), titled `title`.
-pub fn write_svg(path: &Path, title: &str, points: &[Point]) -> Result<(), Box<dyn Error>> {
+/// Without the `plot` feature: draws nothing, and says how to.
+#[cfg(not(feature = "plot"))]
+pub fn write_svg(path: &Path, _title: &str, _points: &[Point]) -> Result<String, Box<dyn Error>> {
+    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("mnist_softmax");
+    Ok(format!("not drawn (`cargo run --release --features plot --example {name}` draws it)"))
+}
+
+/// Writes `points` as an SVG at `path` (its directory is created), titled `title`;
+/// returns the line to print.
+#[cfg(feature = "plot")]
+pub fn write_svg(path: &Path, title: &str, points: &[Point]) -> Result<String, Box<dyn Error>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -80,5 +100,5 @@ pub fn write_svg(path: &Path, title: &str, points: &[Point]) -> Result<(), Box<d
         .draw()?;
     acc.draw_series(LineSeries::new(points.iter().map(|p| (p.epoch, p.accuracy)), BLUE.stroke_width(2)))?;
     root.present()?;
-    Ok(())
+    Ok(path.display().to_string())
 }
