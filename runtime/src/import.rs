@@ -58,7 +58,8 @@ use crate::Error;
 /// own name, unpermuted.
 ///
 /// ```
-/// use modelc_runtime::import::NameMap;
+/// # use modelc_runtime as modelc; // the facade re-exports this module as `modelc::import`
+/// use modelc::import::NameMap; // also `modelc::NameMap`
 ///
 /// // A PyTorch `nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))`,
 /// // saved with `safetensors.torch.save_file(model.state_dict(), path)`:
