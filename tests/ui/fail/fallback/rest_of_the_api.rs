@@ -38,5 +38,8 @@ fn main() -> Result<(), modelc::Error> {
     println!("{}", m.trainable_variables().len() + m.global_step() as usize);
     m.save("net.safetensors")?;
     let _n = Net::load("net.safetensors")?;
+    let map = modelc::NameMap::new().pytorch_linear("w", "b", "fc");
+    m.load_params("net.safetensors", &map)?;
+    let _f = Net::from_safetensors("net.safetensors", &map)?;
     Ok(())
 }
