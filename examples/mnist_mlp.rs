@@ -7,14 +7,20 @@
 //! cargo run --release --example mnist_mlp -- --data DIR   # the standard MNIST IDX files
 //! cargo run --release --example mnist_mlp -- --fashion    # Debian's Fashion-MNIST
 //! ```
+//!
+//! With `--features plot` it writes its training curve (mean loss and test accuracy per
+//! epoch) to `target/plots/mnist_mlp.svg` (`docs/img/mnist_mlp_curve.svg` is one).
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use modelc::data::Mnist;
 use modelc::model;
 use modelc::schedule::{CosineDecay, Schedule, Warmup};
+
+#[path = "common/curve.rs"]
+mod curve;
 
 model! {
     /// A three-layer perceptron for MNIST.
@@ -73,6 +79,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {msg}")?);
     let start = Instant::now();
     let mut loss = 0.0;
+    // The training curve: the mean loss of each epoch and the test accuracy after it
+    // (evaluated outside the timed steps).
+    let steps_per_epoch = mnist.train.len().div_ceil(BATCH).max(1) as u64;
+    let (mut points, mut epoch_loss, mut eval) = (Vec::new(), 0.0f64, Duration::ZERO);
     while model.global_step() < STEPS {
         if model.global_step() == STEPS / 2 {
             // Half-way: save, drop the model, and resume from the file.
@@ -85,13 +95,27 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         model.set_learning_rate(schedule.learning_rate(model.global_step()));
         let (x, y) = batches.next().ok_or("no batch")?;
         loss = model.train_step(x, y)?;
-        if model.global_step().is_multiple_of(50) {
+        epoch_loss += f64::from(loss);
+        let step = model.global_step();
+        if step.is_multiple_of(50) {
             bar.set_message(format!("loss {loss:.4}  lr {:.2e}", model.learning_rate()));
         }
         bar.inc(1);
+        if curve::DRAWS && (step.is_multiple_of(steps_per_epoch) || step == STEPS) {
+            let t = Instant::now();
+            let steps = ((step - 1) % steps_per_epoch + 1) as f64;
+            let accuracy = model.accuracy(mnist.test.images.view(), mnist.test.labels.view())?;
+            points.push(curve::Point {
+                epoch: step as f32 / steps_per_epoch as f32,
+                loss: (epoch_loss / steps) as f32,
+                accuracy,
+            });
+            epoch_loss = 0.0;
+            eval += t.elapsed();
+        }
     }
     bar.finish_with_message(format!("loss {loss:.4}"));
-    let elapsed = start.elapsed();
+    let elapsed = start.elapsed().saturating_sub(eval);
     let _ = std::fs::remove_file(&checkpoint);
 
     let accuracy = model.accuracy(mnist.test.images.view(), mnist.test.labels.view())?;
@@ -101,5 +125,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         elapsed.as_secs_f64(),
         elapsed.as_secs_f64() * 1e6 / STEPS as f64
     );
+    let plot = curve::default_path("mnist_mlp");
+    let drawn = curve::write_svg(&plot, "784-256-128-10 MLP on MNIST (Adam, warm-up + cosine, batch 100)", &points)?;
+    match curve::DRAWS {
+        true => println!(
+            "training curve: {drawn} ({:.2} s of test-set evaluations, not in the step time)",
+            eval.as_secs_f64()
+        ),
+        false => println!("training curve: {drawn}"),
+    }
     Ok(())
 }

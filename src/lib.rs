@@ -39,12 +39,13 @@
 #![warn(missing_docs)]
 
 pub use modelc_macros::model;
-pub use modelc_runtime::{checkpoint, data, init, kernels, optim, schedule, sgemm};
+pub use modelc_runtime::import::NameMap;
+pub use modelc_runtime::{checkpoint, data, import, init, kernels, optim, schedule, sgemm};
 pub use modelc_runtime::{ndarray, Cost, Error, GradientCheck, ParamCheck, Result, ShapeMismatch, Variable};
 
 /// What generated code names. Not a stable API: only `model!` should use it.
 #[doc(hidden)]
 pub mod __private {
     pub use modelc_runtime::support::*;
-    pub use modelc_runtime::{checkpoint, init, kernels, norm, optim, random, shape};
+    pub use modelc_runtime::{checkpoint, import, init, kernels, norm, optim, random, shape};
 }

@@ -112,7 +112,7 @@ pub struct Checkpoint {
     pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
 }
 
-fn checkpoint_error(path: &Path, message: impl Into<String>) -> Error {
+pub(crate) fn checkpoint_error(path: &Path, message: impl Into<String>) -> Error {
     Error::Checkpoint { path: path.to_path_buf(), message: message.into() }
 }
 
@@ -252,7 +252,8 @@ pub fn load(path: &Path, model: &str, expected: &[(String, Vec<usize>)]) -> Resu
             path,
             format!(
                 "not a modelc checkpoint: its metadata has no `format: {FORMAT}` (a safetensors file written by \
-                 another program?); it holds {}",
+                 another program? `Model::from_safetensors(path, &NameMap)` reads params from any safetensors \
+                 file); it holds {}",
                 list_names(&found_names)
             ),
         ));
@@ -337,7 +338,7 @@ fn differences(header: &Metadata, expected: &[(String, Vec<usize>)], found_names
 }
 
 /// "tensors `a`, `b`" (at most ten names), or "no tensors".
-fn list_names(names: &[&str]) -> String {
+pub(crate) fn list_names(names: &[&str]) -> String {
     const SHOWN: usize = 10;
     if names.is_empty() {
         return "no tensors".to_string();
@@ -349,7 +350,7 @@ fn list_names(names: &[&str]) -> String {
 }
 
 /// A reader's explanation of why safetensors rejected the file.
-fn describe(e: &SafeTensorError, file_len: usize) -> String {
+pub(crate) fn describe(e: &SafeTensorError, file_len: usize) -> String {
     match e {
         SafeTensorError::HeaderTooSmall => {
             format!("not a safetensors file: {file_len} bytes is too short for the 8-byte header length")

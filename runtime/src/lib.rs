@@ -12,6 +12,7 @@
 //! - [`optim`]: the optimizers' update rules, gradient clipping and weight decay.
 //! - [`schedule`]: learning-rate schedules a training loop calls between steps.
 //! - [`checkpoint`]: safetensors checkpoints (params, optimizer slots, global step).
+//! - [`import`]: params from any safetensors file (PyTorch, Keras), through a [`NameMap`](import::NameMap).
 //! - [`data`]: the MNIST IDX reader, the MNIST data sets and a batch iterator.
 //! - [`Error`]: the one error type.
 
@@ -21,6 +22,7 @@ pub mod checkpoint;
 pub mod data;
 mod elementwise;
 mod error;
+pub mod import;
 mod index;
 pub mod init;
 pub mod kernels;

@@ -81,6 +81,9 @@ fn rest_of_the_api() -> Result<(), modelc::Error> {
     println!("{}", m.trainable_variables().len() + m.global_step() as usize);
     m.save("net.safetensors")?;
     let _n = Net::load("net.safetensors")?;
+    let map = modelc::NameMap::new().pytorch_linear("w", "b", "fc");
+    m.load_params("net.safetensors", &map)?;
+    let _f = Net::from_safetensors("net.safetensors", &map)?;
     Ok(())
 }
 

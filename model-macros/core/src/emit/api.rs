@@ -124,7 +124,7 @@ pub(super) fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Optio
     });
     let ws_none2 = ws_none.clone();
     let explain_text = explain::explain(c);
-    let dot_text = explain::dot(m);
+    let dot_text = explain::dot(c);
     let sym_args: Vec<Ident> = m.symbols.iter().map(|s| format_ident!("{}", s)).collect();
     let fetch_costs = m.fetches.iter().zip(programs).map(|(f, (_, p))| {
         let n = f.name.to_string();

@@ -163,6 +163,8 @@ pub fn fallback(def: &ModelDef, model: &Model, diag: &Diag) -> TokenStream {
             pub fn cost(#(#syms: usize),*) -> ::modelc::Cost { #stub }
             pub fn save(&self, path: impl ::core::convert::AsRef<::std::path::Path>) -> ::core::result::Result<(), ::modelc::Error> { #stub }
             pub fn load(path: impl ::core::convert::AsRef<::std::path::Path>) -> ::core::result::Result<Self, ::modelc::Error> { #stub }
+            pub fn load_params(&mut self, path: impl ::core::convert::AsRef<::std::path::Path>, map: &::modelc::NameMap) -> ::core::result::Result<(), ::modelc::Error> { #stub }
+            pub fn from_safetensors(path: impl ::core::convert::AsRef<::std::path::Path>, map: &::modelc::NameMap) -> ::core::result::Result<Self, ::modelc::Error> { #stub }
             #(#fns)*
         }
     }

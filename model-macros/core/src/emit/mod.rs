@@ -7,6 +7,7 @@
 
 mod api;
 mod fallback;
+mod import;
 pub mod plan;
 mod program;
 mod train;
@@ -169,6 +170,7 @@ pub fn model(c: &Compiled) -> TokenStream {
     };
     let common = common_fns(&ctx, &programs, train.as_ref());
     let grads_struct = grads_struct(&ctx);
+    let import_fns = import::methods(m);
     let name = ctx.name;
     quote! {
         #struct_def
@@ -178,6 +180,7 @@ pub fn model(c: &Compiled) -> TokenStream {
         #[allow(clippy::all, clippy::pedantic, unused_variables, unused_mut, unused_parens, non_snake_case)]
         impl #name {
             #common
+            #import_fns
             #(#fetch_fns)*
             #train_fns
         }

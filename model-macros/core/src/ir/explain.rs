@@ -13,7 +13,6 @@ use proc_macro2::TokenStream;
 
 use crate::autodiff::Compiled;
 use crate::ir::{Graph, NodeId};
-use crate::model::Model;
 use crate::ops::{Binary, Op, Unary};
 use crate::syntax::NodeKind;
 
@@ -323,10 +322,18 @@ pub fn explain_text(c: &Compiled) -> String {
     out
 }
 
-/// The text of `graph_dot()`, as a string literal.
-pub fn dot(m: &Model) -> TokenStream {
+/// The text of `graph_dot()`, as a string literal: every node of the simplified graph,
+/// forward and backward, with inputs, params and the gradients (`d loss / d w`) filled
+/// in colour so that a rendering (`dot -Tsvg`) reads at a glance.
+pub fn dot(c: &Compiled) -> TokenStream {
+    let m = &c.model;
     let g = &m.graph;
-    let names = names_map(&m.names);
+    let mut names = names_map(&m.names);
+    let loss = m.loss().map_or_else(|| "loss".to_string(), |l| l.name.to_string());
+    let grads: std::collections::HashSet<NodeId> = c.grads.iter().map(|&(_, id)| id).collect();
+    for &(p, id) in &c.grads {
+        names.entry(id).or_insert_with(|| format!("d {loss} / d {}", m.params[p].name));
+    }
     let mut out = String::from("digraph model {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n");
     for (id, node) in g.nodes.iter().enumerate() {
         let label = match &node.op {
@@ -341,12 +348,18 @@ pub fn dot(m: &Model) -> TokenStream {
                 s.split(['(', ' ', '{']).next().unwrap_or("op").to_lowercase()
             }
         };
+        let fill = match node.op {
+            Op::Input(_) => ", style=filled, fillcolor=\"#dbe9f6\"",
+            Op::Param(_) => ", style=filled, fillcolor=\"#fdf0c8\"",
+            _ if grads.contains(&id) => ", style=filled, fillcolor=\"#f8d7d3\"",
+            _ => "",
+        };
         let label = match names.get(&id) {
             Some(n) => format!("{n} = {label}"),
             None => label,
         };
         let ty = if node.dtype == crate::ir::DType::U32 { " u32" } else { "" };
-        let _ = writeln!(out, "  n{id} [label=\"{} {}{ty}\"];", label.replace('"', "'"), node.shape);
+        let _ = writeln!(out, "  n{id} [label=\"{} {}{ty}\"{fill}];", label.replace('"', "'"), node.shape);
         for &i in &node.inputs {
             let _ = writeln!(out, "  n{i} -> n{id};");
         }
