@@ -84,7 +84,7 @@ fn explain_and_graph_dot_show_the_shape_ops() {
     ] {
         assert!(text.contains(want), "{want} missing from\n{text}");
     }
-    let dot = explain::dot(&c.model).to_string();
+    let dot = explain::dot(&c).to_string();
     for want in ["concat", "slice", "select", "reshape", "pad"] {
         assert!(dot.contains(want), "{want} missing from\n{dot}");
     }
