@@ -171,12 +171,12 @@ fn sparse_gradients_match_the_dense_model_and_an_f64_reference() {
         let m = z.iter().cloned().fold(f64::MIN, f64::max);
         let e: Vec<f64> = z.iter().map(|v| (v - m).exp()).collect();
         let t: f64 = e.iter().sum();
-        for c in 0..4 {
-            db[c] += (e[c] / t - if y[i] as usize == c { 1.0 } else { 0.0 }) / 9.0;
+        for (c, (d, e)) in db.iter_mut().zip(&e).enumerate() {
+            *d += (e / t - if y[i] as usize == c { 1.0 } else { 0.0 }) / 9.0;
         }
     }
-    for c in 0..4 {
-        assert!((gs.b[c] as f64 - db[c]).abs() < 1e-6, "b[{c}]: {} vs {}", gs.b[c], db[c]);
+    for (c, d) in db.iter().enumerate() {
+        assert!((gs.b[c] as f64 - d).abs() < 1e-6, "b[{c}]: {} vs {d}", gs.b[c]);
     }
     let check = s.check_gradients(x.view(), y.view()).unwrap();
     assert!(check.passes(1e-2), "{check}");
