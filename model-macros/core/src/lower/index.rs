@@ -190,17 +190,6 @@ impl Lowerer<'_> {
             return None;
         }
         let operands = if swap { vec![r, l] } else { vec![l, r] };
-        Some(self.graph.add(Op::IndexCompare(cmp), operands, b.op_span()))
-    }
-}
-
-/// The span of a binary expression's operator.
-trait OpSpan {
-    fn op_span(&self) -> Span;
-}
-
-impl OpSpan for syn::ExprBinary {
-    fn op_span(&self) -> Span {
-        syn::spanned::Spanned::span(&self.op)
+        Some(self.graph.add(Op::IndexCompare(cmp), operands, syn::spanned::Spanned::span(&b.op)))
     }
 }
