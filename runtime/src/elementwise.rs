@@ -51,13 +51,37 @@ pub fn map<const N: usize, F: Fn(f32, [f32; N]) -> f32>(
     map_views(out, &views, &f);
 }
 
-/// [`map`] once the inputs have `out`'s shape: rows, or one call per index of the first
-/// axis where the leading axes do not merge (a rank above 2 with a broadcast or a
-/// permuted axis), which is the same function again (no other copy of `f`).
+/// [`map`] once the inputs have `out`'s shape: [`drive`] cuts the operands into blocks and
+/// calls back for each; the callback is the only code compiled per `f` (and per
+/// instruction set): [`run`] over one block, inlined into [`widest`]'s copy for the
+/// widest vectors.
+///
+/// The block loop, the copies of operands not read in place and the recursion over
+/// leading axes do not depend on `f`, so they are compiled once per operand count, not
+/// once per fused group and instruction set: that made `map_views` and its three
+/// instruction-set copies 80% of a test binary's code (504 groups in
+/// `fuzz/tests/gradients.rs`) and most of its build time. The price is one indirect call
+/// and one kernel lookup per block of up to [`CHUNK`] elements.
 fn map_views<const N: usize, F: Fn(f32, [f32; N]) -> f32>(
-    mut out: ArrayViewMutD<'_, f32>,
+    out: ArrayViewMutD<'_, f32>,
     views: &[ArrayViewD<'_, f32>; N],
     f: &F,
+) {
+    drive(out, views, &mut |dst: &mut [f32], ins: [&[f32]; N]| {
+        widest(
+            #[inline(always)]
+            || run(dst, ins, f),
+        )
+    });
+}
+
+/// Calls `block(dst, ins)` for blocks of `out` and of the inputs (which have `out`'s
+/// shape): rows, or one call of itself per index of the first axis where the leading
+/// axes do not merge (a rank above 2 with a broadcast or a permuted axis).
+fn drive<const N: usize>(
+    mut out: ArrayViewMutD<'_, f32>,
+    views: &[ArrayViewD<'_, f32>; N],
+    block: &mut dyn FnMut(&mut [f32], [&[f32]; N]),
 ) {
     // An empty output (a batch of 0) has nothing to compute, and its pointer may dangle
     // (an empty `Array` owns no memory): `as_rows` would take a shape like `[0]` (no
@@ -69,86 +93,81 @@ fn map_views<const N: usize, F: Fn(f32, [f32; N]) -> f32>(
         // Rank 2 or more: ranks 0 and 1 always make rows.
         for i in 0..out.shape()[0] {
             let sub: [ArrayViewD<'_, f32>; N] = std::array::from_fn(|k| views[k].index_axis(Axis(0), i));
-            map_views(out.index_axis_mut(Axis(0), i), &sub, f);
+            drive(out.index_axis_mut(Axis(0), i), &sub, block);
         }
         return;
     };
     if cols == 0 || rows == 0 {
         return;
     }
-    // Blocks of at most CHUNK elements, each one call of `run` (the only copy of `f` per
-    // instruction set): rows of at most CHUNK / 2 into a contiguous `out` in blocks of
-    // whole rows (CHUNK / cols of them), so that a row of 10 costs no loop set-up of its
-    // own; longer rows in blocks of at most CHUNK of one row.
+    // Blocks of at most CHUNK elements, each one call of `block`: rows of at most
+    // CHUNK / 2 into a contiguous `out` in blocks of whole rows (CHUNK / cols of them),
+    // so that a row of 10 costs no loop set-up of its own; longer rows in blocks of at
+    // most CHUNK of one row.
     let short = o.cs == 1 && (rows == 1 || o.rs == cols as isize) && cols <= CHUNK / 2;
     let (per, per_row) = if short { (CHUNK / cols, 1) } else { (1, cols.div_ceil(CHUNK)) };
     let blocks = if short { rows.div_ceil(per) } else { rows * per_row };
-    widest(
-        #[inline(always)]
-        || {
-            // Operands not read in place, a block at a time.
-            let mut buf = [[0.0f32; CHUNK]; N];
-            let mut obuf = [0.0f32; CHUNK];
-            for bi in 0..blocks {
-                // Block `bi`: `nr` rows from row r0, `width` columns from column c0.
-                let (r0, c0, nr, width) = if short {
-                    let r0 = bi * per;
-                    (r0, 0, per.min(rows - r0), cols)
-                } else {
-                    (bi / per_row, bi % per_row * CHUNK, 1, CHUNK.min(cols - bi % per_row * CHUNK))
-                };
-                let len = nr * width;
-                let at = |s: &Rows, r: usize, c: usize| s.ptr.wrapping_offset(r as isize * s.rs + c as isize * s.cs);
-                // Read in place where the block is contiguous: a unit column stride, and
-                // rows that follow each other if the block has several.
-                let in_place = |s: &Rows| s.cs == 1 && (nr == 1 || s.rs == cols as isize);
-                // SAFETY: r0 + nr <= rows and c0 + width <= cols, so every element read or
-                // written is (r, c) of its live operand (`as_rows`); `out` is borrowed
-                // mutably for this call and the inputs shared, so no input aliases it;
-                // a block read or written in place is contiguous (`in_place`).
-                unsafe {
-                    let gather = |s: &Rows, dst: &mut [f32]| {
-                        for r in 0..nr {
-                            for c in 0..width {
-                                dst[r * width + c] = *at(s, r0 + r, c0 + c);
-                            }
-                        }
-                    };
-                    for (k, s) in src.iter().enumerate() {
-                        // One that is the same in every block is copied in block 0, the
-                        // longest.
-                        let same = s.rs == 0 && (per_row == 1 || s.cs == 0);
-                        let ready = in_place(s) || (same && bi > 0);
-                        if !ready {
-                            gather(s, &mut buf[k][..len]);
-                        }
+    // Operands not read in place, a block at a time.
+    let mut buf = [[0.0f32; CHUNK]; N];
+    let mut obuf = [0.0f32; CHUNK];
+    for bi in 0..blocks {
+        // Block `bi`: `nr` rows from row r0, `width` columns from column c0.
+        let (r0, c0, nr, width) = if short {
+            let r0 = bi * per;
+            (r0, 0, per.min(rows - r0), cols)
+        } else {
+            (bi / per_row, bi % per_row * CHUNK, 1, CHUNK.min(cols - bi % per_row * CHUNK))
+        };
+        let len = nr * width;
+        let at = |s: &Rows, r: usize, c: usize| s.ptr.wrapping_offset(r as isize * s.rs + c as isize * s.cs);
+        // Read in place where the block is contiguous: a unit column stride, and
+        // rows that follow each other if the block has several.
+        let in_place = |s: &Rows| s.cs == 1 && (nr == 1 || s.rs == cols as isize);
+        // SAFETY: r0 + nr <= rows and c0 + width <= cols, so every element read or
+        // written is (r, c) of its live operand (`as_rows`); `out` is borrowed
+        // mutably for this call and the inputs shared, so no input aliases it;
+        // a block read or written in place is contiguous (`in_place`).
+        unsafe {
+            let gather = |s: &Rows, dst: &mut [f32]| {
+                for r in 0..nr {
+                    for c in 0..width {
+                        dst[r * width + c] = *at(s, r0 + r, c0 + c);
                     }
-                    let ins: [&[f32]; N] = std::array::from_fn(|k| {
-                        if in_place(&src[k]) {
-                            std::slice::from_raw_parts(at(&src[k], r0, c0), len)
-                        } else {
-                            &buf[k][..len]
-                        }
-                    });
-                    let direct = in_place(&o);
-                    let dst = if direct {
-                        std::slice::from_raw_parts_mut(at(&o, r0, c0) as *mut f32, len)
-                    } else {
-                        gather(&o, &mut obuf[..len]);
-                        &mut obuf[..len]
-                    };
-                    run(dst, ins, f);
-                    if !direct {
-                        for r in 0..nr {
-                            for c in 0..width {
-                                *(at(&o, r0 + r, c0 + c) as *mut f32) = obuf[r * width + c];
-                            }
-                        }
+                }
+            };
+            for (k, s) in src.iter().enumerate() {
+                // One that is the same in every block is copied in block 0, the
+                // longest.
+                let same = s.rs == 0 && (per_row == 1 || s.cs == 0);
+                let ready = in_place(s) || (same && bi > 0);
+                if !ready {
+                    gather(s, &mut buf[k][..len]);
+                }
+            }
+            let ins: [&[f32]; N] = std::array::from_fn(|k| {
+                if in_place(&src[k]) {
+                    std::slice::from_raw_parts(at(&src[k], r0, c0), len)
+                } else {
+                    &buf[k][..len]
+                }
+            });
+            let direct = in_place(&o);
+            let dst = if direct {
+                std::slice::from_raw_parts_mut(at(&o, r0, c0) as *mut f32, len)
+            } else {
+                gather(&o, &mut obuf[..len]);
+                &mut obuf[..len]
+            };
+            block(dst, ins);
+            if !direct {
+                for r in 0..nr {
+                    for c in 0..width {
+                        *(at(&o, r0 + r, c0 + c) as *mut f32) = obuf[r * width + c];
                     }
                 }
             }
-        },
-    );
+        }
+    }
 }
 
 /// Elements the inner loop takes at a time: one AVX-512 vector.
