@@ -25,19 +25,42 @@
 //!     }
 //! }
 //!
-//! let mut m = SoftmaxRegression::new();
+//! let mut model = SoftmaxRegression::new();
 //! let x = Array2::<f32>::zeros((100, 784));
 //! let mut y = Array2::<f32>::zeros((100, 10));
 //! y.column_mut(3).fill(1.0);
-//! let first = m.train_step(x.view(), y.view()).unwrap();
+//! let first = model.train_step(x.view(), y.view())?; // the loss before the update
 //! assert!((first - 10f32.ln()).abs() < 1e-5);
+//! assert_eq!(model.probs(x.view())?.dim(), (100, 10));
+//! println!("{}", SoftmaxRegression::explain()); // the derived gradients, as text
+//! # Ok::<(), modelc::Error>(())
 //! ```
 //!
-//! The language is described in `docs/model-language.md`; the generated API in the
-//! README.
+//! # Where to read on
+//!
+//! - [`model!`]: the language reference (every item, op, argument and default) and
+//!   what the macro generates, with examples that run.
+//! - [`Error`]: what can go wrong at run time. Every fallible generated function
+//!   returns [`Result`], and a call that returns `Err` has changed nothing.
+//! - [`schedule`] (learning-rate schedules), [`data`] (MNIST and its batches),
+//!   [`NameMap`] (params from PyTorch or Keras safetensors files), [`checkpoint`],
+//!   [`optim`], [`init`], [`kernels`] and [`sgemm`]: the runtime the generated code
+//!   calls, usable on its own.
+//! - [`ndarray`]: the version of ndarray the generated functions take and return, so
+//!   that a program never has to match it.
+//!
+//! The repository's README and `docs/` (decisions, optimizers, checkpoints, data,
+//! testing) say why things are as they are, with measurements.
 
 #![warn(missing_docs)]
 
+// The language reference is `docs/model-language.md`, shown on the `model!` page (rustdoc
+// inlines this re-export and puts these docs first) and run as doctests here, where the
+// paths users write (`modelc::model!`, `modelc::ndarray`) resolve.
+/// Compiles a model declared in the modelc model language into specialized Rust: a
+/// struct holding its params, one method per fetch, and the training functions.
+///
+#[doc = include_str!("../docs/model-language.md")]
 pub use modelc_macros::model;
 pub use modelc_runtime::import::NameMap;
 pub use modelc_runtime::{checkpoint, data, import, init, kernels, optim, schedule, sgemm};
@@ -48,4 +71,23 @@ pub use modelc_runtime::{ndarray, Cost, Error, GradientCheck, ParamCheck, Result
 pub mod __private {
     pub use modelc_runtime::support::*;
     pub use modelc_runtime::{checkpoint, import, init, kernels, norm, optim, random, shape};
+}
+
+/// The Rust snippets of the README and of `docs/`, compiled (and, unless marked
+/// `no_run`, run) by `cargo test --doc -p modelc` so that none of them rots. Not API:
+/// it exists only under `cfg(doctest)`. `docs/model-language.md` is on [`model!`].
+#[cfg(doctest)]
+pub mod doc_snippets {
+    #[doc = include_str!("../README.md")]
+    pub struct Readme;
+    #[doc = include_str!("../docs/checkpoints.md")]
+    pub struct Checkpoints;
+    #[doc = include_str!("../docs/data.md")]
+    pub struct Data;
+    #[doc = include_str!("../docs/decisions.md")]
+    pub struct Decisions;
+    #[doc = include_str!("../docs/optimizers.md")]
+    pub struct Optimizers;
+    #[doc = include_str!("../docs/testing.md")]
+    pub struct Testing;
 }

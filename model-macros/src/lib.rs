@@ -4,9 +4,9 @@
 
 #![warn(missing_docs)]
 
-/// Compiles a model declared in the modelc model language into specialized Rust.
-///
-/// See the `modelc` crate documentation and `docs/model-language.md` for the language.
+/// Compiles a model into specialized Rust. Write it as `modelc::model!`, whose page
+/// carries the language reference (`docs/model-language.md`) with examples that run;
+/// the generated code names `::modelc`, so `modelc` must be a dependency.
 #[proc_macro]
 pub fn model(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
     modelc_core::expand(input.into()).into()

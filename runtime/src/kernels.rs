@@ -22,7 +22,7 @@ pub fn matmul(a: ArrayView2<'_, f32>, ta: bool, b: ArrayView2<'_, f32>, tb: bool
 }
 
 /// `out = op(a) x op(b)`, then `then` over `out` block by block while each block is in
-/// cache (see [`crate::sgemm::sgemm_then`]): a product fused with the elementwise work
+/// cache (see [`sgemm::sgemm_then`](crate::sgemm::sgemm_then)): a product fused with the elementwise work
 /// on its output (bias add, activation, an activation's derivative).
 pub fn matmul_then(
     a: ArrayView2<'_, f32>,
@@ -111,7 +111,7 @@ fn add_rows(alpha: f32, src: &[f32], dst: &mut [f32]) {
 /// `c = alpha * a x b + beta * c`: the one matrix-product kernel of modelc (generated
 /// code and the benchmarks' hand-written steps both call it).
 ///
-/// By default it is [`crate::sgemm::sgemm`], which works on the views' own strides (so
+/// By default it is [`sgemm::sgemm`](crate::sgemm::sgemm), which works on the views' own strides (so
 /// transposed views cost nothing) and packs into reusable thread-local scratch, so a call
 /// allocates nothing in steady state. With the `parallel` feature, `sgemm` splits
 /// products large enough to pay for it across rayon's threads. With the `blas` feature,
@@ -122,7 +122,7 @@ pub fn gemm(alpha: f32, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f3
     gemm_then(alpha, a, b, beta, c, None);
 }
 
-/// [`gemm`] with an epilogue (see [`crate::sgemm::sgemm_then`]).
+/// [`gemm`] with an epilogue (see [`sgemm::sgemm_then`](crate::sgemm::sgemm_then)).
 pub fn gemm_then(
     alpha: f32,
     a: ArrayView2<'_, f32>,

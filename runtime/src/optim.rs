@@ -382,7 +382,7 @@ impl Optimizer {
         );
     }
 
-    /// The loops of [`Optimizer::update`], inlined into each [`crate::kernels::widest`]
+    /// The loops of [`Optimizer::update`], inlined into each [`kernels::widest`](crate::kernels::widest)
     /// build so that LLVM vectorizes them for its instruction set (Adam over M2's 235K
     /// params: 193 -> 47 us, momentum 67 -> 30 us, plain SGD 30 -> 19 us; at M3's 1.9M, bound
     /// by memory, Adam 1.30-1.58 -> 0.84-0.87 ms). With momentum, the Nesterov choice is

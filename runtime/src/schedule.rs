@@ -1,7 +1,8 @@
 //! Learning-rate schedules: small helpers a training loop calls between steps.
 //!
 //! ```
-//! use modelc_runtime::schedule::{CosineDecay, Schedule, Warmup};
+//! # use modelc_runtime as modelc; // the facade re-exports this module as `modelc::schedule`
+//! use modelc::schedule::{CosineDecay, Schedule, Warmup};
 //!
 //! let schedule = Warmup::new(CosineDecay::new(0.1, 1_000, 0.01), 100);
 //! # let mut global_step = 0u64;

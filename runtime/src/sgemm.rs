@@ -102,7 +102,7 @@ pub fn sgemm_then(
 /// The epilogue of a layer's product that the kernels know: `c = relu(c + bias) *
 /// step(mask)`, each part optional, on `c`'s final values (`bias`: one value per column
 /// of `c`; `mask`: `c`'s shape; `relu(x)` is `x` where `x > 0`, else 0, and `step(x)` 1
-/// where `x > 0`, else 0, as in [`crate::kernels`]). A layer's bias add + relu is then
+/// where `x > 0`, else 0, as in [`kernels`](crate::kernels)). A layer's bias add + relu is then
 /// no pass over memory at all; relu's derivative from relu's output is one pass over
 /// each finished block while it is in cache.
 #[derive(Clone, Copy, Debug)]
@@ -431,7 +431,7 @@ pub(crate) fn kernel() -> Kernel {
 }
 
 /// Runs `f` compiled for the widest vectors this CPU has and the runtime uses: AVX-512,
-/// AVX2 + FMA, or the build's target (the choice of [`crate::sgemm`]'s kernel, which
+/// AVX2 + FMA, or the build's target (the choice of [`sgemm`](crate::sgemm)'s kernel, which
 /// `MODELC_KERNEL` caps).
 ///
 /// The runtime is compiled for the user's target, the baseline x86-64 (SSE2) unless

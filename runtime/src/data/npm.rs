@@ -152,7 +152,8 @@ fn run(cache_dir: &Path, cmd: &mut Command, tool: &str) -> Result<String, Error>
 /// about one tenth of each class.
 ///
 /// ```
-/// use modelc_runtime::data::interleaved_order;
+/// # use modelc_runtime as modelc; // the facade re-exports this module as `modelc::data`
+/// use modelc::data::interleaved_order;
 /// // Two 0s and four 1s: the 0s land at the 1/4 and 3/4 marks.
 /// assert_eq!(interleaved_order(&[0, 0, 1, 1, 1, 1]), vec![2, 0, 3, 4, 1, 5]);
 /// ```

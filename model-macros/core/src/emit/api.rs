@@ -145,14 +145,25 @@ pub(super) fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Optio
     });
     let total_params: usize = m.params.iter().map(|p| p.dims.iter().product::<usize>()).fold(0, usize::saturating_add);
     let state_bytes = (total_params as u64).saturating_add(slot_scalars).saturating_mul(4);
+    // `explain`, `graph_dot` and `cost` take no `self` (their answers are fixed at
+    // compile time): the docs say so with the call a user writes, `Model::cost(batch)`.
+    let cost_call = format!("{name_str}::cost({})", m.symbols.join(", "));
     let cost_doc = if m.symbols.is_empty() {
-        "What the model costs: FLOPs per fetch and per `train_step`, and memory. Every count saturates at `u64::MAX` (see `modelc::Cost`).".to_string()
+        format!(
+            "What the model costs: FLOPs per fetch and per `train_step`, and memory. An associated function (no model value needed): `{cost_call}`. Every count saturates at `u64::MAX` (see `modelc::Cost`)."
+        )
     } else {
         format!(
-            "What the model costs for these values of its symbolic dimensions ({}): FLOPs per fetch and per `train_step`, and memory. Every count saturates at `u64::MAX` instead of overflowing (see `modelc::Cost`).",
+            "What the model costs for these values of its symbolic dimensions ({}): FLOPs per fetch and per `train_step`, and memory. An associated function (no model value needed): `{cost_call}`. Every count saturates at `u64::MAX` instead of overflowing (see `modelc::Cost`).",
             m.symbols.join(", ")
         )
     };
+    let explain_doc = format!(
+        "The forward program, the rewrites the compiler made, and the derived gradients, as text fixed at compile time. An associated function (no model value needed): `{name_str}::explain()`."
+    );
+    let dot_doc = format!(
+        "The simplified graph (forward and backward) in Graphviz's dot language, fixed at compile time. An associated function (no model value needed): `{name_str}::graph_dot()`; draw it with `dot -Tsvg -o graph.svg` (`apt-get install graphviz`)."
+    );
     let has_opt = m.optimizer.is_some();
     let save_slots = quote! {
         if let ::core::option::Option::Some(__opt) = self.__state.optimizer.as_ref() {
@@ -253,13 +264,12 @@ pub(super) fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Optio
         /// The number of trainable scalars.
         pub const PARAMETERS: usize = #parameters;
 
-        /// The forward program, the rewrites the compiler made, and the derived
-        /// gradients, as text.
+        #[doc = #explain_doc]
         pub fn explain() -> &'static str {
             #explain_text
         }
 
-        /// The simplified graph (forward and backward) in Graphviz's dot language.
+        #[doc = #dot_doc]
         pub fn graph_dot() -> &'static str {
             #dot_text
         }

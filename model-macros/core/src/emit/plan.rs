@@ -108,7 +108,7 @@ fn direct_reads(g: &Graph, inlined: &BTreeSet<NodeId>, id: NodeId, step: &Step) 
     }
 }
 
-/// The values step `i` of `program` reads: the buffers [`reads`] lists, and the leaf a
+/// The values step `i` of `program` reads: the buffers `reads` lists, and the leaf a
 /// `Materialize` step copies (a param or an input).
 pub fn step_reads(g: &Graph, program: &Program, i: usize) -> Vec<NodeId> {
     let (id, step) = &program.steps[i];
