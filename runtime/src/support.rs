@@ -351,6 +351,34 @@ pub fn max_abs_slice(s: &[f32]) -> f32 {
     )
 }
 
+/// The plain-SGD update `p -= lr * g` of a fused `train_step`, applied after its guard
+/// (`sgd_guard`): one vectorized slice loop ([`widest`](crate::sgemm::widest)) where both
+/// are contiguous in the same order, which they are for a param (the prologue puts params
+/// in standard layout) and its gradient's buffer. `kernels::map` computed the same
+/// `p - lr * g` (the same bits) through its general broadcasting loop, and took 8% of M1's
+/// step for the 7,840 floats of the tutorial's `w` (issue 15: the guard's cost on M1).
+/// Any other pair (a broadcast or strided gradient view) goes through `kernels::map`.
+pub fn sgd_apply<D: Dimension>(mut p: ndarray::ArrayViewMut<'_, f32, D>, g: ndarray::ArrayView<'_, f32, D>, lr: f32) {
+    let same = p.shape() == g.shape() && p.strides() == g.strides();
+    if let (true, Some(ps), Some(gs)) = (same, p.as_slice_memory_order_mut(), g.as_slice_memory_order()) {
+        sgd_apply_slice(ps, gs, lr);
+        return;
+    }
+    crate::kernels::map(p.into_dyn(), [g.into_dyn()], |v, [d]| v - lr * d);
+}
+
+/// [`sgd_apply`] of two slices of one length (a shorter `g` updates a prefix of `p`).
+pub fn sgd_apply_slice(p: &mut [f32], g: &[f32], lr: f32) {
+    crate::sgemm::widest(
+        #[inline(always)]
+        || {
+            for (v, &d) in p.iter_mut().zip(g) {
+                *v -= lr * d;
+            }
+        },
+    )
+}
+
 /// Updates whose exact magnitude is below this cannot make a finite param of any
 /// magnitude non-finite: near `f32::MAX` one ulp is 2^104, so a change below half of it
 /// rounds back to the param instead of overflowing.

@@ -60,13 +60,13 @@ pub(super) fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usi
                 let mat = format_ident!("__mat{}", j);
                 quote! {
                     if #mat {
-                        // The gradient was computed and checked by the guard.
-                        let __g = ::modelc::ndarray::ArrayViewD::from_shape(
-                            ::modelc::ndarray::IxDyn(self.#n.shape()),
+                        // The gradient was computed and checked by the guard, in the
+                        // param's (standard) layout.
+                        ::modelc::__private::sgd_apply_slice(
+                            ::modelc::__private::slice_mut(&mut self.#n),
                             &self.__state.gscratch[#j][..],
-                        )
-                        .expect("sized by the guard");
-                        #k::map(self.#n.view_mut().into_dyn(), [__g], #[inline(always)] |__p, [__g]| __p - __lr * __g);
+                            __lr,
+                        );
                     } else {
                         #k::gemm_acc(-__lr, #a, #ta, #b, #tb, self.#n.view_mut());
                     }
@@ -78,14 +78,7 @@ pub(super) fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usi
             }
             Update::Plain { grad } => {
                 let g = view(ctx, p, grad);
-                quote! {
-                    #k::map(
-                        self.#n.view_mut().into_dyn(),
-                        [#g.into_dyn()],
-                        #[inline(always)]
-                        |__p, [__g]| __p - __lr * __g,
-                    );
-                }
+                quote!(::modelc::__private::sgd_apply(self.#n.view_mut().into_dyn(), #g.into_dyn(), __lr);)
             }
         }
     };
