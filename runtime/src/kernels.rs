@@ -399,6 +399,12 @@ pub fn broadcast_to(a: ArrayViewD<'_, f32>, mut out: ArrayViewMutD<'_, f32>) {
 /// source stride is 0 on a broadcast axis (a recursion over the leading axes compared
 /// the shapes and called `memcmp` once per block: 8% of the embedding step).
 fn broadcast_block(src: &[f32], shape: &[usize], dst: &mut [f32], dims: &[usize]) {
+    if let [v] = src {
+        // A scalar (the tutorial's `1 / batch` spread over the batch): one fill, not a
+        // block copy per element.
+        dst.fill(*v);
+        return;
+    }
     let mut k = dims.len();
     while k > 0 && shape[k - 1] == dims[k - 1] {
         k -= 1;
