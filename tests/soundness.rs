@@ -327,3 +327,90 @@ fn strided_and_empty_views_do_not_crash() {
     let empty = x.slice(s![3..3, ..]);
     assert_eq!(m.probs(empty).unwrap().shape(), &[0, 10]);
 }
+
+model! {
+    /// An embedding table under plain SGD: its update is the fused scatter-add of the
+    /// rows the batch uses (`support::sgd_scatter`), behind the same guard.
+    struct EmbedSgd {
+        input tokens: [batch, 3] as u32;
+        input label: [batch] as u32;
+        param table: [7, 4] = normal(std = 0.5);
+        param w: [4, 3] = glorot_uniform;
+        let h = mean(gather(table, tokens), axis = 1);
+        loss l = mean(sparse_softmax_cross_entropy(matmul(h, w), label));
+        optimizer sgd(learning_rate = 0.5);
+    }
+}
+
+/// Ids with repeats inside a sentence and across the batch, and rows no batch uses.
+fn embed_data(step: u32) -> (Array2<u32>, Array1<u32>) {
+    let tokens = Array2::from_shape_fn((5, 3), |(i, j)| (i as u32 * 2 + j as u32 * j as u32 + step) % 5);
+    let label = Array1::from_shape_fn(5, |i| (i as u32 + step) % 3);
+    (tokens, label)
+}
+
+fn embed_state(m: &EmbedSgd) -> (Vec<u32>, Vec<u32>, u64) {
+    let bits = |a: &Array2<f32>| a.iter().map(|v| v.to_bits()).collect();
+    (bits(&m.table), bits(&m.w), m.global_step())
+}
+
+#[test]
+fn the_fused_scatter_update_trains_like_compute_then_apply() {
+    // The fused step adds a repeated id's rows into the table one at a time, where
+    // apply_gradients adds their sum: the same terms, rounded in another order.
+    let mut fused = EmbedSgd::with_seed(5);
+    let mut split = fused.clone();
+    for step in 0..6 {
+        let (t, y) = embed_data(step);
+        let la = fused.train_step(t.view(), y.view()).unwrap();
+        let (lb, g) = split.compute_gradients(t.view(), y.view()).unwrap();
+        split.apply_gradients(&g).unwrap();
+        assert!((la - lb).abs() <= 1e-6 * (1.0 + lb.abs()), "step {step}: loss {la} against {lb}");
+        for (a, b) in [(&fused.table, &split.table), (&fused.w, &split.w)] {
+            for (u, v) in a.iter().zip(b) {
+                assert!((u - v).abs() <= 1e-6 * (1.0 + v.abs()), "step {step}: {u} against {v}");
+            }
+        }
+    }
+    // The rows 5 and 6 are never used: their values are the initial ones, bit for bit.
+    let init = EmbedSgd::with_seed(5);
+    for r in 5..7 {
+        assert_eq!(fused.table.row(r), init.table.row(r));
+    }
+    assert!(fused.table.row(0) != init.table.row(0));
+}
+
+#[test]
+fn the_fused_scatter_update_is_guarded() {
+    // A NaN in a row the batch uses poisons the rows it scatters into: refused, nothing
+    // changed; the next good step is the step of a model that never saw the bad one.
+    let (t, y) = embed_data(0);
+    let mut m = EmbedSgd::with_seed(5);
+    let twin = m.clone();
+    let good = m.table[[t[[0, 0]] as usize, 1]];
+    m.table[[t[[0, 0]] as usize, 1]] = f32::NAN;
+    let before = embed_state(&m);
+    assert!(matches!(m.train_step(t.view(), y.view()), Err(Error::NonFinite { .. })));
+    assert_eq!(before, embed_state(&m));
+    m.table[[t[[0, 0]] as usize, 1]] = good;
+    let mut twin = twin;
+    let a = m.train_step(t.view(), y.view()).unwrap();
+    let b = twin.train_step(t.view(), y.view()).unwrap();
+    assert_eq!((a.to_bits(), embed_state(&m)), (b.to_bits(), embed_state(&twin)));
+    // An id out of range is an index error before anything changes.
+    let mut bad = t.clone();
+    bad[[2, 1]] = 7;
+    let before = embed_state(&m);
+    assert!(matches!(m.train_step(bad.view(), y.view()), Err(Error::Index { .. })));
+    assert_eq!(before, embed_state(&m));
+    // Huge finite rows (a bound beyond 2^100) take the exact path: trained or refused,
+    // never a non-finite param.
+    let mut huge = EmbedSgd::with_seed(5);
+    huge.table.mapv_inplace(|v| v * 1e36);
+    huge.w.mapv_inplace(|v| v * 1e36);
+    match huge.train_step(t.view(), y.view()) {
+        Ok(_) => assert!(huge.table.iter().chain(huge.w.iter()).all(|v| v.is_finite())),
+        Err(Error::NonFinite { .. }) => {}
+        Err(other) => panic!("{other:?}"),
+    }
+}

@@ -12,6 +12,11 @@ pub(super) enum Update {
     SumTo { src: NodeId },
     /// `p -= lr * grad`, from the gradient's buffer.
     Plain { grad: NodeId },
+    /// `table[ids[i]] += -lr * src[i]`: an embedding table's update (the gradient of
+    /// `gather`, a scatter-add) applied to the rows the batch uses only. The dense
+    /// gradient would be a zeroed table-sized buffer, a guard pass and an update pass
+    /// over all of it: 3 x 2.5 MB for a 10k x 64 table whose batch uses 400 rows.
+    Scatter { src: NodeId, ids: NodeId },
 }
 
 /// For plain SGD (no clipping, no weight decay), how each trainable param is updated.
@@ -35,6 +40,9 @@ pub(super) fn sgd_updates(c: &Compiled) -> Option<Vec<(usize, Update)>> {
                         Update::MatMul { ta, tb, a: node.inputs[0], b: node.inputs[1] }
                     }
                     Op::SumTo(_) if not_param(node.inputs[0]) => Update::SumTo { src: node.inputs[0] },
+                    Op::ScatterAdd { .. } if not_param(node.inputs[0]) => {
+                        Update::Scatter { src: node.inputs[0], ids: node.inputs[1] }
+                    }
                     _ => Update::Plain { grad },
                 };
                 (p, update)
@@ -60,13 +68,13 @@ pub(super) fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usi
                 let mat = format_ident!("__mat{}", j);
                 quote! {
                     if #mat {
-                        // The gradient was computed and checked by the guard.
-                        let __g = ::modelc::ndarray::ArrayViewD::from_shape(
-                            ::modelc::ndarray::IxDyn(self.#n.shape()),
+                        // The gradient was computed and checked by the guard, in the
+                        // param's (standard) layout.
+                        ::modelc::__private::sgd_apply_slice(
+                            ::modelc::__private::slice_mut(&mut self.#n),
                             &self.__state.gscratch[#j][..],
-                        )
-                        .expect("sized by the guard");
-                        #k::map(self.#n.view_mut().into_dyn(), [__g], #[inline(always)] |__p, [__g]| __p - __lr * __g);
+                            __lr,
+                        );
                     } else {
                         #k::gemm_acc(-__lr, #a, #ta, #b, #tb, self.#n.view_mut());
                     }
@@ -76,16 +84,13 @@ pub(super) fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usi
                 let s = view(ctx, p, src);
                 quote!(#k::sum_to_acc(-__lr, #s.into_dyn(), self.#n.view_mut().into_dyn());)
             }
+            Update::Scatter { src, ids } => {
+                let (s, i) = (view(ctx, p, src), view(ctx, p, ids));
+                quote!(::modelc::__private::sgd_scatter(-__lr, #s.into_dyn(), #i.into_dyn(), self.#n.view_mut().into_dyn());)
+            }
             Update::Plain { grad } => {
                 let g = view(ctx, p, grad);
-                quote! {
-                    #k::map(
-                        self.#n.view_mut().into_dyn(),
-                        [#g.into_dyn()],
-                        #[inline(always)]
-                        |__p, [__g]| __p - __lr * __g,
-                    );
-                }
+                quote!(::modelc::__private::sgd_apply(self.#n.view_mut().into_dyn(), #g.into_dyn(), __lr);)
             }
         }
     };
@@ -156,7 +161,7 @@ pub(super) fn sgd_guard(ctx: &Ctx, p: &Program, updates: &[(usize, Update)]) -> 
                 note(a);
                 note(b);
             }
-            Update::SumTo { src } => note(src),
+            Update::SumTo { src } | Update::Scatter { src, .. } => note(src),
             Update::Plain { grad } => note(grad),
         }
     }
@@ -184,7 +189,7 @@ pub(super) fn sgd_guard(ctx: &Ctx, p: &Program, updates: &[(usize, Update)]) -> 
         let users = updates.iter().enumerate().filter_map(|(j, (_, u))| {
             let reads = match *u {
                 Update::MatMul { a, b, .. } => a == id || b == id,
-                Update::SumTo { src } => src == id,
+                Update::SumTo { src } | Update::Scatter { src, .. } => src == id,
                 Update::Plain { grad } => grad == id,
             };
             let mat = format_ident!("__mat{}", j);
@@ -248,6 +253,12 @@ pub(super) fn sgd_guard(ctx: &Ctx, p: &Program, updates: &[(usize, Update)]) -> 
                 let ms = max_of(src);
                 quote!((#name, #sv.len() as f64 / #numel, [#ms, 1.0]))
             }
+            Update::Scatter { src, ids } => {
+                // One element of the table sums at most one row of `src` per id.
+                let (sv, iv) = (view(ctx, p, src), view(ctx, p, ids));
+                let ms = max_of(src);
+                quote!((#name, if #sv.is_empty() { 0.0 } else { #iv.len() as f64 }, [#ms, 1.0]))
+            }
             Update::Plain { grad } => {
                 let gv = view(ctx, p, grad);
                 let mg = max_of(grad);
@@ -291,6 +302,7 @@ pub(super) fn update_order(
                 Update::MatMul { a, b, .. } => vec![a, b],
                 Update::SumTo { src } => vec![src],
                 Update::Plain { grad } => vec![grad],
+                Update::Scatter { src, ids } => vec![src, ids],
             };
             let read = last(&|s| reads[s].iter().any(|&n| g.node(n).op == Op::Param(param)));
             let computed = last(&|s| writes[s].iter().any(|n| operands.contains(n)));
