@@ -107,6 +107,22 @@ model! {
     }
 }
 
+model! {
+    /// `Net` with relu written as `maximum(.., 0)`, which the relu + max_pool rewrite does
+    /// not match: the reference for the rewrite's exactness.
+    struct NetUnfused {
+        input x: [batch, 8, 8, 2];
+        input y: [batch] as u32;
+        param scale: [2] = ones;
+        param bias: [2] = constant(value = 0.1);
+        param w: [32, 3] = glorot_uniform;
+        let h = max_pool(maximum(x * scale + bias, 0.0));
+        let z = matmul(flatten(h), w);
+        loss l = mean(sparse_softmax_cross_entropy(z, y));
+        optimizer sgd(learning_rate = 0.1);
+    }
+}
+
 /// TF's output size and padding before the image along one axis.
 fn geometry(n: usize, k: usize, s: usize, same: bool) -> (usize, usize) {
     if same {
@@ -324,5 +340,42 @@ fn a_pooling_model_trains_checks_its_gradients_and_allocates_nothing() {
     let explain = Net::explain();
     assert!(explain.contains("max_pool(relu("), "{explain}");
     assert!(explain.contains("max_pool_grad("), "{explain}");
+    assert!(explain.contains("max_pool(relu(a)) -> relu(max_pool(a))"), "{explain}");
+    // relu's mask on the pooled output `h`, before the scatter.
+    assert!(explain.contains("* step(h), t2, size = 2"), "{explain}");
+    assert!(!NetUnfused::explain().contains("max_pool(relu(a))"), "{}", NetUnfused::explain());
     assert!(Net::graph_dot().contains("max_pool_argmax 2x2/2 valid"), "{}", Net::graph_dot());
+}
+
+#[test]
+fn cost_counts_one_flop_per_window_cell() {
+    let c = Pools::cost(2);
+    let of = |name: &str| c.fetches.iter().find(|f| f.0 == name).map(|f| f.1);
+    // 2 images x 3x3 outputs x 3 channels, 4 cells each (the pick is a copy).
+    assert_eq!(of("m2"), Some(2 * 3 * 3 * 3 * 4));
+    assert_eq!(of("a3s1"), Some(2 * 7 * 6 * 3 * 9));
+    assert_eq!(of("m32"), Some(2 * 4 * 6 * 3 * 6));
+}
+
+#[test]
+fn the_relu_pool_rewrite_changes_no_value_and_no_gradient() {
+    let (mut a, mut b) = (Net::with_seed(4), NetUnfused::with_seed(4));
+    assert_eq!(a.w, b.w);
+    // Tied windows of positive values, tied windows of negative values (all zero after
+    // relu: the gradient is 0 whichever cell is chosen), and mixed windows.
+    let (mut x, y) = net_data(9);
+    for (k, v) in x.iter_mut().enumerate() {
+        if k % 7 == 3 {
+            *v = -((k % 5) as f32) * 0.3;
+        }
+    }
+    a.bias.assign(&modelc::ndarray::arr1(&[0.1, -0.2]));
+    b.bias.assign(&a.bias);
+    let (la, ga) = a.compute_gradients(x.view(), y.view()).unwrap();
+    let (lb, gb) = b.compute_gradients(x.view(), y.view()).unwrap();
+    assert_eq!(la, lb);
+    assert_eq!(ga.w, gb.w);
+    assert_eq!(ga.scale, gb.scale);
+    assert_eq!(ga.bias, gb.bias);
+    assert!(ga.bias.iter().all(|&v| v != 0.0), "{}", ga.bias);
 }

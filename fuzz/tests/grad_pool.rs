@@ -300,7 +300,8 @@ fn case(v: &Variant, n: usize, seed: u64, ties: bool) -> Result<f64, String> {
     let xa = Array4::from_shape_vec((n, H, W, C), x32.clone()).map_err(|e| e.to_string())?;
     let ca = Array4::from_shape_vec((n, v.out[0], v.out[1], C), c32.clone()).map_err(|e| e.to_string())?;
     let (loss32, got) = (v.run)(xa.view(), ca.view(), &p);
-    let (x, c): (Vec<f64>, Vec<f64>) = (x32.iter().map(|&a| f64::from(a)).collect(), c32.iter().map(|&a| f64::from(a)).collect());
+    let (x, c): (Vec<f64>, Vec<f64>) =
+        (x32.iter().map(|&a| f64::from(a)).collect(), c32.iter().map(|&a| f64::from(a)).collect());
     let (loss, chain) = reference(v.geo, v.out, n, &x, &c, &p);
     let loss_err = (f64::from(loss32) - loss).abs() / loss.abs().max(1.0);
     if loss_err > TOL {
@@ -308,11 +309,8 @@ fn case(v: &Variant, n: usize, seed: u64, ties: bool) -> Result<f64, String> {
     }
     let mut worst = 0f64;
     for (k, name) in ["w", "b"].into_iter().enumerate() {
-        let want: Vec<f64> = if ties {
-            chain[k].clone()
-        } else {
-            (0..p[k].len()).map(|i| derivative(v, n, &x, &c, &p, k, i)).collect()
-        };
+        let want: Vec<f64> =
+            if ties { chain[k].clone() } else { (0..p[k].len()).map(|i| derivative(v, n, &x, &c, &p, k, i)).collect() };
         let (err, at) = compare(&got[k], &want);
         if err.is_nan() || err > TOL {
             return Err(format!("d l / d {name}: error {err:e} > {TOL:e} at {at}"));

@@ -152,6 +152,39 @@ pub fn avg_vjp(g: &mut Graph, node: &Node, p: &Pool, adj: NodeId) -> Vec<Option<
     vec![Some(g.add(Op::AvgPoolGrad(p.clone()), vec![adj], node.span))]
 }
 
+/// The name of the relu + max_pool rewrite, as `explain()` lists it.
+pub const RELU_POOL: &str =
+    "max_pool(relu(a)) -> relu(max_pool(a)): the relu and its derivative's mask on the pooled output, the pre-pool relu never stored";
+
+/// `max_pool(relu(a))` -> `relu(max_pool(a))`, before differentiation.
+///
+/// Exact in values and in gradients: relu is monotone, so the largest relu'd cell is the
+/// relu of the largest cell; and the first maximum of `a` is the first maximum of
+/// `relu(a)` whenever the window's maximum is positive, while otherwise both gradients are
+/// 0 (relu's derivative at the chosen cell). What it saves: the relu runs over the
+/// pooled output (a quarter of the image for 2x2), and the backward pass applies relu's
+/// mask there (`step(pooled)`) before scattering, instead of a pass over the whole image
+/// reading a stored relu'd image (the research note's "the ReLU mask at the chosen cell
+/// equals pooled > 0"). The argmax and the pick read `a`, which a kernel writes anyway.
+/// Applied whatever else reads `relu(a)`: then `relu(a)` is still computed for those
+/// readers, and the rewrite costs one relu over the pooled output, no more.
+pub fn rewrite(g: &mut Graph, node: &Node, x: &[NodeId], ctx: &mut crate::simplify::Ctx) -> Option<NodeId> {
+    use crate::ops::Unary;
+    let Op::PoolPick(p) = &node.op else { return None };
+    if ctx.stage != crate::simplify::Stage::Forward {
+        return None;
+    }
+    let (r, at) = (x[0], x[1]);
+    if g.node(r).op != Op::Unary(Unary::Relu) || g.node(at).op != Op::PoolArgmax(p.clone()) || g.node(at).inputs != [r]
+    {
+        return None;
+    }
+    let a = g.node(r).inputs[0];
+    let pooled = max_pool(g, a, p.clone(), node.span).ok()?;
+    ctx.log.note(RELU_POOL);
+    Some(g.unary(Unary::Relu, pooled))
+}
+
 /// The kernel calls of the pooling ops.
 pub fn kernel_call(op: &Op, args: &[TokenStream], out: &TokenStream) -> TokenStream {
     let k = quote!(::modelc::__private::pool);
