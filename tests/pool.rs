@@ -168,7 +168,7 @@ fn close(got: &Array4<f32>, want: &Array4<f64>, what: &str) {
 
 /// Distinct values (no ties), negative and positive (a zero pad cell would win a max).
 fn image(n: usize) -> Array4<f32> {
-    Array4::from_shape_fn((n, 7, 6, 3), |(b, i, j, c)| (((b * 126 + i * 18 + j * 3 + c) as f32) * 0.7071).sin() * 3.0)
+    Array4::from_shape_fn((n, 7, 6, 3), |(b, i, j, c)| (((b * 126 + i * 18 + j * 3 + c) as f32) * 0.7137).sin() * 3.0)
 }
 
 fn check_all(m: &Pools, x: ArrayView4<f32>, what: &str) {

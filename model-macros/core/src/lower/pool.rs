@@ -102,8 +102,8 @@ impl Lowerer<'_> {
             Some((AttrValue::Str(p), _)) if p == "valid" => Some(false),
             Some((AttrValue::Str(p), _)) if p == "same" => Some(true),
             Some((AttrValue::Str(p), sp)) => {
-                let hint = suggestion(&p.to_lowercase(), ["valid", "same"].into_iter());
-                let hint = if hint.is_empty() { String::new() } else { hint.replace('`', "\"") };
+                // `; did you mean "valid"?`, quoted as the string it suggests.
+                let hint = suggestion(&p.to_lowercase(), ["valid", "same"]).replace('`', "\"");
                 self.diag.error(*sp, format!("`{name}`: `padding` must be \"valid\" or \"same\", not \"{p}\"{hint}"));
                 None
             }
