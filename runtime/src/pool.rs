@@ -80,40 +80,7 @@ pub fn max_pool_argmax(x: ArrayView4<'_, f32>, win: Window, mut idx: ArrayViewMu
     let (n, h, w, ch) = x.dim();
     let (_, oh, ow, _) = idx.dim();
     if let (Some(xs), Some(is)) = (x.as_slice(), idx.as_slice_mut()) {
-        let mut best = [0f32; CHUNK];
-        for b in 0..n {
-            for oi in 0..oh {
-                let (i0, i1, di) = win.rows(oi, h);
-                for oj in 0..ow {
-                    let (j0, j1, dj) = win.cols(oj, w);
-                    let out = &mut is[((b * oh + oi) * ow + oj) * ch..][..ch];
-                    for c0 in (0..ch).step_by(CHUNK) {
-                        let len = CHUNK.min(ch - c0);
-                        let (best, out) = (&mut best[..len], &mut out[c0..c0 + len]);
-                        let mut first = true;
-                        for i in i0..i1 {
-                            for j in j0..j1 {
-                                let off = ((i - i0 + di) * win.kw + (j - j0 + dj)) as u32;
-                                let lane = &xs[((b * h + i) * w + j) * ch + c0..][..len];
-                                if first {
-                                    best.copy_from_slice(lane);
-                                    out.fill(off);
-                                    first = false;
-                                    continue;
-                                }
-                                for ((m, o), &v) in best.iter_mut().zip(out.iter_mut()).zip(lane) {
-                                    // Strictly greater: the first maximum stays.
-                                    if v > *m {
-                                        *m = v;
-                                        *o = off;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        crate::sgemm::widest(|| argmax_contiguous(xs, (n, h, w, ch), (oh, ow), win, is));
         return;
     }
     for b in 0..n {
@@ -142,6 +109,100 @@ pub fn max_pool_argmax(x: ArrayView4<'_, f32>, win: Window, mut idx: ArrayViewMu
     }
 }
 
+/// The contiguous fast path of [`max_pool_argmax`], compiled per instruction set
+/// ([`crate::sgemm::widest`]): per output pixel, blocks of [`CHUNK`] channels keep their
+/// running maxima on the stack while the window's cells stream by, channels innermost;
+/// the update is branch-free (two selects) so that it vectorizes.
+#[inline(always)]
+fn argmax_contiguous(
+    xs: &[f32],
+    (n, h, w, ch): (usize, usize, usize, usize),
+    (oh, ow): (usize, usize),
+    win: Window,
+    is: &mut [u32],
+) {
+    let mut best = [0f32; CHUNK];
+    for b in 0..n {
+        for oi in 0..oh {
+            let (i0, i1, di) = win.rows(oi, h);
+            for oj in 0..ow {
+                let (j0, j1, dj) = win.cols(oj, w);
+                let out = &mut is[((b * oh + oi) * ow + oj) * ch..][..ch];
+                for c0 in (0..ch).step_by(CHUNK) {
+                    let len = CHUNK.min(ch - c0);
+                    let (best, out) = (&mut best[..len], &mut out[c0..c0 + len]);
+                    let mut first = true;
+                    for i in i0..i1 {
+                        for j in j0..j1 {
+                            let off = ((i - i0 + di) * win.kw + (j - j0 + dj)) as u32;
+                            let lane = &xs[((b * h + i) * w + j) * ch + c0..][..len];
+                            if first {
+                                best.copy_from_slice(lane);
+                                out.fill(off);
+                                first = false;
+                                continue;
+                            }
+                            for ((m, o), &v) in best.iter_mut().zip(out.iter_mut()).zip(lane) {
+                                // Strictly greater: the first maximum stays.
+                                let gt = v > *m;
+                                *m = if gt { v } else { *m };
+                                *o = if gt { off } else { *o };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Window cells whose offsets [`Offsets`] tabulates; larger windows divide instead.
+const TABLE: usize = 256;
+
+/// Element offsets, in a contiguous `[n, h, w, c]` array, of each window offset `r * kw
+/// + q` from the window's origin: `(r * w + q) * c`. A table on the stack, so that
+/// the pick and the scatter read one entry per element instead of dividing by `kw`.
+struct Offsets {
+    table: [isize; TABLE],
+    kw: usize,
+    row: isize,
+    ch: isize,
+    tabulated: bool,
+}
+
+impl Offsets {
+    fn new(win: Window, w: usize, ch: usize) -> Offsets {
+        let (row, ch) = ((w * ch) as isize, ch as isize);
+        let mut table = [0isize; TABLE];
+        let tabulated = win.kh * win.kw <= TABLE;
+        if tabulated {
+            for (k, t) in table.iter_mut().enumerate().take(win.kh * win.kw) {
+                *t = (k / win.kw) as isize * row + (k % win.kw) as isize * ch;
+            }
+        }
+        Offsets { table, kw: win.kw, row, ch, tabulated }
+    }
+
+    #[inline(always)]
+    fn get(&self, off: u32) -> isize {
+        let off = off as usize;
+        if self.tabulated {
+            self.table[off % TABLE]
+        } else {
+            (off / self.kw) as isize * self.row + (off % self.kw) as isize * self.ch
+        }
+    }
+
+    /// The element offset of output `(b, oi, oj)`'s window origin (negative where the
+    /// window starts in the padding; the cells an argmax names are inside the image).
+    #[inline(always)]
+    fn origin(&self, win: Window, h: usize, b: usize, oi: usize, oj: usize) -> isize {
+        let i = (b * h + oi * win.sh) as isize - win.top as isize;
+        let j = (oj * win.sw) as isize - win.left as isize;
+        i * self.row + j * self.ch
+    }
+}
+
 /// The input cell `(i, j)` that window offset `off` of output `(oi, oj)` names.
 #[inline]
 fn cell(win: Window, oi: usize, oj: usize, off: u32) -> (usize, usize) {
@@ -155,13 +216,15 @@ pub fn pool_pick(x: ArrayView4<'_, f32>, idx: ArrayView4<'_, u32>, win: Window, 
     let (n, h, w, ch) = x.dim();
     let (_, oh, ow, _) = out.dim();
     if let (Some(xs), Some(is), Some(os)) = (x.as_slice(), idx.as_slice(), out.as_slice_mut()) {
+        let t = Offsets::new(win, w, ch);
         for b in 0..n {
             for oi in 0..oh {
                 for oj in 0..ow {
                     let at = ((b * oh + oi) * ow + oj) * ch;
+                    let origin = t.origin(win, h, b, oi, oj);
                     for (c, (o, &off)) in os[at..at + ch].iter_mut().zip(&is[at..at + ch]).enumerate() {
-                        let (i, j) = cell(win, oi, oj, off);
-                        *o = xs[((b * h + i) * w + j) * ch + c];
+                        // In the image: the argmax names a valid cell.
+                        *o = xs[(origin + t.get(off)) as usize + c];
                     }
                 }
             }
@@ -187,13 +250,14 @@ pub fn max_pool_grad(g: ArrayView4<'_, f32>, idx: ArrayView4<'_, u32>, win: Wind
     let (_, h, w, _) = dx.dim();
     dx.fill(0.0);
     if let (Some(gs), Some(is), Some(ds)) = (g.as_slice(), idx.as_slice(), dx.as_slice_mut()) {
+        let t = Offsets::new(win, w, ch);
         for b in 0..n {
             for oi in 0..oh {
                 for oj in 0..ow {
                     let at = ((b * oh + oi) * ow + oj) * ch;
+                    let origin = t.origin(win, h, b, oi, oj);
                     for (c, (&v, &off)) in gs[at..at + ch].iter().zip(&is[at..at + ch]).enumerate() {
-                        let (i, j) = cell(win, oi, oj, off);
-                        ds[((b * h + i) * w + j) * ch + c] += v;
+                        ds[(origin + t.get(off)) as usize + c] += v;
                     }
                 }
             }
@@ -217,28 +281,31 @@ pub fn avg_pool(x: ArrayView4<'_, f32>, win: Window, mut out: ArrayViewMut4<'_, 
     let (n, h, w, ch) = x.dim();
     let (_, oh, ow, _) = out.dim();
     if let (Some(xs), Some(os)) = (x.as_slice(), out.as_slice_mut()) {
-        for b in 0..n {
-            for oi in 0..oh {
-                let (i0, i1, _) = win.rows(oi, h);
-                for oj in 0..ow {
-                    let (j0, j1, _) = win.cols(oj, w);
-                    let o = &mut os[((b * oh + oi) * ow + oj) * ch..][..ch];
-                    o.fill(0.0);
-                    for i in i0..i1 {
-                        for j in j0..j1 {
-                            let lane = &xs[((b * h + i) * w + j) * ch..][..ch];
-                            for (a, &v) in o.iter_mut().zip(lane) {
-                                *a += v;
+        // Compiled per instruction set: the channel loops vectorize.
+        crate::sgemm::widest(|| {
+            for b in 0..n {
+                for oi in 0..oh {
+                    let (i0, i1, _) = win.rows(oi, h);
+                    for oj in 0..ow {
+                        let (j0, j1, _) = win.cols(oj, w);
+                        let o = &mut os[((b * oh + oi) * ow + oj) * ch..][..ch];
+                        o.fill(0.0);
+                        for i in i0..i1 {
+                            for j in j0..j1 {
+                                let lane = &xs[((b * h + i) * w + j) * ch..][..ch];
+                                for (a, &v) in o.iter_mut().zip(lane) {
+                                    *a += v;
+                                }
                             }
                         }
-                    }
-                    let inv = 1.0 / ((i1 - i0) * (j1 - j0)) as f32;
-                    for a in o.iter_mut() {
-                        *a *= inv;
+                        let inv = 1.0 / ((i1 - i0) * (j1 - j0)) as f32;
+                        for a in o.iter_mut() {
+                            *a *= inv;
+                        }
                     }
                 }
             }
-        }
+        });
         return;
     }
     for b in 0..n {
@@ -268,24 +335,27 @@ pub fn avg_pool_grad(g: ArrayView4<'_, f32>, win: Window, mut dx: ArrayViewMut4<
     let (_, h, w, _) = dx.dim();
     dx.fill(0.0);
     if let (Some(gs), Some(ds)) = (g.as_slice(), dx.as_slice_mut()) {
-        for b in 0..n {
-            for oi in 0..oh {
-                let (i0, i1, _) = win.rows(oi, h);
-                for oj in 0..ow {
-                    let (j0, j1, _) = win.cols(oj, w);
-                    let inv = 1.0 / ((i1 - i0) * (j1 - j0)) as f32;
-                    let gl = &gs[((b * oh + oi) * ow + oj) * ch..][..ch];
-                    for i in i0..i1 {
-                        for j in j0..j1 {
-                            let d = &mut ds[((b * h + i) * w + j) * ch..][..ch];
-                            for (a, &v) in d.iter_mut().zip(gl) {
-                                *a += v * inv;
+        // Compiled per instruction set: the channel loops vectorize.
+        crate::sgemm::widest(|| {
+            for b in 0..n {
+                for oi in 0..oh {
+                    let (i0, i1, _) = win.rows(oi, h);
+                    for oj in 0..ow {
+                        let (j0, j1, _) = win.cols(oj, w);
+                        let inv = 1.0 / ((i1 - i0) * (j1 - j0)) as f32;
+                        let gl = &gs[((b * oh + oi) * ow + oj) * ch..][..ch];
+                        for i in i0..i1 {
+                            for j in j0..j1 {
+                                let d = &mut ds[((b * h + i) * w + j) * ch..][..ch];
+                                for (a, &v) in d.iter_mut().zip(gl) {
+                                    *a += v * inv;
+                                }
                             }
                         }
                     }
                 }
             }
-        }
+        });
         return;
     }
     for b in 0..n {

@@ -316,6 +316,42 @@ mod tests {
     }
 
     #[test]
+    fn relu_then_max_pool_is_rewritten_before_differentiation_only() {
+        use crate::ir::{DType, Graph};
+        use crate::ops::{Op, Unary};
+        use crate::shape::{Dim, Shape};
+        use crate::simplify::{run, RewriteLog, Stage};
+        use proc_macro2::Span;
+        let sp = Span::call_site();
+        let mut g = Graph::new();
+        let x = g.leaf(
+            Op::Input(0),
+            Shape(vec![Dim::Sym("n".into()), Dim::Static(4), Dim::Static(4), Dim::Static(2)]),
+            DType::F32,
+            sp,
+        );
+        let p = Pool { size: [2, 2], stride: [2, 2], same: false, image: [4, 4] };
+        let r = g.unary(Unary::Relu, x);
+        let m = super::max_pool(&mut g, r, p.clone(), sp).expect("shapes fit");
+        let a = g.add(Op::AvgPool(p.clone()), vec![r], sp);
+        let mut log = RewriteLog::default();
+        let (out, map) = run(&g, &[m, a], Stage::Forward, &mut log);
+        // relu(pick(x, argmax(x))); avg_pool(relu(x)) untouched.
+        let top = out.node(map[&m]);
+        assert_eq!(top.op, Op::Unary(Unary::Relu));
+        let pick = out.node(top.inputs[0]);
+        assert_eq!(pick.op, Op::PoolPick(p.clone()));
+        assert_eq!(pick.inputs[0], map[&x]);
+        assert_eq!(out.node(pick.inputs[1]).inputs, vec![map[&x]]);
+        assert_eq!(out.node(map[&a]).inputs, vec![map[&r]]);
+        assert_eq!(log.applied.get(super::RELU_POOL), Some(&1));
+        let mut log = RewriteLog::default();
+        let (out, map) = run(&g, &[m], Stage::Differentiated, &mut log);
+        assert_eq!(out.node(map[&m]).op, Op::PoolPick(p));
+        assert!(log.applied.is_empty());
+    }
+
+    #[test]
     fn a_u32_image_is_refused() {
         let e = errors("struct M {\n    input x: [batch, 4, 4, 1] as u32;\n    output o = max_pool(x);\n}");
         assert_eq!(e.len(), 1, "{e:?}");
