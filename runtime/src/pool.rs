@@ -17,9 +17,10 @@
 //! the choice in the backward pass as an equality mask (`x == max`) is the classic tie
 //! bug: on MNIST-like data a whole 2x2 window is often one value (zero background gives
 //! exactly the bias after relu) and a mask sends 4x the gradient. TensorFlow, PyTorch
-//! and JAX all pick one cell, the first in scan order, and so does this. NaN never
-//! compares greater, so a window whose first valid cell is NaN picks it (the NaN
-//! propagates; the non-finite guards of the training step then report it).
+//! and JAX all pick one cell, the first in scan order, and so does this. A NaN cell
+//! always takes over (the window's last NaN is picked; PyTorch's rule is `val > max ||
+//! isnan(val)` too), so that NaN propagates to the loss and the training step's
+//! non-finite guard reports it, instead of pooling hiding it.
 //!
 //! Like every kernel these write into caller-owned buffers and allocate nothing (the
 //! running maxima live in a fixed stack block of [`CHUNK`] channels). Each has a fast
@@ -95,7 +96,7 @@ pub fn max_pool_argmax(x: ArrayView4<'_, f32>, win: Window, mut idx: ArrayViewMu
                     for i in i0..i1 {
                         for j in j0..j1 {
                             let v = x[[b, i, j, c]];
-                            if first || v > m {
+                            if first || v > m || v.is_nan() {
                                 m = v;
                                 at = ((i - i0 + di) * win.kw + (j - j0 + dj)) as u32;
                                 first = false;
@@ -143,8 +144,9 @@ fn argmax_contiguous(
                                 continue;
                             }
                             for ((m, o), &v) in best.iter_mut().zip(out.iter_mut()).zip(lane) {
-                                // Strictly greater: the first maximum stays.
-                                let gt = v > *m;
+                                // Strictly greater: the first maximum stays; a NaN
+                                // always takes over, so that it propagates.
+                                let gt = v > *m || v.is_nan();
                                 *m = if gt { v } else { *m };
                                 *o = if gt { off } else { *o };
                             }
@@ -399,6 +401,19 @@ mod tests {
         let x = Array4::from_shape_vec((1, 2, 2, 1), vec![0.0, 3.0, 1.0, 3.0]).unwrap();
         max_pool_argmax(x.view(), W2, idx.view_mut());
         assert_eq!(idx[[0, 0, 0, 0]], 1);
+    }
+
+    #[test]
+    fn a_nan_cell_is_picked_on_every_path() {
+        let x = Array4::from_shape_vec((1, 2, 2, 1), vec![1.0, f32::NAN, 5.0, f32::NAN]).unwrap();
+        let mut idx = Array4::zeros((1, 1, 1, 1));
+        max_pool_argmax(x.view(), W2, idx.view_mut());
+        assert_eq!(idx[[0, 0, 0, 0]], 3);
+        // The index path: a reversed view of the reversed image.
+        let mut rev = x.clone();
+        rev.invert_axis(ndarray::Axis(2));
+        max_pool_argmax(rev.slice(s![.., .., ..;-1, ..]), W2, idx.view_mut());
+        assert_eq!(idx[[0, 0, 0, 0]], 3);
     }
 
     #[test]
