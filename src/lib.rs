@@ -70,7 +70,7 @@ pub use modelc_runtime::{ndarray, Cost, Error, GradientCheck, ParamCheck, Result
 #[doc(hidden)]
 pub mod __private {
     pub use modelc_runtime::support::*;
-    pub use modelc_runtime::{checkpoint, import, init, kernels, norm, optim, random, shape};
+    pub use modelc_runtime::{checkpoint, import, init, kernels, norm, optim, pool, random, shape};
 }
 
 /// The Rust snippets of the README and of `docs/`, compiled (and, unless marked

@@ -8,6 +8,7 @@
 //!   (no allocation per call).
 //! - [`init`]: seeded, deterministic initializers.
 //! - [`norm`]: layer normalization and its fused gradient.
+//! - [`pool`]: max and average pooling over NHWC images, forward and backward.
 //! - [`random`]: the model's own random stream and the dropout mask.
 //! - [`optim`]: the optimizers' update rules, gradient clipping and weight decay.
 //! - [`schedule`]: learning-rate schedules a training loop calls between steps.
@@ -28,6 +29,7 @@ pub mod init;
 pub mod kernels;
 pub mod norm;
 pub mod optim;
+pub mod pool;
 pub mod random;
 pub mod schedule;
 pub mod sgemm;

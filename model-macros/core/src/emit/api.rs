@@ -367,7 +367,15 @@ pub(super) fn program_flops(ctx: &Ctx, p: &Program) -> TokenStream {
                 let out = numel_tokens(ctx.m, &node.shape);
                 quote!(#out.saturating_mul(#k as u64).saturating_mul(2))
             }
-            Op::Sum { .. } | Op::Max { .. } | Op::Argmax { .. } | Op::SumTo(_) | Op::SoftmaxXent => {
+            // Pooling gradients: per element of the adjoint (the pooled shape), not of
+            // the image they write.
+            Op::Sum { .. }
+            | Op::Max { .. }
+            | Op::Argmax { .. }
+            | Op::SumTo(_)
+            | Op::SoftmaxXent
+            | Op::MaxPoolGrad(_)
+            | Op::AvgPoolGrad(_) => {
                 let inp = numel_tokens(ctx.m, g.shape(node.inputs[0]));
                 quote!(#inp.saturating_mul(#per))
             }

@@ -211,6 +211,14 @@ impl Printer<'_> {
                     _ => format!("layer_norm_grad({}, {}{attrs})", self.expr(x[0], None), self.expr(x[1], None)),
                 }
             }
+            Op::PoolArgmax(p) => format!("max_pool_argmax({}, {})", self.expr(x[0], None), p.attrs()),
+            // The argmax operand is the forward pass's own choice: `max_pool` as written.
+            Op::PoolPick(p) => format!("max_pool({}, {})", self.expr(x[0], None), p.attrs()),
+            Op::MaxPoolGrad(p) => {
+                format!("max_pool_grad({}, {}, {})", self.expr(x[0], None), self.expr(x[1], None), p.attrs())
+            }
+            Op::AvgPool(p) => format!("avg_pool({}, {})", self.expr(x[0], None), p.attrs()),
+            Op::AvgPoolGrad(p) => format!("avg_pool_grad({}, {})", self.expr(x[0], None), p.attrs()),
             Op::DropoutMask { rate, .. } => format!("dropout_mask(rate = {})", num(f32::from_bits(*rate))),
             Op::Invalid(m) => format!("<invalid: {m}>"),
         }
@@ -343,6 +351,11 @@ pub fn dot(c: &Compiled) -> TokenStream {
             Op::LayerNorm { axis, .. } => format!("layer_norm axis={axis}"),
             Op::LayerNormGrad { axis, .. } => format!("layer_norm_grad axis={axis}"),
             Op::DropoutMask { rate, .. } => format!("dropout_mask rate={} (training only)", num(f32::from_bits(*rate))),
+            Op::PoolArgmax(p) => format!("max_pool_argmax {} (first max)", p.short()),
+            Op::PoolPick(p) => format!("max_pool {}", p.short()),
+            Op::MaxPoolGrad(p) => format!("max_pool_grad {}", p.short()),
+            Op::AvgPool(p) => format!("avg_pool {}", p.short()),
+            Op::AvgPoolGrad(p) => format!("avg_pool_grad {}", p.short()),
             other => {
                 let s = format!("{other:?}");
                 s.split(['(', ' ', '{']).next().unwrap_or("op").to_lowercase()

@@ -376,6 +376,7 @@ impl Lowerer<'_> {
                 return Some(g.add(Op::Binary(Binary::Mul), vec![x[0], mask], span));
             }
             "reshape" | "flatten" | "slice" | "where" | "select" => return self.shape_op(name, ident, call, b, x),
+            "max_pool" | "avg_pool" => return self.pool_op(name, ident, call, b, x),
             _ => unreachable!("every op of `signature` is handled in `apply`"),
         };
         match self.graph.try_add(op, x.to_vec(), span) {
@@ -405,6 +406,11 @@ pub(super) enum AttrKind {
     Axes,
     /// A reshape's target: `[batch, 28, 28]`, `[-1, 784]`.
     Dims,
+    /// A size for both spatial axes or one per axis: `size = 2`, `stride = [2, 1]`
+    /// (parsed as [`AttrValue::Int`] or [`AttrValue::Ints`]; the op checks the count).
+    Pair,
+    /// A string literal: `padding = "same"`.
+    Str,
 }
 
 /// One dimension of a reshape's target as written.
@@ -424,6 +430,7 @@ pub(super) enum AttrValue {
     /// A list of axes (`axis = [1, 2]`; a single axis is [`AttrValue::Int`]).
     Ints(Vec<i64>),
     Dims(Vec<DimArg>),
+    Str(String),
 }
 
 impl AttrKind {
@@ -433,6 +440,8 @@ impl AttrKind {
             AttrKind::Bool => "`true` or `false`",
             AttrKind::Number => "a number literal",
             AttrKind::Axes => "an integer literal or a list of them, e.g. `axis = [1, 2]` (negative axes count from the end)",
+            AttrKind::Pair => "an integer literal or a pair of them `[rows, columns]`, e.g. `size = 2` or `size = [2, 3]`",
+            AttrKind::Str => "a string literal, e.g. `padding = \"same\"`",
             AttrKind::Dims => "a list of dimensions in brackets: integers, symbolic names, or one `-1` to infer, e.g. `[batch, 28, 28]`",
         }
     }
@@ -451,6 +460,14 @@ impl AttrKind {
                 return ints.filter(|v| !v.is_empty()).map(AttrValue::Ints);
             }
             (AttrKind::Axes, e) => return AttrKind::Int.parse(e),
+            (AttrKind::Pair, e) => return AttrKind::Axes.parse(e),
+            (AttrKind::Str, Expr::Lit(l)) => {
+                return match &l.lit {
+                    Lit::Str(v) => Some(AttrValue::Str(v.value())),
+                    _ => None,
+                }
+            }
+            (AttrKind::Str, _) => return None,
             (AttrKind::Dims, Expr::Array(list)) => {
                 let dims: Option<Vec<DimArg>> = list
                     .elems
@@ -474,7 +491,7 @@ impl AttrKind {
         };
         let Expr::Lit(l) = inner else { return None };
         match (self, &l.lit) {
-            (AttrKind::Axes | AttrKind::Dims, _) => None,
+            (AttrKind::Axes | AttrKind::Dims | AttrKind::Pair | AttrKind::Str, _) => None,
             (AttrKind::Int, Lit::Int(i)) => {
                 i.base10_parse::<i64>().ok().map(|v| AttrValue::Int(if neg { -v } else { v }))
             }
@@ -527,6 +544,7 @@ pub(super) fn signature(name: &str) -> Option<Sig> {
         "sum" | "mean" | "max" => Sig { tensors: A, attrs: AXES_KEEP },
         "argmax" => Sig { tensors: A, attrs: AXIS_KEEP },
         "reshape" | "flatten" | "concat" | "slice" | "where" | "select" => return super::shape::signature(name),
+        "max_pool" | "avg_pool" => return super::pool::signature(name),
         "softmax" | "log_softmax" => Sig { tensors: A, attrs: &[("axis", AttrKind::Int)] },
         "softmax_cross_entropy" | "sigmoid_cross_entropy" | "sparse_softmax_cross_entropy" => {
             Sig { tensors: XENT, attrs: &[] }

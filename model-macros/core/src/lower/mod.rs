@@ -23,6 +23,7 @@ use crate::syntax::{DimSyntax, Item, ModelDef, NodeItem, NodeKind, OptimizerItem
 mod call;
 mod config;
 mod index;
+mod pool;
 mod shape;
 
 /// The most scalars one f32 array may have: `isize::MAX` bytes, the bound of every Rust
@@ -81,6 +82,8 @@ pub const OPS: &[&str] = &[
     "sparse_softmax_cross_entropy",
     "layer_norm",
     "dropout",
+    "max_pool",
+    "avg_pool",
     "reshape",
     "flatten",
     "concat",

@@ -11,6 +11,7 @@ pub mod index;
 pub mod linalg;
 pub mod nn;
 pub mod norm;
+pub mod pool;
 pub mod random;
 pub mod reduce;
 pub mod shape;
@@ -148,6 +149,18 @@ pub enum Op {
         /// The variance guard, as `f32::to_bits`.
         epsilon: u32,
     },
+    /// The offset in its window of each output's first maximum (u32, the pooled shape):
+    /// what `max_pool`'s forward pass records for its gradient; see [`pool`].
+    PoolArgmax(pool::Pool),
+    /// `max_pool`'s value for operands `(x, argmax)`: the cell each offset names.
+    PoolPick(pool::Pool),
+    /// `max_pool`'s gradient for operands `(g, argmax)`: each `g` added to the one cell
+    /// its offset names, zeros elsewhere (the image's shape).
+    MaxPoolGrad(pool::Pool),
+    /// `avg_pool`: the mean over each window's valid cells.
+    AvgPool(pool::Pool),
+    /// `avg_pool`'s gradient for the operand `g`: `g / count` to each valid cell.
+    AvgPoolGrad(pool::Pool),
     /// A dropout mask (a leaf of its `a`'s shape, filled by the training programs); see
     /// [`random`].
     DropoutMask {
@@ -176,6 +189,8 @@ impl Op {
             Op::SparseXentGrad => (&[F32, U32, F32], F32),
             Op::ScatterAdd { .. } => (&[F32, U32], F32),
             Op::IndexCompare(_) => (&[U32, U32], F32),
+            Op::PoolArgmax(_) => (&[F32], U32),
+            Op::PoolPick(_) | Op::MaxPoolGrad(_) => (&[F32, U32], F32),
             Op::DropoutMask { .. } => return Err("dropout masks are made by `Graph::leaf`".to_string()),
             Op::Invalid(_)
             | Op::Concat { .. }
@@ -184,6 +199,8 @@ impl Op {
             | Op::Select
             | Op::LayerNorm { .. }
             | Op::LayerNormGrad { .. }
+            | Op::AvgPool(_)
+            | Op::AvgPoolGrad(_)
             | Op::Const(_)
             | Op::DimProduct(_)
             | Op::Unary(_)
@@ -245,6 +262,9 @@ impl Op {
             Op::IndexCompare(_) => index::compare_shape(ins),
             Op::LayerNorm { axis, .. } => norm::layer_norm_shape(ins[0], *axis),
             Op::LayerNormGrad { axis, .. } => norm::layer_norm_grad_shape(ins, *axis),
+            Op::PoolArgmax(p) | Op::AvgPool(p) => pool::pool_shape(ins[0], p),
+            Op::PoolPick(p) => pool::pick_shape(ins, p),
+            Op::MaxPoolGrad(p) | Op::AvgPoolGrad(p) => pool::grad_shape(ins, p),
         }
     }
 
@@ -252,7 +272,7 @@ impl Op {
     /// `stop_gradient` block them; leaves have no operands).
     pub fn blocks_gradient(&self) -> bool {
         match self {
-            Op::Argmax { .. } | Op::StopGradient | Op::OneHot { .. } | Op::IndexCompare(_) => true,
+            Op::Argmax { .. } | Op::StopGradient | Op::OneHot { .. } | Op::IndexCompare(_) | Op::PoolArgmax(_) => true,
             Op::Binary(b) => b.is_comparison(),
             Op::Unary(u) => u.is_piecewise_constant(),
             Op::Input(_)
@@ -281,6 +301,10 @@ impl Op {
             | Op::ScatterAdd { .. }
             | Op::LayerNorm { .. }
             | Op::LayerNormGrad { .. }
+            | Op::PoolPick(_)
+            | Op::MaxPoolGrad(_)
+            | Op::AvgPool(_)
+            | Op::AvgPoolGrad(_)
             | Op::DropoutMask { .. }
             | Op::Invalid(_) => false,
         }
@@ -332,6 +356,12 @@ impl Op {
             Op::ScatterAdd { .. } => index::scatter_add_vjp(graph, &node, g),
             Op::LayerNorm { axis, epsilon } => norm::layer_norm_vjp(graph, &node, *axis, *epsilon, g),
             Op::LayerNormGrad { .. } => vec![None, None],
+            Op::PoolArgmax(_) => vec![None],
+            Op::PoolPick(p) => pool::pick_vjp(graph, &node, p, g),
+            Op::AvgPool(p) => pool::avg_vjp(graph, &node, p, g),
+            // Gradients are differentiated once (no second order through pooling).
+            Op::MaxPoolGrad(_) => vec![None, None],
+            Op::AvgPoolGrad(_) => vec![None],
         }
     }
 
@@ -371,6 +401,11 @@ impl Op {
             | Op::IndexCompare(_)
             | Op::LayerNorm { .. }
             | Op::LayerNormGrad { .. }
+            | Op::PoolArgmax(_)
+            | Op::PoolPick(_)
+            | Op::MaxPoolGrad(_)
+            | Op::AvgPool(_)
+            | Op::AvgPoolGrad(_)
             | Op::DropoutMask { .. }
             | Op::Invalid(_) => unreachable!("scalar_expr is only called for elementwise ops"),
         }
@@ -440,6 +475,9 @@ impl Op {
             Op::LayerNorm { axis, epsilon } => norm::layer_norm_call(&args[0], *axis, *epsilon, out),
             Op::LayerNormGrad { axis, epsilon } => norm::layer_norm_grad_call(&args[0], &args[1], *axis, *epsilon, out),
             Op::DropoutMask { rate, .. } => random::mask_call(*rate, out),
+            Op::PoolArgmax(_) | Op::PoolPick(_) | Op::MaxPoolGrad(_) | Op::AvgPool(_) | Op::AvgPoolGrad(_) => {
+                pool::kernel_call(self, args, out)
+            }
             Op::Input(_)
             | Op::Param(_)
             | Op::Const(_)
@@ -469,6 +507,11 @@ impl Op {
             Op::LayerNorm { .. } => 5,
             Op::LayerNormGrad { .. } => 10,
             Op::DropoutMask { .. } => 1,
+            // Per output element: a compare or an add per window cell; the scatter of
+            // max's gradient one add; the pick a copy.
+            Op::PoolArgmax(p) | Op::AvgPool(p) | Op::AvgPoolGrad(p) => p.cells(),
+            Op::MaxPoolGrad(_) => 1,
+            Op::PoolPick(_) => 0,
             Op::Broadcast(_)
             | Op::Reshape(_)
             | Op::Transpose

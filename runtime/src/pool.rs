@@ -1,0 +1,464 @@
+//! Pooling over NHWC images: `max_pool` and `avg_pool`, forward and backward.
+//!
+//! A [`Window`] is the geometry the compiler fixed: the window `kh x kw`, the stride
+//! `sh x sw`, and the padding before the first row and column (`top`, `left`; TF's
+//! "same" puts the extra row/column at the bottom/right, so the rest is implied by the
+//! output size). Output cell `(oi, oj)` covers input rows `oi * sh - top ..` and columns
+//! `oj * sw - left ..`; cells outside the image are padding, which never wins a max and is
+//! not counted by an average (TF's `avg_pool` divides by the valid cells only). Rows and
+//! columns that no window covers ("valid" floor pooling, 11 -> 5 with size 2) get a zero
+//! gradient.
+//!
+//! **Max pooling stores its choice.** `max_pool(x)` is two kernels: [`max_pool_argmax`]
+//! writes, per output element, the offset `r * kw + c` within its window of the *first*
+//! maximum in scan order (row-major in the window; a u32 workspace buffer of the output's
+//! shape, allocated once), and [`pool_pick`] reads the values it names. The gradient,
+//! [`max_pool_grad`], scatters each output's adjoint to exactly that one cell. Recomputing
+//! the choice in the backward pass as an equality mask (`x == max`) is the classic tie
+//! bug: on MNIST-like data a whole 2x2 window is often one value (zero background gives
+//! exactly the bias after relu) and a mask sends 4x the gradient. TensorFlow, PyTorch
+//! and JAX all pick one cell, the first in scan order, and so does this. A NaN cell
+//! always takes over (the window's last NaN is picked; PyTorch's rule is `val > max ||
+//! isnan(val)` too), so that NaN propagates to the loss and the training step's
+//! non-finite guard reports it, instead of pooling hiding it.
+//!
+//! Like every kernel these write into caller-owned buffers and allocate nothing (the
+//! running maxima live in a fixed stack block of [`CHUNK`] channels). Each has a fast
+//! path for standard-layout (contiguous NHWC) arrays, channels innermost, and a path
+//! by index for any other strides (reversed or sliced views) with the same results. They
+//! trust the shapes they are given (checked at compile time and in the prologue).
+
+use ndarray::{ArrayView4, ArrayViewMut4};
+
+/// The geometry of a pooling window (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Window rows.
+    pub kh: usize,
+    /// Window columns.
+    pub kw: usize,
+    /// Row stride.
+    pub sh: usize,
+    /// Column stride.
+    pub sw: usize,
+    /// Padding rows above the image.
+    pub top: usize,
+    /// Padding columns left of it.
+    pub left: usize,
+}
+
+/// Channels whose running maxima are kept on the stack at once.
+pub const CHUNK: usize = 64;
+
+impl Window {
+    /// The valid input rows of output row `o` over an image of `h` rows: the first one,
+    /// the range end, and the first one's row within the window.
+    #[inline]
+    fn rows(&self, o: usize, h: usize) -> (usize, usize, usize) {
+        span(o, self.sh, self.kh, self.top, h)
+    }
+
+    #[inline]
+    fn cols(&self, o: usize, w: usize) -> (usize, usize, usize) {
+        span(o, self.sw, self.kw, self.left, w)
+    }
+}
+
+/// `(first, end, first - start)` of the window `[o * s - pad, o * s - pad + k)` clipped to
+/// `[0, n)`. A window always holds at least one valid cell for the geometries the
+/// compiler emits (TF's "same" pads less than a window on each side).
+#[inline]
+fn span(o: usize, s: usize, k: usize, pad: usize, n: usize) -> (usize, usize, usize) {
+    let start = o * s;
+    let first = start.max(pad) - pad;
+    let end = (start + k).saturating_sub(pad).min(n);
+    (first, end.max(first), first + pad - start)
+}
+
+/// `idx[b, oi, oj, c]` = the offset `r * kw + c'` in its window of the first maximum of
+/// `x[b, .., .., c]` over the window's valid cells, in row-major scan order.
+pub fn max_pool_argmax(x: ArrayView4<'_, f32>, win: Window, mut idx: ArrayViewMut4<'_, u32>) {
+    let (n, h, w, ch) = x.dim();
+    let (_, oh, ow, _) = idx.dim();
+    if let (Some(xs), Some(is)) = (x.as_slice(), idx.as_slice_mut()) {
+        crate::sgemm::widest(|| argmax_contiguous(xs, (n, h, w, ch), (oh, ow), win, is));
+        return;
+    }
+    for b in 0..n {
+        for oi in 0..oh {
+            let (i0, i1, di) = win.rows(oi, h);
+            for oj in 0..ow {
+                let (j0, j1, dj) = win.cols(oj, w);
+                for c in 0..ch {
+                    let mut m = f32::NAN;
+                    let mut at = 0u32;
+                    let mut first = true;
+                    for i in i0..i1 {
+                        for j in j0..j1 {
+                            let v = x[[b, i, j, c]];
+                            if first || v > m || v.is_nan() {
+                                m = v;
+                                at = ((i - i0 + di) * win.kw + (j - j0 + dj)) as u32;
+                                first = false;
+                            }
+                        }
+                    }
+                    idx[[b, oi, oj, c]] = at;
+                }
+            }
+        }
+    }
+}
+
+/// The contiguous fast path of [`max_pool_argmax`], compiled per instruction set
+/// ([`crate::sgemm::widest`]): per output pixel, blocks of [`CHUNK`] channels keep their
+/// running maxima on the stack while the window's cells stream by, channels innermost;
+/// the update is branch-free (two selects) so that it vectorizes.
+#[inline(always)]
+fn argmax_contiguous(
+    xs: &[f32],
+    (n, h, w, ch): (usize, usize, usize, usize),
+    (oh, ow): (usize, usize),
+    win: Window,
+    is: &mut [u32],
+) {
+    let mut best = [0f32; CHUNK];
+    for b in 0..n {
+        for oi in 0..oh {
+            let (i0, i1, di) = win.rows(oi, h);
+            for oj in 0..ow {
+                let (j0, j1, dj) = win.cols(oj, w);
+                let out = &mut is[((b * oh + oi) * ow + oj) * ch..][..ch];
+                for c0 in (0..ch).step_by(CHUNK) {
+                    let len = CHUNK.min(ch - c0);
+                    let (best, out) = (&mut best[..len], &mut out[c0..c0 + len]);
+                    let mut first = true;
+                    for i in i0..i1 {
+                        for j in j0..j1 {
+                            let off = ((i - i0 + di) * win.kw + (j - j0 + dj)) as u32;
+                            let lane = &xs[((b * h + i) * w + j) * ch + c0..][..len];
+                            if first {
+                                best.copy_from_slice(lane);
+                                out.fill(off);
+                                first = false;
+                                continue;
+                            }
+                            for ((m, o), &v) in best.iter_mut().zip(out.iter_mut()).zip(lane) {
+                                // Strictly greater: the first maximum stays; a NaN
+                                // always takes over, so that it propagates.
+                                let gt = v > *m || v.is_nan();
+                                *m = if gt { v } else { *m };
+                                *o = if gt { off } else { *o };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Window cells whose offsets [`Offsets`] tabulates; larger windows divide instead.
+const TABLE: usize = 256;
+
+/// Element offsets, in a contiguous `[n, h, w, c]` array, of each window offset `r * kw
+/// + q` from the window's origin: `(r * w + q) * c`. A table on the stack, so that
+/// the pick and the scatter read one entry per element instead of dividing by `kw`.
+struct Offsets {
+    table: [isize; TABLE],
+    kw: usize,
+    row: isize,
+    ch: isize,
+    tabulated: bool,
+}
+
+impl Offsets {
+    fn new(win: Window, w: usize, ch: usize) -> Offsets {
+        let (row, ch) = ((w * ch) as isize, ch as isize);
+        let mut table = [0isize; TABLE];
+        let tabulated = win.kh * win.kw <= TABLE;
+        if tabulated {
+            for (k, t) in table.iter_mut().enumerate().take(win.kh * win.kw) {
+                *t = (k / win.kw) as isize * row + (k % win.kw) as isize * ch;
+            }
+        }
+        Offsets { table, kw: win.kw, row, ch, tabulated }
+    }
+
+    #[inline(always)]
+    fn get(&self, off: u32) -> isize {
+        let off = off as usize;
+        if self.tabulated {
+            self.table[off % TABLE]
+        } else {
+            (off / self.kw) as isize * self.row + (off % self.kw) as isize * self.ch
+        }
+    }
+
+    /// The element offset of output `(b, oi, oj)`'s window origin (negative where the
+    /// window starts in the padding; the cells an argmax names are inside the image).
+    #[inline(always)]
+    fn origin(&self, win: Window, h: usize, b: usize, oi: usize, oj: usize) -> isize {
+        let i = (b * h + oi * win.sh) as isize - win.top as isize;
+        let j = (oj * win.sw) as isize - win.left as isize;
+        i * self.row + j * self.ch
+    }
+}
+
+/// The input cell `(i, j)` that window offset `off` of output `(oi, oj)` names.
+#[inline]
+fn cell(win: Window, oi: usize, oj: usize, off: u32) -> (usize, usize) {
+    let off = off as usize;
+    (oi * win.sh + off / win.kw - win.top, oj * win.sw + off % win.kw - win.left)
+}
+
+/// `out[b, oi, oj, c] = x[b, i, j, c]` for the cell `(i, j)` that `idx` names (the forward
+/// value of `max_pool` once [`max_pool_argmax`] has chosen).
+pub fn pool_pick(x: ArrayView4<'_, f32>, idx: ArrayView4<'_, u32>, win: Window, mut out: ArrayViewMut4<'_, f32>) {
+    let (n, h, w, ch) = x.dim();
+    let (_, oh, ow, _) = out.dim();
+    if let (Some(xs), Some(is), Some(os)) = (x.as_slice(), idx.as_slice(), out.as_slice_mut()) {
+        let t = Offsets::new(win, w, ch);
+        for b in 0..n {
+            for oi in 0..oh {
+                for oj in 0..ow {
+                    let at = ((b * oh + oi) * ow + oj) * ch;
+                    let origin = t.origin(win, h, b, oi, oj);
+                    for (c, (o, &off)) in os[at..at + ch].iter_mut().zip(&is[at..at + ch]).enumerate() {
+                        // In the image: the argmax names a valid cell.
+                        *o = xs[(origin + t.get(off)) as usize + c];
+                    }
+                }
+            }
+        }
+        return;
+    }
+    for b in 0..n {
+        for oi in 0..oh {
+            for oj in 0..ow {
+                for c in 0..ch {
+                    let (i, j) = cell(win, oi, oj, idx[[b, oi, oj, c]]);
+                    out[[b, oi, oj, c]] = x[[b, i, j, c]];
+                }
+            }
+        }
+    }
+}
+
+/// The gradient of `max_pool`: `dx` = zeros, then each `g[b, oi, oj, c]` added to the one
+/// cell `idx` names (overlapping windows, stride < size, accumulate).
+pub fn max_pool_grad(g: ArrayView4<'_, f32>, idx: ArrayView4<'_, u32>, win: Window, mut dx: ArrayViewMut4<'_, f32>) {
+    let (n, oh, ow, ch) = g.dim();
+    let (_, h, w, _) = dx.dim();
+    dx.fill(0.0);
+    if let (Some(gs), Some(is), Some(ds)) = (g.as_slice(), idx.as_slice(), dx.as_slice_mut()) {
+        let t = Offsets::new(win, w, ch);
+        for b in 0..n {
+            for oi in 0..oh {
+                for oj in 0..ow {
+                    let at = ((b * oh + oi) * ow + oj) * ch;
+                    let origin = t.origin(win, h, b, oi, oj);
+                    for (c, (&v, &off)) in gs[at..at + ch].iter().zip(&is[at..at + ch]).enumerate() {
+                        ds[(origin + t.get(off)) as usize + c] += v;
+                    }
+                }
+            }
+        }
+        return;
+    }
+    for b in 0..n {
+        for oi in 0..oh {
+            for oj in 0..ow {
+                for c in 0..ch {
+                    let (i, j) = cell(win, oi, oj, idx[[b, oi, oj, c]]);
+                    dx[[b, i, j, c]] += g[[b, oi, oj, c]];
+                }
+            }
+        }
+    }
+}
+
+/// `out[b, oi, oj, c]` = the mean of `x[b, .., .., c]` over the window's valid cells.
+pub fn avg_pool(x: ArrayView4<'_, f32>, win: Window, mut out: ArrayViewMut4<'_, f32>) {
+    let (n, h, w, ch) = x.dim();
+    let (_, oh, ow, _) = out.dim();
+    if let (Some(xs), Some(os)) = (x.as_slice(), out.as_slice_mut()) {
+        // Compiled per instruction set: the channel loops vectorize.
+        crate::sgemm::widest(|| {
+            for b in 0..n {
+                for oi in 0..oh {
+                    let (i0, i1, _) = win.rows(oi, h);
+                    for oj in 0..ow {
+                        let (j0, j1, _) = win.cols(oj, w);
+                        let o = &mut os[((b * oh + oi) * ow + oj) * ch..][..ch];
+                        o.fill(0.0);
+                        for i in i0..i1 {
+                            for j in j0..j1 {
+                                let lane = &xs[((b * h + i) * w + j) * ch..][..ch];
+                                for (a, &v) in o.iter_mut().zip(lane) {
+                                    *a += v;
+                                }
+                            }
+                        }
+                        let inv = 1.0 / ((i1 - i0) * (j1 - j0)) as f32;
+                        for a in o.iter_mut() {
+                            *a *= inv;
+                        }
+                    }
+                }
+            }
+        });
+        return;
+    }
+    for b in 0..n {
+        for oi in 0..oh {
+            let (i0, i1, _) = win.rows(oi, h);
+            for oj in 0..ow {
+                let (j0, j1, _) = win.cols(oj, w);
+                let inv = 1.0 / ((i1 - i0) * (j1 - j0)) as f32;
+                for c in 0..ch {
+                    let mut s = 0.0;
+                    for i in i0..i1 {
+                        for j in j0..j1 {
+                            s += x[[b, i, j, c]];
+                        }
+                    }
+                    out[[b, oi, oj, c]] = s * inv;
+                }
+            }
+        }
+    }
+}
+
+/// The gradient of `avg_pool`: each valid cell of a window gets `g / count` of it
+/// (overlapping windows accumulate; padding and uncovered cells get nothing).
+pub fn avg_pool_grad(g: ArrayView4<'_, f32>, win: Window, mut dx: ArrayViewMut4<'_, f32>) {
+    let (n, oh, ow, ch) = g.dim();
+    let (_, h, w, _) = dx.dim();
+    dx.fill(0.0);
+    if let (Some(gs), Some(ds)) = (g.as_slice(), dx.as_slice_mut()) {
+        // Compiled per instruction set: the channel loops vectorize.
+        crate::sgemm::widest(|| {
+            for b in 0..n {
+                for oi in 0..oh {
+                    let (i0, i1, _) = win.rows(oi, h);
+                    for oj in 0..ow {
+                        let (j0, j1, _) = win.cols(oj, w);
+                        let inv = 1.0 / ((i1 - i0) * (j1 - j0)) as f32;
+                        let gl = &gs[((b * oh + oi) * ow + oj) * ch..][..ch];
+                        for i in i0..i1 {
+                            for j in j0..j1 {
+                                let d = &mut ds[((b * h + i) * w + j) * ch..][..ch];
+                                for (a, &v) in d.iter_mut().zip(gl) {
+                                    *a += v * inv;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        return;
+    }
+    for b in 0..n {
+        for oi in 0..oh {
+            let (i0, i1, _) = win.rows(oi, h);
+            for oj in 0..ow {
+                let (j0, j1, _) = win.cols(oj, w);
+                let inv = 1.0 / ((i1 - i0) * (j1 - j0)) as f32;
+                for c in 0..ch {
+                    let v = g[[b, oi, oj, c]] * inv;
+                    for i in i0..i1 {
+                        for j in j0..j1 {
+                            dx[[b, i, j, c]] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{s, Array4};
+
+    const W2: Window = Window { kh: 2, kw: 2, sh: 2, sw: 2, top: 0, left: 0 };
+
+    #[test]
+    fn a_tied_window_sends_its_whole_gradient_to_its_first_cell() {
+        // One 2x2 image of one channel, all 0.1: the relu'd bias over a zero background.
+        let x = Array4::from_elem((1, 2, 2, 1), 0.1f32);
+        let mut idx = Array4::zeros((1, 1, 1, 1));
+        max_pool_argmax(x.view(), W2, idx.view_mut());
+        assert_eq!(idx[[0, 0, 0, 0]], 0);
+        let g = Array4::from_elem((1, 1, 1, 1), 1f32);
+        let mut dx = Array4::from_elem((1, 2, 2, 1), 7f32);
+        max_pool_grad(g.view(), idx.view(), W2, dx.view_mut());
+        assert_eq!(dx.iter().copied().collect::<Vec<_>>(), vec![1.0, 0.0, 0.0, 0.0]);
+        // A later tie with an earlier maximum keeps the earlier one.
+        let x = Array4::from_shape_vec((1, 2, 2, 1), vec![0.0, 3.0, 1.0, 3.0]).unwrap();
+        max_pool_argmax(x.view(), W2, idx.view_mut());
+        assert_eq!(idx[[0, 0, 0, 0]], 1);
+    }
+
+    #[test]
+    fn a_nan_cell_is_picked_on_every_path() {
+        let x = Array4::from_shape_vec((1, 2, 2, 1), vec![1.0, f32::NAN, 5.0, f32::NAN]).unwrap();
+        let mut idx = Array4::zeros((1, 1, 1, 1));
+        max_pool_argmax(x.view(), W2, idx.view_mut());
+        assert_eq!(idx[[0, 0, 0, 0]], 3);
+        // The index path: a reversed view of the reversed image.
+        let mut rev = x.clone();
+        rev.invert_axis(ndarray::Axis(2));
+        max_pool_argmax(rev.slice(s![.., .., ..;-1, ..]), W2, idx.view_mut());
+        assert_eq!(idx[[0, 0, 0, 0]], 3);
+    }
+
+    #[test]
+    fn same_padding_never_picks_or_counts_a_padded_cell() {
+        // 3x3 image, window 2 stride 2 "same": output 2x2, one padded row and column at
+        // the bottom/right. All values negative: a zero pad cell would win a max.
+        let x = Array4::from_shape_fn((1, 3, 3, 1), |(_, i, j, _)| -1.0 - (i * 3 + j) as f32);
+        let win = Window { top: 0, left: 0, ..W2 };
+        let mut idx = Array4::zeros((1, 2, 2, 1));
+        max_pool_argmax(x.view(), win, idx.view_mut());
+        let mut out = Array4::zeros((1, 2, 2, 1));
+        pool_pick(x.view(), idx.view(), win, out.view_mut());
+        assert_eq!(out.iter().copied().collect::<Vec<_>>(), vec![-1.0, -3.0, -7.0, -9.0]);
+        avg_pool(x.view(), win, out.view_mut());
+        assert_eq!(out.iter().copied().collect::<Vec<_>>(), vec![-3.0, -4.5, -7.5, -9.0]);
+    }
+
+    #[test]
+    fn strided_views_give_the_contiguous_answer() {
+        let x = Array4::from_shape_fn((2, 5, 6, 3), |(b, i, j, c)| ((b * 7 + i * 5 + j * 3 + c) % 11) as f32 - 5.0);
+        let rev = x.slice(s![.., ..;-1, .., ..]);
+        let copy = rev.to_owned();
+        let win = Window { kh: 3, kw: 2, sh: 1, sw: 2, top: 1, left: 0 };
+        let (mut a, mut b) = (Array4::zeros((2, 5, 3, 3)), Array4::zeros((2, 5, 3, 3)));
+        max_pool_argmax(rev, win, a.view_mut());
+        max_pool_argmax(copy.view(), win, b.view_mut());
+        assert_eq!(a, b);
+        let (mut p, mut q) = (Array4::zeros((2, 5, 3, 3)), Array4::zeros((2, 5, 3, 3)));
+        avg_pool(rev, win, p.view_mut());
+        avg_pool(copy.view(), win, q.view_mut());
+        assert_eq!(p, q);
+        let g = Array4::from_shape_fn((2, 5, 3, 3), |(b, i, j, c)| (b + i + j + c) as f32);
+        let (mut d1, mut d2) = (Array4::zeros((2, 5, 6, 3)), Array4::zeros((2, 5, 6, 3)));
+        let gw = Array4::from_shape_fn(
+            (2, 5, 6, 3),
+            |(b, i, j, c)| if j % 2 == 0 { (b + i + j / 2 + c) as f32 } else { -99.0 },
+        );
+        avg_pool_grad(gw.slice(s![.., .., ..;2, ..]), win, d1.view_mut());
+        avg_pool_grad(g.view(), win, d2.view_mut());
+        assert_eq!(d1, d2);
+        // The index path of the gradients, through a non-contiguous output.
+        let mut wide = Array4::zeros((2, 5, 12, 3));
+        max_pool_grad(g.view(), a.view(), win, wide.slice_mut(s![.., .., ..;2, ..]));
+        let mut dense = Array4::zeros((2, 5, 6, 3));
+        max_pool_grad(g.view(), a.view(), win, dense.view_mut());
+        assert_eq!(wide.slice(s![.., .., ..;2, ..]), dense);
+    }
+}
