@@ -47,5 +47,5 @@ pub use modelc_runtime::{ndarray, Cost, Error, GradientCheck, ParamCheck, Result
 #[doc(hidden)]
 pub mod __private {
     pub use modelc_runtime::support::*;
-    pub use modelc_runtime::{checkpoint, import, init, kernels, norm, optim, random, shape};
+    pub use modelc_runtime::{checkpoint, conv, import, init, kernels, norm, optim, random, shape};
 }

@@ -209,7 +209,8 @@ pub fn conv2d(
         let a = ArrayView2::from_shape((pt, d.k()), &cols[..pt * d.k()]).expect("the scratch holds a tile");
         match out.as_slice_mut().filter(|_| standard) {
             Some(os) => {
-                let c = ArrayViewMut2::from_shape((pt, co), &mut os[q0 * co..(q0 + pt) * co]).expect("a tile is inside out");
+                let c = ArrayViewMut2::from_shape((pt, co), &mut os[q0 * co..(q0 + pt) * co])
+                    .expect("a tile is inside out");
                 gemm(1.0, a, wm, 0.0, c);
             }
             None => {

@@ -14,6 +14,14 @@ pub(super) fn workspace(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
         quote!(#b: #t::zeros(#s),)
     });
     let bytes = p.slot_shapes.iter().map(|shape| numel_tokens(ctx.m, shape));
+    // The conv kernels' im2col tiles: one scratch for all of the program's conv steps
+    // (they run one after another), grown by the first call (`runtime::conv`).
+    let has_conv = p.steps.iter().any(|(id, _)| crate::ops::conv::is_conv(&ctx.m.graph.node(*id).op));
+    let (conv_field, conv_init) = if has_conv {
+        (quote!(__conv: ::std::vec::Vec<f32>,), quote!(__conv: ::std::vec::Vec::new(),))
+    } else {
+        (TokenStream::new(), TokenStream::new())
+    };
     let k = ctx.k;
     quote! {
         #[doc(hidden)]
@@ -21,12 +29,13 @@ pub(super) fn workspace(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
         #[allow(non_camel_case_types)]
         struct #ty {
             #(#fields)*
+            #conv_field
         }
 
         #[allow(unused_variables, clippy::all)]
         impl #ty {
             fn new(__d: &[usize; #k]) -> Self {
-                Self { #(#inits)* }
+                Self { #(#inits)* #conv_init }
             }
             fn bytes(__d: &[usize; #k]) -> u64 {
                 4u64.saturating_mul(0u64 #(.saturating_add(#bytes))*)

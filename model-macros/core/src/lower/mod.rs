@@ -81,6 +81,7 @@ pub const OPS: &[&str] = &[
     "sparse_softmax_cross_entropy",
     "layer_norm",
     "dropout",
+    "conv2d",
     "reshape",
     "flatten",
     "concat",

@@ -6,6 +6,7 @@
 //! this level: `lower.rs` rewrites them into these primitives, so only primitives need
 //! derivative rules.
 
+pub mod conv;
 pub mod elementwise;
 pub mod index;
 pub mod linalg;
@@ -148,6 +149,12 @@ pub enum Op {
         /// The variance guard, as `f32::to_bits`.
         epsilon: u32,
     },
+    /// `conv2d(x, w)` over NHWC `x` and HWIO `w`; see [`conv`].
+    Conv2d(conv::Conv),
+    /// The input gradient of [`Op::Conv2d`] for operands `(g, w)`.
+    Conv2dGradInput(conv::Conv),
+    /// The weight gradient of [`Op::Conv2d`] for operands `(x, g)`.
+    Conv2dGradFilter(conv::Conv),
     /// A dropout mask (a leaf of its `a`'s shape, filled by the training programs); see
     /// [`random`].
     DropoutMask {
@@ -184,6 +191,9 @@ impl Op {
             | Op::Select
             | Op::LayerNorm { .. }
             | Op::LayerNormGrad { .. }
+            | Op::Conv2d(_)
+            | Op::Conv2dGradInput(_)
+            | Op::Conv2dGradFilter(_)
             | Op::Const(_)
             | Op::DimProduct(_)
             | Op::Unary(_)
@@ -245,6 +255,9 @@ impl Op {
             Op::IndexCompare(_) => index::compare_shape(ins),
             Op::LayerNorm { axis, .. } => norm::layer_norm_shape(ins[0], *axis),
             Op::LayerNormGrad { axis, .. } => norm::layer_norm_grad_shape(ins, *axis),
+            Op::Conv2d(c) => conv::conv2d_shape(c, ins),
+            Op::Conv2dGradInput(c) => conv::grad_input_shape(c, ins),
+            Op::Conv2dGradFilter(c) => conv::grad_filter_shape(c, ins),
         }
     }
 
@@ -281,6 +294,9 @@ impl Op {
             | Op::ScatterAdd { .. }
             | Op::LayerNorm { .. }
             | Op::LayerNormGrad { .. }
+            | Op::Conv2d(_)
+            | Op::Conv2dGradInput(_)
+            | Op::Conv2dGradFilter(_)
             | Op::DropoutMask { .. }
             | Op::Invalid(_) => false,
         }
@@ -332,6 +348,9 @@ impl Op {
             Op::ScatterAdd { .. } => index::scatter_add_vjp(graph, &node, g),
             Op::LayerNorm { axis, epsilon } => norm::layer_norm_vjp(graph, &node, *axis, *epsilon, g),
             Op::LayerNormGrad { .. } => vec![None, None],
+            Op::Conv2d(c) => conv::conv2d_vjp(graph, &node, c, g),
+            Op::Conv2dGradInput(c) => conv::grad_input_vjp(graph, &node, c, g),
+            Op::Conv2dGradFilter(c) => conv::grad_filter_vjp(graph, &node, c, g),
         }
     }
 
@@ -371,6 +390,9 @@ impl Op {
             | Op::IndexCompare(_)
             | Op::LayerNorm { .. }
             | Op::LayerNormGrad { .. }
+            | Op::Conv2d(_)
+            | Op::Conv2dGradInput(_)
+            | Op::Conv2dGradFilter(_)
             | Op::DropoutMask { .. }
             | Op::Invalid(_) => unreachable!("scalar_expr is only called for elementwise ops"),
         }
@@ -440,6 +462,11 @@ impl Op {
             Op::LayerNorm { axis, epsilon } => norm::layer_norm_call(&args[0], *axis, *epsilon, out),
             Op::LayerNormGrad { axis, epsilon } => norm::layer_norm_grad_call(&args[0], &args[1], *axis, *epsilon, out),
             Op::DropoutMask { rate, .. } => random::mask_call(*rate, out),
+            // A conv kernel takes a scratch buffer: the `__conv` field that
+            // `emit/program.rs` adds to the workspace of every program with a conv step.
+            Op::Conv2d(_) | Op::Conv2dGradInput(_) | Op::Conv2dGradFilter(_) => {
+                conv::kernel_call(self, args, out, &quote!(&mut __ws.__conv))
+            }
             Op::Input(_)
             | Op::Param(_)
             | Op::Const(_)
@@ -476,6 +503,8 @@ impl Op {
             | Op::Slice { .. }
             | Op::Pad { .. } => 0,
             Op::MatMul { .. } => 2,
+            // Counted per pass by `conv::Conv::flops` (`emit/api.rs`).
+            Op::Conv2d(_) | Op::Conv2dGradInput(_) | Op::Conv2dGradFilter(_) => 2,
             Op::Input(_) | Op::Param(_) | Op::Const(_) | Op::DimProduct(_) | Op::Invalid(_) => 0,
         }
     }
