@@ -268,3 +268,13 @@ fn cost_counts_each_conv_pass() {
     // Training: conv1 forward + its weight gradient (x gets no gradient), conv2 all three passes.
     assert!(cost.train_step >= 2 * c1 + 3 * c2 && cost.train_step < 2 * c1 + 3 * c2 + 4 * rest + 10_000, "{cost}");
 }
+
+#[test]
+fn conv_kernels_get_keras_fans() {
+    // [kh, kw, ci, co]: fan_in = kh kw ci, fan_out = kh kw co (Keras).
+    assert_eq!(modelc::init::fans(&[5, 5, 3, 32]), (75.0, 800.0));
+    // Glorot uniform on k1 [3, 3, 2, 4]: limit sqrt(6 / (18 + 36)) = 1/3.
+    let c = Cnn::with_seed(11);
+    let max = c.k1.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(max <= 1.0 / 3.0 && max > 0.25, "{max}");
+}

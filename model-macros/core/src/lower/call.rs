@@ -447,8 +447,10 @@ impl Lowerer<'_> {
             self.diag.spanned(
                 b.tensors[1],
                 format!(
-                    "`conv2d`: channel mismatch: `{dx}` {sx} has {} channels (its last axis) but the kernel `{dw}` {sw} takes {} (its third axis)",
-                    image[2], kernel[2]
+                    "`conv2d`: channel mismatch: `{dx}` {sx} has {} channel{} (its last axis) but the kernel `{dw}` {sw} takes {} (its third axis)",
+                    image[2],
+                    plural(image[2]),
+                    kernel[2]
                 ),
             );
             return None;

@@ -274,7 +274,7 @@ mod tests {
     #[test]
     fn conv2d_errors_point_at_the_argument_at_fault() {
         let m = one("    param v: [3, 3, 2, 4] = zeros;\n", "conv2d(x, v)", "v");
-        assert!(m.contains("channel mismatch: `x` [batch, 28, 28, 1] has 1 channels (its last axis) but the kernel `v` [3, 3, 2, 4] takes 2 (its third axis)"), "{m}");
+        assert!(m.contains("channel mismatch: `x` [batch, 28, 28, 1] has 1 channel (its last axis) but the kernel `v` [3, 3, 2, 4] takes 2 (its third axis)"), "{m}");
         let m = one("    param v: [29, 3, 1, 4] = zeros;\n", "conv2d(x, v)", "v");
         assert!(
             m.contains("the 29x3 window of `v` is larger than the 28x28 image of `x` with padding \"valid\""),
