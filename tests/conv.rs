@@ -265,6 +265,9 @@ fn cost_counts_each_conv_pass() {
     // The forward fetch: both convs, the bias add and relus, the dense layer.
     let rest = logits - c1 - c2;
     assert!(logits > c1 + c2 && rest < c2, "{cost}");
+    // The workspace counts the kernels' scratch (conv1's tile of 1200 pixels x 18 is the largest).
+    assert_eq!(modelc::conv::scratch_len(18, 4, 1200), 1200 * 18 + 18 * 4 + 1200 * 4);
+    assert!(cost.workspace_bytes > 4 * modelc::conv::scratch_len(18, 4, 1200) as u64, "{cost}");
     // Training: conv1 forward + its weight gradient (x gets no gradient), conv2 all three passes.
     assert!(cost.train_step >= 2 * c1 + 3 * c2 && cost.train_step < 2 * c1 + 3 * c2 + 4 * rest + 10_000, "{cost}");
 }

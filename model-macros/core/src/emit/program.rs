@@ -16,7 +16,19 @@ pub(super) fn workspace(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
     let bytes = p.slot_shapes.iter().map(|shape| numel_tokens(ctx.m, shape));
     // The conv kernels' im2col tiles: one scratch for all of the program's conv steps
     // (they run one after another), grown by the first call (`runtime::conv`).
-    let has_conv = p.steps.iter().any(|(id, _)| crate::ops::conv::is_conv(&ctx.m.graph.node(*id).op));
+    let g = &ctx.m.graph;
+    let convs: Vec<TokenStream> = p
+        .steps
+        .iter()
+        .filter_map(|(id, _)| match &g.node(*id).op {
+            Op::Conv2d(c) | Op::Conv2dGradInput(c) | Op::Conv2dGradFilter(c) => {
+                let n = dim_tokens(ctx.m, &g.shape(g.node(*id).inputs[0]).0[0]);
+                Some(crate::ops::conv::scratch_tokens(c, n))
+            }
+            _ => None,
+        })
+        .collect();
+    let has_conv = !convs.is_empty();
     let (conv_field, conv_init) = if has_conv {
         (quote!(__conv: ::std::vec::Vec<f32>,), quote!(__conv: ::std::vec::Vec::new(),))
     } else {
@@ -38,7 +50,7 @@ pub(super) fn workspace(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
                 Self { #(#inits)* #conv_init }
             }
             fn bytes(__d: &[usize; #k]) -> u64 {
-                4u64.saturating_mul(0u64 #(.saturating_add(#bytes))*)
+                4u64.saturating_mul(0u64 #(.saturating_add(#bytes))* .saturating_add(0u64 #(.max(#convs))*))
             }
         }
     }

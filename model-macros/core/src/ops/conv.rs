@@ -153,6 +153,15 @@ pub fn grad_filter_vjp(g: &mut Graph, node: &Node, c: &Conv, adj: NodeId) -> Vec
     vec![Some(dx), Some(dg)]
 }
 
+/// The scratch floats of this conv's kernel call for a batch of `n` (a `usize`
+/// expression), as a `u64` expression: what `runtime::conv::scratch_len` gives.
+pub fn scratch_tokens(c: &Conv, n: TokenStream) -> TokenStream {
+    let [oh, ow] = c.output().unwrap_or([0, 0]);
+    let k = c.kernel[0] * c.kernel[1] * c.channels[0];
+    let (co, per) = (c.channels[1], oh * ow);
+    quote!((::modelc::__private::conv::scratch_len(#k, #co, (#n).saturating_mul(#per)) as u64))
+}
+
 /// Whether `op` is one of the three conv primitives (their kernel calls take the
 /// workspace's scratch buffer).
 pub fn is_conv(op: &Op) -> bool {
