@@ -11,7 +11,9 @@ use modelc::conv::{conv2d, conv2d_grad_filter, conv2d_grad_input, Geometry};
 use modelc::ndarray::{Array, Array4};
 
 /// (label, n, h, w, ci, kh, kw, co, same).
-const CASES: &[(&str, usize, usize, usize, usize, usize, usize, usize, bool)] = &[
+type Case = (&'static str, usize, usize, usize, usize, usize, usize, usize, bool);
+
+const CASES: &[Case] = &[
     ("c1_conv1_50x28x28x1_5x5x32_same", 50, 28, 28, 1, 5, 5, 32, true),
     ("c1_conv2_50x14x14x32_5x5x64_same", 50, 14, 14, 32, 5, 5, 64, true),
     ("c2_conv1_64x28x28x1_3x3x16_valid", 64, 28, 28, 1, 3, 3, 16, false),

@@ -16,10 +16,10 @@
 //! **The comparison** is that of fuzz/tests/gradients.rs (copied, not shared: that file
 //! is another helper's): a fourth-order central difference with step `1e-3 *
 //! max(|p|, 1)`, every scalar of a param probed up to 48 of them (else 48 spread over
-//! it), plus two random directions over the whole param; the error of scalar i is `|g_i
-//! - r_i| / max(|r_i|, rms(r))`. **The tolerance** `1e-4`: each output sums `kh * kw *
-//! ci` <= 32 products, each gradient scalar up to `n * oh * ow * co` of them (<= 378
-//! here), through tanh; measured worst 1.0e-6 over 60 cases per variant
+//! it), plus two random directions over the whole param; the error of scalar i is
+//! `|g_i - r_i| / max(|r_i|, rms(r))`. **The tolerance** `1e-4`: each output sums
+//! `kh * kw * ci` <= 32 products, each gradient scalar up to `n * oh * ow * co` of them
+//! (<= 378 here), through tanh; measured worst 1.0e-6 over 60 cases per variant
 //! (`MODELC_GRAD_REPORT=1` prints each variant's), so the tolerance is 100 times that.
 //! Checked to fail: col2im reading the column padding for rows fails the input gradient
 //! of the three variants whose row and column padding differ (errors 2 to 3); the
