@@ -29,6 +29,7 @@ pub(super) fn workspace(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
         })
         .collect();
     let has_conv = !convs.is_empty();
+    let scratch_bytes = if has_conv { quote!(.saturating_add(0u64 #(.max(#convs))*)) } else { TokenStream::new() };
     let (conv_field, conv_init) = if has_conv {
         (quote!(__conv: ::std::vec::Vec<f32>,), quote!(__conv: ::std::vec::Vec::new(),))
     } else {
@@ -50,7 +51,7 @@ pub(super) fn workspace(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
                 Self { #(#inits)* #conv_init }
             }
             fn bytes(__d: &[usize; #k]) -> u64 {
-                4u64.saturating_mul(0u64 #(.saturating_add(#bytes))* .saturating_add(0u64 #(.max(#convs))*))
+                4u64.saturating_mul(0u64 #(.saturating_add(#bytes))* #scratch_bytes)
             }
         }
     }
