@@ -391,13 +391,15 @@ mod tests {
 
     #[test]
     fn forward_and_both_gradients_agree_with_loops_and_adjoints() {
-        // (n, h, w, ci, kh, kw, co, stride, dilation, pad, oh, ow); the last one has
-        // 8400 output pixels, more than one tile of k = 50 (1310 pixels).
+        // (n, h, w, ci, kh, kw, co, stride, dilation, pad, oh, ow); the fourth has 8400
+        // output pixels, more than one tile of k = 50 (1310 pixels).
         let cases = [
             (2, 7, 5, 3, 3, 2, 4, [1, 1], [1, 1], [0, 0], 5, 4),
             (1, 8, 8, 2, 3, 3, 3, [2, 2], [1, 1], [0, 0], 4, 4),
             (2, 9, 6, 1, 3, 3, 2, [2, 1], [2, 1], [2, 1], 5, 6),
             (3, 70, 40, 2, 5, 5, 3, [1, 1], [1, 1], [2, 2], 70, 40),
+            // More output channels than one 16-lane vector, and not a multiple of it.
+            (2, 6, 5, 2, 3, 3, 20, [1, 1], [1, 1], [1, 1], 6, 5),
         ];
         for (n, h, w, ci, kh, kw, co, stride, dilation, pad, oh, ow) in cases {
             let geo = Geometry { stride, dilation, pad };
