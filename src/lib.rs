@@ -63,14 +63,14 @@
 #[doc = include_str!("../docs/model-language.md")]
 pub use modelc_macros::model;
 pub use modelc_runtime::import::NameMap;
-pub use modelc_runtime::{checkpoint, data, import, init, kernels, optim, schedule, sgemm};
+pub use modelc_runtime::{checkpoint, conv, data, import, init, kernels, optim, schedule, sgemm};
 pub use modelc_runtime::{ndarray, Cost, Error, GradientCheck, ParamCheck, Result, ShapeMismatch, Variable};
 
 /// What generated code names. Not a stable API: only `model!` should use it.
 #[doc(hidden)]
 pub mod __private {
     pub use modelc_runtime::support::*;
-    pub use modelc_runtime::{checkpoint, import, init, kernels, norm, optim, pool, random, shape};
+    pub use modelc_runtime::{checkpoint, conv, import, init, kernels, norm, optim, pool, random, shape};
 }
 
 /// The Rust snippets of the README and of `docs/`, compiled (and, unless marked

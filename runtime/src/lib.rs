@@ -3,6 +3,7 @@
 //!
 //! - [`kernels`]: free functions over ndarray views that write into caller-owned
 //!   buffers, so that generated code allocates its buffers once and reuses them.
+//! - [`conv`]: `conv2d` and its gradients (tiled im2col onto the matrix product).
 //! - [`shape`]: the shape ops' kernels (concat, slice, pad, reductions over several axes).
 //! - [`sgemm`]: the single-precision matrix product, with reusable thread-local scratch
 //!   (no allocation per call).
@@ -20,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+pub mod conv;
 pub mod data;
 mod elementwise;
 mod error;

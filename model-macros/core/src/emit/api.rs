@@ -367,6 +367,11 @@ pub(super) fn program_flops(ctx: &Ctx, p: &Program) -> TokenStream {
                 let out = numel_tokens(ctx.m, &node.shape);
                 quote!(#out.saturating_mul(#k as u64).saturating_mul(2))
             }
+            Op::Conv2d(c) | Op::Conv2dGradInput(c) | Op::Conv2dGradFilter(c) => {
+                // Each pass is the same product: 2 * n * oh * ow * co * kh * kw * ci.
+                let n = dim_tokens(ctx.m, &g.shape(node.inputs[0]).0[0]);
+                c.flops(n)
+            }
             // Pooling gradients: per element of the adjoint (the pooled shape), not of
             // the image they write.
             Op::Sum { .. }

@@ -14,6 +14,27 @@ pub(super) fn workspace(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
         quote!(#b: #t::zeros(#s),)
     });
     let bytes = p.slot_shapes.iter().map(|shape| numel_tokens(ctx.m, shape));
+    // The conv kernels' im2col tiles: one scratch for all of the program's conv steps
+    // (they run one after another), grown by the first call (`runtime::conv`).
+    let g = &ctx.m.graph;
+    let convs: Vec<TokenStream> = p
+        .steps
+        .iter()
+        .filter_map(|(id, _)| match &g.node(*id).op {
+            Op::Conv2d(c) | Op::Conv2dGradInput(c) | Op::Conv2dGradFilter(c) => {
+                let n = dim_tokens(ctx.m, &g.shape(g.node(*id).inputs[0]).0[0]);
+                Some(crate::ops::conv::scratch_tokens(c, n))
+            }
+            _ => None,
+        })
+        .collect();
+    let has_conv = !convs.is_empty();
+    let scratch_bytes = if has_conv { quote!(.saturating_add(0u64 #(.max(#convs))*)) } else { TokenStream::new() };
+    let (conv_field, conv_init) = if has_conv {
+        (quote!(__conv: ::std::vec::Vec<f32>,), quote!(__conv: ::std::vec::Vec::new(),))
+    } else {
+        (TokenStream::new(), TokenStream::new())
+    };
     let k = ctx.k;
     quote! {
         #[doc(hidden)]
@@ -21,15 +42,16 @@ pub(super) fn workspace(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
         #[allow(non_camel_case_types)]
         struct #ty {
             #(#fields)*
+            #conv_field
         }
 
         #[allow(unused_variables, clippy::all)]
         impl #ty {
             fn new(__d: &[usize; #k]) -> Self {
-                Self { #(#inits)* }
+                Self { #(#inits)* #conv_init }
             }
             fn bytes(__d: &[usize; #k]) -> u64 {
-                4u64.saturating_mul(0u64 #(.saturating_add(#bytes))*)
+                4u64.saturating_mul(0u64 #(.saturating_add(#bytes))* #scratch_bytes)
             }
         }
     }

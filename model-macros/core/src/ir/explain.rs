@@ -219,6 +219,15 @@ impl Printer<'_> {
             }
             Op::AvgPool(p) => format!("avg_pool({}, {})", self.expr(x[0], None), p.attrs()),
             Op::AvgPoolGrad(p) => format!("avg_pool_grad({}, {})", self.expr(x[0], None), p.attrs()),
+            Op::Conv2d(c) | Op::Conv2dGradInput(c) | Op::Conv2dGradFilter(c) => {
+                let name = match node.op {
+                    Op::Conv2d(_) => "conv2d",
+                    Op::Conv2dGradInput(_) => "conv2d_grad_input",
+                    _ => "conv2d_grad_filter",
+                };
+                let attrs = crate::ops::conv::attrs_text(c);
+                format!("{name}({}, {}{attrs})", self.expr(x[0], None), self.expr(x[1], None))
+            }
             Op::DropoutMask { rate, .. } => format!("dropout_mask(rate = {})", num(f32::from_bits(*rate))),
             Op::Invalid(m) => format!("<invalid: {m}>"),
         }
@@ -350,6 +359,15 @@ pub fn dot(c: &Compiled) -> TokenStream {
             Op::Binary(b) | Op::IndexCompare(b) => b.name().to_string(),
             Op::LayerNorm { axis, .. } => format!("layer_norm axis={axis}"),
             Op::LayerNormGrad { axis, .. } => format!("layer_norm_grad axis={axis}"),
+            Op::Conv2d(c) | Op::Conv2dGradInput(c) | Op::Conv2dGradFilter(c) => {
+                let name = match node.op {
+                    Op::Conv2d(_) => "conv2d",
+                    Op::Conv2dGradInput(_) => "conv2d_grad_input",
+                    _ => "conv2d_grad_filter",
+                };
+                let [kh, kw] = c.kernel;
+                format!("{name} {kh}x{kw}{}", crate::ops::conv::attrs_text(c).replace(", ", " ").replace(" = ", "="))
+            }
             Op::DropoutMask { rate, .. } => format!("dropout_mask rate={} (training only)", num(f32::from_bits(*rate))),
             Op::PoolArgmax(p) => format!("max_pool_argmax {} (first max)", p.short()),
             Op::PoolPick(p) => format!("max_pool {}", p.short()),

@@ -377,6 +377,7 @@ impl Lowerer<'_> {
             }
             "reshape" | "flatten" | "slice" | "where" | "select" => return self.shape_op(name, ident, call, b, x),
             "max_pool" | "avg_pool" => return self.pool_op(name, ident, call, b, x),
+            "conv2d" => return self.conv2d(span, b, x),
             _ => unreachable!("every op of `signature` is handled in `apply`"),
         };
         match self.graph.try_add(op, x.to_vec(), span) {
@@ -386,6 +387,162 @@ impl Lowerer<'_> {
                 None
             }
         }
+    }
+}
+
+impl Lowerer<'_> {
+    /// `conv2d(x, w, stride, padding, dilation)`: every check of the contract's row, each
+    /// error on the argument at fault. E.g. `conv2d(x, w)` with `x: [batch, 28, 28, 1]`
+    /// and `w: [5, 5, 3, 32]` is a channel mismatch pointing at `w`.
+    fn conv2d(&mut self, span: Span, b: &Bound, x: &[NodeId]) -> Option<NodeId> {
+        let (dx, dw) = (describe(b.tensors[0]), describe(b.tensors[1]));
+        let (sx, sw) = (self.graph.shape(x[0]).clone(), self.graph.shape(x[1]).clone());
+        let stride = self.conv_pair("stride", &b.attrs[0]);
+        let dilation = self.conv_pair("dilation", &b.attrs[2]);
+        let same = match &b.attrs[1] {
+            None => Some(false),
+            Some((AttrValue::Str(v), _)) if v == "same" || v == "valid" => Some(v == "same"),
+            Some((AttrValue::Str(v), sp)) => {
+                // TensorFlow's `tf.nn.conv2d` spells them "SAME" / "VALID"; Keras lowercase.
+                let hint = match v.to_lowercase().as_str() {
+                    l @ ("same" | "valid") => format!("; did you mean \"{l}\"?"),
+                    _ => String::new(),
+                };
+                self.diag.error(
+                    *sp,
+                    format!("`conv2d`: `padding` must be \"same\" or \"valid\" (padded as TensorFlow pads), not {v:?}{hint}"),
+                );
+                None
+            }
+            Some(_) => None,
+        };
+        // The image must be NHWC with static spatial sizes and channels: the kernels and
+        // their buffers are chosen for them at compile time; only the batch may vary.
+        // E.g. `input x: [batch, 784]` (flat images) or `[batch, h, 28, 1]`.
+        let image = if sx.rank() != 4 {
+            self.diag.spanned(
+                b.tensors[0],
+                format!("`conv2d`: `{dx}` must be a batch of NHWC images [n, height, width, channels], but it is {sx}"),
+            );
+            None
+        } else {
+            self.conv_static(b.tensors[0], &dx, &sx, &[(1, "height"), (2, "width"), (3, "channels (its last axis)")])
+        };
+        // The kernel is HWIO: `[kh, kw, in_channels, out_channels]`, all static.
+        let kernel = if sw.rank() != 4 {
+            self.diag.spanned(
+                b.tensors[1],
+                format!("`conv2d`: the kernel `{dw}` must be HWIO [height, width, in_channels, out_channels], but it is {sw}"),
+            );
+            None
+        } else {
+            self.conv_static(
+                b.tensors[1],
+                &dw,
+                &sw,
+                &[(0, "height"), (1, "width"), (2, "input channels"), (3, "output channels")],
+            )
+        };
+        let (image, kernel, stride, dilation, same) = (image?, kernel?, stride?, dilation?, same?);
+        if image[2] != kernel[2] {
+            self.diag.spanned(
+                b.tensors[1],
+                format!(
+                    "`conv2d`: channel mismatch: `{dx}` {sx} has {} channel{} (its last axis) but the kernel `{dw}` {sw} takes {} (its third axis)",
+                    image[2],
+                    plural(image[2]),
+                    kernel[2]
+                ),
+            );
+            return None;
+        }
+        if kernel[0] == 0 || kernel[1] == 0 {
+            self.diag.spanned(b.tensors[1], format!("`conv2d`: the kernel `{dw}` {sw} has an empty window"));
+            return None;
+        }
+        let c = crate::ops::conv::Conv {
+            image: [image[0], image[1]],
+            kernel: [kernel[0], kernel[1]],
+            channels: [image[2], kernel[3]],
+            stride,
+            dilation,
+            same,
+        };
+        // "valid" keeps only windows inside the image: e.g. a 5x5 kernel on a 4x4 image,
+        // or a 3x3 kernel with dilation 3 (a 7x7 window) on a 6x6 one, has none.
+        if c.output().is_none() {
+            let dilated = if dilation == [1, 1] {
+                String::new()
+            } else {
+                format!(" (dilated by {}: {}x{})", pair_text(dilation), c.window(0), c.window(1))
+            };
+            self.diag.spanned(
+                b.tensors[1],
+                format!(
+                    "`conv2d`: the {}x{} window of `{dw}`{dilated} is larger than the {}x{} image of `{dx}` with padding \"valid\" (no output pixel); pad with `padding = \"same\"` or use a smaller kernel",
+                    kernel[0], kernel[1], image[0], image[1]
+                ),
+            );
+            return None;
+        }
+        match self.graph.try_add(Op::Conv2d(c), x.to_vec(), span) {
+            Ok(id) => Some(id),
+            Err(message) => {
+                self.diag.error(span, format!("`conv2d`: {message}"));
+                None
+            }
+        }
+    }
+
+    /// `stride` or `dilation`: one integer for both axes or `[rows, columns]`, each at
+    /// least 1 (e.g. `stride = 0` is rejected: the window would never move).
+    fn conv_pair(&mut self, what: &str, v: &Option<(AttrValue, Span)>) -> Option<[usize; 2]> {
+        let (vals, sp) = match v {
+            None => return Some([1, 1]),
+            Some((AttrValue::Int(i), sp)) => (vec![*i, *i], *sp),
+            Some((AttrValue::Ints(v), sp)) => (v.clone(), *sp),
+            Some(_) => return None,
+        };
+        if vals.len() != 2 {
+            self.diag.error(
+                sp,
+                format!("`conv2d`: `{what}` is one integer or a pair `[rows, columns]`, not a list of {}", vals.len()),
+            );
+            return None;
+        }
+        if let Some(bad) = vals.iter().find(|&&v| v < 1) {
+            let why = if what == "stride" { "a stride of 0 never moves the window" } else { "1 means adjacent taps" };
+            self.diag.error(sp, format!("`conv2d`: `{what}` must be at least 1 ({why}), not {bad}"));
+            return None;
+        }
+        Some([vals[0] as usize, vals[1] as usize])
+    }
+
+    /// The static sizes of `axes` of a rank-4 operand, or an error naming the first
+    /// symbolic one (e.g. `input x: [batch, h, 28, 1]`: "the height of `x` ...").
+    fn conv_static(&mut self, e: &Expr, d: &str, s: &Shape, axes: &[(usize, &str)]) -> Option<Vec<usize>> {
+        let mut out = Vec::new();
+        for &(a, what) in axes {
+            match &s.0[a] {
+                Dim::Static(v) => out.push(*v),
+                Dim::Sym(n) => {
+                    self.diag.spanned(
+                        e,
+                        format!("`conv2d`: the {what} of `{d}` {s} must be a number, not the symbolic `{n}`: only the batch may vary"),
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
+fn pair_text(v: [usize; 2]) -> String {
+    if v[0] == v[1] {
+        v[0].to_string()
+    } else {
+        format!("[{}, {}]", v[0], v[1])
     }
 }
 
@@ -553,6 +710,10 @@ pub(super) fn signature(name: &str) -> Option<Sig> {
         "gather" => Sig { tensors: &["table", "ids"], attrs: &[] },
         "layer_norm" => Sig { tensors: A, attrs: &[("axis", AttrKind::Int), ("epsilon", AttrKind::Number)] },
         "dropout" => Sig { tensors: A, attrs: &[("rate", AttrKind::Number)] },
+        "conv2d" => Sig {
+            tensors: &["x", "w"],
+            attrs: &[("stride", AttrKind::Pair), ("padding", AttrKind::Str), ("dilation", AttrKind::Pair)],
+        },
         _ => return None,
     })
 }

@@ -84,6 +84,7 @@ pub const OPS: &[&str] = &[
     "dropout",
     "max_pool",
     "avg_pool",
+    "conv2d",
     "reshape",
     "flatten",
     "concat",

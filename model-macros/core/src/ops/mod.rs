@@ -6,6 +6,7 @@
 //! this level: `lower.rs` rewrites them into these primitives, so only primitives need
 //! derivative rules.
 
+pub mod conv;
 pub mod elementwise;
 pub mod index;
 pub mod linalg;
@@ -161,6 +162,12 @@ pub enum Op {
     AvgPool(pool::Pool),
     /// `avg_pool`'s gradient for the operand `g`: `g / count` to each valid cell.
     AvgPoolGrad(pool::Pool),
+    /// `conv2d(x, w)` over NHWC `x` and HWIO `w`; see [`conv`].
+    Conv2d(conv::Conv),
+    /// The input gradient of [`Op::Conv2d`] for operands `(g, w)`.
+    Conv2dGradInput(conv::Conv),
+    /// The weight gradient of [`Op::Conv2d`] for operands `(x, g)`.
+    Conv2dGradFilter(conv::Conv),
     /// A dropout mask (a leaf of its `a`'s shape, filled by the training programs); see
     /// [`random`].
     DropoutMask {
@@ -201,6 +208,9 @@ impl Op {
             | Op::LayerNormGrad { .. }
             | Op::AvgPool(_)
             | Op::AvgPoolGrad(_)
+            | Op::Conv2d(_)
+            | Op::Conv2dGradInput(_)
+            | Op::Conv2dGradFilter(_)
             | Op::Const(_)
             | Op::DimProduct(_)
             | Op::Unary(_)
@@ -265,6 +275,9 @@ impl Op {
             Op::PoolArgmax(p) | Op::AvgPool(p) => pool::pool_shape(ins[0], p),
             Op::PoolPick(p) => pool::pick_shape(ins, p),
             Op::MaxPoolGrad(p) | Op::AvgPoolGrad(p) => pool::grad_shape(ins, p),
+            Op::Conv2d(c) => conv::conv2d_shape(c, ins),
+            Op::Conv2dGradInput(c) => conv::grad_input_shape(c, ins),
+            Op::Conv2dGradFilter(c) => conv::grad_filter_shape(c, ins),
         }
     }
 
@@ -305,6 +318,9 @@ impl Op {
             | Op::MaxPoolGrad(_)
             | Op::AvgPool(_)
             | Op::AvgPoolGrad(_)
+            | Op::Conv2d(_)
+            | Op::Conv2dGradInput(_)
+            | Op::Conv2dGradFilter(_)
             | Op::DropoutMask { .. }
             | Op::Invalid(_) => false,
         }
@@ -362,6 +378,9 @@ impl Op {
             // Gradients are differentiated once (no second order through pooling).
             Op::MaxPoolGrad(_) => vec![None, None],
             Op::AvgPoolGrad(_) => vec![None],
+            Op::Conv2d(c) => conv::conv2d_vjp(graph, &node, c, g),
+            Op::Conv2dGradInput(c) => conv::grad_input_vjp(graph, &node, c, g),
+            Op::Conv2dGradFilter(c) => conv::grad_filter_vjp(graph, &node, c, g),
         }
     }
 
@@ -406,6 +425,9 @@ impl Op {
             | Op::MaxPoolGrad(_)
             | Op::AvgPool(_)
             | Op::AvgPoolGrad(_)
+            | Op::Conv2d(_)
+            | Op::Conv2dGradInput(_)
+            | Op::Conv2dGradFilter(_)
             | Op::DropoutMask { .. }
             | Op::Invalid(_) => unreachable!("scalar_expr is only called for elementwise ops"),
         }
@@ -478,6 +500,11 @@ impl Op {
             Op::PoolArgmax(_) | Op::PoolPick(_) | Op::MaxPoolGrad(_) | Op::AvgPool(_) | Op::AvgPoolGrad(_) => {
                 pool::kernel_call(self, args, out)
             }
+            // A conv kernel takes a scratch buffer: the `__conv` field that
+            // `emit/program.rs` adds to the workspace of every program with a conv step.
+            Op::Conv2d(_) | Op::Conv2dGradInput(_) | Op::Conv2dGradFilter(_) => {
+                conv::kernel_call(self, args, out, &quote!(&mut __ws.__conv))
+            }
             Op::Input(_)
             | Op::Param(_)
             | Op::Const(_)
@@ -519,6 +546,8 @@ impl Op {
             | Op::Slice { .. }
             | Op::Pad { .. } => 0,
             Op::MatMul { .. } => 2,
+            // Counted per pass by `conv::Conv::flops` (`emit/api.rs`).
+            Op::Conv2d(_) | Op::Conv2dGradInput(_) | Op::Conv2dGradFilter(_) => 2,
             Op::Input(_) | Op::Param(_) | Op::Const(_) | Op::DimProduct(_) | Op::Invalid(_) => 0,
         }
     }

@@ -1,0 +1,486 @@
+//! 2-D convolution over NHWC images and HWIO kernels: `conv2d` and its two gradients.
+//!
+//! Every pass is a tiled im2col onto the one matrix product ([`crate::kernels::gemm`]):
+//! the `n * oh * ow` output pixels are taken [`tile_pixels`] at a time; for one tile the
+//! receptive fields are copied into a `[pixels, kh * kw * ci]` matrix (`cols`, zeros
+//! where a tap falls in the padding), and
+//!
+//! - forward: `out[tile] = cols x W`, with `W` the kernel seen as `[kh * kw * ci, co]`;
+//! - weight gradient: `dW += cols^T x g[tile]`, accumulated over the tiles (input times
+//!   output gradient over pixels; never a convolution with batch and channels swapped,
+//!   which is what makes XLA's and old PyTorch's backward slow);
+//! - input gradient (col2im): `cols = g[tile] x W^T`, then each row of `cols` added back
+//!   into the receptive field it came from.
+//!
+//! The tile bounds the scratch matrix (about [`TILE_FLOATS`] floats whatever the batch:
+//! C1's second conv would need 31 MB for a whole-batch im2col), and the scratch is the
+//! caller's: generated code passes a buffer of its workspace, which grows on the first
+//! call and is reused after, so a training step allocates nothing in steady state.
+//!
+//! Padding is given as the rows and columns added before the image (top, left); the
+//! output's spatial size comes from `out` (or the gradient), so both TensorFlow
+//! paddings (`"same"`: the extra row/column at the bottom/right; `"valid"`) are the same
+//! code: a tap outside `[0, h) x [0, w)` reads zero. The compiler checked every shape;
+//! the kernels trust them.
+
+use ndarray::{s, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4};
+
+use crate::kernels::gemm;
+
+/// The attributes of one convolution that the shapes do not carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    /// Output pixel `(oy, ox)` reads input rows from `oy * stride[0]`, columns from `ox * stride[1]` (before padding).
+    pub stride: [usize; 2],
+    /// The distance between two taps of the window, rows and columns.
+    pub dilation: [usize; 2],
+    /// Zero rows added above the image and zero columns added left of it.
+    pub pad: [usize; 2],
+}
+
+/// About how many floats one tile's `cols` matrix holds: 256 KiB, so that the tile and
+/// the packed kernel stay in L2 (2 MB here) while the product runs.
+pub const TILE_FLOATS: usize = 1 << 16;
+
+/// Output pixels per tile for a receptive field of `k = kh * kw * ci` floats: at least
+/// 32 (the product's `m`), else as many as fit in [`TILE_FLOATS`].
+pub fn tile_pixels(k: usize) -> usize {
+    (TILE_FLOATS / k.max(1)).max(32)
+}
+
+/// The sizes of one convolution, read from its operands.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    n: usize,
+    h: usize,
+    w: usize,
+    ci: usize,
+    kh: usize,
+    kw: usize,
+    co: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl Dims {
+    /// `kh * kw * ci`: one receptive field.
+    fn k(&self) -> usize {
+        self.kh * self.kw * self.ci
+    }
+
+    /// `n * oh * ow`: the output pixels.
+    fn pixels(&self) -> usize {
+        self.n * self.oh * self.ow
+    }
+}
+
+/// The scratch floats one call needs, for a receptive field of `k` floats, `co` output
+/// channels and `pixels = n * oh * ow` output pixels: a tile of `cols`, room for the
+/// kernel as a contiguous `[k, co]` and for a tile of the output gradient (`cost()`
+/// counts it in the workspace).
+pub fn scratch_len(k: usize, co: usize, pixels: usize) -> usize {
+    let p = tile_pixels(k).min(pixels.max(1));
+    p * k + k * co + p * co
+}
+
+/// Splits the caller's scratch into `cols` (`p * k`), the kernel's room (`k * co`) and
+/// the gradient tile's (`p * co`), growing it on first use only.
+fn split<'a>(scratch: &'a mut Vec<f32>, p: usize, d: &Dims) -> (&'a mut [f32], &'a mut [f32], &'a mut [f32]) {
+    let (a, b, c) = (p * d.k(), d.k() * d.co, p * d.co);
+    debug_assert_eq!(a + b + c, scratch_len(d.k(), d.co, d.pixels()));
+    if scratch.len() < a + b + c {
+        scratch.resize(a + b + c, 0.0);
+    }
+    let (cols, rest) = scratch.split_at_mut(a);
+    let (wbuf, rest) = rest.split_at_mut(b);
+    (cols, wbuf, &mut rest[..c])
+}
+
+/// The kernel as a `[kh * kw * ci, co]` matrix: a view of it when it is in standard
+/// layout (always, for a param of a training step), else a copy into `buf`.
+fn kernel_matrix<'a>(w: &'a ArrayView4<'_, f32>, buf: &'a mut [f32], d: &Dims) -> ArrayView2<'a, f32> {
+    if let Some(ws) = w.as_slice() {
+        if let Ok(m) = ArrayView2::from_shape((d.k(), d.co), ws) {
+            return m;
+        }
+    }
+    for (dst, &v) in buf.iter_mut().zip(w.iter()) {
+        *dst = v;
+    }
+    ArrayView2::from_shape((d.k(), d.co), &buf[..]).expect("the scratch holds k * co floats")
+}
+
+/// Rows `q0..q0 + p` of `g` (an `[n, oh, ow, co]` tensor) as a `[p, co]` matrix: a view
+/// when `g` is in standard layout, else a copy into `buf`.
+fn grad_rows<'a>(g: &'a ArrayView4<'_, f32>, buf: &'a mut [f32], q0: usize, p: usize, d: &Dims) -> ArrayView2<'a, f32> {
+    let co = d.co;
+    if let Some(gs) = g.as_slice() {
+        return ArrayView2::from_shape((p, co), &gs[q0 * co..(q0 + p) * co]).expect("a tile is inside g");
+    }
+    for r in 0..p {
+        let (b, oy, ox) = pixel(q0 + r, d);
+        for (dst, &v) in buf[r * co..(r + 1) * co].iter_mut().zip(g.slice(s![b, oy, ox, ..])) {
+            *dst = v;
+        }
+    }
+    ArrayView2::from_shape((p, co), &buf[..p * co]).expect("the scratch holds p * co floats")
+}
+
+/// Output pixel `q` (flattened over `n, oh, ow`) as `(image, row, column)`.
+#[inline]
+fn pixel(q: usize, d: &Dims) -> (usize, usize, usize) {
+    let per = d.oh * d.ow;
+    let (b, r) = (q / per, q % per);
+    (b, r / d.ow, r % d.ow)
+}
+
+/// The input row (or column) tap `i` of output row `o` reads, if it is inside the image
+/// of `size` rows (else it reads the zero padding).
+#[inline]
+fn source(o: usize, i: usize, stride: usize, dilation: usize, pad: usize, size: usize) -> Option<usize> {
+    (o * stride + i * dilation).checked_sub(pad).filter(|&v| v < size)
+}
+
+/// The first input column of output column `ox`'s window, if the whole window row is
+/// inside the image and its taps are adjacent (dilation 1 along the width): then the
+/// window row is one contiguous run of `kw * ci` floats of a standard-layout image, copied
+/// (or added back) at once instead of tap by tap (`kh` copies per pixel, not `kh * kw`:
+/// measured 3x on C1's first conv, whose taps are single floats).
+#[inline]
+fn whole_row(ox: usize, geo: &Geometry, d: &Dims) -> Option<usize> {
+    let ix0 = (ox * geo.stride[1]).checked_sub(geo.pad[1])?;
+    (geo.dilation[1] == 1 && ix0 + d.kw <= d.w).then_some(ix0)
+}
+
+/// Copies the receptive fields of output pixels `q0..q0 + p` into `cols` (`p` rows of
+/// `kh * kw * ci`, tap-major, channels contiguous as in HWIO).
+fn im2col(x: &ArrayView4<'_, f32>, geo: &Geometry, d: &Dims, q0: usize, p: usize, cols: &mut [f32]) {
+    let (k, ci) = (d.k(), d.ci);
+    let run = d.kw * ci;
+    let xs = x.as_slice();
+    for r in 0..p {
+        let (b, oy, ox) = pixel(q0 + r, d);
+        let row = &mut cols[r * k..(r + 1) * k];
+        let whole = whole_row(ox, geo, d);
+        for i in 0..d.kh {
+            let iy = source(oy, i, geo.stride[0], geo.dilation[0], geo.pad[0], d.h);
+            let taps = &mut row[i * run..(i + 1) * run];
+            match (iy, whole, xs) {
+                (None, _, _) => taps.fill(0.0),
+                (Some(iy), Some(ix0), Some(xs)) => {
+                    let at = ((b * d.h + iy) * d.w + ix0) * ci;
+                    taps.copy_from_slice(&xs[at..at + run]);
+                }
+                (Some(iy), _, _) => {
+                    for (j, dst) in taps.chunks_exact_mut(ci).enumerate() {
+                        let ix = source(ox, j, geo.stride[1], geo.dilation[1], geo.pad[1], d.w);
+                        match (ix, xs) {
+                            (Some(ix), Some(xs)) => {
+                                let at = ((b * d.h + iy) * d.w + ix) * ci;
+                                dst.copy_from_slice(&xs[at..at + ci]);
+                            }
+                            (Some(ix), None) => {
+                                for (c, v) in dst.iter_mut().enumerate() {
+                                    *v = x[[b, iy, ix, c]];
+                                }
+                            }
+                            (None, _) => dst.fill(0.0),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst += src`, elementwise.
+#[inline]
+fn add_into(dst: &mut [f32], src: &[f32]) {
+    for (o, &v) in dst.iter_mut().zip(src) {
+        *o += v;
+    }
+}
+
+/// Adds each row of `cols` (output pixels `q0..q0 + p`) back into the receptive field it
+/// was copied from: the adjoint of [`im2col`] (taps in the padding are dropped).
+fn col2im(cols: &[f32], geo: &Geometry, d: &Dims, q0: usize, p: usize, dx: &mut ArrayViewMut4<'_, f32>) {
+    let (k, ci) = (d.k(), d.ci);
+    let run = d.kw * ci;
+    let standard = dx.is_standard_layout();
+    for r in 0..p {
+        let (b, oy, ox) = pixel(q0 + r, d);
+        let row = &cols[r * k..(r + 1) * k];
+        let whole = whole_row(ox, geo, d);
+        for i in 0..d.kh {
+            let Some(iy) = source(oy, i, geo.stride[0], geo.dilation[0], geo.pad[0], d.h) else { continue };
+            let taps = &row[i * run..(i + 1) * run];
+            match (whole, dx.as_slice_mut().filter(|_| standard)) {
+                (Some(ix0), Some(dxs)) => {
+                    let at = ((b * d.h + iy) * d.w + ix0) * ci;
+                    add_into(&mut dxs[at..at + run], taps);
+                }
+                (_, Some(dxs)) => {
+                    for (j, src) in taps.chunks_exact(ci).enumerate() {
+                        let Some(ix) = source(ox, j, geo.stride[1], geo.dilation[1], geo.pad[1], d.w) else { continue };
+                        let at = ((b * d.h + iy) * d.w + ix) * ci;
+                        add_into(&mut dxs[at..at + ci], src);
+                    }
+                }
+                (_, None) => {
+                    for (j, src) in taps.chunks_exact(ci).enumerate() {
+                        let Some(ix) = source(ox, j, geo.stride[1], geo.dilation[1], geo.pad[1], d.w) else { continue };
+                        for (c, &v) in src.iter().enumerate() {
+                            dx[[b, iy, ix, c]] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `out = conv2d(x, w)`: `x` `[n, h, w, ci]`, `w` `[kh, kw, ci, co]`, `out` `[n, oh, ow, co]`.
+pub fn conv2d(
+    x: ArrayView4<'_, f32>,
+    w: ArrayView4<'_, f32>,
+    geo: Geometry,
+    mut out: ArrayViewMut4<'_, f32>,
+    scratch: &mut Vec<f32>,
+) {
+    let ((n, h, wd, ci), (kh, kw, _, co), (_, oh, ow, _)) = (x.dim(), w.dim(), out.dim());
+    let d = Dims { n, h, w: wd, ci, kh, kw, co, oh, ow };
+    let (m, p) = (d.pixels(), tile_pixels(d.k()));
+    let (cols, wbuf, obuf) = split(scratch, p.min(m.max(1)), &d);
+    let wm = kernel_matrix(&w, wbuf, &d);
+    if d.k() == 0 {
+        // No channels in: every output is an empty sum (and `cols` has no columns).
+        out.fill(0.0);
+        return;
+    }
+    let standard = out.is_standard_layout();
+    for q0 in (0..m).step_by(p) {
+        let pt = p.min(m - q0);
+        im2col(&x, &geo, &d, q0, pt, cols);
+        let a = ArrayView2::from_shape((pt, d.k()), &cols[..pt * d.k()]).expect("the scratch holds a tile");
+        match out.as_slice_mut().filter(|_| standard) {
+            Some(os) => {
+                let c = ArrayViewMut2::from_shape((pt, co), &mut os[q0 * co..(q0 + pt) * co])
+                    .expect("a tile is inside out");
+                gemm(1.0, a, wm, 0.0, c);
+            }
+            None => {
+                // A strided `out` (never from generated code, whose buffers are contiguous).
+                let c = ArrayViewMut2::from_shape((pt, co), &mut obuf[..pt * co]).expect("the scratch holds a tile");
+                gemm(1.0, a, wm, 0.0, c);
+                for r in 0..pt {
+                    let (b, oy, ox) = pixel(q0 + r, &d);
+                    for (dst, &v) in out.slice_mut(s![b, oy, ox, ..]).iter_mut().zip(&obuf[r * co..(r + 1) * co]) {
+                        *dst = v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dx` of `conv2d(x, w)` given the output gradient `g` `[n, oh, ow, co]`: `dx` is `[n, h, w, ci]`.
+pub fn conv2d_grad_input(
+    g: ArrayView4<'_, f32>,
+    w: ArrayView4<'_, f32>,
+    geo: Geometry,
+    mut dx: ArrayViewMut4<'_, f32>,
+    scratch: &mut Vec<f32>,
+) {
+    let ((n, h, wd, ci), (kh, kw, _, co), (_, oh, ow, _)) = (dx.dim(), w.dim(), g.dim());
+    let d = Dims { n, h, w: wd, ci, kh, kw, co, oh, ow };
+    let (m, p) = (d.pixels(), tile_pixels(d.k()));
+    dx.fill(0.0);
+    if d.k() == 0 {
+        return;
+    }
+    let (cols, wbuf, gbuf) = split(scratch, p.min(m.max(1)), &d);
+    let wm = kernel_matrix(&w, wbuf, &d);
+    for q0 in (0..m).step_by(p) {
+        let pt = p.min(m - q0);
+        let gm = grad_rows(&g, gbuf, q0, pt, &d);
+        let c = ArrayViewMut2::from_shape((pt, d.k()), &mut cols[..pt * d.k()]).expect("the scratch holds a tile");
+        gemm(1.0, gm, wm.t(), 0.0, c);
+        col2im(cols, &geo, &d, q0, pt, &mut dx);
+    }
+}
+
+/// `dw` of `conv2d(x, w)` given the output gradient `g` `[n, oh, ow, co]`: `dw` is `[kh, kw, ci, co]`.
+pub fn conv2d_grad_filter(
+    x: ArrayView4<'_, f32>,
+    g: ArrayView4<'_, f32>,
+    geo: Geometry,
+    mut dw: ArrayViewMut4<'_, f32>,
+    scratch: &mut Vec<f32>,
+) {
+    let ((n, h, wd, ci), (kh, kw, _, co), (_, oh, ow, _)) = (x.dim(), dw.dim(), g.dim());
+    let d = Dims { n, h, w: wd, ci, kh, kw, co, oh, ow };
+    let (m, p) = (d.pixels(), tile_pixels(d.k()));
+    dw.fill(0.0);
+    if d.k() == 0 {
+        return;
+    }
+    let standard = dw.is_standard_layout();
+    let (cols, wbuf, gbuf) = split(scratch, p.min(m.max(1)), &d);
+    // The product accumulates into a `[k, co]` matrix: `dw` itself, or the scratch.
+    wbuf.fill(0.0);
+    for q0 in (0..m).step_by(p) {
+        let pt = p.min(m - q0);
+        im2col(&x, &geo, &d, q0, pt, cols);
+        let a = ArrayView2::from_shape((pt, d.k()), &cols[..pt * d.k()]).expect("the scratch holds a tile");
+        let gm = grad_rows(&g, gbuf, q0, pt, &d);
+        match dw.as_slice_mut().filter(|_| standard) {
+            Some(ds) => gemm(1.0, a.t(), gm, 1.0, ArrayViewMut2::from_shape((d.k(), co), ds).expect("dw is k x co")),
+            None => gemm(1.0, a.t(), gm, 1.0, ArrayViewMut2::from_shape((d.k(), co), &mut wbuf[..]).expect("k x co")),
+        }
+    }
+    if !standard {
+        for (dst, &v) in dw.iter_mut().zip(wbuf.iter()) {
+            *dst = v;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array, Array4};
+
+    /// The plain-loop reference: `out[b, oy, ox, o] = sum x[b, iy, ix, c] * w[i, j, c, o]`.
+    fn reference(x: &Array4<f32>, w: &Array4<f32>, geo: Geometry, oh: usize, ow: usize) -> Array4<f32> {
+        let ((n, h, wd, ci), (kh, kw, _, co)) = (x.dim(), w.dim());
+        let mut out = Array4::zeros((n, oh, ow, co));
+        for b in 0..n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for o in 0..co {
+                        let mut s = 0.0;
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let iy = (oy * geo.stride[0] + i * geo.dilation[0]) as isize - geo.pad[0] as isize;
+                                let ix = (ox * geo.stride[1] + j * geo.dilation[1]) as isize - geo.pad[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                    continue;
+                                }
+                                for c in 0..ci {
+                                    s += x[[b, iy as usize, ix as usize, c]] * w[[i, j, c, o]];
+                                }
+                            }
+                        }
+                        out[[b, oy, ox, o]] = s;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn filled(shape: (usize, usize, usize, usize), seed: u32) -> Array4<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+        Array::from_shape_fn(shape, |_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s % 2001) as f32 / 1000.0 - 1.0
+        })
+    }
+
+    #[test]
+    fn forward_and_both_gradients_agree_with_loops_and_adjoints() {
+        // (n, h, w, ci, kh, kw, co, stride, dilation, pad, oh, ow); the fourth has 8400
+        // output pixels, more than one tile of k = 50 (1310 pixels).
+        let cases = [
+            (2, 7, 5, 3, 3, 2, 4, [1, 1], [1, 1], [0, 0], 5, 4),
+            (1, 8, 8, 2, 3, 3, 3, [2, 2], [1, 1], [0, 0], 4, 4),
+            (2, 9, 6, 1, 3, 3, 2, [2, 1], [2, 1], [2, 1], 5, 6),
+            (3, 70, 40, 2, 5, 5, 3, [1, 1], [1, 1], [2, 2], 70, 40),
+            // More output channels than one 16-lane vector, and not a multiple of it.
+            (2, 6, 5, 2, 3, 3, 20, [1, 1], [1, 1], [1, 1], 6, 5),
+        ];
+        for (n, h, w, ci, kh, kw, co, stride, dilation, pad, oh, ow) in cases {
+            let geo = Geometry { stride, dilation, pad };
+            let x = filled((n, h, w, ci), 1);
+            let k = filled((kh, kw, ci, co), 2);
+            let mut scratch = Vec::new();
+            let mut out = Array4::zeros((n, oh, ow, co));
+            conv2d(x.view(), k.view(), geo, out.view_mut(), &mut scratch);
+            let want = reference(&x, &k, geo, oh, ow);
+            let err = (&out - &want).iter().fold(0f32, |a, v| a.max(v.abs()));
+            assert!(err < 1e-4, "{geo:?}: {err}");
+            // <conv(x, w), g> = <x, dx(g, w)> = <w, dw(x, g)>: the gradients are the adjoints.
+            let g = filled((n, oh, ow, co), 3);
+            let mut dx = Array4::zeros((n, h, w, ci));
+            conv2d_grad_input(g.view(), k.view(), geo, dx.view_mut(), &mut scratch);
+            let mut dw = Array4::zeros((kh, kw, ci, co));
+            conv2d_grad_filter(x.view(), g.view(), geo, dw.view_mut(), &mut scratch);
+            let lhs: f64 = want.iter().zip(&g).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+            let via_x: f64 = x.iter().zip(&dx).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+            let via_w: f64 = k.iter().zip(&dw).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+            assert!((lhs - via_x).abs() < 1e-3 * lhs.abs().max(1.0), "{geo:?}: {lhs} vs {via_x}");
+            assert!((lhs - via_w).abs() < 1e-3 * lhs.abs().max(1.0), "{geo:?}: {lhs} vs {via_w}");
+        }
+    }
+
+    #[test]
+    fn strided_views_give_the_contiguous_answers() {
+        let geo = Geometry { stride: [1, 2], dilation: [1, 1], pad: [1, 0] };
+        let x = filled((2, 6, 7, 3), 4);
+        let k = filled((3, 3, 3, 2), 5);
+        let g = filled((2, 6, 3, 2), 6);
+        // The same values in reversed (negative-stride) or permuted storage.
+        let xr = x.slice(s![.., .., ..;-1, ..]).to_owned();
+        let xv = xr.slice(s![.., .., ..;-1, ..]);
+        let gr = g.slice(s![..;-1, .., .., ..]).to_owned();
+        let gv = gr.slice(s![..;-1, .., .., ..]);
+        let mut kp = Array4::zeros((3, 3, 2, 3));
+        kp.assign(&k.view().permuted_axes([0, 1, 3, 2]));
+        let kv = kp.view().permuted_axes([0, 1, 3, 2]);
+        let mut scratch = Vec::new();
+
+        let mut a = Array4::zeros((2, 6, 3, 2));
+        conv2d(x.view(), k.view(), geo, a.view_mut(), &mut scratch);
+        let mut b = Array4::zeros((2, 6, 2, 3));
+        conv2d(xv, kv, geo, b.view_mut().permuted_axes([0, 1, 3, 2]), &mut scratch);
+        assert_eq!(a.view(), b.view().permuted_axes([0, 1, 3, 2]));
+
+        let (mut d1, mut d2) = (Array4::zeros((2, 6, 7, 3)), Array4::zeros((2, 6, 3, 7)));
+        conv2d_grad_input(g.view(), k.view(), geo, d1.view_mut(), &mut scratch);
+        conv2d_grad_input(gv, kv, geo, d2.view_mut().permuted_axes([0, 1, 3, 2]), &mut scratch);
+        assert_eq!(d1.view(), d2.view().permuted_axes([0, 1, 3, 2]));
+
+        let (mut w1, mut w2) = (Array4::zeros((3, 3, 3, 2)), Array4::zeros((3, 3, 2, 3)));
+        conv2d_grad_filter(x.view(), g.view(), geo, w1.view_mut(), &mut scratch);
+        conv2d_grad_filter(xv, gv, geo, w2.view_mut().permuted_axes([0, 1, 3, 2]), &mut scratch);
+        assert_eq!(w1.view(), w2.view().permuted_axes([0, 1, 3, 2]));
+    }
+
+    #[test]
+    fn zero_channels_give_zeros() {
+        let geo = Geometry { stride: [1, 1], dilation: [1, 1], pad: [1, 1] };
+        let x = Array4::<f32>::zeros((2, 4, 4, 0));
+        let k = Array4::<f32>::zeros((3, 3, 0, 2));
+        let mut out = Array4::from_elem((2, 4, 4, 2), 7.0f32);
+        conv2d(x.view(), k.view(), geo, out.view_mut(), &mut Vec::new());
+        assert!(out.iter().all(|&v| v == 0.0));
+        let mut dx = Array4::<f32>::zeros((2, 4, 4, 0));
+        conv2d_grad_input(out.view(), k.view(), geo, dx.view_mut(), &mut Vec::new());
+        let mut dw = Array4::<f32>::zeros((3, 3, 0, 2));
+        conv2d_grad_filter(x.view(), out.view(), geo, dw.view_mut(), &mut Vec::new());
+    }
+
+    #[test]
+    fn a_batch_of_zero_writes_zero_gradients() {
+        let geo = Geometry { stride: [1, 1], dilation: [1, 1], pad: [0, 0] };
+        let x = Array4::<f32>::zeros((0, 4, 4, 2));
+        let g = Array4::<f32>::zeros((0, 2, 2, 3));
+        let mut dw = Array4::from_elem((3, 3, 2, 3), 7.0f32);
+        conv2d_grad_filter(x.view(), g.view(), geo, dw.view_mut(), &mut Vec::new());
+        assert!(dw.iter().all(|&v| v == 0.0));
+        let mut out = Array4::<f32>::zeros((0, 2, 2, 3));
+        conv2d(x.view(), dw.view(), geo, out.view_mut(), &mut Vec::new());
+    }
+}

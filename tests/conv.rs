@@ -1,0 +1,283 @@
+//! `conv2d(x, w, stride, padding, dilation)` end to end: values against a plain-loop f64
+//! reference for each stride / padding / dilation variant, odd and even kernels, h != w;
+//! a batch of 0; reversed and non-contiguous image views; a wrong image size at run time
+//! (`Err(Error::Shape)`, nothing changed); a small CNN that trains, whose gradients pass
+//! `check_gradients`, whose `train_step` allocates nothing after the first call, and whose
+//! `cost()` counts `2 * n * oh * ow * co * kh * kw * ci` per conv pass. Gradients against
+//! finite differences for every variant are in fuzz/tests/grad_conv.rs. A few ms a case.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+
+use modelc::model;
+use modelc::ndarray::{s, Array, Array1, Array4, ArrayView4};
+
+struct Counting;
+
+// Per thread, because tests run in parallel threads.
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn bump() {
+    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+}
+
+// SAFETY: forwards to the system allocator, only counting calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        bump();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        bump();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations made by `f` on this thread.
+fn count(f: impl FnOnce()) -> usize {
+    let before = ALLOCATIONS.with(|c| c.get());
+    f();
+    ALLOCATIONS.with(|c| c.get()) - before
+}
+
+model! {
+    /// Every variant on one 9x8 image with 3 channels; an odd (3x3) and an even (2x4) kernel.
+    struct Variants {
+        input x: [batch, 9, 8, 3];
+        param k: [3, 3, 3, 4] = glorot_uniform;
+        param e: [2, 4, 3, 5] = glorot_uniform;
+        output valid = conv2d(x, k);
+        output same = conv2d(x, k, padding = "same");
+        output strided = conv2d(x, k, stride = [2, 3], padding = "same");
+        output strided_valid = conv2d(x, k, stride = 2);
+        output dilated = conv2d(x, k, dilation = [2, 1], padding = "same");
+        output dilated_valid = conv2d(x, k, stride = [1, 2], dilation = 2);
+        output even = conv2d(x, e, padding = "same");
+        output even_strided = conv2d(x, e, stride = 2, padding = "same");
+        output even_valid = conv2d(x, e, stride = [2, 1], dilation = [1, 2]);
+    }
+}
+
+model! {
+    /// A small CNN: conv same + relu, conv stride 2 valid + relu, dense, integer labels.
+    struct Cnn {
+        input x: [batch, 12, 10, 2];
+        input y: [batch] as u32;
+        param k1: [3, 3, 2, 4] = glorot_uniform;
+        param b1: [4] = zeros;
+        param k2: [2, 2, 4, 6] = glorot_uniform;
+        param v: [180, 3] = glorot_uniform;
+        let h1 = relu(conv2d(x, k1, padding = "same") + b1);
+        let h2 = relu(conv2d(h1, k2, stride = 2));
+        let z = matmul(flatten(h2), v);
+        output logits = z;
+        loss l = mean(sparse_softmax_cross_entropy(z, y));
+        optimizer sgd(learning_rate = 0.05);
+    }
+}
+
+/// TensorFlow's geometry, independently of the compiler's: `(out, pad_before)`.
+fn tf_geometry(size: usize, k: usize, stride: usize, dilation: usize, same: bool) -> (usize, usize) {
+    let window = (k - 1) * dilation + 1;
+    if same {
+        let out = size.div_ceil(stride);
+        let total = ((out - 1) * stride + window).saturating_sub(size);
+        (out, total / 2)
+    } else {
+        ((size - window) / stride + 1, 0)
+    }
+}
+
+/// The plain-loop f64 convolution.
+fn reference(
+    x: ArrayView4<f32>,
+    w: ArrayView4<f32>,
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    same: bool,
+) -> Array4<f64> {
+    let ((n, h, wd, ci), (kh, kw, _, co)) = (x.dim(), w.dim());
+    let (oh, pt) = tf_geometry(h, kh, stride[0], dilation[0], same);
+    let (ow, pl) = tf_geometry(wd, kw, stride[1], dilation[1], same);
+    Array4::from_shape_fn((n, oh, ow, co), |(b, oy, ox, o)| {
+        let mut s = 0.0;
+        for i in 0..kh {
+            for j in 0..kw {
+                let iy = (oy * stride[0] + i * dilation[0]) as isize - pt as isize;
+                let ix = (ox * stride[1] + j * dilation[1]) as isize - pl as isize;
+                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                    continue;
+                }
+                for c in 0..ci {
+                    s += f64::from(x[[b, iy as usize, ix as usize, c]]) * f64::from(w[[i, j, c, o]]);
+                }
+            }
+        }
+        s
+    })
+}
+
+fn close(name: &str, got: &Array4<f32>, want: &Array4<f64>) {
+    assert_eq!(got.dim(), want.dim(), "{name}");
+    for (idx, &w) in want.indexed_iter() {
+        let g = f64::from(got[idx]);
+        assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "{name} {idx:?}: {g} vs {w}");
+    }
+}
+
+fn image(n: usize, h: usize, w: usize, c: usize) -> Array4<f32> {
+    Array::from_shape_fn((n, h, w, c), |(b, i, j, k)| ((b * 131 + i * 31 + j * 7 + k * 3) as f32 * 0.37).sin())
+}
+
+/// Every fetch of [`Variants`] against the reference.
+fn check_variants(m: &Variants, x: ArrayView4<f32>) {
+    let (k, e) = (m.k.view(), m.e.view());
+    close("valid", &m.valid(x).unwrap(), &reference(x, k, [1, 1], [1, 1], false));
+    close("same", &m.same(x).unwrap(), &reference(x, k, [1, 1], [1, 1], true));
+    close("strided", &m.strided(x).unwrap(), &reference(x, k, [2, 3], [1, 1], true));
+    close("strided_valid", &m.strided_valid(x).unwrap(), &reference(x, k, [2, 2], [1, 1], false));
+    close("dilated", &m.dilated(x).unwrap(), &reference(x, k, [1, 1], [2, 1], true));
+    close("dilated_valid", &m.dilated_valid(x).unwrap(), &reference(x, k, [1, 2], [2, 2], false));
+    close("even", &m.even(x).unwrap(), &reference(x, e, [1, 1], [1, 1], true));
+    close("even_strided", &m.even_strided(x).unwrap(), &reference(x, e, [2, 2], [1, 1], true));
+    close("even_valid", &m.even_valid(x).unwrap(), &reference(x, e, [2, 1], [1, 2], false));
+}
+
+#[test]
+fn every_variant_matches_the_reference() {
+    let m = Variants::with_seed(3);
+    check_variants(&m, image(3, 9, 8, 3).view());
+    // The output shapes TF gives: 9x8 "same" stride [2, 3] -> 5x3; valid dilation 2 stride [1, 2] -> 5x2.
+    let x = image(1, 9, 8, 3);
+    assert_eq!(m.strided(x.view()).unwrap().dim(), (1, 5, 3, 4));
+    assert_eq!(m.dilated_valid(x.view()).unwrap().dim(), (1, 5, 2, 4));
+    assert_eq!(m.even_valid(x.view()).unwrap().dim(), (1, 4, 2, 5));
+}
+
+#[test]
+fn reversed_and_strided_views_give_the_contiguous_answers() {
+    let m = Variants::with_seed(4);
+    let x = image(2, 9, 8, 3);
+    // The same values through a reversed (negative-stride) view.
+    let rev = x.slice(s![.., ..;-1, .., ..]).to_owned();
+    let view = rev.slice(s![.., ..;-1, .., ..]);
+    assert_eq!(m.same(view).unwrap(), m.same(x.view()).unwrap());
+    // Every other image and column of a larger array: non-contiguous, same values.
+    let mut big = Array4::<f32>::zeros((4, 9, 16, 3));
+    big.slice_mut(s![..;2, .., ..;2, ..]).assign(&x);
+    let view = big.slice(s![..;2, .., ..;2, ..]);
+    check_variants(&m, view);
+    assert_eq!(m.strided(view).unwrap(), m.strided(x.view()).unwrap());
+}
+
+#[test]
+fn a_batch_of_zero_gives_empty_outputs_and_a_clear_training_answer() {
+    let m = Variants::new();
+    let x = Array4::<f32>::zeros((0, 9, 8, 3));
+    assert_eq!(m.same(x.view()).unwrap().dim(), (0, 9, 8, 4));
+    assert_eq!(m.strided(x.view()).unwrap().dim(), (0, 5, 3, 4));
+    let mut c = Cnn::new();
+    let before = (c.k1.clone(), c.k2.clone());
+    let x = Array4::<f32>::zeros((0, 12, 10, 2));
+    let y = Array1::<u32>::zeros(0);
+    assert_eq!(c.logits(x.view()).unwrap().dim(), (0, 3));
+    // A mean over 0 labels: an `Err` before anything runs, nothing changed.
+    assert!(c.train_step(x.view(), y.view()).is_err());
+    assert_eq!((c.k1.clone(), c.k2.clone()), before);
+}
+
+#[test]
+fn a_wrong_image_size_is_a_shape_error_and_changes_nothing() {
+    let mut c = Cnn::new();
+    let before = c.k1.clone();
+    let y = Array1::<u32>::zeros(2);
+    for (h, w, ch) in [(11, 10, 2), (12, 12, 2), (12, 10, 3)] {
+        let x = image(2, h, w, ch);
+        match c.train_step(x.view(), y.view()) {
+            Err(modelc::Error::Shape { input, found, .. }) => {
+                assert_eq!((input, found), ("x", vec![2, h, w, ch]));
+            }
+            other => panic!("{h}x{w}x{ch}: {other:?}"),
+        }
+        assert!(matches!(c.logits(x.view()), Err(modelc::Error::Shape { .. })));
+    }
+    assert_eq!(c.k1, before);
+}
+
+fn cnn_data(n: usize) -> (Array4<f32>, Array1<u32>) {
+    // Class = which third of the image is brightest: learnable by the convs.
+    let y = Array1::from_shape_fn(n, |i| (i % 3) as u32);
+    let x = Array::from_shape_fn((n, 12, 10, 2), |(b, i, j, c)| {
+        let bright = (j * 3 / 10) as u32 == y[b];
+        f32::from(u8::from(bright)) + 0.1 * ((b * 17 + i * 5 + j + c) as f32).sin()
+    });
+    (x, y)
+}
+
+#[test]
+fn a_small_cnn_trains_and_its_gradients_check() {
+    let (x, y) = cnn_data(24);
+    let mut c = Cnn::with_seed(7);
+    let check = c.check_gradients(x.view(), y.view()).unwrap();
+    assert!(check.passes(1e-2), "{check}");
+    let first = c.train_step(x.view(), y.view()).unwrap();
+    let mut last = first;
+    for _ in 0..60 {
+        last = c.train_step(x.view(), y.view()).unwrap();
+    }
+    assert!(last < 0.5 * first, "{first} -> {last}");
+    let explain = Cnn::explain();
+    for op in ["conv2d(x, k1, padding = \"same\")", "conv2d_grad_input(", "conv2d_grad_filter(", "stride = 2"] {
+        assert!(explain.contains(op), "{op}: {explain}");
+    }
+    let dot = Cnn::graph_dot();
+    assert!(dot.contains("conv2d 3x3 padding='same'") && dot.contains("conv2d_grad_filter 2x2 stride=2"), "{dot}");
+}
+
+#[test]
+fn steady_state_training_allocates_nothing() {
+    let (x, y) = cnn_data(16);
+    let mut c = Cnn::new();
+    c.train_step(x.view(), y.view()).unwrap();
+    c.logits(x.view()).unwrap();
+    let n = count(|| {
+        for _ in 0..5 {
+            c.train_step(x.view(), y.view()).unwrap();
+        }
+    });
+    assert_eq!(n, 0, "the CNN's train_step allocated {n} times in 5 steps");
+}
+
+#[test]
+fn cost_counts_each_conv_pass() {
+    // conv1: 2 * n * 12 * 10 * 4 * 3 * 3 * 2 = 17280 n; conv2: 2 * n * 6 * 5 * 6 * 2 * 2 * 4 = 5760 n.
+    let n = 10u64;
+    let (c1, c2) = (17280 * n, 5760 * n);
+    let cost = Cnn::cost(n as usize);
+    let logits = cost.fetches.iter().find(|f| f.0 == "logits").map(|f| f.1).unwrap_or(0);
+    // The forward fetch: both convs, the bias add and relus, the dense layer.
+    let rest = logits - c1 - c2;
+    assert!(logits > c1 + c2 && rest < c2, "{cost}");
+    // The workspace counts the kernels' scratch (conv1's tile of 1200 pixels x 18 is the largest).
+    assert_eq!(modelc::conv::scratch_len(18, 4, 1200), 1200 * 18 + 18 * 4 + 1200 * 4);
+    assert!(cost.workspace_bytes > 4 * modelc::conv::scratch_len(18, 4, 1200) as u64, "{cost}");
+    // Training: conv1 forward + its weight gradient (x gets no gradient), conv2 all three passes.
+    assert!(cost.train_step >= 2 * c1 + 3 * c2 && cost.train_step < 2 * c1 + 3 * c2 + 4 * rest + 10_000, "{cost}");
+}
+
+#[test]
+fn conv_kernels_get_keras_fans() {
+    // [kh, kw, ci, co]: fan_in = kh kw ci, fan_out = kh kw co (Keras).
+    assert_eq!(modelc::init::fans(&[5, 5, 3, 32]), (75.0, 800.0));
+    // Glorot uniform on k1 [3, 3, 2, 4]: limit sqrt(6 / (18 + 36)) = 1/3.
+    let c = Cnn::with_seed(11);
+    let max = c.k1.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(max <= 1.0 / 3.0 && max > 0.25, "{max}");
+}
