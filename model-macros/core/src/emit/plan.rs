@@ -205,6 +205,12 @@ fn assign_slots(
     (slot, shapes, dtypes)
 }
 
+/// Whether a node is computed in a fused loop: an elementwise op on f32 (the loops are
+/// f32; a `where` picking between u32 index tensors is a kernel call).
+fn fuses(node: &crate::ir::Node) -> bool {
+    node.op.is_elementwise() && node.dtype == crate::ir::DType::F32
+}
+
 fn is_scalar_leaf(op: &Op) -> bool {
     matches!(op, Op::Const(_) | Op::DimProduct(_))
 }
@@ -223,14 +229,14 @@ pub fn plan(model: &Model, roots: &[NodeId]) -> Program {
     // Fusion, consumers first.
     let mut inlined: BTreeSet<NodeId> = BTreeSet::new();
     for &id in computed.iter().rev() {
-        if !g.node(id).op.is_elementwise() || inlined.contains(&id) {
+        if !fuses(g.node(id)) || inlined.contains(&id) {
             continue;
         }
         let mut members: BTreeSet<NodeId> = BTreeSet::from([id]);
         let mut frontier: Vec<NodeId> = g.node(id).inputs.clone();
         while let Some(candidate) = frontier.pop() {
             let node = g.node(candidate);
-            let fusable = node.op.is_elementwise()
+            let fusable = fuses(node)
                 && uses[candidate] == 1
                 && !roots.contains(&candidate)
                 && node.shape == g.node(id).shape
@@ -256,7 +262,7 @@ pub fn plan(model: &Model, roots: &[NodeId]) -> Program {
             continue;
         }
         let node = g.node(id);
-        if node.op.is_elementwise() {
+        if fuses(node) {
             steps.push((id, Step::Fused));
         } else {
             // Kernel operands must be arrays: scalar leaves feeding a kernel get a buffer.
