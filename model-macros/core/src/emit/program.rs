@@ -317,7 +317,18 @@ pub(super) fn compute_steps(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
             },
             Step::Kernel => {
                 let args: Vec<TokenStream> = node.inputs.iter().map(|&i| view(ctx, p, i)).collect();
-                node.op.kernel_call(&args, &quote!(__ws.#b.view_mut()))
+                match p.norm_stats.get(id) {
+                    Some(&s) => {
+                        let stats = format_ident!("__s{}", s);
+                        crate::ops::norm::saved_stats_call(
+                            &node.op,
+                            &args,
+                            &quote!(__ws.#b.view_mut()),
+                            &quote!(__ws.#stats),
+                        )
+                    }
+                    None => node.op.kernel_call(&args, &quote!(__ws.#b.view_mut())),
+                }
             }
             Step::XentWithGrad(grad) => {
                 let gb = buf(p, *grad);
