@@ -280,3 +280,44 @@ pub fn kernel_call(op: &Op, args: &[TokenStream], out: &TokenStream) -> TokenStr
         _ => quote!(::core::compile_error!("not a shape kernel op");),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::DType;
+    use crate::ops::Op;
+    use proc_macro2::TokenStream;
+
+    const IDS: &str =
+        "input x: [batch, 3]; input a: [batch] as u32; input b: [batch] as u32; param emb: [5, 2] = normal(std = 1.0);";
+
+    fn compile(body: &str) -> Result<crate::autodiff::Compiled, Vec<String>> {
+        let src = format!("struct M {{ {IDS} {body} optimizer sgd(learning_rate = 0.1); }}");
+        let tokens: TokenStream = src.parse().expect("test sources lex");
+        crate::compile(tokens).map_err(|d| d.errors().iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn no_gradient_flows_into_indices() {
+        // The table gets a scatter-add; the ids, moved by a where, a reshape and a
+        // concat, get nothing, and no node of the gradient takes a u32 operand it cannot.
+        let c = compile(
+            "#[frozen] param w: [3] = zeros; loss l = sum(gather(emb, reshape(concat([reshape(where(sum(x * w, axis = 1) > 0.0, a, b), [batch, 1]), reshape(a, [batch, 1])], axis = 1), [batch, 2])));",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(c.grads.len(), 1);
+        let g = &c.model.graph;
+        assert!(g.invalid_nodes().next().is_none());
+        let scatter = g.nodes.iter().filter(|n| matches!(n.op, Op::ScatterAdd { .. })).count();
+        assert_eq!(scatter, 1);
+        for n in &g.nodes {
+            if n.dtype == DType::U32 {
+                assert!(matches!(n.op, Op::Input(_) | Op::Reshape(_) | Op::Concat { .. } | Op::Select), "{:?}", n.op);
+            }
+        }
+        // A param whose only path to the loss is the condition of a u32 where gets none.
+        let e = compile("param w: [3] = zeros; loss l = sum(gather(emb, where(sum(x * w, axis = 1) > 0.0, a, b)));")
+            .err()
+            .unwrap_or_default();
+        assert!(e.iter().any(|m| m.contains("param `w` gets no gradient")), "{e:?}");
+    }
+}
