@@ -351,7 +351,7 @@ impl Gen {
     fn ids(&mut self, shape: &Shape, bound: usize, depth: usize) -> E {
         if depth > 0 && self.rng.chance(0.6) {
             let d = depth - 1;
-            if self.rng.chance(0.25) {
+            if self.rng.chance(0.15) {
                 let cond = self.condition(shape, d);
                 let (a, b) = (self.ids(shape, bound, d), self.ids(shape, bound, d));
                 return E::Where(Box::new(cond), Box::new(a), Box::new(b));
@@ -638,19 +638,24 @@ impl Gen {
                     return E::SoftmaxXent(Box::new(z), Box::new(y));
                 }
                 16 => {
-                    if let Some(e) = self.moved(shape, d, None) {
-                        return e;
+                    // Each shape op fits some shapes only: a few tries.
+                    for _ in 0..3 {
+                        if let Some(e) = self.moved(shape, d, None) {
+                            return e;
+                        }
                     }
                 }
-                17 => {
+                17 if self.rng.chance(0.4) => {
                     let cond = self.condition(shape, d);
                     let (sa, sb) = self.operand_shapes(shape);
                     let (a, b) = (self.expr(&sa, d), self.expr(&sb, d));
                     return E::Where(Box::new(cond), Box::new(a), Box::new(b));
                 }
                 18 => {
-                    if let Some(e) = self.index_op(shape, d) {
-                        return e;
+                    for _ in 0..3 {
+                        if let Some(e) = self.index_op(shape, d) {
+                            return e;
+                        }
                     }
                 }
                 19 if r + 2 <= MAX_RANK => {

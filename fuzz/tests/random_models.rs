@@ -252,12 +252,16 @@ impl Eval<'_> {
                     Bin::SigmoidXent => zip(&a, &b, |z, y| z.max(0.0) - z * y + (-z.abs()).exp().ln_1p()),
                     Bin::Ne | Bin::Lt | Bin::Le | Bin::Gt | Bin::Ge => {
                         // Values compared (in a `where`'s condition): a flip under a step
-                        // is a kink, and a near-tie may compare either way in f32.
+                        // is a kink, and a near-tie may compare either way in f32. An
+                        // exact tie (the same value on both sides, e.g. `relu` of two
+                        // negatives) is one in f32 too: not a near-tie.
                         let d = zip(&a, &b, |x, y| x - y);
                         let s = zip(&a, &b, |x, y| x.abs() + y.abs());
                         for (dd, ss) in d.data.iter().zip(&s.data) {
                             self.kink(*dd, *ss, *dd > 0.0, frozen);
-                            self.tie = self.tie.min(dd.abs() / (1.0 + ss));
+                            if *dd != 0.0 {
+                                self.tie = self.tie.min(dd.abs() / (1.0 + ss));
+                            }
                         }
                         zip(&a, &b, |x, y| f64::from(u8::from(compare(*op, x, y))))
                     }
