@@ -252,14 +252,15 @@ impl Eval<'_> {
                     Bin::SigmoidXent => zip(&a, &b, |z, y| z.max(0.0) - z * y + (-z.abs()).exp().ln_1p()),
                     Bin::Ne | Bin::Lt | Bin::Le | Bin::Gt | Bin::Ge => {
                         // Values compared (in a `where`'s condition): a flip under a step
-                        // is a kink, and a near-tie may compare either way in f32. An
-                        // exact tie (the same value on both sides, e.g. `relu` of two
-                        // negatives) is one in f32 too: not a near-tie.
+                        // is a kink, and a near-tie may compare either way in f32. So may
+                        // an exact tie in f64 (two computations of one value round apart
+                        // in f32), but for two zeros (`relu` of two negatives: zero in f32
+                        // too).
                         let d = zip(&a, &b, |x, y| x - y);
                         let s = zip(&a, &b, |x, y| x.abs() + y.abs());
                         for (dd, ss) in d.data.iter().zip(&s.data) {
                             self.kink(*dd, *ss, *dd > 0.0, frozen);
-                            if *dd != 0.0 {
+                            if *ss != 0.0 {
                                 self.tie = self.tie.min(dd.abs() / (1.0 + ss));
                             }
                         }
@@ -488,7 +489,10 @@ impl Eval<'_> {
                             }
                             lane.get(best).copied().unwrap_or(f64::NEG_INFINITY)
                         } else {
-                            if len > 1 && lane[best] != second {
+                            // An exact tie in f64 counts too: the tied values may come
+                            // from computations that round apart in f32 (e.g. the sparse
+                            // cross-entropies of rows of equal logits: ln 2 each).
+                            if len > 1 {
                                 self.tie = self.tie.min((lane[best] - second) / (1.0 + lane[best].abs()));
                             }
                             best as f64
