@@ -104,6 +104,8 @@ fn main() {
             let views: Vec<String> = args
                 .iter()
                 .map(|a| match spec.inputs.iter().position(|d| d.name == *a) {
+                    // Index inputs (`as u32`) come from `u`, at the same position.
+                    Some(k) if spec.inputs[k].bound.is_some() => format!("v(&u[{k}])"),
                     Some(k) => format!("v(&x[{k}])"),
                     None => panic!("model {seed}: `{name}` takes `{a}`, which is not an input"),
                 })
@@ -129,7 +131,7 @@ fn main() {
         let _ = write!(
             out,
             "pub mod m{i} {{\n    use super::*;\n    ::modelc::model! {{\n{text}    }}\n\
-             \x20   pub fn run(x: &[ArrayViewD<'_, f32>], p: &[ArrayD<f32>]) -> Outcome {{\n\
+             \x20   pub fn run(x: &[ArrayViewD<'_, f32>], u: &[ArrayViewD<'_, u32>], p: &[ArrayD<f32>]) -> Outcome {{\n\
              \x20       let mut m = M::new();\n{set}\
              \x20       let grads = m.compute_gradients({grads_args}).map(|(l, g)| (l, vec![{}])).map_err(|e| e.to_string());\n\
              \x20       let loss = m.l({loss_args}).map_err(|e| e.to_string());\n\

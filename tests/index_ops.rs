@@ -8,6 +8,11 @@
 //! index models' own `check_gradients` (finite differences of the generated loss) and
 //! an f64 reference of the sparse cross-entropy's gradient written here check them
 //! directly too. Out-of-range ids are `Err(Error::Index)` with nothing changed.
+//!
+//! The shape ops on index tensors (`reshape`, `flatten`, `concat`, `slice`, `where`
+//! between ids): their u32 values, a batch of 0, reversed views, the range check that
+//! follows ids through them to the input (the whole input, or the window a slice
+//! reads), and training through them against the same model fed the moved ids directly.
 
 use modelc::model;
 use modelc::ndarray::{s, Array1, Array2, ArrayView2};
@@ -347,4 +352,185 @@ fn wrong_label_shapes_are_shape_errors() {
     let (x, y, _) = data(6, 2);
     let short = y.slice(s![..5]);
     assert!(matches!(m.train_step(x.view(), short), Err(Error::Shape { .. })));
+}
+
+model! {
+    /// The shape ops on token ids: each output is u32; the loss gathers through them.
+    pub struct IdShapes {
+        input ids: [batch, 4] as u32;
+        input alt: [batch, 4] as u32;
+        input x: [batch, 4];
+        param emb: [5, 2] = normal(std = 1.0);
+        output grid = reshape(ids, [batch, 2, 2]);
+        output flat = flatten(reshape(ids, [batch, 2, 2]));
+        output joined = concat([ids, alt], axis = 1);
+        output tail = slice(ids, axis = 1, start = 2);
+        output picked = where(x > 0.0, ids, alt);
+        output looked = gather(emb, reshape(ids, [batch, 2, 2]));
+        // ids[:, 0..2] ++ alt[:, 2..4], then per element the one `x` picks: a [batch, 4]
+        // of ids, gathered, against a target.
+        let moved = where(x > 0.0, concat([slice(ids, axis = 1, end = 2), slice(alt, axis = 1, start = 2)], axis = 1), alt);
+        loss l = mean(square(gather(emb, reshape(moved, [batch, 2, 2])) - 0.5));
+        optimizer sgd(learning_rate = 0.2);
+    }
+}
+
+model! {
+    /// [`IdShapes`]' loss fed the moved ids directly (the reference).
+    pub struct IdDirect {
+        input moved: [batch, 4] as u32;
+        param emb: [5, 2] = normal(std = 1.0);
+        loss l = mean(square(gather(emb, reshape(moved, [batch, 2, 2])) - 0.5));
+        optimizer sgd(learning_rate = 0.2);
+    }
+}
+
+model! {
+    /// A gather of a window of the ids (a slice of a slice): only columns 1 and 2 must be
+    /// below the table's rows.
+    pub struct IdWindow {
+        input ids: [batch, 4] as u32;
+        param emb: [5, 2] = normal(std = 1.0);
+        output head = gather(emb, slice(slice(ids, axis = 1, start = 1), axis = 1, end = 2));
+    }
+}
+
+fn id_data(n: usize, seed: u64) -> (Array2<u32>, Array2<u32>, Array2<f32>) {
+    let mut g = Gen(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let ids = Array2::from_shape_fn((n, 4), |_| g.below(5));
+    let alt = Array2::from_shape_fn((n, 4), |_| g.below(5));
+    let x = Array2::from_shape_fn((n, 4), |_| g.next() - 0.5);
+    (ids, alt, x)
+}
+
+/// `where(x > 0, concat([ids[:, ..2], alt[:, 2..]]), alt)` on the host.
+fn moved(ids: ArrayView2<u32>, alt: ArrayView2<u32>, x: ArrayView2<f32>) -> Array2<u32> {
+    Array2::from_shape_fn(ids.dim(), |(i, j)| {
+        let joined = if j < 2 { ids[[i, j]] } else { alt[[i, j]] };
+        if x[[i, j]] > 0.0 {
+            joined
+        } else {
+            alt[[i, j]]
+        }
+    })
+}
+
+#[test]
+fn shape_ops_move_ids_and_keep_them_u32() {
+    let m = IdShapes::with_seed(4);
+    let (ids, alt, x) = id_data(3, 1);
+    let grid: modelc::ndarray::Array3<u32> = m.grid(ids.view()).unwrap();
+    assert_eq!(grid.shape(), &[3, 2, 2]);
+    assert_eq!(grid.iter().copied().collect::<Vec<_>>(), ids.iter().copied().collect::<Vec<_>>());
+    let flat: Array2<u32> = m.flat(ids.view()).unwrap();
+    assert_eq!(flat, ids);
+    let joined = m.joined(ids.view(), alt.view()).unwrap();
+    assert_eq!(joined.slice(s![.., ..4]), ids);
+    assert_eq!(joined.slice(s![.., 4..]), alt);
+    assert_eq!(m.tail(ids.view()).unwrap(), ids.slice(s![.., 2..]));
+    let picked = m.picked(ids.view(), alt.view(), x.view()).unwrap();
+    let want = Array2::from_shape_fn((3, 4), |(i, j)| if x[[i, j]] > 0.0 { ids[[i, j]] } else { alt[[i, j]] });
+    assert_eq!(picked, want);
+    let looked = m.looked(ids.view()).unwrap();
+    for ((i, a, b, k), &v) in looked.indexed_iter() {
+        assert_eq!(v, m.emb[[ids[[i, a * 2 + b]] as usize, k]]);
+    }
+    // Reversed views give what contiguous copies give.
+    let (ri, ra, rx) = (ids.slice(s![..;-1, ..;-1]), alt.slice(s![..;-1, ..]), x.slice(s![..;-1, ..]));
+    let (ci, ca, cx) = (ri.to_owned(), ra.to_owned(), rx.to_owned());
+    assert_eq!(m.grid(ri).unwrap(), m.grid(ci.view()).unwrap());
+    assert_eq!(m.joined(ri, ra).unwrap(), m.joined(ci.view(), ca.view()).unwrap());
+    assert_eq!(m.tail(ri).unwrap(), m.tail(ci.view()).unwrap());
+    assert_eq!(m.picked(ri, ra, rx).unwrap(), m.picked(ci.view(), ca.view(), cx.view()).unwrap());
+    assert_eq!(m.l(ri, ra, rx).unwrap(), m.l(ci.view(), ca.view(), cx.view()).unwrap());
+    // A batch of 0: empty outputs of the right shapes.
+    let (e, f) = (Array2::<u32>::zeros((0, 4)), Array2::<f32>::zeros((0, 4)));
+    assert_eq!(m.grid(e.view()).unwrap().shape(), &[0, 2, 2]);
+    assert_eq!(m.joined(e.view(), e.view()).unwrap().shape(), &[0, 8]);
+    assert_eq!(m.tail(e.view()).unwrap().shape(), &[0, 2]);
+    assert_eq!(m.picked(e.view(), e.view(), f.view()).unwrap().shape(), &[0, 4]);
+    assert_eq!(m.looked(e.view()).unwrap().shape(), &[0, 2, 2, 2]);
+}
+
+#[test]
+fn training_through_moved_ids_matches_feeding_them_directly() {
+    let (mut m, mut r) = (IdShapes::with_seed(6), IdDirect::with_seed(6));
+    assert_eq!(m.emb, r.emb);
+    for step in 0..20 {
+        let (ids, alt, x) = id_data(8, 10 + step);
+        let direct = moved(ids.view(), alt.view(), x.view());
+        if step == 0 {
+            let (_, g) = m.compute_gradients(ids.view(), alt.view(), x.view()).unwrap();
+            let (_, gr) = r.compute_gradients(direct.view()).unwrap();
+            assert_eq!(g.emb, gr.emb);
+            let check = m.check_gradients(ids.view(), alt.view(), x.view()).unwrap();
+            assert!(check.passes(1e-2), "{check}");
+        }
+        let l = m.train_step(ids.view(), alt.view(), x.view()).unwrap();
+        let lr = r.train_step(direct.view()).unwrap();
+        assert_eq!(l, lr, "step {step}");
+    }
+    assert_eq!(m.emb, r.emb);
+}
+
+#[test]
+fn an_out_of_range_id_is_found_through_shape_ops_before_anything_changes() {
+    let mut m = IdShapes::with_seed(3);
+    let (ids, mut alt, x) = id_data(4, 2);
+    // Through reshape(where(.., concat(.., slice(alt)), alt)): alt is read whole (its
+    // own branch), so its bound covers every element.
+    alt[[1, 0]] = 5;
+    let before = (m.emb.clone(), m.global_step());
+    match m.train_step(ids.view(), alt.view(), x.view()).unwrap_err() {
+        Error::Index { input, index, position, bound, what } => {
+            assert_eq!((input, index, position, bound), ("alt", 5, vec![1, 0], 5));
+            assert!(what.contains("gather") && what.contains("emb"), "{what}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(m.compute_gradients(ids.view(), alt.view(), x.view()), Err(Error::Index { .. })));
+    assert!(matches!(m.l(ids.view(), alt.view(), x.view()), Err(Error::Index { .. })));
+    assert_eq!((m.emb.clone(), m.global_step()), before);
+    // Through a reshape of an input: found at its position in the input.
+    let mut bad = ids.clone();
+    bad[[3, 2]] = 9;
+    match m.looked(bad.view()).unwrap_err() {
+        Error::Index { input, index, position, .. } => assert_eq!((input, index, position), ("ids", 9, vec![3, 2])),
+        other => panic!("{other:?}"),
+    }
+    // ...also in a reversed view (row 3 is logical row 0 there).
+    match m.looked(bad.slice(s![..;-1, ..])).unwrap_err() {
+        Error::Index { position, .. } => assert_eq!(position, vec![0, 2]),
+        other => panic!("{other:?}"),
+    }
+    // Outputs that read no index op need no bound: `grid` moves the bad id as it is.
+    assert_eq!(m.grid(bad.view()).unwrap()[[3, 1, 0]], 9);
+}
+
+#[test]
+fn a_slice_of_ids_puts_the_bound_on_the_window_it_reads() {
+    let m = IdWindow::with_seed(1);
+    let (mut ids, _, _) = id_data(3, 5);
+    // Columns 0 and 3 are never read: out of range there is fine.
+    ids[[0, 0]] = 50;
+    ids[[2, 3]] = 60;
+    let head = m.head(ids.view()).unwrap();
+    assert_eq!(head.shape(), &[3, 2, 2]);
+    for i in 0..3 {
+        for t in 0..2 {
+            assert_eq!(head.slice(s![i, t, ..]), m.emb.row(ids[[i, t + 1]] as usize));
+        }
+    }
+    // Column 2 is: the error names its position in the input, not in the window.
+    ids[[2, 2]] = 7;
+    match m.head(ids.view()).unwrap_err() {
+        Error::Index { input, index, position, bound, .. } => {
+            assert_eq!((input, index, position, bound), ("ids", 7, vec![2, 2], 5));
+        }
+        other => panic!("{other:?}"),
+    }
+    match m.head(ids.slice(s![..;-1, ..])).unwrap_err() {
+        Error::Index { position, .. } => assert_eq!(position, vec![0, 2]),
+        other => panic!("{other:?}"),
+    }
 }

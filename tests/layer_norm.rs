@@ -3,9 +3,51 @@
 //! batch of 0; transposed, reversed and strided input views; a constant row (variance
 //! 0: epsilon keeps it finite); rows with a large mean (the two-pass statistics keep
 //! their digits). Its gradient is checked in tests/gradients.rs. Every case is a few ms.
+//!
+//! Training programs save each row's statistics in the forward pass for the backward
+//! one (`runtime/src/norm.rs`): the models here train through that path (over the last
+//! axis with SGD, over axis 0 with Adam, whose gradients are materialized), their
+//! gradients pass `check_gradients`, and a step allocates nothing after its first call.
+
+use std::alloc::{GlobalAlloc, Layout, System};
 
 use modelc::model;
 use modelc::ndarray::{s, Array2, ArrayView2, Axis};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn bump() {
+    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+}
+
+// SAFETY: forwards to the system allocator, only counting calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        bump();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        bump();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations `f` makes on this thread.
+fn allocations(f: impl FnOnce()) -> usize {
+    let before = ALLOCATIONS.with(|c| c.get());
+    f();
+    ALLOCATIONS.with(|c| c.get()) - before
+}
 
 model! {
     struct Norms {
@@ -28,6 +70,19 @@ model! {
         let h = tanh(layer_norm(matmul(x, w)) * g + b);
         loss l = mean(softmax_cross_entropy(matmul(h, v), y));
         optimizer sgd(learning_rate = 0.1);
+    }
+}
+
+model! {
+    /// Layer norm over the batch axis (strided lanes), with Adam.
+    struct Columns {
+        input x: [batch, 5];
+        input y: [batch, 2];
+        param w: [5, 6] = glorot_uniform;
+        param v: [6, 2] = glorot_uniform;
+        let h = relu(layer_norm(matmul(x, w), axis = 0) + 0.1);
+        loss l = mean(softmax_cross_entropy(matmul(h, v), y));
+        optimizer adam(learning_rate = 0.01);
     }
 }
 
@@ -138,4 +193,32 @@ fn a_model_with_layer_norm_trains() {
     assert!(check.passes(1e-2), "{check}");
     assert!(Trained::explain().contains("layer_norm_grad("), "{}", Trained::explain());
     assert!(Trained::graph_dot().contains("layer_norm"));
+}
+
+fn batch(n: usize, seed: usize) -> (Array2<f32>, Array2<f32>) {
+    let x = Array2::from_shape_fn((n, 5), |(i, j)| (((i + seed) * 5 + j) as f32 * 0.731).sin() * 2.0 + 0.5);
+    let y = Array2::from_shape_fn((n, 2), |(i, j)| if (i + seed) % 2 == j { 1.0 } else { 0.0 });
+    (x, y)
+}
+
+#[test]
+fn saved_statistics_give_finite_difference_gradients_and_a_step_allocates_nothing() {
+    let (mut t, mut c) = (Trained::with_seed(3), Columns::with_seed(3));
+    let (x, y) = batch(16, 0);
+    let check = t.check_gradients(x.view(), y.view()).unwrap();
+    assert!(check.passes(1e-2), "{check}");
+    let check = c.check_gradients(x.view(), y.view()).unwrap();
+    assert!(check.passes(1e-2), "{check}");
+    // The first calls allocate the workspaces (the statistics' buffers with them).
+    t.train_step(x.view(), y.view()).unwrap();
+    c.train_step(x.view(), y.view()).unwrap();
+    t.compute_gradients(x.view(), y.view()).unwrap();
+    let (x2, y2) = batch(16, 1);
+    let n = allocations(|| {
+        for _ in 0..3 {
+            t.train_step(x2.view(), y2.view()).unwrap();
+            c.train_step(x2.view(), y2.view()).unwrap();
+        }
+    });
+    assert_eq!(n, 0, "train_step allocated {n} times after its first call");
 }

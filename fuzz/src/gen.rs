@@ -11,6 +11,16 @@
 //! arguments made positive (`square(e) + 0.5`, `exp(e)`, `sigmoid(e)`, ...). Kinks (relu,
 //! abs, maximum, minimum, max) are left in; the test measures how close each evaluation
 //! comes to one and excludes finite differences that straddle one.
+//!
+//! **Index tensors.** `ids(shape, bound)` builds a u32 expression whose values are below
+//! `bound`: an index input (declared `as u32`, filled by the test with values below its
+//! bound), or reshapes, flattens, concatenations, slices and `where`s of such. They feed
+//! `gather` (a table of `bound` rows), `one_hot(.., depth = bound)`,
+//! `sparse_softmax_cross_entropy` (`bound` classes) and comparisons of indices. The shape
+//! ops (`reshape`, `flatten`, `concat`, `slice`, `where`), reductions over two axes and
+//! `dropout(.., rate = 0.0)` (the identity, also in the loss) take f32 operands too. These
+//! arms replace draws of the older ones (the model count, and so the build time, is the
+//! same).
 
 #![allow(dead_code)]
 
@@ -56,6 +66,12 @@ pub enum Bin {
     Mul,
     Div,
     Eq,
+    /// The other comparisons (f32 or u32 operands, 1.0 / 0.0).
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
     Maximum,
     Minimum,
     SigmoidXent,
@@ -105,10 +121,43 @@ pub enum E {
         axis: Option<i64>,
         epsilon: f64,
     },
-    /// `dropout(e, rate)`, only in metrics: a fetch runs in inference mode, where it is the
-    /// identity (in the loss, `compute_gradients` would draw masks the reference cannot
-    /// know; tests/dropout.rs and tests/gradients.rs check training mode).
+    /// `dropout(e, rate)`, in metrics at any rate: a fetch runs in inference mode, where it
+    /// is the identity; in the loss only at rate 0 (the identity in training too: any other
+    /// rate would draw masks the reference cannot know; tests/dropout.rs and
+    /// tests/gradients.rs check training mode).
     Dropout(Box<E>, f64),
+    /// `sum` / `mean` / `max` over two or more axes (as written, maybe negative).
+    ReduceAxes {
+        op: Red,
+        e: Box<E>,
+        axes: Vec<i64>,
+        keepdims: bool,
+    },
+    /// `reshape(e, shape)` (`flatten` when `flatten`: `shape` is then what it gives).
+    Reshape {
+        e: Box<E>,
+        shape: Shape,
+        flatten: bool,
+    },
+    /// `concat([a, b, ..], axis)` along a static axis.
+    Concat(Vec<E>, usize),
+    /// `slice(e, axis, start, end)` of a static axis.
+    Slice {
+        e: Box<E>,
+        axis: usize,
+        start: usize,
+        end: usize,
+    },
+    /// `where(cond, a, b)`: cond f32 (a comparison), branches both f32 or both u32.
+    Where(Box<E>, Box<E>, Box<E>),
+    /// `gather(table, ids)`.
+    Gather(Box<E>, Box<E>),
+    /// `one_hot(ids, depth)`.
+    OneHot(Box<E>, usize),
+    /// `sparse_softmax_cross_entropy(logits, labels)`.
+    SparseXent(Box<E>, Box<E>),
+    /// A comparison of two index tensors (exact: no kink, no tie).
+    IndexCmp(Bin, Box<E>, Box<E>),
 }
 
 /// A declared input or param.
@@ -118,6 +167,8 @@ pub struct Decl {
     pub shape: Shape,
     /// For params: no path to the loss outside `stop_gradient` (declared `#[frozen]`).
     pub frozen: bool,
+    /// For index inputs (`as u32`): the values are below this.
+    pub bound: Option<usize>,
 }
 
 /// One random model.
@@ -209,11 +260,17 @@ impl Gen {
         let want_param = !has_sym(shape) && self.rng.chance(0.55);
         let (pool, prefix) = if want_param { (&mut self.params, "p") } else { (&mut self.inputs, "x") };
         let limit = if want_param { MAX_PARAMS } else { MAX_INPUTS };
-        let same: Vec<usize> = (0..pool.len()).filter(|&i| pool[i].shape == *shape).collect();
+        let same: Vec<usize> =
+            (0..pool.len()).filter(|&i| pool[i].shape == *shape && pool[i].bound.is_none()).collect();
         let index = if !same.is_empty() && (pool.len() >= limit || self.rng.chance(0.5)) {
             same[self.rng.below(same.len())]
         } else {
-            pool.push(Decl { name: format!("{prefix}{}", pool.len()), shape: shape.clone(), frozen: false });
+            pool.push(Decl {
+                name: format!("{prefix}{}", pool.len()),
+                shape: shape.clone(),
+                frozen: false,
+                bound: None,
+            });
             pool.len() - 1
         };
         if want_param {
@@ -276,6 +333,191 @@ impl Gen {
         }
     }
 
+    /// An index input of this shape with values below `bound`: an existing one whose
+    /// bound is at most `bound`, or a new one.
+    fn index_leaf(&mut self, shape: &Shape, bound: usize) -> E {
+        let same: Vec<usize> = (0..self.inputs.len())
+            .filter(|&i| self.inputs[i].shape == *shape && self.inputs[i].bound.is_some_and(|b| b <= bound))
+            .collect();
+        if !same.is_empty() && (self.inputs.len() >= MAX_INPUTS || self.rng.chance(0.5)) {
+            return E::Input(self.rng.pick(&same));
+        }
+        let k = self.inputs.len();
+        self.inputs.push(Decl { name: format!("i{k}"), shape: shape.clone(), frozen: false, bound: Some(bound) });
+        E::Input(k)
+    }
+
+    /// A u32 expression of exactly this shape (rank at least 1) with values below `bound`.
+    fn ids(&mut self, shape: &Shape, bound: usize, depth: usize) -> E {
+        if depth > 0 && self.rng.chance(0.6) {
+            let d = depth - 1;
+            if self.rng.chance(0.15) {
+                let cond = self.condition(shape, d);
+                let (a, b) = (self.ids(shape, bound, d), self.ids(shape, bound, d));
+                return E::Where(Box::new(cond), Box::new(a), Box::new(b));
+            }
+            if let Some(e) = self.moved(shape, d, Some(bound)) {
+                return e;
+            }
+        }
+        self.index_leaf(shape, bound)
+    }
+
+    /// An operand: f32 (`bound` None) or indices below `bound`.
+    fn operand(&mut self, shape: &Shape, depth: usize, bound: Option<usize>) -> E {
+        match bound {
+            Some(b) => self.ids(shape, b, depth),
+            None => self.expr(shape, depth),
+        }
+    }
+
+    /// A `where` condition of this shape: a comparison of f32 values (`<`, `<=`, `>`,
+    /// `>=`: a flip under a finite-difference step is a kink the reference tracks) or of
+    /// indices (exact).
+    fn condition(&mut self, shape: &Shape, depth: usize) -> E {
+        let op = self.rng.pick(&[Bin::Lt, Bin::Le, Bin::Gt, Bin::Ge]);
+        if !shape.is_empty() && self.rng.chance(0.4) {
+            let bound = 2 + self.rng.below(3);
+            let op = self.rng.pick(&[Bin::Eq, Bin::Ne, Bin::Lt, Bin::Le, Bin::Gt, Bin::Ge]);
+            let (a, b) = (self.ids(shape, bound, depth), self.ids(shape, bound, depth));
+            return E::IndexCmp(op, Box::new(a), Box::new(b));
+        }
+        let (a, b) = (self.expr(shape, depth), self.expr(shape, depth));
+        E::Bin(op, Box::new(a), Box::new(b))
+    }
+
+    /// A shape op whose result has exactly `shape`: a reshape (two adjacent axes merged or
+    /// one split), a flatten, a concatenation or a slice along a static axis, of f32 or
+    /// index operands; `None` if the one drawn does not fit `shape`.
+    fn moved(&mut self, shape: &Shape, depth: usize, bound: Option<usize>) -> Option<E> {
+        let r = shape.len();
+        let statics: Vec<usize> = (0..r).filter(|&i| matches!(shape[i], Dim::S(_))).collect();
+        match self.rng.below(4) {
+            0 if r >= 1 => {
+                let mut options: Vec<Shape> = Vec::new();
+                for i in 0..r.saturating_sub(1) {
+                    let merged = match (shape[i], shape[i + 1]) {
+                        (Dim::S(a), Dim::S(b)) => Some(Dim::S(a * b)),
+                        (Dim::S(1), d) | (d, Dim::S(1)) => Some(d),
+                        _ => None,
+                    };
+                    if let Some(m) = merged {
+                        let mut src = shape.clone();
+                        src.splice(i..i + 2, [m]);
+                        options.push(src);
+                    }
+                }
+                if r < MAX_RANK {
+                    for &i in &statics {
+                        let Dim::S(k) = shape[i] else { continue };
+                        let splits: &[(usize, usize)] = if k == 4 { &[(2, 2), (1, 4)] } else { &[(k, 1), (1, k)] };
+                        let (a, b) = self.rng.pick(splits);
+                        let mut src = shape.clone();
+                        src.splice(i..=i, [Dim::S(a), Dim::S(b)]);
+                        options.push(src);
+                    }
+                }
+                if options.is_empty() {
+                    return None;
+                }
+                let src = options.swap_remove(self.rng.below(options.len()));
+                let e = self.operand(&src, depth, bound);
+                Some(E::Reshape { e: Box::new(e), shape: shape.clone(), flatten: false })
+            }
+            1 if r == 2 => {
+                // flatten([d0, a, b]) = [d0, a * b], flatten([d0]) = [d0, 1].
+                let Dim::S(k) = shape[1] else { return None };
+                let src = if k == 1 && self.rng.chance(0.3) {
+                    vec![shape[0]]
+                } else {
+                    let (a, b) = if k == 4 {
+                        (2, 2)
+                    } else if self.rng.chance(0.5) {
+                        (1, k)
+                    } else {
+                        (k, 1)
+                    };
+                    vec![shape[0], Dim::S(a), Dim::S(b)]
+                };
+                let e = self.operand(&src, depth, bound);
+                Some(E::Reshape { e: Box::new(e), shape: shape.clone(), flatten: true })
+            }
+            2 => {
+                let axes: Vec<usize> = statics.iter().copied().filter(|&i| shape[i] != Dim::S(1)).collect();
+                if axes.is_empty() {
+                    return None;
+                }
+                let axis = self.rng.pick(&axes);
+                let Dim::S(k) = shape[axis] else { return None };
+                let first = 1 + self.rng.below(k - 1);
+                let parts = if k - first >= 2 && self.rng.chance(0.3) {
+                    vec![first, 1, k - first - 1]
+                } else {
+                    vec![first, k - first]
+                };
+                let list = parts
+                    .into_iter()
+                    .map(|len| {
+                        let mut s = shape.clone();
+                        s[axis] = Dim::S(len);
+                        self.operand(&s, depth, bound)
+                    })
+                    .collect();
+                Some(E::Concat(list, axis))
+            }
+            _ => {
+                if statics.is_empty() {
+                    return None;
+                }
+                let axis = self.rng.pick(&statics);
+                let Dim::S(k) = shape[axis] else { return None };
+                let extra = 1 + self.rng.below(2);
+                let start = self.rng.below(extra + 1);
+                let mut src = shape.clone();
+                src[axis] = Dim::S(k + extra);
+                let e = self.operand(&src, depth, bound);
+                Some(E::Slice { e: Box::new(e), axis, start, end: start + k })
+            }
+        }
+    }
+
+    /// An f32 expression of this shape made by an index op: `gather`, `one_hot`,
+    /// `sparse_softmax_cross_entropy` or a comparison of indices.
+    fn index_op(&mut self, shape: &Shape, depth: usize) -> Option<E> {
+        let r = shape.len();
+        let last = shape.last().copied();
+        match self.rng.below(4) {
+            0 if r >= 2 => {
+                let Some(Dim::S(k)) = last else { return None };
+                let rows = 2 + self.rng.below(3);
+                let table = self.expr(&vec![Dim::S(rows), Dim::S(k)], depth);
+                let ids = self.ids(&shape[..r - 1].to_vec(), rows, depth);
+                Some(E::Gather(Box::new(table), Box::new(ids)))
+            }
+            1 if r >= 2 => {
+                let Some(Dim::S(k)) = last else { return None };
+                Some(E::OneHot(Box::new(self.ids(&shape[..r - 1].to_vec(), k, depth)), k))
+            }
+            2 if r >= 1 && r < MAX_RANK => {
+                let classes = 2 + self.rng.below(3);
+                let mut zs = shape.clone();
+                zs.push(Dim::S(classes));
+                let z = self.expr(&zs, depth);
+                let y = self.ids(shape, classes, depth);
+                Some(E::SparseXent(Box::new(z), Box::new(y)))
+            }
+            3 if r >= 1 => Some(self.condition_of_indices(shape, depth)),
+            _ => None,
+        }
+    }
+
+    fn condition_of_indices(&mut self, shape: &Shape, depth: usize) -> E {
+        let bound = 2 + self.rng.below(3);
+        let op = self.rng.pick(&[Bin::Eq, Bin::Ne, Bin::Lt, Bin::Le, Bin::Gt, Bin::Ge]);
+        let (a, b) = (self.ids(shape, bound, depth), self.ids(shape, bound, depth));
+        E::IndexCmp(op, Box::new(a), Box::new(b))
+    }
+
     /// An expression of exactly this shape.
     fn expr(&mut self, shape: &Shape, depth: usize) -> E {
         if depth == 0 || self.rng.chance(0.15) {
@@ -284,7 +526,7 @@ impl Gen {
         let d = depth - 1;
         let r = shape.len();
         loop {
-            match self.rng.below(16) {
+            match self.rng.below(20) {
                 0 | 1 => {
                     let u = self.rng.pick(&[
                         Un::Neg,
@@ -395,6 +637,41 @@ impl Gen {
                     };
                     return E::SoftmaxXent(Box::new(z), Box::new(y));
                 }
+                16 => {
+                    // Each shape op fits some shapes only: a few tries.
+                    for _ in 0..3 {
+                        if let Some(e) = self.moved(shape, d, None) {
+                            return e;
+                        }
+                    }
+                }
+                17 if self.rng.chance(0.4) => {
+                    let cond = self.condition(shape, d);
+                    let (sa, sb) = self.operand_shapes(shape);
+                    let (a, b) = (self.expr(&sa, d), self.expr(&sb, d));
+                    return E::Where(Box::new(cond), Box::new(a), Box::new(b));
+                }
+                18 => {
+                    for _ in 0..3 {
+                        if let Some(e) = self.index_op(shape, d) {
+                            return e;
+                        }
+                    }
+                }
+                19 if r + 2 <= MAX_RANK => {
+                    // A reduction over two axes of an expression with two more.
+                    let mut inner = shape.clone();
+                    let p = self.rng.below(r + 1);
+                    inner.insert(p, self.dim());
+                    let q = self.rng.below(r + 2);
+                    inner.insert(q, self.dim());
+                    let rank = inner.len() as i64;
+                    let (lo, hi) = (p.min(q) as i64, p.max(q) as i64 + i64::from(p >= q));
+                    let axes = vec![lo, if self.rng.chance(0.5) { hi } else { hi - rank }];
+                    let op = self.rng.pick(&[Red::Sum, Red::Mean, Red::Max]);
+                    return E::ReduceAxes { op, e: Box::new(self.expr(&inner, d)), axes, keepdims: false };
+                }
+                19 => return E::Dropout(Box::new(self.expr(shape, d)), 0.0),
                 _ => {}
             }
         }
@@ -453,8 +730,15 @@ fn live_params(e: &E, out: &mut Vec<usize>) {
                 live_params(e, out)
             }
         }
-        E::Bin(Bin::Eq, _, _) => {}
-        E::Bin(_, a, b) | E::MatMul(a, b) | E::SoftmaxXent(a, b) => {
+        E::Bin(Bin::Eq | Bin::Ne | Bin::Lt | Bin::Le | Bin::Gt | Bin::Ge, _, _) | E::IndexCmp(..) | E::OneHot(..) => {}
+        E::Bin(_, a, b) | E::MatMul(a, b) | E::SoftmaxXent(a, b) | E::Gather(a, b) | E::SparseXent(a, b) => {
+            live_params(a, out);
+            live_params(b, out);
+        }
+        E::ReduceAxes { e: a, .. } | E::Reshape { e: a, .. } | E::Slice { e: a, .. } => live_params(a, out),
+        E::Concat(list, _) => list.iter().for_each(|a| live_params(a, out)),
+        // The condition is a comparison: no gradient.
+        E::Where(_, a, b) => {
             live_params(a, out);
             live_params(b, out);
         }
@@ -539,6 +823,11 @@ pub fn text(spec: &Spec, e: &E) -> String {
             Bin::Mul => format!("({} * {})", t(a), t(b)),
             Bin::Div => format!("({} / {})", t(a), t(b)),
             Bin::Eq => format!("({} == {})", t(a), t(b)),
+            Bin::Ne => format!("({} != {})", t(a), t(b)),
+            Bin::Lt => format!("({} < {})", t(a), t(b)),
+            Bin::Le => format!("({} <= {})", t(a), t(b)),
+            Bin::Gt => format!("({} > {})", t(a), t(b)),
+            Bin::Ge => format!("({} >= {})", t(a), t(b)),
             Bin::Maximum => format!("maximum({}, {})", t(a), t(b)),
             Bin::Minimum => format!("minimum({}, {})", t(a), t(b)),
             Bin::SigmoidXent => format!("sigmoid_cross_entropy({}, {})", t(a), t(b)),
@@ -575,6 +864,28 @@ pub fn text(spec: &Spec, e: &E) -> String {
             None => format!("layer_norm({}, epsilon = {epsilon:?})", t(e)),
         },
         E::Dropout(e, rate) => format!("dropout({}, rate = {rate:?})", t(e)),
+        E::ReduceAxes { op, e, axes, keepdims } => {
+            let name = match op {
+                Red::Sum => "sum",
+                Red::Mean => "mean",
+                Red::Max | Red::Argmax => "max",
+            };
+            let axes: Vec<String> = axes.iter().map(|a| a.to_string()).collect();
+            let k = if *keepdims { ", keepdims = true" } else { "" };
+            format!("{name}({}, axis = [{}]{k})", t(e), axes.join(", "))
+        }
+        E::Reshape { e, flatten: true, .. } => format!("flatten({})", t(e)),
+        E::Reshape { e, shape, .. } => format!("reshape({}, {})", t(e), shape_text(shape)),
+        E::Concat(list, axis) => {
+            let items: Vec<String> = list.iter().map(t).collect();
+            format!("concat([{}], axis = {axis})", items.join(", "))
+        }
+        E::Slice { e, axis, start, end } => format!("slice({}, axis = {axis}, start = {start}, end = {end})", t(e)),
+        E::Where(c, a, b) => format!("where({}, {}, {})", t(c), t(a), t(b)),
+        E::Gather(table, ids) => format!("gather({}, {})", t(table), t(ids)),
+        E::OneHot(ids, depth) => format!("one_hot({}, depth = {depth})", t(ids)),
+        E::SparseXent(z, y) => format!("sparse_softmax_cross_entropy({}, {})", t(z), t(y)),
+        E::IndexCmp(op, a, b) => text(spec, &E::Bin(*op, a.clone(), b.clone())),
     }
 }
 
@@ -594,7 +905,8 @@ fn shape_text(s: &Shape) -> String {
 pub fn model_text(name: &str, spec: &Spec) -> String {
     let mut s = format!("struct {name} {{\n");
     for i in &spec.inputs {
-        let _ = writeln!(s, "    input {}: {};", i.name, shape_text(&i.shape));
+        let ty = if i.bound.is_some() { " as u32" } else { "" };
+        let _ = writeln!(s, "    input {}: {}{ty};", i.name, shape_text(&i.shape));
     }
     for p in &spec.params {
         let frozen = if p.frozen { "#[frozen] " } else { "" };

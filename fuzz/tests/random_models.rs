@@ -14,7 +14,11 @@
 //! - every gradient against the reference's f64 central finite differences, except where
 //!   an evaluation comes within `KINK` of a kink of relu, abs, maximum, minimum or max
 //!   (the difference would measure the kink) or a step straddles one;
-//! - the metric (argmax, `==`) unless the reference sees a near-tie;
+//! - the metric (argmax, `==`) unless the reference sees a near-tie (a case whose loss
+//!   reads a comparison of f32 values that is a near-tie, in a `where`, is skipped whole);
+//! - index inputs (`as u32`, values below the bound the generator gave them, laid out
+//!   like the f32 inputs) through `gather`, `one_hot`, `sparse_softmax_cross_entropy`,
+//!   comparisons of indices and the shape ops, which the reference evaluates exactly;
 //! - with an empty dimension, a loss or metric that averages over nothing must be an
 //!   `Err` that says so (never `Ok(NaN)`), and a sum over nothing is 0.
 //!
@@ -43,8 +47,10 @@ pub struct Outcome {
     pub metric: Option<Result<f32, String>>,
 }
 
-/// A model's glue: the inputs' views and the params' values in, what it returned out.
-pub type Run = fn(&[ArrayViewD<'_, f32>], &[ArrayD<f32>]) -> Outcome;
+/// A model's glue: the inputs' views (f32 inputs from the first slice, index inputs from
+/// the second, each at its input's position) and the params' values in, what it
+/// returned out.
+pub type Run = fn(&[ArrayViewD<'_, f32>], &[ArrayViewD<'_, u32>], &[ArrayD<f32>]) -> Outcome;
 
 /// One generated model.
 pub struct Entry {
@@ -54,7 +60,7 @@ pub struct Entry {
 }
 
 /// A dynamic view as the rank the generated method wants (strides kept).
-fn v<'a, D: Dimension>(x: &ArrayViewD<'a, f32>) -> ArrayView<'a, f32, D> {
+fn v<'a, A, D: Dimension>(x: &ArrayViewD<'a, A>) -> ArrayView<'a, A, D> {
     x.clone().into_dimensionality::<D>().expect("the glue passes inputs of their declared rank")
 }
 
@@ -156,6 +162,18 @@ fn norm_axis(axis: i64, rank: usize) -> usize {
     }
 }
 
+fn compare(op: Bin, x: f64, y: f64) -> bool {
+    match op {
+        Bin::Eq => x == y,
+        Bin::Ne => x != y,
+        Bin::Lt => x < y,
+        Bin::Le => x <= y,
+        Bin::Gt => x > y,
+        Bin::Ge => x >= y,
+        other => unreachable!("not a comparison: {other:?}"),
+    }
+}
+
 fn softplus(x: f64) -> f64 {
     x.max(0.0) + (-x.abs()).exp().ln_1p()
 }
@@ -232,6 +250,22 @@ impl Eval<'_> {
                     Bin::Mul => zip(&a, &b, |x, y| x * y),
                     Bin::Div => zip(&a, &b, |x, y| x / y),
                     Bin::SigmoidXent => zip(&a, &b, |z, y| z.max(0.0) - z * y + (-z.abs()).exp().ln_1p()),
+                    Bin::Ne | Bin::Lt | Bin::Le | Bin::Gt | Bin::Ge => {
+                        // Values compared (in a `where`'s condition): a flip under a step
+                        // is a kink, and a near-tie may compare either way in f32. So may
+                        // an exact tie in f64 (two computations of one value round apart
+                        // in f32), but for two zeros (`relu` of two negatives: zero in f32
+                        // too).
+                        let d = zip(&a, &b, |x, y| x - y);
+                        let s = zip(&a, &b, |x, y| x.abs() + y.abs());
+                        for (dd, ss) in d.data.iter().zip(&s.data) {
+                            self.kink(*dd, *ss, *dd > 0.0, frozen);
+                            if *ss != 0.0 {
+                                self.tie = self.tie.min(dd.abs() / (1.0 + ss));
+                            }
+                        }
+                        zip(&a, &b, |x, y| f64::from(u8::from(compare(*op, x, y))))
+                    }
                     Bin::Eq => {
                         let out = zip(&a, &b, |x, y| f64::from(u8::from(x == y)));
                         let d =
@@ -318,8 +352,102 @@ impl Eval<'_> {
                 }
                 out
             }
-            // Fetches run in inference mode: the identity.
+            // Fetches run in inference mode: the identity (and the loss only has rate 0).
             E::Dropout(e, _) => self.eval(e, frozen),
+            E::ReduceAxes { op, e, axes, keepdims } => {
+                let mut a = self.eval(e, frozen);
+                let rank = a.shape.len();
+                let mut axes: Vec<usize> = axes.iter().map(|&x| norm_axis(x, rank)).collect();
+                // The highest axis first, so that the others keep their positions. A mean
+                // of means over equal lanes is the mean.
+                axes.sort_unstable_by(|x, y| y.cmp(x));
+                for axis in axes {
+                    a = self.reduce(&a, *op, axis, *keepdims, frozen);
+                }
+                a
+            }
+            E::Reshape { e, shape, .. } => {
+                let a = self.eval(e, frozen);
+                let shape = dims_of(shape, self.dims);
+                assert_eq!(T::len(&shape), a.data.len(), "reference: reshape counts");
+                T { shape, data: a.data }
+            }
+            E::Concat(list, axis) => {
+                let parts: Vec<T> = list.iter().map(|x| self.eval(x, frozen)).collect();
+                let mut shape = parts[0].shape.clone();
+                shape[*axis] = parts.iter().map(|p| p.shape[*axis]).sum();
+                let (outer, _, inner) = lanes(&shape, *axis);
+                let mut data = Vec::with_capacity(T::len(&shape));
+                for o in 0..outer {
+                    for p in &parts {
+                        let len = p.shape[*axis];
+                        data.extend_from_slice(&p.data[o * len * inner..(o + 1) * len * inner]);
+                    }
+                }
+                T { shape, data }
+            }
+            E::Slice { e, axis, start, end } => {
+                let a = self.eval(e, frozen);
+                let (outer, len, inner) = lanes(&a.shape, *axis);
+                let mut data = Vec::new();
+                for o in 0..outer {
+                    data.extend_from_slice(&a.data[(o * len + start) * inner..(o * len + end) * inner]);
+                }
+                let mut shape = a.shape.clone();
+                shape[*axis] = end - start;
+                T { shape, data }
+            }
+            E::Where(c, a, b) => {
+                let (c, a, b) = (self.eval(c, frozen), self.eval(a, frozen), self.eval(b, frozen));
+                let shape = broadcast_shape(&broadcast_shape(&c.shape, &a.shape), &b.shape);
+                let data = indices(&shape)
+                    .iter()
+                    .map(|i| if c.data[c.bindex(i)] != 0.0 { a.data[a.bindex(i)] } else { b.data[b.bindex(i)] })
+                    .collect();
+                T { shape, data }
+            }
+            E::Gather(table, ids) => {
+                let (t, ids) = (self.eval(table, frozen), self.eval(ids, frozen));
+                let row = T::len(&t.shape[1..]);
+                let mut shape = ids.shape.clone();
+                shape.extend_from_slice(&t.shape[1..]);
+                let data = ids
+                    .data
+                    .iter()
+                    .flat_map(|&id| t.data[id as usize * row..(id as usize + 1) * row].to_vec())
+                    .collect();
+                T { shape, data }
+            }
+            E::OneHot(ids, depth) => {
+                let ids = self.eval(ids, frozen);
+                let mut shape = ids.shape.clone();
+                shape.push(*depth);
+                let data = ids
+                    .data
+                    .iter()
+                    .flat_map(|&id| (0..*depth).map(move |k| f64::from(u8::from(k as f64 == id))))
+                    .collect();
+                T { shape, data }
+            }
+            E::SparseXent(z, y) => {
+                let (z, y) = (self.eval(z, frozen), self.eval(y, frozen));
+                let c = *z.shape.last().expect("logits have a class axis");
+                let data = y
+                    .data
+                    .iter()
+                    .enumerate()
+                    .map(|(o, &label)| {
+                        let lane = &z.data[o * c..(o + 1) * c];
+                        let m = lane.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                        m + lane.iter().map(|v| (v - m).exp()).sum::<f64>().ln() - lane[label as usize]
+                    })
+                    .collect();
+                T { shape: y.shape.clone(), data }
+            }
+            E::IndexCmp(op, a, b) => {
+                let (a, b) = (self.eval(a, frozen), self.eval(b, frozen));
+                zip(&a, &b, |x, y| f64::from(u8::from(compare(*op, x, y))))
+            }
             E::SoftmaxXent(z, y) => {
                 let (z, y) = (self.eval(z, frozen), self.eval(y, frozen));
                 let r = z.shape.len();
@@ -361,7 +489,10 @@ impl Eval<'_> {
                             }
                             lane.get(best).copied().unwrap_or(f64::NEG_INFINITY)
                         } else {
-                            if len > 1 && lane[best] != second {
+                            // An exact tie in f64 counts too: the tied values may come
+                            // from computations that round apart in f32 (e.g. the sparse
+                            // cross-entropies of rows of equal logits: ln 2 each).
+                            if len > 1 {
                                 self.tie = self.tie.min((lane[best] - second) / (1.0 + lane[best].abs()));
                             }
                             best as f64
@@ -409,12 +540,29 @@ enum Layout {
 /// The memory one input's view borrows, and how to view it.
 struct Backing {
     base: ArrayD<f32>,
+    /// For an index input: `base` mapped to ids below its bound (the same layout).
+    ids: Option<ArrayD<u32>>,
     layout: Layout,
     shape: Vec<usize>,
 }
 
+/// `base` seen through `layout` as a view of `shape`.
+fn lay<'a, A>(base: &'a ArrayD<A>, layout: Layout, shape: &[usize]) -> ArrayViewD<'a, A> {
+    let mut v = base.view();
+    match layout {
+        Layout::Contiguous => {}
+        Layout::Reversed(a) => v.invert_axis(Axis(a)),
+        Layout::Stepped(a) => v.slice_axis_inplace(Axis(a), Slice::new(0, None, 2)),
+        Layout::Broadcast(_) => {
+            return base.broadcast(IxDyn(shape)).expect("a size-1 axis broadcasts");
+        }
+        Layout::Transposed => v = v.reversed_axes(),
+    }
+    v
+}
+
 impl Backing {
-    fn new(shape: Vec<usize>, layout: Layout, rng: &mut gen::Rng) -> Backing {
+    fn new(shape: Vec<usize>, layout: Layout, bound: Option<usize>, rng: &mut gen::Rng) -> Backing {
         let mut value = || ((rng.next() >> 11) as f64 / (1u64 << 53) as f64 * 3.0 - 1.5) as f32;
         let layout = match layout {
             _ if shape.is_empty() => Layout::Contiguous,
@@ -431,21 +579,17 @@ impl Backing {
             _ => {}
         }
         let base = ArrayD::from_shape_fn(IxDyn(&base_shape), |_| value());
-        Backing { base, layout, shape }
+        // Values in [-1.5, 1.5) to ids in 0..bound, every id about equally often.
+        let ids = bound.map(|b| base.mapv(|v| (((v + 1.5) / 3.0 * b as f32) as u32).min(b as u32 - 1)));
+        Backing { base, ids, layout, shape }
     }
 
     fn view(&self) -> ArrayViewD<'_, f32> {
-        let mut v = self.base.view();
-        match self.layout {
-            Layout::Contiguous => {}
-            Layout::Reversed(a) => v.invert_axis(Axis(a)),
-            Layout::Stepped(a) => v.slice_axis_inplace(Axis(a), Slice::new(0, None, 2)),
-            Layout::Broadcast(_) => {
-                return self.base.broadcast(IxDyn(&self.shape)).expect("a size-1 axis broadcasts");
-            }
-            Layout::Transposed => v = v.reversed_axes(),
-        }
-        v
+        lay(&self.base, self.layout, &self.shape)
+    }
+
+    fn ids_view(&self) -> Option<ArrayViewD<'_, u32>> {
+        self.ids.as_ref().map(|ids| lay(ids, self.layout, &self.shape))
     }
 }
 
@@ -474,6 +618,7 @@ struct Tally {
     empty_errs: usize,
     metrics_compared: usize,
     metrics_skipped_at_ties: usize,
+    losses_skipped_at_ties: usize,
 }
 
 /// Runs one case; `Err` describes the mismatch.
@@ -484,10 +629,24 @@ fn check_case(entry: &Entry, spec: &Spec, case: &Case, tally: &mut Tally) -> Res
         .inputs
         .iter()
         .enumerate()
-        .map(|(k, d)| Backing::new(dims_of(&d.shape, dims), case.layouts[k % case.layouts.len()], &mut rng))
+        .map(|(k, d)| Backing::new(dims_of(&d.shape, dims), case.layouts[k % case.layouts.len()], d.bound, &mut rng))
         .collect();
     let views: Vec<ArrayViewD<'_, f32>> = backings.iter().map(Backing::view).collect();
-    let inputs: Vec<T> = views.iter().map(to_t).collect();
+    // Index inputs' views (an f32 input's entry is never read: its own view, as ids of 0).
+    let nothing = ArrayD::<u32>::zeros(IxDyn(&[0]));
+    let id_views: Vec<ArrayViewD<'_, u32>> =
+        backings.iter().map(|b| b.ids_view().unwrap_or_else(|| nothing.view())).collect();
+    let inputs: Vec<T> = backings
+        .iter()
+        .zip(views.iter().zip(&id_views))
+        .map(|(b, (x, u))| {
+            if b.ids.is_some() {
+                T { shape: u.shape().to_vec(), data: u.iter().map(|&v| f64::from(v)).collect() }
+            } else {
+                to_t(x)
+            }
+        })
+        .collect();
     let params32: Vec<ArrayD<f32>> = spec
         .params
         .iter()
@@ -523,8 +682,13 @@ fn check_case(entry: &Entry, spec: &Spec, case: &Case, tally: &mut Tally) -> Res
     let reference = ev.eval(&spec.loss, false);
     let (kink, branches) = (ev.kink, ev.branches);
     let expected = reference.data[0];
-    let out = (entry.run)(&views, &params32);
+    let out = (entry.run)(&views, &id_views, &params32);
     tally.cases += 1;
+    if ev.tie < TIE {
+        // A `where` whose f32 condition is a near-tie: f32 may pick the other branch.
+        tally.losses_skipped_at_ties += 1;
+        return Ok(());
+    }
 
     // The loss.
     let empty = dims.contains(&0);
@@ -744,17 +908,19 @@ fn random_models_match_the_reference() {
         tally.empty_errs += t.empty_errs;
         tally.metrics_compared += t.metrics_compared;
         tally.metrics_skipped_at_ties += t.metrics_skipped_at_ties;
+        tally.losses_skipped_at_ties += t.losses_skipped_at_ties;
     }
     println!(
         "{} models x {cases} cases ({} run, shrinking included): {} gradient entries compared, {} cases' gradients skipped at kinks, \
-         {} empty-average errors, {} metrics compared, {} skipped at ties",
+         {} empty-average errors, {} metrics compared, {} skipped at ties, {} cases skipped at a near-tie in the loss",
         models::MODELS.len(),
         tally.cases,
         tally.gradients_compared,
         tally.gradients_skipped_at_kinks,
         tally.empty_errs,
         tally.metrics_compared,
-        tally.metrics_skipped_at_ties
+        tally.metrics_skipped_at_ties,
+        tally.losses_skipped_at_ties
     );
     assert!(
         failures.is_empty(),

@@ -475,7 +475,7 @@ pub fn sum_to(a: ArrayViewD<'_, f32>, mut out: ArrayViewMutD<'_, f32>) {
 }
 
 /// `out = a` with the same elements in `out`'s shape (only unit axes differ).
-pub fn reshape(a: ArrayViewD<'_, f32>, mut out: ArrayViewMutD<'_, f32>) {
+pub fn reshape<T: Copy>(a: ArrayViewD<'_, T>, mut out: ArrayViewMutD<'_, T>) {
     match (a.as_slice(), out.as_slice_mut()) {
         (Some(src), Some(dst)) => dst.copy_from_slice(src),
         _ => {

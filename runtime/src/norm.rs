@@ -14,16 +14,17 @@
 //! layer's activations is at most a few thousand floats: the second pass reads L1.
 //!
 //! **Gradient.** `dx = (g - mean(g) - xhat * mean(g * xhat)) / sigma` with
-//! `xhat = (x - mean) / sigma` and `sigma = sqrt(var + epsilon)`. The backward kernel
-//! takes `(x, g)` and recomputes the row's mean and sigma instead of reading saved
-//! statistics: the recomputation is two passes over a row that the next pass reads
-//! anyway (L1 reads only), and the program needs no extra per-row buffers nor a second
-//! output of the forward op. Measured (`recomputing_statistics_costs` below, release, one
-//! core, shared machine): the backward kernel takes 14 / 147 / 761 us on [128, 64] /
-//! [128, 256] / [256, 1024], against 7.5 / 88 / 470 us for a variant reading saved
-//! per-row statistics: recomputing costs 1.6 to 1.9x the backward kernel (about one
-//! forward kernel more). Saving them (a `[rows]` pair of buffers written by the forward
-//! kernel in training programs) is the known improvement; see `docs/decisions.md`.
+//! `xhat = (x - mean) / sigma` and `sigma = sqrt(var + epsilon)`. In a training program
+//! the forward kernel is [`layer_norm_saving`]: it also writes each row's `(mean, 1 /
+//! sigma)` into a small workspace buffer (the operand's shape with the normalized axis
+//! of size 2), and the backward kernel [`layer_norm_grad_saved`] reads them: two passes
+//! over the row (the two sums, then the output) instead of four. Session 8 measured the
+//! backward kernel that recomputes them ([`layer_norm_grad`], kept for a gradient whose
+//! forward op is not in the same program) at 1.6 to 1.9x one reading saved statistics;
+//! `bench/benches/norm.rs` measures the kernels both ways (loaded machine, two runs):
+//! recompute / saved is 1.16 to 1.58x for the backward kernel alone and 1.07 to 1.34x
+//! for a step's forward + backward, on [128, 64] to [256, 1024].
+//! Fetches run [`layer_norm`], which stores nothing.
 
 use ndarray::{ArrayView1, ArrayViewD, ArrayViewMut1, ArrayViewMutD, Axis, Zip};
 
@@ -69,19 +70,66 @@ pub fn layer_norm(a: ArrayViewD<'_, f32>, axis: usize, epsilon: f32, mut out: Ar
     if a.shape().get(axis).copied().unwrap_or(0) == 0 {
         return;
     }
-    Zip::from(a.lanes(Axis(axis))).and(out.lanes_mut(Axis(axis))).for_each(|x, o| normalize_lane(x, o, epsilon));
+    Zip::from(a.lanes(Axis(axis))).and(out.lanes_mut(Axis(axis))).for_each(|x, o| {
+        normalize_lane(x, o, epsilon);
+    });
 }
 
-fn normalize_lane(x: ArrayView1<'_, f32>, mut o: ArrayViewMut1<'_, f32>, epsilon: f32) {
+/// Normalizes one lane into `o`; returns its `(mean, 1 / sigma)`.
+#[inline]
+fn normalize_lane(x: ArrayView1<'_, f32>, mut o: ArrayViewMut1<'_, f32>, epsilon: f32) -> (f32, f32) {
     if let (Some(xs), Some(os)) = (x.as_slice(), o.as_slice_mut()) {
         let (mean, inv) = row_stats(xs, epsilon);
         for (o, &v) in os.iter_mut().zip(xs) {
             *o = (v - mean) * inv;
         }
-        return;
+        return (mean, inv);
     }
     let (mean, inv) = lane_stats(&x, epsilon);
     Zip::from(&mut o).and(&x).for_each(|o, &v| *o = (v - mean) * inv);
+    (mean, inv)
+}
+
+/// [`layer_norm`] that also writes each row's statistics: `stats` has `a`'s shape with
+/// `axis` of size 2, and its lane along `axis` holds `(mean, 1 / sigma)` of the row of
+/// `a` at the same place, for [`layer_norm_grad_saved`].
+pub fn layer_norm_saving(
+    a: ArrayViewD<'_, f32>,
+    axis: usize,
+    epsilon: f32,
+    mut out: ArrayViewMutD<'_, f32>,
+    mut stats: ArrayViewMutD<'_, f32>,
+) {
+    if a.shape().get(axis).copied().unwrap_or(0) == 0 {
+        return;
+    }
+    Zip::from(a.lanes(Axis(axis))).and(out.lanes_mut(Axis(axis))).and(stats.lanes_mut(Axis(axis))).for_each(
+        |x, o, mut st| {
+            let (mean, inv) = normalize_lane(x, o, epsilon);
+            st[0] = mean;
+            st[1] = inv;
+        },
+    );
+}
+
+/// `out = d layer_norm(x) / dx` applied to `g` along `axis`, reading the row statistics
+/// [`layer_norm_saving`] wrote into `stats` in the forward pass: the same formula as
+/// [`layer_norm_grad`] on the same `(mean, 1 / sigma)`, in two passes over the row.
+pub fn layer_norm_grad_saved(
+    x: ArrayViewD<'_, f32>,
+    g: ArrayViewD<'_, f32>,
+    stats: ArrayViewD<'_, f32>,
+    axis: usize,
+    mut out: ArrayViewMutD<'_, f32>,
+) {
+    if x.shape().get(axis).copied().unwrap_or(0) == 0 {
+        return;
+    }
+    Zip::from(x.lanes(Axis(axis)))
+        .and(g.lanes(Axis(axis)))
+        .and(out.lanes_mut(Axis(axis)))
+        .and(stats.lanes(Axis(axis)))
+        .for_each(|x, g, o, st| grad_lane_with(x, g, o, st[0], st[1]));
 }
 
 /// `out = d layer_norm(x) / dx` applied to the adjoint `g` along `axis`:
@@ -102,10 +150,20 @@ pub fn layer_norm_grad(
         .for_each(|x, g, o| grad_lane(x, g, o, epsilon));
 }
 
-fn grad_lane(x: ArrayView1<'_, f32>, g: ArrayView1<'_, f32>, mut o: ArrayViewMut1<'_, f32>, epsilon: f32) {
+fn grad_lane(x: ArrayView1<'_, f32>, g: ArrayView1<'_, f32>, o: ArrayViewMut1<'_, f32>, epsilon: f32) {
+    let (mean, inv) = match x.as_slice() {
+        Some(xs) => row_stats(xs, epsilon),
+        None => lane_stats(&x, epsilon),
+    };
+    grad_lane_with(x, g, o, mean, inv);
+}
+
+/// The gradient of one lane given its statistics: the sums of `g` and `g * xhat` in one
+/// pass, the output in a second.
+#[inline]
+fn grad_lane_with(x: ArrayView1<'_, f32>, g: ArrayView1<'_, f32>, mut o: ArrayViewMut1<'_, f32>, mean: f32, inv: f32) {
     let n = x.len() as f32;
     if let (Some(xs), Some(gs), Some(os)) = (x.as_slice(), g.as_slice(), o.as_slice_mut()) {
-        let (mean, inv) = row_stats(xs, epsilon);
         let mut sg = [0f32; LANES];
         let mut sgx = [0f32; LANES];
         let (xc, gc) = (xs.chunks_exact(LANES), gs.chunks_exact(LANES));
@@ -127,7 +185,6 @@ fn grad_lane(x: ArrayView1<'_, f32>, g: ArrayView1<'_, f32>, mut o: ArrayViewMut
         }
         return;
     }
-    let (mean, inv) = lane_stats(&x, epsilon);
     let (mut sg, mut sgx) = (0f32, 0f32);
     Zip::from(&x).and(&g).for_each(|&xv, &gv| {
         sg += gv;
@@ -182,8 +239,29 @@ mod tests {
         close(&rows, &cols);
     }
 
-    /// The measurement behind recomputing the statistics in the backward pass (see the
-    /// module documentation): `cargo test --release -p modelc-runtime --lib
+    #[test]
+    fn saved_statistics_give_the_recomputed_gradient_bit_for_bit() {
+        // Contiguous rows (axis 1) and strided lanes (axis 0), a row of 11 (a tail after
+        // the 8-lane chunks).
+        let x = Array2::from_shape_fn((5, 11), |(i, j)| 3.0 + ((i * 11 + j) as f32 * 0.37).sin());
+        let g = Array2::from_shape_fn((5, 11), |(i, j)| ((i + 3 * j) as f32 * 0.21).cos());
+        for (axis, stats) in [(1, [5, 2]), (0, [2, 11])] {
+            let (mut y, mut y2) = (ArrayD::zeros(IxDyn(&[5, 11])), ArrayD::zeros(IxDyn(&[5, 11])));
+            let mut st = ArrayD::from_elem(IxDyn(&stats), f32::NAN);
+            layer_norm(x.view().into_dyn(), axis, 1e-5, y.view_mut());
+            layer_norm_saving(x.view().into_dyn(), axis, 1e-5, y2.view_mut(), st.view_mut());
+            assert_eq!(y, y2);
+            assert!(st.iter().all(|v| v.is_finite()));
+            let (mut d, mut d2) = (ArrayD::zeros(IxDyn(&[5, 11])), ArrayD::zeros(IxDyn(&[5, 11])));
+            layer_norm_grad(x.view().into_dyn(), g.view().into_dyn(), axis, 1e-5, d.view_mut());
+            layer_norm_grad_saved(x.view().into_dyn(), g.view().into_dyn(), st.view(), axis, d2.view_mut());
+            assert_eq!(d, d2, "axis {axis}");
+        }
+    }
+
+    /// Session 8's measurement of recomputing the statistics in the backward pass (see
+    /// the module documentation; `bench/benches/norm.rs` measures the kernels the
+    /// generated code calls): `cargo test --release -p modelc-runtime --lib
     /// norm::tests::recomputing_statistics_costs -- --ignored --nocapture`.
     #[test]
     #[ignore = "a timing, not a check"]

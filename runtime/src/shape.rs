@@ -1,6 +1,10 @@
-//! Kernels of the shape ops (`concat`, `slice` and its adjoint `pad`), reductions over
-//! several axes, and the run-time check of a reshape whose element count the compiler
-//! could not prove (`[batch, 6] -> [n, 4]`).
+//! Kernels of the shape ops (`concat`, `slice` and its adjoint `pad`, the `where` of
+//! index tensors), reductions over several axes, the run-time check of a reshape whose
+//! element count the compiler could not prove (`[batch, 6] -> [n, 4]`), and the range
+//! check of a slice of an index input ([`check_indices_in`]).
+//!
+//! `concat`, `slice` and `select` are generic over the element: they move f32 values
+//! and u32 indices alike (`reshape` is `kernels::reshape`, generic too).
 //!
 //! Like every kernel they write into caller-owned buffers and allocate nothing; they take
 //! views of any strides. They trust the shapes they are given (checked at compile time,
@@ -11,7 +15,7 @@ use ndarray::{ArrayViewD, ArrayViewMutD, Axis, Slice};
 use crate::Error;
 
 /// `out = concat(ins, axis)`: each operand is copied into its range of `out`.
-pub fn concat(ins: &[ArrayViewD<'_, f32>], axis: usize, mut out: ArrayViewMutD<'_, f32>) {
+pub fn concat<T: Copy>(ins: &[ArrayViewD<'_, T>], axis: usize, mut out: ArrayViewMutD<'_, T>) {
     let mut start = 0;
     for a in ins {
         let len = a.len_of(Axis(axis));
@@ -21,9 +25,58 @@ pub fn concat(ins: &[ArrayViewD<'_, f32>], axis: usize, mut out: ArrayViewMutD<'
 }
 
 /// `out = a[.., start..start + out.len_of(axis), ..]` along `axis`.
-pub fn slice(a: ArrayViewD<'_, f32>, axis: usize, start: usize, mut out: ArrayViewMutD<'_, f32>) {
+pub fn slice<T: Copy>(a: ArrayViewD<'_, T>, axis: usize, start: usize, mut out: ArrayViewMutD<'_, T>) {
     let len = out.len_of(Axis(axis));
     out.assign(&a.slice_axis(Axis(axis), Slice::from(start..start + len)));
+}
+
+/// `out = where(cond, a, b)` with broadcasting: `a` where `cond != 0` (NaN included, as
+/// the fused f32 loop does), else `b`. The generated code calls it for u32 branches; an
+/// f32 `where` is fused into its neighbours' loop instead.
+pub fn select<T: Copy>(
+    cond: ArrayViewD<'_, f32>,
+    a: ArrayViewD<'_, T>,
+    b: ArrayViewD<'_, T>,
+    mut out: ArrayViewMutD<'_, T>,
+) {
+    let shape = out.raw_dim();
+    let (Some(c), Some(a), Some(b)) = (cond.broadcast(shape.clone()), a.broadcast(shape.clone()), b.broadcast(shape))
+    else {
+        unreachable!("shapes checked at compile time")
+    };
+    ndarray::Zip::from(&mut out).and(&c).and(&a).and(&b).for_each(|o, &c, &a, &b| *o = if c != 0.0 { a } else { b });
+}
+
+/// [`crate::support::check_indices`] for the ids an index op reads from a slice of an
+/// index input: `window` holds the `(axis, start, end)` slices taken of `ids`, innermost
+/// first (e.g. `gather(emb, slice(ids, axis = 1, start = 2))` reads columns 2.. only).
+/// Only the window's ids must be below `bound`; the position in the error is `ids`' own
+/// (the window's offsets added back), so it names the element of the input the caller
+/// passed. Allocates only when it reports an error.
+pub fn check_indices_in<D: ndarray::Dimension>(
+    input: &'static str,
+    ids: ndarray::ArrayView<'_, u32, D>,
+    window: &[(usize, usize, usize)],
+    bound: usize,
+    what: &'static str,
+) -> Result<(), Error> {
+    let mut v = ids.into_dyn();
+    let mut offset = [0usize; 16];
+    for &(axis, start, end) in window {
+        v.slice_axis_inplace(Axis(axis), Slice::from(start..end));
+        if let Some(o) = offset.get_mut(axis) {
+            *o += start;
+        }
+    }
+    match crate::support::check_indices(input, v, bound, what) {
+        Err(Error::Index { input, index, mut position, bound, what }) => {
+            for (p, o) in position.iter_mut().zip(offset) {
+                *p += o;
+            }
+            Err(Error::Index { input, index, position, bound, what })
+        }
+        other => other,
+    }
 }
 
 /// `out` = zeros with `a` at `before..before + a.len_of(axis)` along `axis` (the adjoint
@@ -120,6 +173,30 @@ mod tests {
         let mut r = Array2::<f32>::zeros((2, 2));
         slice(out.slice(ndarray::s![..;-1, ..]).into_dyn(), 1, 0, r.view_mut().into_dyn());
         assert_eq!(r, arr2(&[[3.0, 4.0], [1.0, 2.0]]));
+    }
+
+    #[test]
+    fn select_broadcasts_and_moves_indices() {
+        let c = arr2(&[[1.0f32], [0.0], [f32::NAN]]);
+        let a = ndarray::arr1(&[7u32, 8]);
+        let b = arr2(&[[1u32, 2], [3, 4], [5, 6]]);
+        let mut out = Array2::<u32>::zeros((3, 2));
+        select(c.view().into_dyn(), a.view().into_dyn(), b.view().into_dyn(), out.view_mut().into_dyn());
+        // A NaN condition picks `a`, as the fused f32 loop does.
+        assert_eq!(out, arr2(&[[7, 8], [3, 4], [7, 8]]));
+        let mut j = Array2::<u32>::zeros((3, 4));
+        concat(&[b.view().into_dyn(), out.view().into_dyn()], 1, j.view_mut().into_dyn());
+        assert_eq!(j.row(1).to_vec(), [3, 4, 3, 4]);
+    }
+
+    #[test]
+    fn a_window_of_ids_is_checked_and_reported_at_the_inputs_position() {
+        let ids = arr2(&[[9u32, 1, 2, 9], [9, 0, 7, 9]]);
+        assert!(check_indices_in("ids", ids.view(), &[(1, 1, 3)], 8, "gather").is_ok());
+        match check_indices_in("ids", ids.view(), &[(1, 1, 4), (1, 0, 2)], 5, "gather") {
+            Err(Error::Index { index, position, .. }) => assert_eq!((index, position), (7, vec![1, 2])),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -37,4 +37,18 @@ model! {
     }
 }
 
+model! {
+    pub struct Mixes {
+        input x: [batch, 4];
+        input ids: [batch, 4] as u32;
+        input scores: [batch, 12];
+        param emb: [10, 2] = zeros;
+        output joined = concat([ids, x], axis = 1);
+        output padded = where(x > 0.0, ids, 0.0);
+        output cond = where(ids, x, x);
+        output shifted = reshape(ids, [batch, 2, 2]) + 1.0;
+        output wide = gather(emb, reshape(argmax(scores, axis = 1), [batch, 1]));
+    }
+}
+
 fn main() {}

@@ -62,6 +62,10 @@ pub struct Program {
     /// the node whose buffer it views. Workspace buffers are contiguous, so the view is
     /// always possible; the operand's buffer lives as long as the reshape's readers.
     pub aliases: std::collections::BTreeMap<NodeId, NodeId>,
+    /// Layer norms whose row statistics are saved (`ops::norm::saved_statistics`): the
+    /// forward node and its gradient nodes -> the slot of their statistics (a slot of
+    /// its own, after the nodes' slots).
+    pub norm_stats: std::collections::BTreeMap<NodeId, usize>,
 }
 
 impl Program {
@@ -205,6 +209,12 @@ fn assign_slots(
     (slot, shapes, dtypes)
 }
 
+/// Whether a node is computed in a fused loop: an elementwise op on f32 (the loops are
+/// f32; a `where` picking between u32 index tensors is a kernel call).
+fn fuses(node: &crate::ir::Node) -> bool {
+    node.op.is_elementwise() && node.dtype == crate::ir::DType::F32
+}
+
 fn is_scalar_leaf(op: &Op) -> bool {
     matches!(op, Op::Const(_) | Op::DimProduct(_))
 }
@@ -223,14 +233,14 @@ pub fn plan(model: &Model, roots: &[NodeId]) -> Program {
     // Fusion, consumers first.
     let mut inlined: BTreeSet<NodeId> = BTreeSet::new();
     for &id in computed.iter().rev() {
-        if !g.node(id).op.is_elementwise() || inlined.contains(&id) {
+        if !fuses(g.node(id)) || inlined.contains(&id) {
             continue;
         }
         let mut members: BTreeSet<NodeId> = BTreeSet::from([id]);
         let mut frontier: Vec<NodeId> = g.node(id).inputs.clone();
         while let Some(candidate) = frontier.pop() {
             let node = g.node(candidate);
-            let fusable = node.op.is_elementwise()
+            let fusable = fuses(node)
                 && uses[candidate] == 1
                 && !roots.contains(&candidate)
                 && node.shape == g.node(id).shape
@@ -256,7 +266,7 @@ pub fn plan(model: &Model, roots: &[NodeId]) -> Program {
             continue;
         }
         let node = g.node(id);
-        if node.op.is_elementwise() {
+        if fuses(node) {
             steps.push((id, Step::Fused));
         } else {
             // Kernel operands must be arrays: scalar leaves feeding a kernel get a buffer.
@@ -319,7 +329,17 @@ pub fn plan(model: &Model, roots: &[NodeId]) -> Program {
         }
     }
     let all: Vec<(NodeId, Step)> = all.into_iter().filter(|(id, _)| !aliases.contains_key(id)).collect();
-    let (slot, slot_shapes, slot_dtypes) = assign_slots(g, &all, &inlined, &aliases, roots);
+    let (slot, mut slot_shapes, mut slot_dtypes) = assign_slots(g, &all, &inlined, &aliases, roots);
+    let kernels: Vec<NodeId> = all.iter().filter(|(_, s)| *s == Step::Kernel).map(|(id, _)| *id).collect();
+    let mut norm_stats = std::collections::BTreeMap::new();
+    for (forward, grads) in crate::ops::norm::saved_statistics(g, &kernels) {
+        let Op::LayerNorm { axis, .. } = g.node(forward).op else { continue };
+        slot_shapes.push(crate::ops::norm::stats_shape(g.shape(forward), axis));
+        slot_dtypes.push(crate::ir::DType::F32);
+        for id in std::iter::once(forward).chain(grads) {
+            norm_stats.insert(id, slot_shapes.len() - 1);
+        }
+    }
     Program {
         roots: roots.to_vec(),
         steps: all,
@@ -330,6 +350,7 @@ pub fn plan(model: &Model, roots: &[NodeId]) -> Program {
         slot_shapes,
         slot_dtypes,
         aliases,
+        norm_stats,
     }
 }
 

@@ -172,11 +172,14 @@ pub(super) fn validate_as(ctx: &Ctx, p: &Program, fix_layout: bool) -> TokenStre
 /// The range checks of index inputs: every id an index op reads from an input must be
 /// below the op's bound (`one_hot`'s depth, the table's rows, the classes), checked
 /// before anything runs (`Err(Error::Index)`). Indices an `argmax` computes are checked
-/// at compile time instead (`lower/index.rs`).
+/// at compile time instead (`lower/index.rs`). Ids that reach the op through shape ops
+/// (a reshape, slice or concatenation of an input, a `where` between inputs) put the
+/// bound on the inputs they come from (`ops::shape::index_sources`): on the whole input,
+/// or on the window a slice of it reads.
 fn index_checks(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
     let m = ctx.m;
     let g = &m.graph;
-    let mut seen: Vec<(usize, Dim)> = Vec::new();
+    let mut seen: Vec<(usize, Dim, crate::ops::shape::Window)> = Vec::new();
     let mut out = Vec::new();
     for id in g.cone(&p.roots) {
         let node = g.node(id);
@@ -193,14 +196,22 @@ fn index_checks(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
             }
             _ => continue,
         };
-        let Op::Input(i) = g.node(ids).op else { continue };
-        if seen.contains(&(i, bound.clone())) {
-            continue;
+        for (source, window) in crate::ops::shape::index_sources(g, ids) {
+            let Op::Input(i) = g.node(source).op else { continue };
+            let key = (i, bound.clone(), window);
+            if seen.contains(&key) {
+                continue;
+            }
+            let (n, ns) = (&m.inputs[i].name, m.inputs[i].name.to_string());
+            let b = dim_tokens(m, &bound);
+            out.push(if key.2.is_empty() {
+                quote!(::modelc::__private::check_indices(#ns, #n.view(), #b, #what)?;)
+            } else {
+                let w = key.2.iter().map(|(a, s, e)| quote!((#a, #s, #e)));
+                quote!(::modelc::__private::shape::check_indices_in(#ns, #n.view(), &[#(#w),*], #b, #what)?;)
+            });
+            seen.push(key);
         }
-        seen.push((i, bound.clone()));
-        let (n, ns) = (&m.inputs[i].name, m.inputs[i].name.to_string());
-        let b = dim_tokens(m, &bound);
-        out.push(quote!(::modelc::__private::check_indices(#ns, #n.view(), #b, #what)?;));
     }
     out
 }
@@ -328,7 +339,18 @@ pub(super) fn compute_steps(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
             },
             Step::Kernel => {
                 let args: Vec<TokenStream> = node.inputs.iter().map(|&i| view(ctx, p, i)).collect();
-                node.op.kernel_call(&args, &quote!(__ws.#b.view_mut()))
+                match p.norm_stats.get(id) {
+                    Some(&s) => {
+                        let stats = format_ident!("__s{}", s);
+                        crate::ops::norm::saved_stats_call(
+                            &node.op,
+                            &args,
+                            &quote!(__ws.#b.view_mut()),
+                            &quote!(__ws.#stats),
+                        )
+                    }
+                    None => node.op.kernel_call(&args, &quote!(__ws.#b.view_mut())),
+                }
             }
             Step::XentWithGrad(grad) => {
                 let gb = buf(p, *grad);

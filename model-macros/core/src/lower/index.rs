@@ -14,11 +14,13 @@ use crate::ir::{DType, NodeId};
 use crate::ops::{Binary, Op};
 use crate::shape::{broadcast, Dim};
 
-/// The element type each tensor argument of a surface op takes.
-fn wanted(name: &str, position: usize) -> DType {
+/// The element type each tensor argument of a surface op takes; `None` for the shape
+/// ops that move elements of either type (`lower/shape.rs` checks that they agree).
+fn wanted(name: &str, position: usize) -> Option<DType> {
     match (name, position) {
-        ("one_hot", 0) | ("gather", 1) | ("sparse_softmax_cross_entropy", 1) => DType::U32,
-        _ => DType::F32,
+        ("one_hot", 0) | ("gather", 1) | ("sparse_softmax_cross_entropy", 1) => Some(DType::U32),
+        ("reshape" | "flatten" | "slice", 0) | ("where" | "select", 1 | 2) => None,
+        _ => Some(DType::F32),
     }
 }
 
@@ -27,12 +29,14 @@ impl Lowerer<'_> {
     pub(super) fn check_dtypes(&mut self, name: &str, b: &Bound, x: &[NodeId]) -> Option<()> {
         let mut ok = true;
         for (i, (&id, e)) in x.iter().zip(&b.tensors).enumerate() {
-            let (have, want) = (self.graph.dtype(id), wanted(name, i));
-            if have == want {
-                continue;
-            }
+            let have = self.graph.dtype(id);
+            let Some(want) = wanted(name, i).filter(|&w| w != have) else { continue };
             let (d, s) = (describe(e), self.graph.shape(id).clone());
             let message = match want {
+                DType::F32 if matches!(name, "where" | "select") => format!(
+                    "`{name}`: the condition `{d}` is an index tensor (u32 {s}); a condition is f32, \
+                     e.g. a comparison's 1.0 / 0.0: `{name}({d} == other_ids, a, b)`"
+                ),
                 DType::F32 if name == "softmax_cross_entropy" && i == 1 => format!(
                     "softmax_cross_entropy: `{d}` holds class indices (u32 {s}), but this op takes one-hot or \
                      probability labels: use `sparse_softmax_cross_entropy(logits, {d})` for integer labels"
@@ -120,9 +124,17 @@ impl Lowerer<'_> {
     }
 
     /// Indices computed by `argmax` over an axis of size `n` are below `n`: an op that
-    /// reads them needs a bound of at least `n`, which is checked here, at compile time.
+    /// reads them needs a bound of at least `n`, which is checked here, at compile time,
+    /// also when they reach it through shape ops (`gather(emb, reshape(argmax(..), ..))`).
     /// (Index inputs are checked at run time, in the prologue.)
     fn check_argmax_range(&mut self, name: &str, e: &Expr, ids: NodeId, bound: &Dim, what: &str) -> Option<()> {
+        for (source, _) in crate::ops::shape::index_sources(&self.graph, ids) {
+            self.check_one_argmax(name, e, source, bound, what)?;
+        }
+        Some(())
+    }
+
+    fn check_one_argmax(&mut self, name: &str, e: &Expr, ids: NodeId, bound: &Dim, what: &str) -> Option<()> {
         let node = self.graph.node(ids).clone();
         let Op::Argmax { axis, .. } = node.op else { return Some(()) };
         let reduced = self.graph.shape(node.inputs[0]).0[axis].clone();

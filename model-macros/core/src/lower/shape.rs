@@ -10,7 +10,7 @@ use syn::{Expr, ExprCall, Ident};
 use super::call::{AttrKind, AttrValue, Bound, DimArg, Sig};
 use super::{describe, Lowerer};
 use crate::diag::suggestion;
-use crate::ir::NodeId;
+use crate::ir::{DType, NodeId};
 use crate::ops::shape::{count_text, monomial};
 use crate::ops::Op;
 use crate::shape::{broadcast, normalize_axis, Dim, Shape};
@@ -102,9 +102,16 @@ impl Lowerer<'_> {
             return None;
         }
         let axis = self.axis("concat", &b.attrs[0], s0.rank(), &d0, &s0).ok()??;
+        let t0 = self.graph.dtype(operands[0]);
         for (e, &x) in elems.iter().zip(&operands).skip(1) {
             let s = self.graph.shape(x).clone();
             let d = describe(e);
+            // concat([ids, x], axis = 1) with `ids` u32 and `x` f32: one tensor holds one
+            // element type.
+            if self.graph.dtype(x) != t0 {
+                self.diag.spanned(e, mixed("concat", (&d0, t0, &s0), (&d, self.graph.dtype(x), &s), "joined"));
+                return None;
+            }
             if s.rank() != s0.rank() {
                 self.diag.spanned(
                     e,
@@ -225,6 +232,13 @@ impl Lowerer<'_> {
                         return None;
                     }
                 };
+                // where(c, ids, 0.0) with `ids` u32: the branches' element types differ.
+                let (t1, t2) = (self.graph.dtype(x[1]), self.graph.dtype(x[2]));
+                if t1 != t2 {
+                    let (d1, d2) = (describe(b.tensors[1]), describe(b.tensors[2]));
+                    self.diag.spanned(b.tensors[2], mixed(name, (&d1, t1, &s1), (&d2, t2, &s2), "picked from"));
+                    return None;
+                }
                 if let Err(why) = broadcast(&s0, &ab) {
                     self.diag.spanned(
                         b.tensors[0],
@@ -391,6 +405,17 @@ impl Lowerer<'_> {
     }
 }
 
+/// Why an index tensor and an f32 tensor cannot meet in one `concat` or `where`.
+fn mixed(op: &str, a: (&str, DType, &Shape), b: (&str, DType, &Shape), verb: &str) -> String {
+    let ((da, ta, sa), (db, tb, sb)) = (a, b);
+    let ids = if ta == DType::U32 { da } else { db };
+    format!(
+        "`{op}`: `{da}` is {ta} {sa} but `{db}` is {tb} {sb}: a tensor holds one element type, so index tensors (u32) \
+         and numbers (f32; a number literal too) cannot be {verb} together; give indices on both sides, or encode \
+         the indices as numbers with `one_hot({ids}, depth = N)`"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use crate::diag::Diag;
@@ -440,6 +465,40 @@ mod tests {
         one(
             "    output a = flatten(reshape(x, [batch, 28, batch]));",
             "would be 28 * batch, which is not one dimension",
+        );
+    }
+
+    #[test]
+    fn shape_ops_move_indices_and_keep_their_type() {
+        let e = errors(
+            "    input ids: [batch, 3] as u32;\n    input jd: [batch, 3] as u32;\n    param emb: [9, 2] = zeros;\n    output a = reshape(ids, [batch, 3, 1]);\n    output b = flatten(reshape(ids, [batch, 3, 1]));\n    output c = concat([ids, jd, ids], axis = 1);\n    output d = slice(ids, axis = 1, start = 1);\n    output w = where(slice(x, axis = 1, end = 3) > 0.0, ids, jd);\n    output g = gather(emb, concat([slice(ids, axis = 1, end = 2), jd], axis = 1));\n    output k = reshape(argmax(x, axis = 1), [batch, 1]) == slice(ids, axis = 1, end = 1);",
+        );
+        assert!(e.is_empty(), "{e:?}");
+    }
+
+    #[test]
+    fn indices_and_numbers_do_not_mix_in_a_shape_op() {
+        let ids = "    input ids: [batch, 10] as u32;\n";
+        // Line 5, at `y`: the body's second line.
+        assert_eq!(
+            one(
+                &format!("{ids}    output d = concat([ids, y], axis = 1);"),
+                "`ids` is u32 [batch, 10] but `y` is f32 [batch, 10]"
+            ),
+            (5, 28)
+        );
+        one(&format!("{ids}    output d = concat([y, ids], axis = 0);"), "cannot be joined together");
+        one(&format!("{ids}    output w = where(y > 0.0, ids, 0.0);"), "cannot be picked from together");
+        one(&format!("{ids}    output w = where(y > 0.0, y, ids);"), "encode the indices as numbers with `one_hot(ids");
+        one(&format!("{ids}    output w = where(ids, y, y);"), "the condition `ids` is an index tensor");
+        one(
+            &format!("{ids}    output r = reshape(ids, [batch, 10, 1]) + 1.0;"),
+            "arithmetic on indices is not defined",
+        );
+        // An argmax over 784 columns reaching a 10-deep one_hot through a reshape.
+        one(
+            "    output h = one_hot(reshape(argmax(x, axis = 1), [batch, 1]), depth = 10);",
+            "gives indices below 784 (argmax over an axis of size 784), but `one_hot` takes indices below 10",
         );
     }
 

@@ -184,7 +184,8 @@ pub enum Op {
 
 impl Op {
     /// The type rule: the element type of the result for these operand types, or why
-    /// they don't fit. Only the index family and `argmax` see u32; every other op takes
+    /// they don't fit. Only the index family, `argmax` and the shape ops that move
+    /// elements (reshape, concat, slice, where's branches) see u32; every other op takes
     /// and gives f32 (the front end explains a mismatch with the user's names first).
     pub fn dtype(&self, ins: &[DType]) -> Result<DType, String> {
         use DType::{F32, U32};
@@ -199,11 +200,10 @@ impl Op {
             Op::PoolArgmax(_) => (&[F32], U32),
             Op::PoolPick(_) | Op::MaxPoolGrad(_) => (&[F32, U32], F32),
             Op::DropoutMask { .. } => return Err("dropout masks are made by `Graph::leaf`".to_string()),
+            // The shape ops move elements: they take either type, all operands alike.
+            Op::Reshape(_) | Op::Concat { .. } | Op::Slice { .. } | Op::Select => return shape::dtype(self, ins),
             Op::Invalid(_)
-            | Op::Concat { .. }
-            | Op::Slice { .. }
             | Op::Pad { .. }
-            | Op::Select
             | Op::LayerNorm { .. }
             | Op::LayerNormGrad { .. }
             | Op::AvgPool(_)
@@ -221,7 +221,6 @@ impl Op {
             | Op::Max { .. }
             | Op::Broadcast(_)
             | Op::SumTo(_)
-            | Op::Reshape(_)
             | Op::Softmax(_)
             | Op::LogSoftmax(_)
             | Op::SoftmaxXent
@@ -471,7 +470,7 @@ impl Op {
                 let a = &args[0];
                 quote!(#k::reshape(#a.into_dyn(), #out.into_dyn());)
             }
-            Op::Concat { .. } | Op::Slice { .. } | Op::Pad { .. } => shape::kernel_call(self, args, out),
+            Op::Concat { .. } | Op::Slice { .. } | Op::Pad { .. } | Op::Select => shape::kernel_call(self, args, out),
             Op::Softmax(axis) => {
                 let a = &args[0];
                 quote!(#k::softmax(#a.into_dyn(), #axis, #out.into_dyn());)
@@ -513,7 +512,6 @@ impl Op {
             | Op::Binary(_)
             | Op::SigmoidXent
             | Op::StopGradient
-            | Op::Select
             | Op::Invalid(_) => unreachable!("kernel_call is only called for kernel ops"),
         }
     }
