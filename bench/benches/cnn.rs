@@ -2,9 +2,9 @@
 //! against a hand-written ndarray step of the same math (what a Rust user writes without
 //! modelc: im2col into an `Array2`, ndarray's `dot`, its own pooling, backward and SGD).
 //!
-//! - **C1** "Deep MNIST", batch 50: conv 5x5x32 same + relu, max_pool 2, conv 5x5x64 same
-//!   + relu, max_pool 2, flatten 3136, dense 1024 + relu, dropout 0.5, dense 10; 4.10
-//!   GFLOP per step (forward, weight gradients, input gradients but the first layer's).
+//! - **C1** "Deep MNIST", batch 50: conv 5x5x32 same and relu, max_pool 2, conv 5x5x64
+//!   same and relu, max_pool 2, flatten 3136, dense 1024 and relu, dropout 0.5, dense 10;
+//!   4.10 GFLOP per step (forward, weight gradients, input gradients but the first layer's).
 //! - **C2** LeNet-small, batch 64: conv 3x3x16 valid + relu, max_pool 2, conv 3x3x32
 //!   valid + relu, max_pool 2, flatten 800, dense 10; 0.242 GFLOP per step.
 //!
