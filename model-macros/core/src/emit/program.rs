@@ -185,7 +185,7 @@ fn index_checks(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
         let node = g.node(id);
         let (ids, bound, what) = match &node.op {
             Op::OneHot { depth } => (node.inputs[0], Dim::Static(*depth), "`one_hot` (its depth)".to_string()),
-            Op::Gather => {
+            Op::Gather | Op::GatherSum => {
                 let table = node.inputs[0];
                 let name = m.names.iter().find(|(n, _)| *n == table).map_or("the table", |(_, s)| s.as_str());
                 (node.inputs[1], g.shape(table).0[0].clone(), format!("`gather` from `{name}` (its rows)"))
