@@ -1,4 +1,5 @@
-//! `runtime::conv` (conv2d and its two gradients, a tiled im2col onto sgemm) on the
+//! `runtime::conv` (conv2d and its two gradients, by each `Strategy`: the tiled im2col
+//! onto sgemm and the direct AVX-512 kernels) on the
 //! convolutions of issue 18's C1 (Deep MNIST, batch 50) and C2 (LeNet-small, batch 64)
 //! steps, single thread. Throughput is in elements = FLOPs (`2 n oh ow co kh kw ci` per
 //! pass), so criterion's `Gelem/s` reads as GFLOP/s per pass and the slowest pass shows.
@@ -7,7 +8,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use modelc::conv::{conv2d, conv2d_grad_filter, conv2d_grad_input, Geometry};
+use modelc::conv::{conv2d_grad_filter_with, conv2d_grad_input_with, conv2d_with, Geometry, Strategy};
 use modelc::ndarray::{Array, Array4};
 
 /// (label, n, h, w, ci, kh, kw, co, same).
@@ -39,15 +40,17 @@ fn bench(c: &mut Criterion) {
             (Array4::zeros((n, oh, ow, co)), Array4::zeros((n, h, w, ci)), Array4::zeros((kh, kw, ci, co)));
         let mut scratch = Vec::new();
         group.throughput(Throughput::Elements((2 * n * oh * ow * co * kh * kw * ci) as u64));
-        group.bench_function(BenchmarkId::new("forward", label), |b| {
-            b.iter(|| conv2d(x.view(), k.view(), geo, y.view_mut(), &mut scratch))
-        });
-        group.bench_function(BenchmarkId::new("grad_input", label), |b| {
-            b.iter(|| conv2d_grad_input(g.view(), k.view(), geo, dx.view_mut(), &mut scratch))
-        });
-        group.bench_function(BenchmarkId::new("grad_filter", label), |b| {
-            b.iter(|| conv2d_grad_filter(x.view(), g.view(), geo, dw.view_mut(), &mut scratch))
-        });
+        for (name, strategy) in [("im2col", Strategy::Im2col), ("direct", Strategy::Direct)] {
+            group.bench_function(BenchmarkId::new(format!("forward/{name}"), label), |b| {
+                b.iter(|| conv2d_with(strategy, x.view(), k.view(), geo, y.view_mut(), &mut scratch))
+            });
+            group.bench_function(BenchmarkId::new(format!("grad_input/{name}"), label), |b| {
+                b.iter(|| conv2d_grad_input_with(strategy, g.view(), k.view(), geo, dx.view_mut(), &mut scratch))
+            });
+            group.bench_function(BenchmarkId::new(format!("grad_filter/{name}"), label), |b| {
+                b.iter(|| conv2d_grad_filter_with(strategy, x.view(), g.view(), geo, dw.view_mut(), &mut scratch))
+            });
+        }
     }
     group.finish();
 }
