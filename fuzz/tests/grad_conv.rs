@@ -170,7 +170,7 @@ variant!(ValidD2, valid_dilation_2, [7, 6, 2], [3, 3, 3], [3, 2], geo([3, 3, 3],
 variant!(SameD2S21, same_dilation_2_stride_2_1, [7, 6, 2], [3, 3, 3], [4, 6], geo([3, 3, 3], [2, 1], [2, 2], true), , stride = [2, 1], padding = "same", dilation = 2);
 variant!(SameS12D21Even, same_stride_1_2_dilation_2_1_even, [7, 6, 2], [2, 3, 3], [7, 3], geo([2, 3, 3], [1, 2], [2, 1], true), , stride = [1, 2], padding = "same", dilation = [2, 1]);
 // 32 input channels: the compiler's rule takes the direct input gradient (stride 1,
-// ci >= 32, `ops/conv.rs` `strategy`) here, im2col's above; forward and weight gradient
+// ci >= 16, `ops/conv.rs` `strategy`) here, im2col's above; forward and weight gradient
 // are direct in every variant.
 const fn wide(k: [usize; 3], dilation: [usize; 2], same: bool) -> Geo {
     Geo { h: 7, w: 6, ci: 32, kh: k[0], kw: k[1], co: k[2], stride: [1, 1], dilation, same }

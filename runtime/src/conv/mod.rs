@@ -1,6 +1,12 @@
 //! 2-D convolution over NHWC images and HWIO kernels: `conv2d` and its two gradients.
 //!
-//! Every pass is a tiled im2col onto the one matrix product ([`crate::kernels::gemm`]):
+//! Two strategies ([`Strategy`]), picked per layer and pass by the compiler from the
+//! static shape (`model-macros/core/src/ops/conv.rs`, rule and figures in docs/conv.md):
+//! the direct AVX-512 kernels of `direct.rs` ([`conv2d_with`] and its siblings with
+//! [`Strategy::Direct`]), and the tiled im2col here, which [`conv2d`],
+//! [`conv2d_grad_input`] and [`conv2d_grad_filter`] run and everything falls back to.
+//!
+//! The im2col strategy is a tiled im2col onto the one matrix product ([`crate::kernels::gemm`]):
 //! the `n * oh * ow` output pixels are taken [`tile_pixels`] at a time; for one tile the
 //! receptive fields are copied into a `[pixels, kh * kw * ci]` matrix (`cols`, zeros
 //! where a tap falls in the padding), and
@@ -563,6 +569,9 @@ mod tests {
             // 2- and 1-vector tiles), "same" with an even kernel (the extra column right).
             (2, 12, 30, 1, 5, 5, 32, [1, 1], [1, 1], [2, 2], 12, 30),
             (2, 11, 29, 1, 2, 4, 16, [1, 1], [1, 1], [0, 1], 11, 29),
+            // Wide on both sides: two channel groups out, 40 in (the direct input gradient
+            // writes 40 channels: 3 vectors, the last masked).
+            (1, 6, 7, 40, 3, 3, 70, [1, 1], [1, 1], [1, 1], 6, 7),
             // Stride with padding, wide channels: direct forward and weight gradient.
             (2, 10, 11, 17, 3, 3, 33, [2, 3], [1, 1], [1, 1], 5, 4),
             // Windows that skip the image's last rows/columns ("valid", stride 2).

@@ -175,16 +175,17 @@ const DIRECT_MAX_KERNEL: usize = 1 << 16;
 /// C1's first conv, is 25088.
 const DIRECT_MAX_GRAD_IMAGE: usize = 1 << 16;
 
-/// The direct input gradient writes `ci` channels a pixel, 16 to a vector: below 32 it
-/// lost to im2col (C2's second conv, `ci = 16`: 1.68 against 1.39 ms), at 32 it won
-/// (C1's second conv: 10.9 against 13.6 ms). The figures are in docs/conv.md.
-const DIRECT_MIN_GRAD_INPUT_CI: usize = 32;
+/// The direct input gradient writes `ci` channels a pixel, 16 to a vector: with one
+/// (C1's and C2's first layers, `ci = 1`, whose input gradient is never computed) it
+/// lost 3x to im2col; with 16 (C2's second conv) it won by 8-15%, with 32 (C1's second)
+/// by 41%. Figures in CPU ms per call, docs/conv.md.
+const DIRECT_MIN_GRAD_INPUT_CI: usize = 16;
 
 /// The strategy of `op`'s pass, a rule over the static shape measured on C1's and C2's
 /// layers (`bench/benches/conv.rs`, docs/conv.md): the direct kernels for the forward
-/// pass and the weight gradient (2.8-6x on first layers, whose depth `kh kw ci` of 9-25
-/// is too shallow for sgemm's packing to pay; 0-18% on the second layers), and for the
-/// input gradient at stride 1 with at least 32 input channels; im2col otherwise.
+/// pass and the weight gradient (4-6x on first layers, whose depth `kh kw ci` of 9-25
+/// is too shallow for sgemm's packing to pay; 15-45% on the second layers), and for the
+/// input gradient at stride 1 with at least 16 input channels; im2col otherwise.
 pub fn strategy(op: &Op) -> Strategy {
     let (c, pass_ok) = match op {
         Op::Conv2d(c) => (c, true),
@@ -322,7 +323,8 @@ mod tests {
         assert_eq!(passes(layer([14, 14], [5, 5], [32, 64], true)), [Direct, Direct, Direct]);
         // C2: conv 3x3x16 valid on 28x28x1, conv 3x3x32 valid on 13x13x16.
         assert_eq!(passes(layer([28, 28], [3, 3], [1, 16], false)), [Direct, Im2col, Direct]);
-        assert_eq!(passes(layer([13, 13], [3, 3], [16, 32], false)), [Direct, Im2col, Direct]);
+        assert_eq!(passes(layer([13, 13], [3, 3], [16, 32], false)), [Direct, Direct, Direct]);
+        assert_eq!(passes(layer([13, 13], [3, 3], [15, 32], false)), [Direct, Im2col, Direct]);
         // Strided: no direct input gradient; a kernel matrix past 256 KiB: im2col.
         let c = Conv { stride: [2, 2], ..layer([14, 14], [5, 5], [32, 64], true) };
         assert_eq!(passes(c), [Direct, Im2col, Direct]);
