@@ -317,9 +317,11 @@ fn last_mask(width: usize) -> u16 {
 /// `xrow` (the padded image from the row's top-left tap).
 fn row(t: &Taps, xrow: &[f32], wm: &[f32], orow: &mut [f32], ow: usize) {
     // Every read below stays inside `xrow`, `wm` and `orow`: the padded image covers every
-    // window (`padded`), `wm` is `k * co`, `orow` is `ow * co`.
-    debug_assert!(ow == 0 || xrow.len() >= (ow - 1) * t.step + (t.kh - 1) * t.row + (t.kw - 1) * t.col + t.ci);
-    debug_assert!(wm.len() >= t.kh * t.kw * t.ci * t.co && orow.len() >= ow * t.co);
+    // window (`padded`), `wm` is `k * co`, `orow` is `ow * co`. Checked in release builds
+    // too (once a row): the public entry points take views whose shapes a direct caller
+    // of the runtime could get wrong, and the tiles read through raw pointers.
+    assert!(ow == 0 || xrow.len() >= (ow - 1) * t.step + (t.kh - 1) * t.row + (t.kw - 1) * t.col + t.ci);
+    assert!(wm.len() >= t.kh * t.kw * t.ci * t.co && orow.len() >= ow * t.co);
     #[cfg(target_arch = "x86_64")]
     for g0 in (0..t.co).step_by(GROUP) {
         let width = (t.co - g0).min(GROUP);
@@ -344,11 +346,12 @@ fn row(t: &Taps, xrow: &[f32], wm: &[f32], orow: &mut [f32], ow: usize) {
 /// Adds one tap block (offsets `taps` into the padded image) x one channel group of
 /// `width` of the weight gradient over every pixel of the image into `acc` (rows of `co`).
 fn filter_tile(px: &Pixels, img: &[f32], g: &[f32], taps: &[usize], acc: &mut [f32], width: usize) {
-    debug_assert!(taps
+    // As in `row`, checked in release builds (once per image and block of taps).
+    assert!(taps
         .iter()
         .all(|&o| px.oh == 0 || px.ow == 0 || o + (px.oh - 1) * px.row + (px.ow - 1) * px.step < img.len()));
-    debug_assert!(px.oh * px.ow == 0 || g.len() >= (px.oh * px.ow - 1) * px.co + width);
-    debug_assert!(acc.len() >= (taps.len() - 1) * px.co + width);
+    assert!(px.oh * px.ow == 0 || g.len() >= (px.oh * px.ow - 1) * px.co + width);
+    assert!(taps.is_empty() || acc.len() >= (taps.len() - 1) * px.co + width);
     #[cfg(target_arch = "x86_64")]
     // SAFETY: as in `row`: AVX-512F was detected, and every access is inside the slices.
     unsafe {

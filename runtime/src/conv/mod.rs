@@ -644,6 +644,19 @@ mod tests {
     }
 
     #[test]
+    #[should_panic]
+    fn a_direct_call_with_disagreeing_shapes_panics_instead_of_reading_out_of_bounds() {
+        // The kernel takes 1 channel, the image has 2: the direct tiles (raw pointers)
+        // would read past the kernel; the checks before them panic.
+        let geo = Geometry { stride: [1, 1], dilation: [1, 1], pad: [0, 0] };
+        let (x, k) = (filled((1, 5, 5, 2), 1), filled((3, 3, 1, 16), 2));
+        let mut out = Array4::zeros((1, 3, 3, 16));
+        conv2d_with(Strategy::Direct, x.view(), k.view(), geo, out.view_mut(), &mut Vec::new());
+        // Without AVX-512 the call ran im2col, which may not panic: make the test's point moot.
+        assert!(direct::available(), "no AVX-512F: nothing to check");
+    }
+
+    #[test]
     fn zero_channels_give_zeros() {
         for strategy in STRATEGIES {
             let geo = Geometry { stride: [1, 1], dilation: [1, 1], pad: [1, 1] };
