@@ -216,7 +216,9 @@ fn every_strategy_matches_the_reference_on_every_variant_and_pass() {
     // Variants' geometries, each forced through both strategies (the compiler's rule picks
     // one per layer and pass: a path it skips here is still checked), on a 9x8 image with
     // 3 channels and on a first layer's single channel with 32 and 17 output channels.
-    let variants: [([usize; 2], [usize; 2], [usize; 2], bool); 9] = [
+    // (kernel, stride, dilation, same).
+    type Variant = ([usize; 2], [usize; 2], [usize; 2], bool);
+    let variants: [Variant; 9] = [
         ([3, 3], [1, 1], [1, 1], false),
         ([3, 3], [1, 1], [1, 1], true),
         ([3, 3], [2, 3], [1, 1], true),
