@@ -23,7 +23,7 @@ pub(super) fn workspace(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
         .filter_map(|(id, _)| match &g.node(*id).op {
             Op::Conv2d(c) | Op::Conv2dGradInput(c) | Op::Conv2dGradFilter(c) => {
                 let n = dim_tokens(ctx.m, &g.shape(g.node(*id).inputs[0]).0[0]);
-                Some(crate::ops::conv::scratch_tokens(c, n))
+                Some(crate::ops::conv::scratch_tokens(&g.node(*id).op, c, n))
             }
             _ => None,
         })
