@@ -498,7 +498,7 @@ impl Gen {
                 let Some(Dim::S(k)) = last else { return None };
                 Some(E::OneHot(Box::new(self.ids(&shape[..r - 1].to_vec(), k, depth)), k))
             }
-            2 if r >= 1 && r < MAX_RANK => {
+            2 if (1..MAX_RANK).contains(&r) => {
                 let classes = 2 + self.rng.below(3);
                 let mut zs = shape.clone();
                 zs.push(Dim::S(classes));
