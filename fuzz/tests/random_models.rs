@@ -196,11 +196,16 @@ struct Eval<'a> {
 
 impl Eval<'_> {
     fn kink(&mut self, dist: f64, scale: f64, branch: bool, frozen: bool) {
+        self.kink_at(dist, scale, u64::from(branch), frozen);
+    }
+
+    /// A kink with more than two branches (`max_pool`: which cell of the window wins).
+    fn kink_at(&mut self, dist: f64, scale: f64, branch: u64, frozen: bool) {
         if frozen {
             return;
         }
         self.kink = self.kink.min(dist.abs() / (1.0 + scale.abs()));
-        self.branches = self.branches.wrapping_mul(0x100_0000_01b3).wrapping_add(1 + u64::from(branch));
+        self.branches = self.branches.wrapping_mul(0x100_0000_01b3).wrapping_add(1 + branch);
     }
 
     fn eval(&mut self, e: &E, frozen: bool) -> T {
@@ -448,6 +453,91 @@ impl Eval<'_> {
                 let (a, b) = (self.eval(a, frozen), self.eval(b, frozen));
                 zip(&a, &b, |x, y| f64::from(u8::from(compare(*op, x, y))))
             }
+            E::Conv { x, w, stride, dilation, same } => {
+                let (x, w) = (self.eval(x, frozen), self.eval(w, frozen));
+                let &[n, h, wd, ci] = x.shape.as_slice() else { panic!("reference: conv2d of {:?}", x.shape) };
+                let &[kh, kw, wci, co] = w.shape.as_slice() else { panic!("reference: kernel {:?}", w.shape) };
+                assert_eq!(ci, wci, "reference: conv2d channels");
+                let (oh, top) = tf_geometry(h, kh, stride[0], dilation[0], *same);
+                let (ow, left) = tf_geometry(wd, kw, stride[1], dilation[1], *same);
+                let mut data = vec![0.0; n * oh * ow * co];
+                for b in 0..n {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            for o in 0..co {
+                                let mut acc = 0.0;
+                                for i in 0..kh {
+                                    for j in 0..kw {
+                                        // Padding cells are zeros: skipped.
+                                        let iy = (oy * stride[0] + i * dilation[0]).checked_sub(top).filter(|&v| v < h);
+                                        let ix =
+                                            (ox * stride[1] + j * dilation[1]).checked_sub(left).filter(|&v| v < wd);
+                                        let (Some(iy), Some(ix)) = (iy, ix) else { continue };
+                                        for c in 0..ci {
+                                            acc += x.data[((b * h + iy) * wd + ix) * ci + c]
+                                                * w.data[((i * kw + j) * ci + c) * co + o];
+                                        }
+                                    }
+                                }
+                                data[((b * oh + oy) * ow + ox) * co + o] = acc;
+                            }
+                        }
+                    }
+                }
+                T { shape: vec![n, oh, ow, co], data }
+            }
+            E::Pool { max, x, size, stride, same } => {
+                let x = self.eval(x, frozen);
+                let &[n, h, wd, c] = x.shape.as_slice() else { panic!("reference: pool of {:?}", x.shape) };
+                let (oh, top) = tf_geometry(h, size[0], stride[0], 1, *same);
+                let (ow, left) = tf_geometry(wd, size[1], stride[1], 1, *same);
+                let mut data = vec![0.0; n * oh * ow * c];
+                for b in 0..n {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            for ch in 0..c {
+                                // The window's cells inside the image, in row-major scan order.
+                                let mut cells = Vec::new();
+                                for i in 0..size[0] {
+                                    for j in 0..size[1] {
+                                        let iy = (oy * stride[0] + i).checked_sub(top).filter(|&v| v < h);
+                                        let ix = (ox * stride[1] + j).checked_sub(left).filter(|&v| v < wd);
+                                        if let (Some(iy), Some(ix)) = (iy, ix) {
+                                            cells.push(x.data[((b * h + iy) * wd + ix) * c + ch]);
+                                        }
+                                    }
+                                }
+                                assert!(!cells.is_empty(), "reference: a window with no cell of the image");
+                                let v = if *max {
+                                    // The first maximum wins (TF); the gap to the runner-up is a
+                                    // kink (a step may hand the window to another cell), but for
+                                    // a tie of exact zeros (relus of negatives, which stay zeros:
+                                    // no gradient either way).
+                                    let mut best = 0;
+                                    for k in 1..cells.len() {
+                                        if cells[k] > cells[best] {
+                                            best = k;
+                                        }
+                                    }
+                                    let second = (0..cells.len())
+                                        .filter(|&k| k != best)
+                                        .map(|k| cells[k])
+                                        .fold(f64::NEG_INFINITY, f64::max);
+                                    if cells.len() > 1 && !(cells[best] == 0.0 && second == 0.0) {
+                                        self.kink_at(cells[best] - second, cells[best], best as u64, frozen);
+                                    }
+                                    cells[best]
+                                } else {
+                                    // The average over the cells inside the image only (TF).
+                                    cells.iter().sum::<f64>() / cells.len() as f64
+                                };
+                                data[((b * oh + oy) * ow + ox) * c + ch] = v;
+                            }
+                        }
+                    }
+                }
+                T { shape: vec![n, oh, ow, c], data }
+            }
             E::SoftmaxXent(z, y) => {
                 let (z, y) = (self.eval(z, frozen), self.eval(y, frozen));
                 let r = z.shape.len();
@@ -508,6 +598,22 @@ impl Eval<'_> {
             shape.remove(axis);
         }
         T { shape, data }
+    }
+}
+
+/// TensorFlow's convolution and pooling geometry along one axis, written out here
+/// independently of modelc: `(output size, padding before)` for an axis of `size`, a
+/// kernel or window of `k` taps `dilation` apart, and `stride`. "same" gives
+/// `ceil(size / stride)` outputs with `max((out - 1) * stride + window - size, 0)` padding,
+/// the odd one after (at the bottom or right); "valid" no padding, `floor((size - window)
+/// / stride) + 1` outputs.
+fn tf_geometry(size: usize, k: usize, stride: usize, dilation: usize, same: bool) -> (usize, usize) {
+    let window = (k - 1) * dilation + 1;
+    if same {
+        let out = size.div_ceil(stride);
+        (out, ((out - 1) * stride + window).saturating_sub(size) / 2)
+    } else {
+        ((size - window) / stride + 1, 0)
     }
 }
 
