@@ -23,7 +23,7 @@
 //! same).
 //!
 //! **CNNs.** A dense layer (`matmul` to `[d0, k]`) or a one-axis reduction to a vector is,
-//! in a share `CNN` of the draws, a small CNN instead (`cnn`): NHWC images (rank 4, static
+//! in a share `cnn_share()` of the draws (0.6; `MODELC_RANDOM_CNN`), a small CNN instead (`cnn`): NHWC images (rank 4, static
 //! height, width and channels, the batch `d0` as drawn) through up to two `conv2d`,
 //! `max_pool` and `avg_pool` with random kernel / window sizes, strides, dilations and
 //! paddings that fit (`image`, built bottom-up: each op's output size follows from its
@@ -237,8 +237,13 @@ impl Rng {
 const MAX_INPUTS: usize = 4;
 const MAX_PARAMS: usize = 4;
 const MAX_RANK: usize = 3;
-/// How often a dense layer (`matmul`) or a one-axis reduction to a vector is a CNN instead.
-const CNN: f64 = 0.6;
+/// How often a dense layer (`matmul`) or a one-axis reduction to a vector is a CNN
+/// instead: 0.6, or `MODELC_RANDOM_CNN` (0 to 1) when set at build time (a run that
+/// hunts in the CNN ops sets 1). Read with `option_env!`, so that `build.rs` and the test
+/// (compiled by the same cargo command) draw the same models.
+fn cnn_share() -> f64 {
+    option_env!("MODELC_RANDOM_CNN").and_then(|v| v.trim().parse().ok()).unwrap_or(0.6)
+}
 
 struct Gen {
     rng: Rng,
@@ -588,11 +593,12 @@ impl Gen {
 
     /// An f32 NHWC image `[d0, h, w, c]` (static h, w, c; `c` is `want_c` when given) and
     /// its `[h, w, c]`: up to `depth` convolutions and poolings, bottom-up (their output
-    /// size follows from their input's), over an image input (maybe times a per-cell param)
-    /// or an elementwise expression of image inputs and broadcast params; each conv maybe followed by a bias and `relu` or `tanh`. Sizes stay small
-    /// (images up to 6x6, 1-2 channels; kernels and windows up to 3x3, strides up to 2 or
-    /// 3, dilation up to 2), so that the reference's finite differences stay cheap. A
-    /// "valid" window never exceeds its image (the compiler rejects that); "same" may.
+    /// size follows from their input's), over an image input (maybe times a per-cell
+    /// param) or an elementwise expression of image inputs and broadcast params; each conv
+    /// maybe followed by a bias and `relu` or `tanh`. Sizes stay small (images up to 6x6,
+    /// 1-2 channels; kernels and windows up to 3x3, strides up to 2 or 3, dilation up to
+    /// 2), so that the reference's finite differences stay cheap. A "valid" window never
+    /// exceeds its image (the compiler rejects that); "same" may.
     fn image(&mut self, d0: Dim, depth: usize, want_c: Option<usize>) -> (E, [usize; 3]) {
         if depth == 0 || self.rng.chance(0.2) {
             let (h, w) = (2 + self.rng.below(5), 2 + self.rng.below(5));
@@ -732,7 +738,7 @@ impl Gen {
                 }
                 8 | 9 if r == 2 => {
                     // A dense layer over a flattened CNN, or a global pooling, in some of them.
-                    if self.rng.chance(CNN) {
+                    if self.rng.chance(cnn_share()) {
                         if let Some(e) = self.cnn(shape, d) {
                             return e;
                         }
@@ -746,7 +752,7 @@ impl Gen {
                     return E::Transpose(Box::new(self.expr(&vec![shape[1], shape[0]], d)));
                 }
                 11 | 12 if r < MAX_RANK => {
-                    if r == 1 && self.rng.chance(CNN) {
+                    if r == 1 && self.rng.chance(cnn_share()) {
                         if let Some(e) = self.cnn(shape, d) {
                             return e;
                         }

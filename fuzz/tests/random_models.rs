@@ -20,13 +20,21 @@
 //!   like the f32 inputs) through `gather`, `one_hot`, `sparse_softmax_cross_entropy`,
 //!   comparisons of indices and the shape ops, which the reference evaluates exactly;
 //! - with an empty dimension, a loss or metric that averages over nothing must be an
-//!   `Err` that says so (never `Ok(NaN)`), and a sum over nothing is 0.
+//!   `Err` that says so (never `Ok(NaN)`), and a sum over nothing is 0;
+//! - small CNNs (`conv2d`, `max_pool`, `avg_pool` on NHWC image inputs of every layout
+//!   above) against plain loops with TF's geometry (`tf_geometry`), `max_pool` taking the
+//!   first maximum and `avg_pool` averaging the cells inside the image; a `max_pool`
+//!   window whose maximum comes within `KINK` of its runner-up is a kink like `max`'s
+//!   (a tie of exact zeros is not: relus of negatives stay zeros under a step). In a
+//!   metric, a relu or abs argument near 0 counts as a tie (its f32 sign decides `==`).
 //!
 //! `MODELC_RANDOM_VERBOSE=1` prints each model before running it (to find one that
 //! crashes the process), `MODELC_RANDOM_ONLY=seed` runs only that model.
 //!
 //! Long runs: `MODELC_RANDOM_MODELS=2000 MODELC_RANDOM_CASES=20 cargo test -p modelc-fuzz
-//! --release` (the models are compiled in: changing the count rebuilds the test).
+//! --release` (the models are compiled in: changing the count rebuilds the test);
+//! `MODELC_RANDOM_CNN=1` (build time too) makes every dense layer or reduction to a
+//! vector that may be a CNN one (default 0.6: 11 of the default 40 models hold one).
 
 use modelc::ndarray::{ArrayD, ArrayView, ArrayViewD, Axis, Dimension, IxDyn, Slice};
 use proptest::prelude::*;
@@ -192,6 +200,11 @@ struct Eval<'a> {
     branches: u64,
     /// The smallest relative distance to a tie of argmax or `==`.
     tie: f64,
+    /// Whether an argument of relu or abs near 0 counts as a tie (in a metric only: in the
+    /// loss it is a kink). Their 0 or tiny output in f32 decides a metric's `==`, e.g.
+    /// `relu(layer_norm(a)) == 0` over a lane of values equal in f64 (the sparse
+    /// cross-entropies of rows of equal logits, ln 2 each) but an ulp apart in f32.
+    relu_ties: bool,
 }
 
 impl Eval<'_> {
@@ -235,6 +248,9 @@ impl Eval<'_> {
                     Un::Abs | Un::Relu => {
                         for &x in &a.data {
                             self.kink(x, 0.0, x > 0.0, frozen);
+                            if self.relu_ties {
+                                self.tie = self.tie.min(x.abs());
+                            }
                         }
                         if *u == Un::Abs {
                             a.map(f64::abs)
@@ -784,6 +800,7 @@ fn check_case(entry: &Entry, spec: &Spec, case: &Case, tally: &mut Tally) -> Res
         kink: f64::INFINITY,
         branches: 0,
         tie: f64::INFINITY,
+        relu_ties: false,
     };
     let reference = ev.eval(&spec.loss, false);
     let (kink, branches) = (ev.kink, ev.branches);
@@ -909,6 +926,7 @@ fn check_metric(
     let (Some(metric), Some(found)) = (&spec.metric, &out.metric) else { return Ok(()) };
     let case_empty = ev.dims.contains(&0);
     ev.tie = f64::INFINITY;
+    ev.relu_ties = true;
     let expected = ev.eval(metric, false).data[0];
     if ev.tie < TIE {
         tally.metrics_skipped_at_ties += 1;
