@@ -6,7 +6,8 @@
 //!   of range: an `Err` naming the input, and nothing changed (params, every Adam slot
 //!   and the global step, compared through a checkpoint's bytes);
 //! - a batch of 0: empty outputs, a clear `EmptyReduction` for the mean loss and the
-//!   metric, nothing changed;
+//!   metric, nothing changed; with a summed loss (`SumCnn`), a loss of 0, zero gradients
+//!   and a step that moves nothing;
 //! - the same images through reversed (negative-stride), every-other (stride 2),
 //!   channels-first-in-memory and broadcast (stride 0) views: bit for bit the answers of
 //!   a contiguous copy, and the same training state after a step;
@@ -37,6 +38,22 @@ model! {
         loss l = mean(sparse_softmax_cross_entropy(z, y));
         metric accuracy = mean(argmax(z, axis = 1) == y);
         optimizer adam(learning_rate = 0.01);
+    }
+}
+
+model! {
+    /// The same layers with a summed loss and plain SGD: a batch of 0 is a loss of 0.
+    struct SumCnn {
+        input x: [batch, 9, 8, 2];
+        input c: [batch, 3];
+        param k1: [3, 3, 2, 4] = glorot_uniform;
+        param b1: [4] = constant(0.1);
+        param k2: [2, 2, 4, 3] = glorot_uniform;
+        param v: [36, 3] = glorot_uniform;
+        let h1 = max_pool(relu(conv2d(x, k1, padding = "same") + b1), padding = "same");
+        let h2 = avg_pool(conv2d(h1, k2), size = 2, stride = 1, padding = "same");
+        loss l = sum(c * matmul(flatten(h2), v));
+        optimizer sgd(learning_rate = 0.1);
     }
 }
 
@@ -243,4 +260,23 @@ fn a_nan_in_an_image_is_refused_and_changes_nothing() {
         let _ = m.logits(x.view()).expect("a fetch does not check values");
         let _ = m.compute_gradients(x.view(), y.view()).expect("gradients of a NaN input are NaN, not an error");
     }
+}
+
+#[test]
+fn a_batch_of_zero_with_a_summed_loss_is_a_loss_of_zero_and_zero_gradients() {
+    let mut m = SumCnn::with_seed(2);
+    let (x, c) = (Array4::<f32>::zeros((0, 9, 8, 2)), modelc::ndarray::Array2::<f32>::zeros((0, 3)));
+    let params = (m.k1.clone(), m.b1.clone(), m.k2.clone(), m.v.clone());
+    assert_eq!(m.l(x.view(), c.view()).expect("a sum over nothing"), 0.0);
+    let (l, g) = m.compute_gradients(x.view(), c.view()).expect("gradients over nothing");
+    assert_eq!(l, 0.0);
+    assert_eq!((g.k1.dim(), g.b1.dim(), g.k2.dim(), g.v.dim()), ((3, 3, 2, 4), 4, (2, 2, 4, 3), (36, 3)));
+    assert!(g.k1.iter().chain(&g.b1).chain(&g.k2).chain(&g.v).all(|&v| v == 0.0), "a gradient over no image is 0");
+    assert_eq!(m.train_step(x.view(), c.view()).expect("a step over nothing"), 0.0);
+    assert_eq!((m.k1.clone(), m.b1.clone(), m.k2.clone(), m.v.clone()), params, "a zero gradient moves nothing");
+    assert_eq!(m.global_step(), 1);
+    // And the next real step trains as usual.
+    let (x, c) = (images(2, 9, 8, 2), modelc::ndarray::Array2::from_elem((2, 3), 1.0f32));
+    assert!(m.train_step(x.view(), c.view()).expect("a real step").is_finite());
+    assert_ne!(m.v, params.3);
 }
