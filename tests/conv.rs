@@ -4,7 +4,10 @@
 //! (`Err(Error::Shape)`, nothing changed); a small CNN that trains, whose gradients pass
 //! `check_gradients`, whose `train_step` allocates nothing after the first call, and whose
 //! `cost()` counts `2 * n * oh * ow * co * kh * kw * ci` per conv pass. Gradients against
-//! finite differences for every variant are in fuzz/tests/grad_conv.rs. A few ms a case.
+//! finite differences for every variant are in fuzz/tests/grad_conv.rs. And each kernel
+//! strategy (`modelc::conv::Strategy`), forced, on every variant's geometry and all three
+//! passes against the f64 reference (4 channel pairs x 9 geometries x 2 strategies: the
+//! slowest test, a few seconds in a debug build). A few ms a case otherwise.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
@@ -161,6 +164,105 @@ fn every_variant_matches_the_reference() {
     assert_eq!(m.even_valid(x.view()).unwrap().dim(), (1, 4, 2, 5));
 }
 
+/// The input and weight gradients of [`reference`] for the output gradient `g`, in f64.
+fn reference_grads(
+    x: ArrayView4<f32>,
+    w: ArrayView4<f32>,
+    g: ArrayView4<f32>,
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    same: bool,
+) -> (Array4<f64>, Array4<f64>) {
+    let ((n, h, wd, ci), (kh, kw, _, co)) = (x.dim(), w.dim());
+    let (oh, pt) = tf_geometry(h, kh, stride[0], dilation[0], same);
+    let (ow, pl) = tf_geometry(wd, kw, stride[1], dilation[1], same);
+    let (mut dx, mut dw) = (Array4::<f64>::zeros((n, h, wd, ci)), Array4::<f64>::zeros((kh, kw, ci, co)));
+    for (b, oy, ox, i, j) in windows(n, oh, ow, kh, kw) {
+        let iy = (oy * stride[0] + i * dilation[0]) as isize - pt as isize;
+        let ix = (ox * stride[1] + j * dilation[1]) as isize - pl as isize;
+        if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+            continue;
+        }
+        let (iy, ix) = (iy as usize, ix as usize);
+        for c in 0..ci {
+            for o in 0..co {
+                let gv = f64::from(g[[b, oy, ox, o]]);
+                dx[[b, iy, ix, c]] += gv * f64::from(w[[i, j, c, o]]);
+                dw[[i, j, c, o]] += gv * f64::from(x[[b, iy, ix, c]]);
+            }
+        }
+    }
+    (dx, dw)
+}
+
+/// Every `(b, oy, ox, i, j)` in order.
+fn windows(
+    n: usize,
+    oh: usize,
+    ow: usize,
+    kh: usize,
+    kw: usize,
+) -> impl Iterator<Item = (usize, usize, usize, usize, usize)> {
+    (0..n).flat_map(move |b| {
+        (0..oh).flat_map(move |oy| {
+            (0..ow).flat_map(move |ox| (0..kh).flat_map(move |i| (0..kw).map(move |j| (b, oy, ox, i, j))))
+        })
+    })
+}
+
+#[test]
+fn every_strategy_matches_the_reference_on_every_variant_and_pass() {
+    use modelc::conv::{conv2d_grad_filter_with, conv2d_grad_input_with, conv2d_with, Geometry, Strategy};
+    // Variants' geometries, each forced through both strategies (the compiler's rule picks
+    // one per layer and pass: a path it skips here is still checked), on a 9x8 image with
+    // 3 channels and on a first layer's single channel with 32 and 17 output channels.
+    // (kernel, stride, dilation, same).
+    type Variant = ([usize; 2], [usize; 2], [usize; 2], bool);
+    let variants: [Variant; 9] = [
+        ([3, 3], [1, 1], [1, 1], false),
+        ([3, 3], [1, 1], [1, 1], true),
+        ([3, 3], [2, 3], [1, 1], true),
+        ([3, 3], [2, 2], [1, 1], false),
+        ([3, 3], [1, 1], [2, 1], true),
+        ([3, 3], [1, 2], [2, 2], false),
+        ([2, 4], [1, 1], [1, 1], true),
+        ([2, 4], [2, 2], [1, 1], true),
+        ([2, 4], [2, 1], [1, 2], false),
+    ];
+    for (ci, co) in [(3, 4), (1, 32), (1, 17), (40, 72)] {
+        for (kernel, stride, dilation, same) in variants {
+            let x = image(2, 9, 8, ci);
+            let w = Array::from_shape_fn((kernel[0], kernel[1], ci, co), |(i, j, c, o)| {
+                ((i * 5 + j * 3 + c + o * 7) as f32 * 0.11).cos()
+            });
+            let want = reference(x.view(), w.view(), stride, dilation, same);
+            let (_, oh, ow, _) = want.dim();
+            let g = image(2, oh, ow, co).mapv(|v| v * 0.5 - 0.1);
+            let (want_dx, want_dw) = reference_grads(x.view(), w.view(), g.view(), stride, dilation, same);
+            let pad = [
+                tf_geometry(9, kernel[0], stride[0], dilation[0], same).1,
+                tf_geometry(8, kernel[1], stride[1], dilation[1], same).1,
+            ];
+            let geo = Geometry { stride, dilation, pad };
+            for strategy in [Strategy::Im2col, Strategy::Direct] {
+                let what = format!(
+                    "{strategy:?} ci {ci} co {co} {kernel:?} stride {stride:?} dilation {dilation:?} same {same}"
+                );
+                let mut scratch = Vec::new();
+                let mut out = Array4::from_elem(want.dim(), f32::NAN);
+                conv2d_with(strategy, x.view(), w.view(), geo, out.view_mut(), &mut scratch);
+                close(&format!("{what} forward"), &out, &want);
+                let mut dx = Array4::from_elem(x.dim(), f32::NAN);
+                conv2d_grad_input_with(strategy, g.view(), w.view(), geo, dx.view_mut(), &mut scratch);
+                close(&format!("{what} grad_input"), &dx, &want_dx);
+                let mut dw = Array4::from_elem(w.dim(), f32::NAN);
+                conv2d_grad_filter_with(strategy, x.view(), g.view(), geo, dw.view_mut(), &mut scratch);
+                close(&format!("{what} grad_filter"), &dw, &want_dw);
+            }
+        }
+    }
+}
+
 #[test]
 fn reversed_and_strided_views_give_the_contiguous_answers() {
     let m = Variants::with_seed(4);
@@ -269,9 +371,10 @@ fn cost_counts_each_conv_pass() {
     // The forward fetch: both convs, the bias add and relus, the dense layer.
     let rest = logits - c1 - c2;
     assert!(logits > c1 + c2 && rest < c2, "{cost}");
-    // The workspace counts the kernels' scratch (conv1's tile of 1200 pixels x 18 is the largest).
-    assert_eq!(modelc::conv::scratch_len(18, 4, 1200), 1200 * 18 + 18 * 4 + 1200 * 4);
-    assert!(cost.workspace_bytes > 4 * modelc::conv::scratch_len(18, 4, 1200) as u64, "{cost}");
+    // The workspace counts the kernels' scratch: the largest is conv2's input gradient
+    // (stride 2, so im2col: a tile of 300 pixels x 16 taps).
+    assert_eq!(modelc::conv::scratch_len(16, 6, 300), 300 * 16 + 16 * 6 + 300 * 6);
+    assert!(cost.workspace_bytes > 4 * modelc::conv::scratch_len(16, 6, 300) as u64, "{cost}");
     // Training: conv1 forward + its weight gradient (x gets no gradient), conv2 all three passes.
     assert!(cost.train_step >= 2 * c1 + 3 * c2 && cost.train_step < 2 * c1 + 3 * c2 + 4 * rest + 10_000, "{cost}");
 }

@@ -11,15 +11,17 @@
 //! cannot hide behind an exact linear difference. The variants: stride 1 and 2 (and
 //! `[1, 2]`, `[2, 1]`), `"same"` and `"valid"`, dilation 1 and 2 (and `[2, 1]`), odd
 //! (3x3) and even (2x4, 4x4, 2x3) kernels, a 7x6 image (h != w, odd h: "same" with
-//! stride 2 pads unevenly, the extra row at the bottom as TF does).
+//! stride 2 pads unevenly, the extra row at the bottom as TF does); and three variants
+//! with 32 input channels, where the compiler's kernel rule picks the direct input
+//! gradient (the others take im2col's; forward and weight gradient are direct in all).
 //!
 //! **The comparison** is that of fuzz/tests/gradients.rs (copied, not shared: that file
 //! is another helper's): a fourth-order central difference with step `1e-3 *
 //! max(|p|, 1)`, every scalar of a param probed up to 48 of them (else 48 spread over
 //! it), plus two random directions over the whole param; the error of scalar i is
 //! `|g_i - r_i| / max(|r_i|, rms(r))`. **The tolerance** `1e-4`: each output sums
-//! `kh * kw * ci` <= 32 products, each gradient scalar up to `n * oh * ow * co` of them
-//! (<= 378 here), through tanh; measured worst 1.0e-6 over 60 cases per variant
+//! `kh * kw * ci` <= 288 products, each gradient scalar up to `n * oh * ow * co` of them
+//! (<= 378 here), through tanh; measured worst 1.0e-6 over 60 cases per variant (9.2e-7 over 20 for the ci = 32 ones)
 //! (`MODELC_GRAD_REPORT=1` prints each variant's), so the tolerance is 100 times that.
 //! Checked to fail: col2im reading the column padding for rows fails the input gradient
 //! of the three variants whose row and column padding differ (errors 2 to 3); the
@@ -167,6 +169,15 @@ variant!(SameS2Even4, same_stride_2_kernel_4, [7, 6, 2], [4, 4, 2], [4, 3], geo(
 variant!(ValidD2, valid_dilation_2, [7, 6, 2], [3, 3, 3], [3, 2], geo([3, 3, 3], [1, 1], [2, 2], false), , dilation = 2);
 variant!(SameD2S21, same_dilation_2_stride_2_1, [7, 6, 2], [3, 3, 3], [4, 6], geo([3, 3, 3], [2, 1], [2, 2], true), , stride = [2, 1], padding = "same", dilation = 2);
 variant!(SameS12D21Even, same_stride_1_2_dilation_2_1_even, [7, 6, 2], [2, 3, 3], [7, 3], geo([2, 3, 3], [1, 2], [2, 1], true), , stride = [1, 2], padding = "same", dilation = [2, 1]);
+// 32 input channels: the compiler's rule takes the direct input gradient (stride 1,
+// ci >= 16, `ops/conv.rs` `strategy`) here, im2col's above; forward and weight gradient
+// are direct in every variant.
+const fn wide(k: [usize; 3], dilation: [usize; 2], same: bool) -> Geo {
+    Geo { h: 7, w: 6, ci: 32, kh: k[0], kw: k[1], co: k[2], stride: [1, 1], dilation, same }
+}
+variant!(SameS1Ci32, same_stride_1_ci_32, [7, 6, 32], [3, 3, 3], [7, 6], wide([3, 3, 3], [1, 1], true), , padding = "same");
+variant!(SameD21EvenCi32, same_dilation_2_1_even_ci_32, [7, 6, 32], [2, 4, 3], [7, 6], wide([2, 4, 3], [2, 1], true), , padding = "same", dilation = [2, 1]);
+variant!(ValidD2Ci32, valid_dilation_2_ci_32, [7, 6, 32], [2, 2, 3], [5, 4], wide([2, 2, 3], [2, 2], false), , dilation = 2);
 
 /// SplitMix64: the test's own deterministic generator.
 struct Rng(u64);

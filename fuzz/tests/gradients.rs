@@ -150,7 +150,7 @@ macro_rules! models {
             // gradient is a scatter-add into the table (ids repeat across rows), directly
             // and through u32 reshapes; sparse_softmax_cross_entropy on labels picked by a
             // u32 `where`, after a layer and on a sliced param.
-            model! { pub struct Gather { input x: [n, $d]; input c: [n, $d]; param emb: [$d, $d] = normal(std = 0.5); let ids = argmax(c, axis = 1); loss l = sum(c * tanh(gather(emb, ids) * x)) + sum(c * reshape(gather(emb, reshape(argmax(x, axis = 1), [n, 1])), [n, $d])); optimizer sgd(learning_rate = 0.1); } }
+            model! { pub struct Gather { input x: [n, $d]; input c: [n, $d]; param emb: [$d, $d] = normal(std = 0.5); let ids = argmax(c, axis = 1); loss l = sum(c * tanh(gather(emb, ids) * x)) + sum(c * reshape(gather(emb, reshape(argmax(x, axis = 1), [n, 1])), [n, $d])) + sum(x * sum(gather(emb, concat([reshape(ids, [n, 1]), reshape(argmax(x, axis = 1), [n, 1])], axis = 1)), axis = 1)); optimizer sgd(learning_rate = 0.1); } }
             model! { pub struct SparseXent { input x: [n, $d]; input c: [n, $d]; param w: [$d, $h] = glorot_normal; param v: [$h, $d] = glorot_normal; let y = where(sum(x, axis = 1) > 0.0, argmax(c, axis = 1), argmax(x, axis = 1)); loss l = mean(sparse_softmax_cross_entropy(matmul(tanh(matmul(x, w)), v), y)) + sum(sparse_softmax_cross_entropy(x * slice(v, axis = 0, start = 0, end = 1), argmax(c, axis = 1)) * sum(c, axis = 1)); optimizer sgd(learning_rate = 0.1); } }
         }
     };
@@ -895,7 +895,8 @@ fn sparse_xent(z: impl AsRef<T>, y: &[usize]) -> T {
     T::from_fn(1, y.len(), |_, i| -ls.at(i, y[i]))
 }
 
-// gather's gradient is a scatter-add: each table row sums the adjoint rows whose id
+// gather's gradient is a scatter-add (and `gather_sum`'s, the sum over a bag of ids, a
+// scatter of each bag's row to all its ids): each table row sums the adjoint rows whose id
 // names it, `c * tanh'(e x) * x` (a few operations each) plus `c`, over up to all n
 // rows (n = 530 and 70 ids: ~8 a row, narrow: 3 ids over 1-5 rows): the elementwise
 // ops' broadcast-sum reasoning, `5e-5`. The ids come from `argmax` of the inputs, which
@@ -906,7 +907,10 @@ fn sparse_xent(z: impl AsRef<T>, y: &[usize]) -> T {
 // cross-entropy and the MLP.
 grad_test!(gather_scatter_add, Gather, Smooth, tol = 5e-5, |p, x, c| {
     let (ids, by_x) = (argmax_rows(c), argmax_rows(x));
-    sum(c * tanh(gather(&p[0], &ids) * x)) + sum(c * gather(&p[0], &by_x))
+    // The third term is an embedding bag of two ids per row (`gather_sum`, its gradient
+    // the bag scatter): the sum of the two rows.
+    let bag = gather(&p[0], &ids) + gather(&p[0], &by_x);
+    sum(c * tanh(gather(&p[0], &ids) * x)) + sum(c * gather(&p[0], &by_x)) + sum(x * bag)
 });
 grad_test!(sparse_softmax_cross_entropy, SparseXent, Smooth, tol = 1e-4, |p, x, c| {
     let (by_c, by_x) = (argmax_rows(c), argmax_rows(x));

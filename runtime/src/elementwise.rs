@@ -81,11 +81,7 @@ type Block<'b, const N: usize> = dyn FnMut(&mut [f32], [&[f32]; N]) + 'b;
 /// Calls `block(dst, ins)` for blocks of `out` and of the inputs (which have `out`'s
 /// shape): rows, or one call of itself per index of the first axis where the leading
 /// axes do not merge (a rank above 2 with a broadcast or a permuted axis).
-fn drive<const N: usize>(
-    mut out: ArrayViewMutD<'_, f32>,
-    views: &[ArrayViewD<'_, f32>; N],
-    block: &mut Block<'_, N>,
-) {
+fn drive<const N: usize>(mut out: ArrayViewMutD<'_, f32>, views: &[ArrayViewD<'_, f32>; N], block: &mut Block<'_, N>) {
     // An empty output (a batch of 0) has nothing to compute, and its pointer may dangle
     // (an empty `Array` owns no memory): `as_rows` would take a shape like `[0]` (no
     // axis longer than 1) for one element and write it.

@@ -242,6 +242,90 @@ pub fn scatter_add(g: ArrayViewD<'_, f32>, ids: ArrayViewD<'_, u32>, mut out: Ar
     }
 }
 
+/// `out[p.., ..] = sum over t of table[ids[p.., t], ..]`: the sum of each bag's rows
+/// (PyTorch's `EmbeddingBag` with `mode="sum"`), what `sum(gather(table, ids), axis = -1)`
+/// computes without the `[p.., t, d..]` gather in between. `ids` is `[p.., t]`, `out`
+/// `[p.., d..]`. Rows are added in id order, as the reduction over the gather's axis adds
+/// them (the same terms; a row past the bound adds nothing, as `gather` gives it zeros).
+pub fn gather_sum(table: ArrayViewD<'_, f32>, ids: ArrayViewD<'_, u32>, mut out: ArrayViewMutD<'_, f32>) {
+    let rows = table.shape()[0];
+    let d = row_len(table.shape());
+    let bag = ids.shape().last().copied().unwrap_or(1);
+    let Some(o) = out.as_slice_mut() else {
+        let mut tmp = Array::<f32, IxDyn>::zeros(out.raw_dim());
+        gather_sum(table, ids, tmp.view_mut());
+        out.assign(&tmp);
+        return;
+    };
+    o.fill(0.0);
+    if d == 0 || bag == 0 {
+        return;
+    }
+    let table = table.as_standard_layout();
+    let ids = ids.as_standard_layout();
+    let (Some(t), Some(ids)) = (table.as_slice(), ids.as_slice()) else { return };
+    for (chunk, bag_ids) in o.chunks_exact_mut(d).zip(ids.chunks_exact(bag)) {
+        for &id in bag_ids {
+            let id = id as usize;
+            if id < rows {
+                for (c, &v) in chunk.iter_mut().zip(&t[id * d..(id + 1) * d]) {
+                    *c += v;
+                }
+            }
+        }
+    }
+}
+
+/// `table[ids[p.., t], ..] += alpha * g[p.., ..]` for every `t`: each bag's adjoint row
+/// added into the rows of all its ids (repeated ids add up, in order). With `out` zeroed
+/// first and `alpha = 1` it is the adjoint of [`gather_sum`]; the fused SGD step of an
+/// embedding bag calls it on the table itself with `alpha = -lr`.
+pub fn scatter_add_bags_acc(
+    alpha: f32,
+    g: ArrayViewD<'_, f32>,
+    ids: ArrayViewD<'_, u32>,
+    mut out: ArrayViewMutD<'_, f32>,
+) {
+    let rows = out.shape().first().copied().unwrap_or(0);
+    let d = row_len(out.shape());
+    let bag = ids.shape().last().copied().unwrap_or(1);
+    if d == 0 || bag == 0 || ids.is_empty() {
+        return;
+    }
+    let (g, ids) = (g.as_standard_layout(), ids.as_standard_layout());
+    let (Some(gs), Some(is)) = (g.as_slice(), ids.as_slice()) else { return };
+    let Some(o) = out.as_slice_mut() else {
+        // A param is in standard layout after the prologue; any other table row by row.
+        for (row, bag_ids) in gs.chunks_exact(d).zip(is.chunks_exact(bag)) {
+            for &id in bag_ids {
+                if (id as usize) < rows {
+                    let mut t = out.index_axis_mut(Axis(0), id as usize);
+                    for (t, &v) in t.iter_mut().zip(row) {
+                        *t += alpha * v;
+                    }
+                }
+            }
+        }
+        return;
+    };
+    for (row, bag_ids) in gs.chunks_exact(d).zip(is.chunks_exact(bag)) {
+        for &id in bag_ids {
+            let id = id as usize;
+            if id < rows {
+                for (t, &v) in o[id * d..(id + 1) * d].iter_mut().zip(row) {
+                    *t += alpha * v;
+                }
+            }
+        }
+    }
+}
+
+/// `out = 0; out[ids[p.., t], ..] += g[p.., ..]`: the adjoint of [`gather_sum`].
+pub fn scatter_add_bags(g: ArrayViewD<'_, f32>, ids: ArrayViewD<'_, u32>, mut out: ArrayViewMutD<'_, f32>) {
+    out.fill(0.0);
+    scatter_add_bags_acc(1.0, g, ids, out);
+}
+
 /// `out = (a cmp b) as f32`, with NumPy broadcasting of `a` and `b` to `out`'s shape.
 pub fn compare_indices(a: ArrayViewD<'_, u32>, b: ArrayViewD<'_, u32>, cmp: Cmp, mut out: ArrayViewMutD<'_, f32>) {
     let shape = out.raw_dim();
@@ -325,5 +409,39 @@ mod tests {
         let (logits, mut l) = (table.t().to_owned(), Array1::<f32>::zeros(2));
         sparse_softmax_xent(logits.view().into_dyn(), ids.slice(ndarray::s![..2]).into_dyn(), l.view_mut().into_dyn());
         assert!(l[0].is_finite() && l[1].is_nan());
+    }
+
+    #[test]
+    fn gather_sum_is_the_sum_of_the_gather_and_its_adjoint_the_scatter() {
+        let table = Array2::from_shape_fn((5, 3), |(i, j)| ((i * 3 + j) as f32 * 0.7).sin());
+        // Two bags of 4 ids, a repeated id and one past the bound.
+        let ids = Array2::from_shape_vec((2, 4), vec![0u32, 2, 2, 4, 1, 9, 3, 0]).unwrap();
+        let mut full = ndarray::Array3::<f32>::zeros((2, 4, 3));
+        gather(table.view().into_dyn(), ids.view().into_dyn(), full.view_mut().into_dyn());
+        let mut bags = Array2::<f32>::from_elem((2, 3), 7.0);
+        gather_sum(table.view().into_dyn(), ids.view().into_dyn(), bags.view_mut().into_dyn());
+        assert_eq!(bags, full.sum_axis(Axis(1)));
+        // A transposed (non-contiguous) ids view: the same bags.
+        let idt = ids.t().to_owned();
+        let mut bags_t = Array2::<f32>::zeros((2, 3));
+        gather_sum(table.view().into_dyn(), idt.t().into_dyn(), bags_t.view_mut().into_dyn());
+        assert_eq!(bags_t, bags);
+        // The adjoint: <gather_sum(t), g> == <t, scatter_add_bags(g)>.
+        let g = Array2::from_shape_fn((2, 3), |(i, j)| 0.5 + (i * 3 + j) as f32);
+        let mut dt = Array2::<f32>::from_elem((5, 3), 9.0);
+        scatter_add_bags(g.view().into_dyn(), ids.view().into_dyn(), dt.view_mut().into_dyn());
+        let lhs: f32 = (&bags * &g).sum();
+        let rhs: f32 = (&table * &dt).sum();
+        assert!((lhs - rhs).abs() < 1e-4, "{lhs} vs {rhs}");
+        assert_eq!(dt.row(2).to_vec(), (&g.row(0) * 2.0).to_vec(), "a repeated id adds twice");
+        // Against scatter_add of the broadcast adjoint.
+        let wide = g.view().insert_axis(Axis(1)).broadcast((2, 4, 3)).unwrap().to_owned();
+        let mut dt2 = Array2::<f32>::zeros((5, 3));
+        scatter_add(wide.view().into_dyn(), ids.view().into_dyn(), dt2.view_mut().into_dyn());
+        assert_eq!(dt, dt2);
+        // Empty bags sum to zero; an empty batch writes nothing.
+        let none = Array2::<u32>::zeros((2, 0));
+        gather_sum(table.view().into_dyn(), none.view().into_dyn(), bags.view_mut().into_dyn());
+        assert!(bags.iter().all(|&v| v == 0.0));
     }
 }

@@ -69,6 +69,8 @@ fn main() {
     assert_eq!(Frozen::PARAMETERS, 4 * 8 + 8 + 8 * 3);
     let p = m.probs(x.view()).unwrap();
     assert_eq!(p.shape(), &[9, 3]);
-    println!("{m:?}");
+    // The derived-looking but compact Debug: shapes, the frozen mark, no buffers.
+    let debug = format!("{m:?}");
+    assert!(debug.contains("offset: [3] (frozen)") && debug.len() < 400, "{debug}");
     assert!(m.accuracy(y.view(), x.view()).unwrap() >= 0.0);
 }

@@ -372,6 +372,14 @@ pub(super) fn program_flops(ctx: &Ctx, p: &Program) -> TokenStream {
                 let n = dim_tokens(ctx.m, &g.shape(node.inputs[0]).0[0]);
                 c.flops(n)
             }
+            // An embedding bag and its scatter: one add per id per row element.
+            Op::GatherSum | Op::ScatterAdd { bags: true, .. } => {
+                let ids = numel_tokens(ctx.m, g.shape(node.inputs[1]));
+                // The row: the table's (`[v, d..]`), which the scatter writes.
+                let table = if matches!(node.op, Op::GatherSum) { g.shape(node.inputs[0]) } else { &node.shape };
+                let d = numel_tokens(ctx.m, &table.without_axis(0));
+                quote!(#ids.saturating_mul(#d))
+            }
             // Pooling gradients: per element of the adjoint (the pooled shape), not of
             // the image they write.
             Op::Sum { .. }

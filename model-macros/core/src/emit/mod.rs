@@ -143,7 +143,7 @@ pub fn model(c: &Compiled) -> TokenStream {
                 Update::MatMul { a, b, .. } => roots.extend([a, b]),
                 Update::SumTo { src } => roots.push(src),
                 Update::Plain { grad } => roots.push(grad),
-                Update::Scatter { src, ids } => roots.extend([src, ids]),
+                Update::Scatter { src, ids, .. } => roots.extend([src, ids]),
             }
         }
         // The updates read inputs straight from the caller's views: as roots they would

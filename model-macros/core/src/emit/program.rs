@@ -23,7 +23,7 @@ pub(super) fn workspace(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
         .filter_map(|(id, _)| match &g.node(*id).op {
             Op::Conv2d(c) | Op::Conv2dGradInput(c) | Op::Conv2dGradFilter(c) => {
                 let n = dim_tokens(ctx.m, &g.shape(g.node(*id).inputs[0]).0[0]);
-                Some(crate::ops::conv::scratch_tokens(c, n))
+                Some(crate::ops::conv::scratch_tokens(&g.node(*id).op, c, n))
             }
             _ => None,
         })
@@ -185,7 +185,7 @@ fn index_checks(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
         let node = g.node(id);
         let (ids, bound, what) = match &node.op {
             Op::OneHot { depth } => (node.inputs[0], Dim::Static(*depth), "`one_hot` (its depth)".to_string()),
-            Op::Gather => {
+            Op::Gather | Op::GatherSum => {
                 let table = node.inputs[0];
                 let name = m.names.iter().find(|(n, _)| *n == table).map_or("the table", |(_, s)| s.as_str());
                 (node.inputs[1], g.shape(table).0[0].clone(), format!("`gather` from `{name}` (its rows)"))

@@ -16,7 +16,9 @@ pub(super) enum Update {
     /// `gather`, a scatter-add) applied to the rows the batch uses only. The dense
     /// gradient would be a zeroed table-sized buffer, a guard pass and an update pass
     /// over all of it: 3 x 2.5 MB for a 10k x 64 table whose batch uses 400 rows.
-    Scatter { src: NodeId, ids: NodeId },
+    /// `bags`: the gradient of `gather_sum` (an embedding bag), each bag's row of `src`
+    /// added into the rows of all its ids.
+    Scatter { src: NodeId, ids: NodeId, bags: bool },
 }
 
 /// For plain SGD (no clipping, no weight decay), how each trainable param is updated.
@@ -40,8 +42,8 @@ pub(super) fn sgd_updates(c: &Compiled) -> Option<Vec<(usize, Update)>> {
                         Update::MatMul { ta, tb, a: node.inputs[0], b: node.inputs[1] }
                     }
                     Op::SumTo(_) if not_param(node.inputs[0]) => Update::SumTo { src: node.inputs[0] },
-                    Op::ScatterAdd { .. } if not_param(node.inputs[0]) => {
-                        Update::Scatter { src: node.inputs[0], ids: node.inputs[1] }
+                    Op::ScatterAdd { bags, .. } if not_param(node.inputs[0]) => {
+                        Update::Scatter { src: node.inputs[0], ids: node.inputs[1], bags }
                     }
                     _ => Update::Plain { grad },
                 };
@@ -84,9 +86,13 @@ pub(super) fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usi
                 let s = view(ctx, p, src);
                 quote!(#k::sum_to_acc(-__lr, #s.into_dyn(), self.#n.view_mut().into_dyn());)
             }
-            Update::Scatter { src, ids } => {
+            Update::Scatter { src, ids, bags } => {
                 let (s, i) = (view(ctx, p, src), view(ctx, p, ids));
-                quote!(::modelc::__private::sgd_scatter(-__lr, #s.into_dyn(), #i.into_dyn(), self.#n.view_mut().into_dyn());)
+                if bags {
+                    quote!(#k::scatter_add_bags_acc(-__lr, #s.into_dyn(), #i.into_dyn(), self.#n.view_mut().into_dyn());)
+                } else {
+                    quote!(::modelc::__private::sgd_scatter(-__lr, #s.into_dyn(), #i.into_dyn(), self.#n.view_mut().into_dyn());)
+                }
             }
             Update::Plain { grad } => {
                 let g = view(ctx, p, grad);
@@ -253,7 +259,7 @@ pub(super) fn sgd_guard(ctx: &Ctx, p: &Program, updates: &[(usize, Update)]) -> 
                 let ms = max_of(src);
                 quote!((#name, #sv.len() as f64 / #numel, [#ms, 1.0]))
             }
-            Update::Scatter { src, ids } => {
+            Update::Scatter { src, ids, .. } => {
                 // One element of the table sums at most one row of `src` per id.
                 let (sv, iv) = (view(ctx, p, src), view(ctx, p, ids));
                 let ms = max_of(src);
@@ -302,7 +308,7 @@ pub(super) fn update_order(
                 Update::MatMul { a, b, .. } => vec![a, b],
                 Update::SumTo { src } => vec![src],
                 Update::Plain { grad } => vec![grad],
-                Update::Scatter { src, ids } => vec![src, ids],
+                Update::Scatter { src, ids, .. } => vec![src, ids],
             };
             let read = last(&|s| reads[s].iter().any(|&n| g.node(n).op == Op::Param(param)));
             let computed = last(&|s| writes[s].iter().any(|n| operands.contains(n)));

@@ -186,8 +186,10 @@ impl Printer<'_> {
                 self.expr(x[2], None)
             ),
             Op::Gather => format!("gather({}, {})", self.expr(x[0], None), self.expr(x[1], None)),
-            Op::ScatterAdd { rows } => {
-                format!("scatter_add({}, {}, rows = {rows})", self.expr(x[0], None), self.expr(x[1], None))
+            Op::GatherSum => format!("gather_sum({}, {})", self.expr(x[0], None), self.expr(x[1], None)),
+            Op::ScatterAdd { rows, bags } => {
+                let name = if *bags { "scatter_add_bags" } else { "scatter_add" };
+                format!("{name}({}, {}, rows = {rows})", self.expr(x[0], None), self.expr(x[1], None))
             }
             Op::IndexCompare(b) => {
                 let sym = match b {
@@ -374,6 +376,8 @@ pub fn dot(c: &Compiled) -> TokenStream {
             Op::MaxPoolGrad(p) => format!("max_pool_grad {}", p.short()),
             Op::AvgPool(p) => format!("avg_pool {}", p.short()),
             Op::AvgPoolGrad(p) => format!("avg_pool_grad {}", p.short()),
+            Op::GatherSum => "gather_sum".to_string(),
+            Op::ScatterAdd { bags, .. } => if *bags { "scatter_add_bags" } else { "scatter_add" }.to_string(),
             other => {
                 let s = format!("{other:?}");
                 s.split(['(', ' ', '{']).next().unwrap_or("op").to_lowercase()

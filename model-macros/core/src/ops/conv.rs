@@ -9,8 +9,9 @@
 //! numbers. Since each op is bilinear, the VJPs of the gradients are the other two ops
 //! (second derivatives need nothing more).
 //!
-//! The kernels are `runtime::conv` (a tiled im2col onto the matrix product); each takes
-//! a scratch buffer from the program's workspace (the `__conv` field `emit/program.rs`
+//! The kernels are `runtime::conv`: a tiled im2col onto the matrix product, or direct
+//! AVX-512 kernels; [`strategy`] picks one per layer and pass from the static shape, by
+//! a rule measured on issue 18's layers (docs/conv.md). Each takes a scratch buffer from the program's workspace (the `__conv` field `emit/program.rs`
 //! adds to a workspace whose program has a conv step), so a step allocates nothing after
 //! the first.
 
@@ -153,13 +154,85 @@ pub fn grad_filter_vjp(g: &mut Graph, node: &Node, c: &Conv, adj: NodeId) -> Vec
     vec![Some(dx), Some(dg)]
 }
 
-/// The scratch floats of this conv's kernel call for a batch of `n` (a `usize`
-/// expression), as a `u64` expression: what `runtime::conv::scratch_len` gives.
-pub fn scratch_tokens(c: &Conv, n: TokenStream) -> TokenStream {
-    let [oh, ow] = c.output().unwrap_or([0, 0]);
+/// The kernel strategy the compiler picks for one pass of a conv layer (the runtime's
+/// `conv::Strategy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// A tiled im2col onto sgemm.
+    Im2col,
+    /// The register-blocked AVX-512 kernels on a zero-padded copy of each image.
+    Direct,
+}
+
+/// Kernel matrices up to this many floats (`kh kw ci x co`, 256 KiB) are read in place
+/// by the direct kernels from L2 for each block of output pixels; the largest measured,
+/// C1's second conv, is 51200. Beyond it im2col (whose sgemm packs the kernel in L2-sized
+/// blocks) until a measurement says otherwise.
+const DIRECT_MAX_KERNEL: usize = 1 << 16;
+
+/// Output-gradient images up to this many floats (`oh ow co`, 256 KiB) stay in L2 while
+/// the direct weight gradient walks them once per block of taps; the largest measured,
+/// C1's first conv, is 25088.
+const DIRECT_MAX_GRAD_IMAGE: usize = 1 << 16;
+
+/// The direct input gradient writes `ci` channels a pixel, 16 to a vector: with one
+/// (C1's and C2's first layers, `ci = 1`, whose input gradient is never computed) it
+/// lost 3x to im2col; with 16 (C2's second conv) it won by 8-15%, with 32 (C1's second)
+/// by 41%. Figures in CPU ms per call, docs/conv.md.
+const DIRECT_MIN_GRAD_INPUT_CI: usize = 16;
+
+/// The strategy of `op`'s pass, a rule over the static shape measured on C1's and C2's
+/// layers (`bench/benches/conv.rs`, docs/conv.md): the direct kernels for the forward
+/// pass and the weight gradient (4-6x on first layers, whose depth `kh kw ci` of 9-25
+/// is too shallow for sgemm's packing to pay; 15-45% on the second layers), and for the
+/// input gradient at stride 1 with at least 16 input channels; im2col otherwise.
+pub fn strategy(op: &Op) -> Strategy {
+    let (c, pass_ok) = match op {
+        Op::Conv2d(c) => (c, true),
+        Op::Conv2dGradFilter(c) => {
+            let [oh, ow] = c.output().unwrap_or([0, 0]);
+            (c, oh * ow * c.channels[1] <= DIRECT_MAX_GRAD_IMAGE)
+        }
+        Op::Conv2dGradInput(c) => (c, c.stride == [1, 1] && c.channels[0] >= DIRECT_MIN_GRAD_INPUT_CI),
+        _ => return Strategy::Im2col,
+    };
     let k = c.kernel[0] * c.kernel[1] * c.channels[0];
-    let (co, per) = (c.channels[1], oh * ow);
-    quote!((::modelc::__private::conv::scratch_len(#k, #co, (#n).saturating_mul(#per)) as u64))
+    if pass_ok && k * c.channels[1] <= DIRECT_MAX_KERNEL {
+        Strategy::Direct
+    } else {
+        Strategy::Im2col
+    }
+}
+
+/// `op`'s strategy and pass as runtime paths.
+fn runtime_names(op: &Op) -> (TokenStream, TokenStream) {
+    let k = quote!(::modelc::__private::conv);
+    let s = match strategy(op) {
+        Strategy::Im2col => quote!(#k::Strategy::Im2col),
+        Strategy::Direct => quote!(#k::Strategy::Direct),
+    };
+    let p = match op {
+        Op::Conv2dGradInput(_) => quote!(#k::Pass::GradInput),
+        Op::Conv2dGradFilter(_) => quote!(#k::Pass::GradFilter),
+        _ => quote!(#k::Pass::Forward),
+    };
+    (s, p)
+}
+
+/// The scratch floats of conv op `op`'s kernel call for a batch of `n` (a `usize`
+/// expression), as a `u64` expression: what `runtime::conv::scratch_len_for` gives for
+/// its strategy and pass.
+pub fn scratch_tokens(op: &Op, c: &Conv, n: TokenStream) -> TokenStream {
+    let k = quote!(::modelc::__private::conv);
+    let [oh, ow] = c.output().unwrap_or([0, 0]);
+    let ([h, w], [kh, kw], [ci, co]) = (c.image, c.kernel, c.channels);
+    let ([sh, sw], [dh, dw], [pt, pl]) = (c.stride, c.dilation, c.pad_before());
+    let (s, p) = runtime_names(op);
+    quote!((#k::scratch_len_for(
+        #s, #p,
+        #k::Sizes { n: #n, h: #h, w: #w, ci: #ci, kh: #kh, kw: #kw, co: #co, oh: #oh, ow: #ow },
+        #k::Geometry { stride: [#sh, #sw], dilation: [#dh, #dw], pad: [#pt, #pl] },
+    ) as u64))
 }
 
 /// Whether `op` is one of the three conv primitives (their kernel calls take the
@@ -172,16 +245,17 @@ pub fn is_conv(op: &Op) -> bool {
 pub fn kernel_call(op: &Op, args: &[TokenStream], out: &TokenStream, scratch: &TokenStream) -> TokenStream {
     let k = quote!(::modelc::__private::conv);
     let (c, f) = match op {
-        Op::Conv2d(c) => (c, quote!(conv2d)),
-        Op::Conv2dGradInput(c) => (c, quote!(conv2d_grad_input)),
-        Op::Conv2dGradFilter(c) => (c, quote!(conv2d_grad_filter)),
+        Op::Conv2d(c) => (c, quote!(conv2d_with)),
+        Op::Conv2dGradInput(c) => (c, quote!(conv2d_grad_input_with)),
+        Op::Conv2dGradFilter(c) => (c, quote!(conv2d_grad_filter_with)),
         _ => return quote!(::core::compile_error!("internal: not a conv op");),
     };
     let ([sh, sw], [dh, dw], [pt, pl]) = (c.stride, c.dilation, c.pad_before());
     let (a, b) = (&args[0], &args[1]);
+    let (s, _) = runtime_names(op);
     quote! {
         #k::#f(
-            #a, #b,
+            #s, #a, #b,
             #k::Geometry { stride: [#sh, #sw], dilation: [#dh, #dw], pad: [#pt, #pl] },
             #out, #scratch,
         );
@@ -230,6 +304,33 @@ mod tests {
         assert_eq!(c.output(), Some([3, 3]));
         let c = conv([4, 9], [3, 3], [1, 1], [2, 2], false);
         assert_eq!(c.output(), None);
+    }
+
+    #[test]
+    fn the_strategy_rule_on_issue_18s_layers() {
+        let layer = |image: [usize; 2], kernel: [usize; 2], channels: [usize; 2], same: bool| Conv {
+            image,
+            kernel,
+            channels,
+            stride: [1, 1],
+            dilation: [1, 1],
+            same,
+        };
+        let passes = |c: Conv| [Op::Conv2d(c), Op::Conv2dGradInput(c), Op::Conv2dGradFilter(c)].map(|op| strategy(&op));
+        use Strategy::{Direct, Im2col};
+        // C1: conv 5x5x32 same on 28x28x1, conv 5x5x64 same on 14x14x32.
+        assert_eq!(passes(layer([28, 28], [5, 5], [1, 32], true)), [Direct, Im2col, Direct]);
+        assert_eq!(passes(layer([14, 14], [5, 5], [32, 64], true)), [Direct, Direct, Direct]);
+        // C2: conv 3x3x16 valid on 28x28x1, conv 3x3x32 valid on 13x13x16.
+        assert_eq!(passes(layer([28, 28], [3, 3], [1, 16], false)), [Direct, Im2col, Direct]);
+        assert_eq!(passes(layer([13, 13], [3, 3], [16, 32], false)), [Direct, Direct, Direct]);
+        assert_eq!(passes(layer([13, 13], [3, 3], [15, 32], false)), [Direct, Im2col, Direct]);
+        // Strided: no direct input gradient; a kernel matrix past 256 KiB: im2col.
+        let c = Conv { stride: [2, 2], ..layer([14, 14], [5, 5], [32, 64], true) };
+        assert_eq!(passes(c), [Direct, Im2col, Direct]);
+        assert_eq!(passes(layer([14, 14], [3, 3], [256, 256], true)), [Im2col, Im2col, Im2col]);
+        // A large output-gradient image (224 x 224 x 64 floats): im2col's weight gradient.
+        assert_eq!(passes(layer([224, 224], [3, 3], [3, 64], true))[2], Im2col);
     }
 
     #[test]

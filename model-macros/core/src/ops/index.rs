@@ -54,14 +54,29 @@ pub fn gather_shape(ins: &[&Shape]) -> Result<Shape, String> {
     Ok(Shape(dims))
 }
 
-/// The scatter-add `(g, ids) -> [rows, d..]`, with `g` of shape `[i.., d..]`.
-pub fn scatter_add_shape(ins: &[&Shape], rows: usize) -> Result<Shape, String> {
+/// `gather_sum(table, ids)`: `[v, d..]` and `[p.., t]` give `[p.., d..]`.
+pub fn gather_sum_shape(ins: &[&Shape]) -> Result<Shape, String> {
+    let (table, ids) = (ins[0], ins[1]);
+    if table.rank() == 0 || ids.rank() == 0 {
+        return Err(format!(
+            "gather_sum needs a table with a row axis and ids with a bag axis, found {table} and {ids}"
+        ));
+    }
+    let mut dims = ids.0[..ids.rank() - 1].to_vec();
+    dims.extend(table.0[1..].iter().cloned());
+    Ok(Shape(dims))
+}
+
+/// The scatter-add `(g, ids) -> [rows, d..]`, with `g` of shape `[i.., d..]` (`bags`:
+/// `[p.., d..]` for ids `[p.., t]`, one row per bag).
+pub fn scatter_add_shape(ins: &[&Shape], rows: usize, bags: bool) -> Result<Shape, String> {
     let (g, ids) = (ins[0], ins[1]);
-    if g.rank() < ids.rank() || g.0[..ids.rank()] != ids.0[..] {
+    let lead = if bags { ids.rank().saturating_sub(1) } else { ids.rank() };
+    if (bags && ids.rank() == 0) || g.rank() < lead || g.0[..lead] != ids.0[..lead] {
         return Err(format!("the adjoint {g} must start with the ids' shape {ids}"));
     }
     let mut dims = vec![Dim::Static(rows)];
-    dims.extend(g.0[ids.rank()..].iter().cloned());
+    dims.extend(g.0[lead..].iter().cloned());
     Ok(Shape(dims))
 }
 
@@ -81,13 +96,43 @@ pub fn sparse_xent_vjp(g: &mut Graph, node: &Node, adj: NodeId) -> Vec<Option<No
 pub fn gather_vjp(g: &mut Graph, node: &Node, adj: NodeId) -> Vec<Option<NodeId>> {
     let (table, ids) = (node.inputs[0], node.inputs[1]);
     let rows = g.shape(table).0[0].as_static().unwrap_or(1);
-    vec![Some(g.add(Op::ScatterAdd { rows }, vec![adj, ids], node.span)), None]
+    vec![Some(g.add(Op::ScatterAdd { rows, bags: false }, vec![adj, ids], node.span)), None]
+}
+
+/// `d table = scatter_add_bags(g, ids)`: each bag's adjoint row added into the rows of
+/// all its ids, with no `[p.., t, d..]` broadcast of `g` in between; ids get nothing.
+pub fn gather_sum_vjp(g: &mut Graph, node: &Node, adj: NodeId) -> Vec<Option<NodeId>> {
+    let (table, ids) = (node.inputs[0], node.inputs[1]);
+    let rows = g.shape(table).0[0].as_static().unwrap_or(1);
+    vec![Some(g.add(Op::ScatterAdd { rows, bags: true }, vec![adj, ids], node.span)), None]
 }
 
 /// The adjoint of a scatter-add is a gather (only reached by second derivatives).
-pub fn scatter_add_vjp(g: &mut Graph, node: &Node, adj: NodeId) -> Vec<Option<NodeId>> {
+pub fn scatter_add_vjp(g: &mut Graph, node: &Node, bags: bool, adj: NodeId) -> Vec<Option<NodeId>> {
     let ids = node.inputs[1];
-    vec![Some(g.add(Op::Gather, vec![adj, ids], node.span)), None]
+    let op = if bags { Op::GatherSum } else { Op::Gather };
+    vec![Some(g.add(op, vec![adj, ids], node.span)), None]
+}
+
+/// The name of the embedding-bag rewrite, as `explain()` lists it.
+pub const GATHER_SUM: &str = "sum(gather(t, ids), axis = -1) -> gather_sum(t, ids): each bag's rows summed as they are read, and the gradient scatter-added per bag (no [.., t, d] gather or broadcast)";
+
+/// `sum(gather(table, ids), axis = a)` with `a` the ids' last axis -> `gather_sum(table,
+/// ids)`, before differentiation (so `mean` over the tokens, which is this sum times
+/// `1 / t`, gets it too). Exact: the same rows added in the same order. Applied whatever
+/// else reads the gather (it is then still computed for those readers).
+pub fn gather_sum_rewrite(g: &mut Graph, node: &Node, x: &[NodeId], ctx: &mut crate::simplify::Ctx) -> Option<NodeId> {
+    let Op::Sum { axes, keepdims: false } = &node.op else { return None };
+    if ctx.stage != crate::simplify::Stage::Forward || g.node(x[0]).op != Op::Gather {
+        return None;
+    }
+    let (table, ids) = (g.node(x[0]).inputs[0], g.node(x[0]).inputs[1]);
+    let r = g.shape(ids).rank();
+    if r == 0 || axes[..] != [r - 1] {
+        return None;
+    }
+    ctx.log.note(GATHER_SUM);
+    Some(g.add(Op::GatherSum, vec![table, ids], node.span))
 }
 
 /// The runtime's name of a comparison.
@@ -126,9 +171,17 @@ pub fn kernel_call(op: &Op, args: &[TokenStream], out: &TokenStream) -> TokenStr
             let (t, ids) = (&args[0], &args[1]);
             quote!(#k::gather(#t.into_dyn(), #ids.into_dyn(), #out.into_dyn());)
         }
-        Op::ScatterAdd { .. } => {
+        Op::GatherSum => {
+            let (t, ids) = (&args[0], &args[1]);
+            quote!(#k::gather_sum(#t.into_dyn(), #ids.into_dyn(), #out.into_dyn());)
+        }
+        Op::ScatterAdd { bags: false, .. } => {
             let (g, ids) = (&args[0], &args[1]);
             quote!(#k::scatter_add(#g.into_dyn(), #ids.into_dyn(), #out.into_dyn());)
+        }
+        Op::ScatterAdd { bags: true, .. } => {
+            let (g, ids) = (&args[0], &args[1]);
+            quote!(#k::scatter_add_bags(#g.into_dyn(), #ids.into_dyn(), #out.into_dyn());)
         }
         Op::IndexCompare(b) => {
             let (a, c) = (&args[0], &args[1]);

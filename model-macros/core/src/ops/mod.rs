@@ -133,7 +133,13 @@ pub enum Op {
     ScatterAdd {
         /// The table's rows.
         rows: usize,
+        /// The adjoint of [`Op::GatherSum`]: `g` is `[p.., d..]` for ids `[p.., t]`, and
+        /// each bag's row is added into the rows of all its ids.
+        bags: bool,
     },
+    /// `sum(gather(table, ids), axis = -1)` in one pass (an embedding bag): f32
+    /// `[v, d..]` and u32 `[p.., t]` to `[p.., d..]`; see [`index::gather_sum_rewrite`].
+    GatherSum,
     /// A comparison (`Eq`, `Gt`, `Ge`) of two u32 tensors, with broadcasting: 1.0 / 0.0.
     IndexCompare(Binary),
     /// `layer_norm` along `axis` with `epsilon` (as `f32::to_bits`); see [`norm`].
@@ -193,7 +199,7 @@ impl Op {
             Op::Input(_) | Op::Param(_) => return Err("leaf nodes are made by `Graph::leaf`".to_string()),
             Op::Argmax { .. } => (&[F32], U32),
             Op::OneHot { .. } => (&[U32], F32),
-            Op::SparseXent | Op::Gather => (&[F32, U32], F32),
+            Op::SparseXent | Op::Gather | Op::GatherSum => (&[F32, U32], F32),
             Op::SparseXentGrad => (&[F32, U32, F32], F32),
             Op::ScatterAdd { .. } => (&[F32, U32], F32),
             Op::IndexCompare(_) => (&[U32, U32], F32),
@@ -267,7 +273,8 @@ impl Op {
             Op::SparseXent => index::sparse_xent_shape(ins),
             Op::SparseXentGrad => index::sparse_xent_grad_shape(ins),
             Op::Gather => index::gather_shape(ins),
-            Op::ScatterAdd { rows } => index::scatter_add_shape(ins, *rows),
+            Op::ScatterAdd { rows, bags } => index::scatter_add_shape(ins, *rows, *bags),
+            Op::GatherSum => index::gather_sum_shape(ins),
             Op::IndexCompare(_) => index::compare_shape(ins),
             Op::LayerNorm { axis, .. } => norm::layer_norm_shape(ins[0], *axis),
             Op::LayerNormGrad { axis, .. } => norm::layer_norm_grad_shape(ins, *axis),
@@ -310,6 +317,7 @@ impl Op {
             | Op::SparseXent
             | Op::SparseXentGrad
             | Op::Gather
+            | Op::GatherSum
             | Op::ScatterAdd { .. }
             | Op::LayerNorm { .. }
             | Op::LayerNormGrad { .. }
@@ -368,7 +376,8 @@ impl Op {
             Op::IndexCompare(_) => vec![None, None],
             Op::SparseXent => index::sparse_xent_vjp(graph, &node, g),
             Op::Gather => index::gather_vjp(graph, &node, g),
-            Op::ScatterAdd { .. } => index::scatter_add_vjp(graph, &node, g),
+            Op::ScatterAdd { bags, .. } => index::scatter_add_vjp(graph, &node, *bags, g),
+            Op::GatherSum => index::gather_sum_vjp(graph, &node, g),
             Op::LayerNorm { axis, epsilon } => norm::layer_norm_vjp(graph, &node, *axis, *epsilon, g),
             Op::LayerNormGrad { .. } => vec![None, None],
             Op::PoolArgmax(_) => vec![None],
@@ -415,6 +424,7 @@ impl Op {
             | Op::SparseXent
             | Op::SparseXentGrad
             | Op::Gather
+            | Op::GatherSum
             | Op::ScatterAdd { .. }
             | Op::IndexCompare(_)
             | Op::LayerNorm { .. }
@@ -491,6 +501,7 @@ impl Op {
             | Op::SparseXent
             | Op::SparseXentGrad
             | Op::Gather
+            | Op::GatherSum
             | Op::ScatterAdd { .. }
             | Op::IndexCompare(_) => index::kernel_call(self, args, out),
             Op::LayerNorm { axis, epsilon } => norm::layer_norm_call(&args[0], *axis, *epsilon, out),
@@ -528,6 +539,8 @@ impl Op {
             Op::SoftmaxXent | Op::SoftmaxXentGrad | Op::SparseXent | Op::SparseXentGrad => 6,
             Op::ScatterAdd { .. } | Op::IndexCompare(_) => 1,
             Op::OneHot { .. } | Op::Gather => 0,
+            // Counted per id row in `cost()` (emit/api.rs), not per output element.
+            Op::GatherSum => 1,
             // Two passes for the statistics, one to normalize; the gradient's two more.
             Op::LayerNorm { .. } => 5,
             Op::LayerNormGrad { .. } => 10,

@@ -320,4 +320,25 @@ mod tests {
             .unwrap_or_default();
         assert!(e.iter().any(|m| m.contains("param `w` gets no gradient")), "{e:?}");
     }
+
+    #[test]
+    fn a_sum_over_the_gathered_ids_is_an_embedding_bag() {
+        // `mean` over the tokens is the sum times 1 / t: the forward reads the table once
+        // per id (no [batch, 2, 2] gather), the gradient is the bag scatter, and explain
+        // names the rewrite.
+        let c = compile(
+            "input t: [batch, 2] as u32; param v: [2] = zeros; loss l = sum(mean(gather(emb, t), axis = 1) * v);",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let g = &c.model.graph;
+        assert!(g.nodes.iter().any(|n| n.op == Op::GatherSum));
+        assert!(!g.nodes.iter().any(|n| n.op == Op::Gather), "the [batch, t, d] gather is gone");
+        assert!(g.nodes.iter().any(|n| matches!(n.op, Op::ScatterAdd { bags: true, .. })));
+        assert_eq!(c.rewrites.applied.get(super::super::index::GATHER_SUM), Some(&1));
+        assert!(crate::ir::explain::explain_text(&c).contains("gather_sum(emb, t)"));
+        // A sum over the row axis (or over everything) keeps the gather.
+        let c = compile("input t: [batch, 2] as u32; loss l = sum(sum(gather(emb, t), axis = 2));")
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(!c.model.graph.nodes.iter().any(|n| n.op == Op::GatherSum));
+    }
 }

@@ -80,6 +80,7 @@ fn rule(g: &mut Graph, node: &Node, inputs: &[NodeId], ctx: &mut Ctx) -> Option<
         .or_else(|| algebra::rule(g, node, inputs, ctx))
         .or_else(|| stable::rule(g, node, inputs, ctx))
         .or_else(|| crate::ops::pool::rewrite(g, node, inputs, ctx))
+        .or_else(|| crate::ops::index::gather_sum_rewrite(g, node, inputs, ctx))
 }
 
 #[cfg(test)]

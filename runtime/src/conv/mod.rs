@@ -1,6 +1,12 @@
 //! 2-D convolution over NHWC images and HWIO kernels: `conv2d` and its two gradients.
 //!
-//! Every pass is a tiled im2col onto the one matrix product ([`crate::kernels::gemm`]):
+//! Two strategies ([`Strategy`]), picked per layer and pass by the compiler from the
+//! static shape (`model-macros/core/src/ops/conv.rs`, rule and figures in docs/conv.md):
+//! the direct AVX-512 kernels of `direct.rs` ([`conv2d_with`] and its siblings with
+//! [`Strategy::Direct`]), and the tiled im2col here, which [`conv2d`],
+//! [`conv2d_grad_input`] and [`conv2d_grad_filter`] run and everything falls back to.
+//!
+//! The im2col strategy is a tiled im2col onto the one matrix product ([`crate::kernels::gemm`]):
 //! the `n * oh * ow` output pixels are taken [`tile_pixels`] at a time; for one tile the
 //! receptive fields are copied into a `[pixels, kh * kw * ci]` matrix (`cols`, zeros
 //! where a tap falls in the padding), and
@@ -26,6 +32,135 @@
 use ndarray::{s, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4};
 
 use crate::kernels::gemm;
+
+mod direct;
+
+/// How one pass of a convolution is computed. The compiler picks one per layer and pass
+/// from the static shape (`model-macros/core/src/ops/conv.rs`, `strategy`); the figures
+/// that decided the rule are in `docs/conv.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// A tiled im2col onto the matrix product: correct for everything, fastest where
+    /// the receptive field is deep.
+    Im2col,
+    /// Register-blocked AVX-512 kernels reading a zero-padded copy of each image (see
+    /// `direct.rs`). Where the CPU lacks AVX-512F (or `MODELC_KERNEL` caps it), and for
+    /// the input gradient of a strided convolution, it runs [`Strategy::Im2col`].
+    Direct,
+}
+
+/// One of the three passes of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Pass {
+    /// `conv2d(x, w)`.
+    Forward,
+    /// `dx` from the output gradient and the kernel.
+    GradInput,
+    /// `dw` from the image and the output gradient.
+    GradFilter,
+}
+
+/// The sizes of one convolution: image `[n, h, w, ci]`, kernel `[kh, kw, ci, co]`,
+/// output `[n, oh, ow, co]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    /// Images in the batch.
+    pub n: usize,
+    /// Image height.
+    pub h: usize,
+    /// Image width.
+    pub w: usize,
+    /// Input channels.
+    pub ci: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Output channels.
+    pub co: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+}
+
+/// The scratch floats one call of `pass` by `strategy` needs (what `cost()` counts in
+/// the workspace; the call grows the buffer to this on first use).
+pub fn scratch_len_for(strategy: Strategy, pass: Pass, z: Sizes, geo: Geometry) -> usize {
+    let d = Dims { n: z.n, h: z.h, w: z.w, ci: z.ci, kh: z.kh, kw: z.kw, co: z.co, oh: z.oh, ow: z.ow };
+    match (strategy, pass) {
+        (Strategy::Direct, Pass::Forward) => direct::forward_scratch(&d, &geo),
+        (Strategy::Direct, Pass::GradInput) if geo.stride == [1, 1] => direct::grad_input_scratch(&d, &geo),
+        (Strategy::Direct, Pass::GradFilter) => direct::grad_filter_scratch(&d, &geo),
+        _ => scratch_len(d.k(), d.co, d.pixels()),
+    }
+}
+
+/// [`conv2d`] by `strategy`.
+pub fn conv2d_with(
+    strategy: Strategy,
+    x: ArrayView4<'_, f32>,
+    w: ArrayView4<'_, f32>,
+    geo: Geometry,
+    mut out: ArrayViewMut4<'_, f32>,
+    scratch: &mut Vec<f32>,
+) {
+    if strategy == Strategy::Direct && direct::available() {
+        let ((n, h, wd, ci), (kh, kw, _, co), (_, oh, ow, _)) = (x.dim(), w.dim(), out.dim());
+        let d = Dims { n, h, w: wd, ci, kh, kw, co, oh, ow };
+        if d.k() == 0 {
+            out.fill(0.0);
+        } else {
+            direct::forward(&x, &w, &geo, &mut out, &d, scratch);
+        }
+        return;
+    }
+    conv2d(x, w, geo, out, scratch)
+}
+
+/// [`conv2d_grad_input`] by `strategy` (direct for stride 1 only).
+pub fn conv2d_grad_input_with(
+    strategy: Strategy,
+    g: ArrayView4<'_, f32>,
+    w: ArrayView4<'_, f32>,
+    geo: Geometry,
+    mut dx: ArrayViewMut4<'_, f32>,
+    scratch: &mut Vec<f32>,
+) {
+    if strategy == Strategy::Direct && geo.stride == [1, 1] && direct::available() {
+        let ((n, h, wd, ci), (kh, kw, _, co), (_, oh, ow, _)) = (dx.dim(), w.dim(), g.dim());
+        let d = Dims { n, h, w: wd, ci, kh, kw, co, oh, ow };
+        if d.k() == 0 || co == 0 {
+            dx.fill(0.0);
+        } else {
+            direct::grad_input(&g, &w, &geo, &mut dx, &d, scratch);
+        }
+        return;
+    }
+    conv2d_grad_input(g, w, geo, dx, scratch)
+}
+
+/// [`conv2d_grad_filter`] by `strategy`.
+pub fn conv2d_grad_filter_with(
+    strategy: Strategy,
+    x: ArrayView4<'_, f32>,
+    g: ArrayView4<'_, f32>,
+    geo: Geometry,
+    mut dw: ArrayViewMut4<'_, f32>,
+    scratch: &mut Vec<f32>,
+) {
+    if strategy == Strategy::Direct && direct::available() {
+        let ((n, h, wd, ci), (kh, kw, _, co), (_, oh, ow, _)) = (x.dim(), dw.dim(), g.dim());
+        let d = Dims { n, h, w: wd, ci, kh, kw, co, oh, ow };
+        if d.k() == 0 {
+            dw.fill(0.0);
+        } else {
+            direct::grad_filter(&x, &g, &geo, &mut dw, &d, scratch);
+        }
+        return;
+    }
+    conv2d_grad_filter(x, g, geo, dw, scratch)
+}
 
 /// The attributes of one convolution that the shapes do not carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -350,35 +485,6 @@ mod tests {
     use super::*;
     use ndarray::{Array, Array4};
 
-    /// The plain-loop reference: `out[b, oy, ox, o] = sum x[b, iy, ix, c] * w[i, j, c, o]`.
-    fn reference(x: &Array4<f32>, w: &Array4<f32>, geo: Geometry, oh: usize, ow: usize) -> Array4<f32> {
-        let ((n, h, wd, ci), (kh, kw, _, co)) = (x.dim(), w.dim());
-        let mut out = Array4::zeros((n, oh, ow, co));
-        for b in 0..n {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    for o in 0..co {
-                        let mut s = 0.0;
-                        for i in 0..kh {
-                            for j in 0..kw {
-                                let iy = (oy * geo.stride[0] + i * geo.dilation[0]) as isize - geo.pad[0] as isize;
-                                let ix = (ox * geo.stride[1] + j * geo.dilation[1]) as isize - geo.pad[1] as isize;
-                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
-                                    continue;
-                                }
-                                for c in 0..ci {
-                                    s += x[[b, iy as usize, ix as usize, c]] * w[[i, j, c, o]];
-                                }
-                            }
-                        }
-                        out[[b, oy, ox, o]] = s;
-                    }
-                }
-            }
-        }
-        out
-    }
-
     fn filled(shape: (usize, usize, usize, usize), seed: u32) -> Array4<f32> {
         let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
         Array::from_shape_fn(shape, |_| {
@@ -389,8 +495,63 @@ mod tests {
         })
     }
 
+    /// The three passes in f64 by loops: `(out, dx, dw)` for the output gradient `g`.
+    #[allow(clippy::type_complexity)]
+    fn reference64(
+        x: &Array4<f32>,
+        w: &Array4<f32>,
+        g: &Array4<f32>,
+        geo: Geometry,
+    ) -> (Array4<f64>, Array4<f64>, Array4<f64>) {
+        let ((n, h, wd, ci), (kh, kw, _, co), (_, oh, ow, _)) = (x.dim(), w.dim(), g.dim());
+        let mut out = Array4::<f64>::zeros((n, oh, ow, co));
+        let mut dx = Array4::<f64>::zeros((n, h, wd, ci));
+        let mut dw = Array4::<f64>::zeros((kh, kw, ci, co));
+        for b in 0..n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for i in 0..kh {
+                        for j in 0..kw {
+                            let iy = (oy * geo.stride[0] + i * geo.dilation[0]) as isize - geo.pad[0] as isize;
+                            let ix = (ox * geo.stride[1] + j * geo.dilation[1]) as isize - geo.pad[1] as isize;
+                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                continue;
+                            }
+                            let (iy, ix) = (iy as usize, ix as usize);
+                            for c in 0..ci {
+                                for o in 0..co {
+                                    let (xv, wv, gv) = (
+                                        f64::from(x[[b, iy, ix, c]]),
+                                        f64::from(w[[i, j, c, o]]),
+                                        f64::from(g[[b, oy, ox, o]]),
+                                    );
+                                    out[[b, oy, ox, o]] += xv * wv;
+                                    dx[[b, iy, ix, c]] += gv * wv;
+                                    dw[[i, j, c, o]] += xv * gv;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (out, dx, dw)
+    }
+
+    /// The largest `|got - want|` over `1 + mag`, `mag` the sum of the absolute values of
+    /// the terms (the same sums over `|x|`, `|w|`, `|g|`): f32 rounding of a sum stays
+    /// below `1e-6` of that for the few thousand terms here (its worst case grows
+    /// with the count, the typical with its square root: about `6e-8 sqrt(8400) = 5e-6` of the largest term, far less of the sum
+    /// for the longest, a weight gradient over 8400 pixels).
+    fn rel_err(got: &Array4<f32>, want: &Array4<f64>, mag: &Array4<f64>) -> f64 {
+        assert_eq!(got.dim(), want.dim());
+        got.iter().zip(want).zip(mag).fold(0f64, |a, ((&g, &w), &m)| a.max((f64::from(g) - w).abs() / (1.0 + m)))
+    }
+
+    const STRATEGIES: [Strategy; 2] = [Strategy::Im2col, Strategy::Direct];
+
     #[test]
-    fn forward_and_both_gradients_agree_with_loops_and_adjoints() {
+    fn every_strategy_agrees_with_the_f64_loops_on_every_pass() {
         // (n, h, w, ci, kh, kw, co, stride, dilation, pad, oh, ow); the fourth has 8400
         // output pixels, more than one tile of k = 50 (1310 pixels).
         let cases = [
@@ -400,28 +561,50 @@ mod tests {
             (3, 70, 40, 2, 5, 5, 3, [1, 1], [1, 1], [2, 2], 70, 40),
             // More output channels than one 16-lane vector, and not a multiple of it.
             (2, 6, 5, 2, 3, 3, 20, [1, 1], [1, 1], [1, 1], 6, 5),
+            // More than one 64-channel group (the direct kernels' last group masked), a
+            // row longer than one register block (24 / 4 vectors = 6 pixels), dilation
+            // with "same"-like padding at stride 1 (the direct input gradient).
+            (2, 9, 13, 3, 3, 3, 70, [1, 1], [2, 2], [2, 2], 9, 13),
+            // ci = 1 and 32 or 16 output channels, as a first layer (the direct kernels'
+            // 2- and 1-vector tiles), "same" with an even kernel (the extra column right).
+            (2, 12, 30, 1, 5, 5, 32, [1, 1], [1, 1], [2, 2], 12, 30),
+            (2, 11, 29, 1, 2, 4, 16, [1, 1], [1, 1], [0, 1], 11, 29),
+            // Wide on both sides: two channel groups out, 40 in (the direct input gradient
+            // writes 40 channels: 3 vectors, the last masked).
+            (1, 6, 7, 40, 3, 3, 70, [1, 1], [1, 1], [1, 1], 6, 7),
+            // Stride with padding, wide channels: direct forward and weight gradient.
+            (2, 10, 11, 17, 3, 3, 33, [2, 3], [1, 1], [1, 1], 5, 4),
+            // Windows that skip the image's last rows/columns ("valid", stride 2).
+            (1, 10, 10, 4, 3, 3, 8, [2, 2], [1, 2], [0, 0], 4, 3),
         ];
         for (n, h, w, ci, kh, kw, co, stride, dilation, pad, oh, ow) in cases {
             let geo = Geometry { stride, dilation, pad };
             let x = filled((n, h, w, ci), 1);
             let k = filled((kh, kw, ci, co), 2);
-            let mut scratch = Vec::new();
-            let mut out = Array4::zeros((n, oh, ow, co));
-            conv2d(x.view(), k.view(), geo, out.view_mut(), &mut scratch);
-            let want = reference(&x, &k, geo, oh, ow);
-            let err = (&out - &want).iter().fold(0f32, |a, v| a.max(v.abs()));
-            assert!(err < 1e-4, "{geo:?}: {err}");
-            // <conv(x, w), g> = <x, dx(g, w)> = <w, dw(x, g)>: the gradients are the adjoints.
             let g = filled((n, oh, ow, co), 3);
-            let mut dx = Array4::zeros((n, h, w, ci));
-            conv2d_grad_input(g.view(), k.view(), geo, dx.view_mut(), &mut scratch);
-            let mut dw = Array4::zeros((kh, kw, ci, co));
-            conv2d_grad_filter(x.view(), g.view(), geo, dw.view_mut(), &mut scratch);
-            let lhs: f64 = want.iter().zip(&g).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
-            let via_x: f64 = x.iter().zip(&dx).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
-            let via_w: f64 = k.iter().zip(&dw).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
-            assert!((lhs - via_x).abs() < 1e-3 * lhs.abs().max(1.0), "{geo:?}: {lhs} vs {via_x}");
-            assert!((lhs - via_w).abs() < 1e-3 * lhs.abs().max(1.0), "{geo:?}: {lhs} vs {via_w}");
+            let (want, want_dx, want_dw) = reference64(&x, &k, &g, geo);
+            let abs = |a: &Array4<f32>| a.mapv(f32::abs);
+            let (mag, mag_dx, mag_dw) = reference64(&abs(&x), &abs(&k), &abs(&g), geo);
+            for strategy in STRATEGIES {
+                let mut scratch = Vec::new();
+                let mut out = Array4::from_elem((n, oh, ow, co), 9.0);
+                conv2d_with(strategy, x.view(), k.view(), geo, out.view_mut(), &mut scratch);
+                let e = rel_err(&out, &want, &mag);
+                assert!(e < 1e-6, "{strategy:?} forward {geo:?} co {co}: {e}");
+                let mut dx = Array4::from_elem((n, h, w, ci), 9.0);
+                conv2d_grad_input_with(strategy, g.view(), k.view(), geo, dx.view_mut(), &mut scratch);
+                let e = rel_err(&dx, &want_dx, &mag_dx);
+                assert!(e < 1e-6, "{strategy:?} grad_input {geo:?} co {co}: {e}");
+                let mut dw = Array4::from_elem((kh, kw, ci, co), 9.0);
+                conv2d_grad_filter_with(strategy, x.view(), g.view(), geo, dw.view_mut(), &mut scratch);
+                let e = rel_err(&dw, &want_dw, &mag_dw);
+                assert!(e < 1e-6, "{strategy:?} grad_filter {geo:?} co {co}: {e}");
+                let z = Sizes { n, h, w, ci, kh, kw, co, oh, ow };
+                for pass in [Pass::Forward, Pass::GradInput, Pass::GradFilter] {
+                    let len = scratch_len_for(strategy, pass, z, geo);
+                    assert!(len > 0 && len <= scratch.len(), "{strategy:?} {pass:?}: {len} vs {}", scratch.len());
+                }
+            }
         }
     }
 
@@ -439,48 +622,67 @@ mod tests {
         let mut kp = Array4::zeros((3, 3, 2, 3));
         kp.assign(&k.view().permuted_axes([0, 1, 3, 2]));
         let kv = kp.view().permuted_axes([0, 1, 3, 2]);
-        let mut scratch = Vec::new();
+        for strategy in STRATEGIES {
+            let mut scratch = Vec::new();
 
-        let mut a = Array4::zeros((2, 6, 3, 2));
-        conv2d(x.view(), k.view(), geo, a.view_mut(), &mut scratch);
-        let mut b = Array4::zeros((2, 6, 2, 3));
-        conv2d(xv, kv, geo, b.view_mut().permuted_axes([0, 1, 3, 2]), &mut scratch);
-        assert_eq!(a.view(), b.view().permuted_axes([0, 1, 3, 2]));
+            let mut a = Array4::zeros((2, 6, 3, 2));
+            conv2d_with(strategy, x.view(), k.view(), geo, a.view_mut(), &mut scratch);
+            let mut b = Array4::zeros((2, 6, 2, 3));
+            conv2d_with(strategy, xv, kv, geo, b.view_mut().permuted_axes([0, 1, 3, 2]), &mut scratch);
+            assert_eq!(a.view(), b.view().permuted_axes([0, 1, 3, 2]));
 
-        let (mut d1, mut d2) = (Array4::zeros((2, 6, 7, 3)), Array4::zeros((2, 6, 3, 7)));
-        conv2d_grad_input(g.view(), k.view(), geo, d1.view_mut(), &mut scratch);
-        conv2d_grad_input(gv, kv, geo, d2.view_mut().permuted_axes([0, 1, 3, 2]), &mut scratch);
-        assert_eq!(d1.view(), d2.view().permuted_axes([0, 1, 3, 2]));
+            let (mut d1, mut d2) = (Array4::zeros((2, 6, 7, 3)), Array4::zeros((2, 6, 3, 7)));
+            conv2d_grad_input_with(strategy, g.view(), k.view(), geo, d1.view_mut(), &mut scratch);
+            conv2d_grad_input_with(strategy, gv, kv, geo, d2.view_mut().permuted_axes([0, 1, 3, 2]), &mut scratch);
+            assert_eq!(d1.view(), d2.view().permuted_axes([0, 1, 3, 2]));
 
-        let (mut w1, mut w2) = (Array4::zeros((3, 3, 3, 2)), Array4::zeros((3, 3, 2, 3)));
-        conv2d_grad_filter(x.view(), g.view(), geo, w1.view_mut(), &mut scratch);
-        conv2d_grad_filter(xv, gv, geo, w2.view_mut().permuted_axes([0, 1, 3, 2]), &mut scratch);
-        assert_eq!(w1.view(), w2.view().permuted_axes([0, 1, 3, 2]));
+            let (mut w1, mut w2) = (Array4::zeros((3, 3, 3, 2)), Array4::zeros((3, 3, 2, 3)));
+            conv2d_grad_filter_with(strategy, x.view(), g.view(), geo, w1.view_mut(), &mut scratch);
+            conv2d_grad_filter_with(strategy, xv, gv, geo, w2.view_mut().permuted_axes([0, 1, 3, 2]), &mut scratch);
+            assert_eq!(w1.view(), w2.view().permuted_axes([0, 1, 3, 2]));
+        }
+    }
+
+    #[test]
+    #[should_panic]
+    fn a_direct_call_with_disagreeing_shapes_panics_instead_of_reading_out_of_bounds() {
+        // The kernel takes 1 channel, the image has 2: the direct tiles (raw pointers)
+        // would read past the kernel; the checks before them panic.
+        let geo = Geometry { stride: [1, 1], dilation: [1, 1], pad: [0, 0] };
+        let (x, k) = (filled((1, 5, 5, 2), 1), filled((3, 3, 1, 16), 2));
+        let mut out = Array4::zeros((1, 3, 3, 16));
+        conv2d_with(Strategy::Direct, x.view(), k.view(), geo, out.view_mut(), &mut Vec::new());
+        // Without AVX-512 the call ran im2col, which may not panic: make the test's point moot.
+        assert!(direct::available(), "no AVX-512F: nothing to check");
     }
 
     #[test]
     fn zero_channels_give_zeros() {
-        let geo = Geometry { stride: [1, 1], dilation: [1, 1], pad: [1, 1] };
-        let x = Array4::<f32>::zeros((2, 4, 4, 0));
-        let k = Array4::<f32>::zeros((3, 3, 0, 2));
-        let mut out = Array4::from_elem((2, 4, 4, 2), 7.0f32);
-        conv2d(x.view(), k.view(), geo, out.view_mut(), &mut Vec::new());
-        assert!(out.iter().all(|&v| v == 0.0));
-        let mut dx = Array4::<f32>::zeros((2, 4, 4, 0));
-        conv2d_grad_input(out.view(), k.view(), geo, dx.view_mut(), &mut Vec::new());
-        let mut dw = Array4::<f32>::zeros((3, 3, 0, 2));
-        conv2d_grad_filter(x.view(), out.view(), geo, dw.view_mut(), &mut Vec::new());
+        for strategy in STRATEGIES {
+            let geo = Geometry { stride: [1, 1], dilation: [1, 1], pad: [1, 1] };
+            let x = Array4::<f32>::zeros((2, 4, 4, 0));
+            let k = Array4::<f32>::zeros((3, 3, 0, 2));
+            let mut out = Array4::from_elem((2, 4, 4, 2), 7.0f32);
+            conv2d_with(strategy, x.view(), k.view(), geo, out.view_mut(), &mut Vec::new());
+            assert!(out.iter().all(|&v| v == 0.0));
+            let mut dx = Array4::<f32>::zeros((2, 4, 4, 0));
+            conv2d_grad_input_with(strategy, out.view(), k.view(), geo, dx.view_mut(), &mut Vec::new());
+            let mut dw = Array4::<f32>::zeros((3, 3, 0, 2));
+            conv2d_grad_filter_with(strategy, x.view(), out.view(), geo, dw.view_mut(), &mut Vec::new());
+        }
     }
 
     #[test]
     fn a_batch_of_zero_writes_zero_gradients() {
-        let geo = Geometry { stride: [1, 1], dilation: [1, 1], pad: [0, 0] };
-        let x = Array4::<f32>::zeros((0, 4, 4, 2));
-        let g = Array4::<f32>::zeros((0, 2, 2, 3));
-        let mut dw = Array4::from_elem((3, 3, 2, 3), 7.0f32);
-        conv2d_grad_filter(x.view(), g.view(), geo, dw.view_mut(), &mut Vec::new());
-        assert!(dw.iter().all(|&v| v == 0.0));
-        let mut out = Array4::<f32>::zeros((0, 2, 2, 3));
-        conv2d(x.view(), dw.view(), geo, out.view_mut(), &mut Vec::new());
+        for strategy in STRATEGIES {
+            let geo = Geometry { stride: [1, 1], dilation: [1, 1], pad: [0, 0] };
+            let x = Array4::<f32>::zeros((0, 4, 4, 2));
+            let g = Array4::<f32>::zeros((0, 2, 2, 3));
+            let mut dw = Array4::from_elem((3, 3, 2, 3), 7.0f32);
+            conv2d_grad_filter_with(strategy, x.view(), g.view(), geo, dw.view_mut(), &mut Vec::new());
+            assert!(dw.iter().all(|&v| v == 0.0));
+            let mut out = Array4::<f32>::zeros((0, 2, 2, 3));
+            conv2d_with(strategy, x.view(), dw.view(), geo, out.view_mut(), &mut Vec::new());
+        }
     }
 }

@@ -1,0 +1,493 @@
+//! The direct strategy: register-blocked AVX-512 kernels that read the taps straight
+//! from a zero-padded copy of one image (no `cols` matrix, no packing).
+//!
+//! - forward: a tile of `R` adjacent output pixels of one row x `V` 16-lane vectors of
+//!   output channels (`R * V <= 24` accumulators in zmm registers); per tap, `V` loads of
+//!   the kernel row `w[tap, ..]` (HWIO is `[kh kw ci, co]` already, read in place) and
+//!   `R` broadcasts of the input, `R * V` FMAs. Over `co > 64` the tile walks groups of
+//!   64 channels; the last vector of a group is masked, so any `co` works.
+//! - weight gradient: a tile of `T` taps x `V` vectors of `co`, accumulated over every
+//!   output pixel of one image (its output gradient is read once per tap block, from L1
+//!   or L2), then added into a `[k, co]` accumulator: input x output-gradient over
+//!   pixels, never a convolution with batch and channels swapped.
+//! - input gradient (stride 1 only): the forward kernel on the output gradient with the
+//!   kernel flipped and its channel axes swapped (`w'[i, j, o, c] = w[kh-1-i, kw-1-j, c,
+//!   o]`, built in the scratch per call) and padding `(k - 1) d - pad`: oneDNN's design.
+//!
+//! The padded copy (`hp x wp x ci` floats, zero outside the image) is what makes every
+//! stride, padding, dilation and view one code path: a tap in the padding reads a zero,
+//! and a strided or reversed view is read through its own indexing once per call. The
+//! kernels need AVX-512F; [`available`] says whether this CPU (and `MODELC_KERNEL`)
+//! allows it, and the caller falls back to im2col otherwise.
+
+use ndarray::{s, ArrayView4, ArrayViewMut4};
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use super::{Dims, Geometry};
+
+/// Whether the direct kernels can run here: AVX-512F detected and not capped below it
+/// by `MODELC_KERNEL` (sgemm's choice, which every vector kernel of the runtime follows).
+pub(super) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::sgemm::kernel() == crate::sgemm::Kernel::Avx512
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The padded image's rows and columns: exactly what the output's windows read
+/// (`(o - 1) * s + (k - 1) * d + 1`), 0 when there is no output.
+fn padded(d: &Dims, geo: &Geometry) -> (usize, usize) {
+    let one = |o: usize, k: usize, s: usize, dl: usize| if o == 0 { 0 } else { (o - 1) * s + (k.max(1) - 1) * dl + 1 };
+    (one(d.oh, d.kh, geo.stride[0], geo.dilation[0]), one(d.ow, d.kw, geo.stride[1], geo.dilation[1]))
+}
+
+/// The scratch floats a forward call needs: the padded image, a contiguous copy of the
+/// kernel (only used for a non-standard kernel view), a row of the output (for a
+/// non-standard output view).
+pub(super) fn forward_scratch(d: &Dims, geo: &Geometry) -> usize {
+    let (hp, wp) = padded(d, geo);
+    hp * wp * d.ci + d.k() * d.co + d.ow * d.co
+}
+
+/// The scratch floats a weight-gradient call needs: the padded image, the `[k, co]`
+/// accumulator, one image of the output gradient (for a non-standard view).
+pub(super) fn grad_filter_scratch(d: &Dims, geo: &Geometry) -> usize {
+    let (hp, wp) = padded(d, geo);
+    hp * wp * d.ci + d.k() * d.co + d.oh * d.ow * d.co
+}
+
+/// The input gradient's geometry and sizes as a forward convolution of the output
+/// gradient (stride 1 only): `ci` and `co` swap, the image is `oh x ow`, the output
+/// `h x w`, the padding before is `(k - 1) * d - pad`.
+pub(super) fn transposed(d: &Dims, geo: &Geometry) -> (Dims, Geometry) {
+    let t = Dims { n: d.n, h: d.oh, w: d.ow, ci: d.co, kh: d.kh, kw: d.kw, co: d.ci, oh: d.h, ow: d.w };
+    let pad = |a: usize, k: usize| ((k.max(1) - 1) * geo.dilation[a]).saturating_sub(geo.pad[a]);
+    (t, Geometry { stride: [1, 1], dilation: geo.dilation, pad: [pad(0, d.kh), pad(1, d.kw)] })
+}
+
+/// The scratch floats an input-gradient call needs: the flipped kernel and the forward
+/// call's on the transposed sizes.
+pub(super) fn grad_input_scratch(d: &Dims, geo: &Geometry) -> usize {
+    let (t, tg) = transposed(d, geo);
+    d.k() * d.co + forward_scratch(&t, &tg)
+}
+
+/// Grows `scratch` to `len` floats on first use only.
+fn grow(scratch: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if scratch.len() < len {
+        scratch.resize(len, 0.0);
+    }
+    &mut scratch[..len]
+}
+
+/// Copies image `b` of `x` into `img` (`hp x wp x ci`), `pad` zero rows/columns before,
+/// zeros after; rows and columns the windows never read are left out.
+fn pad_image(x: &ArrayView4<'_, f32>, b: usize, pad: [usize; 2], hp: usize, wp: usize, img: &mut [f32]) {
+    let (_, h, w, ci) = x.dim();
+    img.fill(0.0);
+    let cols = w.min(wp.saturating_sub(pad[1]));
+    let xs = x.as_slice();
+    for iy in 0..h {
+        let py = iy + pad[0];
+        if py >= hp {
+            break;
+        }
+        let at = (py * wp + pad[1]) * ci;
+        let dst = &mut img[at..at + cols * ci];
+        match xs {
+            Some(xs) => {
+                let from = (b * h + iy) * w * ci;
+                dst.copy_from_slice(&xs[from..from + cols * ci]);
+            }
+            None => {
+                for (v, &s) in dst.iter_mut().zip(x.slice(s![b, iy, ..cols, ..]).iter()) {
+                    *v = s;
+                }
+            }
+        }
+    }
+}
+
+/// `out = conv2d(x, w)` by the direct kernel; the caller checked [`available`].
+pub(super) fn forward(
+    x: &ArrayView4<'_, f32>,
+    w: &ArrayView4<'_, f32>,
+    geo: &Geometry,
+    out: &mut ArrayViewMut4<'_, f32>,
+    d: &Dims,
+    scratch: &mut Vec<f32>,
+) {
+    let (hp, wp) = padded(d, geo);
+    let s = grow(scratch, forward_scratch(d, geo));
+    let (img, rest) = s.split_at_mut(hp * wp * d.ci);
+    let (wbuf, obuf) = rest.split_at_mut(d.k() * d.co);
+    let wm: &[f32] = match w.as_slice() {
+        Some(ws) => ws,
+        None => {
+            for (dst, &v) in wbuf.iter_mut().zip(w.iter()) {
+                *dst = v;
+            }
+            wbuf
+        }
+    };
+    forward_with(x, wm, geo, out, d, img, obuf);
+}
+
+/// The forward pass with the kernel given as a contiguous `[kh kw ci, co]` matrix.
+fn forward_with(
+    x: &ArrayView4<'_, f32>,
+    wm: &[f32],
+    geo: &Geometry,
+    out: &mut ArrayViewMut4<'_, f32>,
+    d: &Dims,
+    img: &mut [f32],
+    obuf: &mut [f32],
+) {
+    let (hp, wp) = padded(d, geo);
+    let standard = out.is_standard_layout();
+    let t = Taps {
+        kh: d.kh,
+        kw: d.kw,
+        ci: d.ci,
+        co: d.co,
+        row: geo.dilation[0] * wp * d.ci,
+        col: geo.dilation[1] * d.ci,
+        step: geo.stride[1] * d.ci,
+    };
+    for b in 0..d.n {
+        pad_image(x, b, geo.pad, hp, wp, img);
+        for oy in 0..d.oh {
+            let xrow = &img[oy * geo.stride[0] * wp * d.ci..];
+            match out.as_slice_mut().filter(|_| standard) {
+                Some(os) => {
+                    let at = (b * d.oh + oy) * d.ow * d.co;
+                    row(&t, xrow, wm, &mut os[at..at + d.ow * d.co], d.ow);
+                }
+                None => {
+                    row(&t, xrow, wm, &mut obuf[..d.ow * d.co], d.ow);
+                    for (dst, &v) in out.slice_mut(s![b, oy, .., ..]).iter_mut().zip(obuf.iter()) {
+                        *dst = v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dx` of `conv2d(x, w)` (stride 1) by the forward kernel on `g` with the flipped,
+/// channel-swapped kernel.
+pub(super) fn grad_input(
+    g: &ArrayView4<'_, f32>,
+    w: &ArrayView4<'_, f32>,
+    geo: &Geometry,
+    dx: &mut ArrayViewMut4<'_, f32>,
+    d: &Dims,
+    scratch: &mut Vec<f32>,
+) {
+    let (t, tg) = transposed(d, geo);
+    let (hp, wp) = padded(&t, &tg);
+    let s = grow(scratch, grad_input_scratch(d, geo));
+    let (wt, rest) = s.split_at_mut(d.k() * d.co);
+    let (img, rest) = rest.split_at_mut(hp * wp * t.ci);
+    let obuf = &mut rest[t.k() * t.co..];
+    // wt[i, j, o, c] = w[kh-1-i, kw-1-j, c, o].
+    let (kh, kw, ci, co) = (d.kh, d.kw, d.ci, d.co);
+    for i in 0..kh {
+        for j in 0..kw {
+            let tap = w.slice(s![kh - 1 - i, kw - 1 - j, .., ..]);
+            let at = (i * kw + j) * co * ci;
+            for o in 0..co {
+                for c in 0..ci {
+                    wt[at + o * ci + c] = tap[[c, o]];
+                }
+            }
+        }
+    }
+    forward_with(g, wt, &tg, dx, &t, img, obuf);
+}
+
+/// `dw` of `conv2d(x, w)` by the direct weight-gradient kernel.
+pub(super) fn grad_filter(
+    x: &ArrayView4<'_, f32>,
+    g: &ArrayView4<'_, f32>,
+    geo: &Geometry,
+    dw: &mut ArrayViewMut4<'_, f32>,
+    d: &Dims,
+    scratch: &mut Vec<f32>,
+) {
+    let (hp, wp) = padded(d, geo);
+    let s = grow(scratch, grad_filter_scratch(d, geo));
+    let (img, rest) = s.split_at_mut(hp * wp * d.ci);
+    let (acc, gbuf) = rest.split_at_mut(d.k() * d.co);
+    acc.fill(0.0);
+    let per = d.oh * d.ow * d.co;
+    let gs = g.as_slice();
+    // The tap offsets in the padded image, tap-major as HWIO: (i d0 wp + j d1) ci + c.
+    let mut block = [0usize; MAX_ACC];
+    for b in 0..d.n {
+        pad_image(x, b, geo.pad, hp, wp, img);
+        let gimg: &[f32] = match gs {
+            Some(gs) => &gs[b * per..(b + 1) * per],
+            None => {
+                for (dst, &v) in gbuf.iter_mut().zip(g.slice(s![b, .., .., ..]).iter()) {
+                    *dst = v;
+                }
+                &gbuf[..per]
+            }
+        };
+        let px = Pixels { oh: d.oh, ow: d.ow, co: d.co, row: geo.stride[0] * wp * d.ci, step: geo.stride[1] * d.ci };
+        for g0 in (0..d.co).step_by(GROUP) {
+            let v = (d.co - g0).min(GROUP).div_ceil(16);
+            let tmax = MAX_ACC / v;
+            let k = d.k();
+            let mut t0 = 0;
+            while t0 < k {
+                let nt = tmax.min(k - t0);
+                for (slot, tap) in block[..nt].iter_mut().zip(t0..) {
+                    let (ij, c) = (tap / d.ci, tap % d.ci);
+                    let (i, j) = (ij / d.kw, ij % d.kw);
+                    *slot = (i * geo.dilation[0] * wp + j * geo.dilation[1]) * d.ci + c;
+                }
+                let dst = &mut acc[t0 * d.co + g0..];
+                filter_tile(&px, img, &gimg[g0..], &block[..nt], dst, (d.co - g0).min(GROUP));
+                t0 += nt;
+            }
+        }
+    }
+    match dw.as_slice_mut() {
+        Some(ds) => ds.copy_from_slice(acc),
+        None => {
+            for (dst, &v) in dw.iter_mut().zip(acc.iter()) {
+                *dst = v;
+            }
+        }
+    }
+}
+
+/// Accumulators per tile: 24 of the 32 zmm registers (the rest hold the kernel row or
+/// the gradient vectors and a broadcast).
+const MAX_ACC: usize = 24;
+
+/// Output channels per tile: four 16-lane vectors.
+const GROUP: usize = 64;
+
+/// The forward tile's strides (in floats) and sizes.
+struct Taps {
+    kh: usize,
+    kw: usize,
+    ci: usize,
+    co: usize,
+    /// Between two kernel rows in the padded image.
+    row: usize,
+    /// Between two kernel columns.
+    col: usize,
+    /// Between two adjacent output pixels' windows.
+    step: usize,
+}
+
+/// The weight-gradient tile's pixel walk over one image.
+struct Pixels {
+    oh: usize,
+    ow: usize,
+    co: usize,
+    /// Between two output rows' windows in the padded image.
+    row: usize,
+    /// Between two adjacent output pixels' windows.
+    step: usize,
+}
+
+/// The lane mask of the last vector of a group of `width` channels.
+#[inline]
+fn last_mask(width: usize) -> u16 {
+    let r = width - 16 * (width.div_ceil(16) - 1);
+    if r == 16 {
+        u16::MAX
+    } else {
+        (1u16 << r) - 1
+    }
+}
+
+/// One output row (`ow` pixels x `co` channels into `orow`), its windows starting in
+/// `xrow` (the padded image from the row's top-left tap).
+fn row(t: &Taps, xrow: &[f32], wm: &[f32], orow: &mut [f32], ow: usize) {
+    // Every read below stays inside `xrow`, `wm` and `orow`: the padded image covers every
+    // window (`padded`), `wm` is `k * co`, `orow` is `ow * co`. Checked in release builds
+    // too (once a row): the public entry points take views whose shapes a direct caller
+    // of the runtime could get wrong, and the tiles read through raw pointers.
+    assert!(ow == 0 || xrow.len() >= (ow - 1) * t.step + (t.kh - 1) * t.row + (t.kw - 1) * t.col + t.ci);
+    assert!(wm.len() >= t.kh * t.kw * t.ci * t.co && orow.len() >= ow * t.co);
+    #[cfg(target_arch = "x86_64")]
+    for g0 in (0..t.co).step_by(GROUP) {
+        let width = (t.co - g0).min(GROUP);
+        let v = width.div_ceil(16);
+        let rmax = MAX_ACC / v;
+        // Blocks of equal size (28 pixels in blocks of 10, 10, 8 rather than 12, 12, 4).
+        let blocks = ow.div_ceil(rmax);
+        let r = if blocks == 0 { 0 } else { ow.div_ceil(blocks) };
+        let mut ox = 0;
+        while ox < ow {
+            let rr = r.min(ow - ox);
+            let (x, w, o) = (xrow[ox * t.step..].as_ptr(), wm[g0..].as_ptr(), orow[ox * t.co + g0..].as_mut_ptr());
+            // SAFETY: `available()` (checked by the caller) saw AVX-512F; the tile reads
+            // `rr` windows from `x`, `k` rows of `width` floats from `w` and writes `rr`
+            // rows of `width` floats to `o`, all inside the slices (asserted above).
+            unsafe { forward_dispatch(t, rr, v, last_mask(width), x, w, o) };
+            ox += rr;
+        }
+    }
+}
+
+/// Adds one tap block (offsets `taps` into the padded image) x one channel group of
+/// `width` of the weight gradient over every pixel of the image into `acc` (rows of `co`).
+fn filter_tile(px: &Pixels, img: &[f32], g: &[f32], taps: &[usize], acc: &mut [f32], width: usize) {
+    // As in `row`, checked in release builds (once per image and block of taps).
+    assert!(taps
+        .iter()
+        .all(|&o| px.oh == 0 || px.ow == 0 || o + (px.oh - 1) * px.row + (px.ow - 1) * px.step < img.len()));
+    assert!(px.oh * px.ow == 0 || g.len() >= (px.oh * px.ow - 1) * px.co + width);
+    assert!(taps.is_empty() || acc.len() >= (taps.len() - 1) * px.co + width);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as in `row`: AVX-512F was detected, and every access is inside the slices.
+    unsafe {
+        filter_dispatch(px, taps, width.div_ceil(16), last_mask(width), img.as_ptr(), g.as_ptr(), acc.as_mut_ptr())
+    };
+}
+
+/// Calls `$f::<R, V>` for the runtime `r` and `v` (every `R <= 24 / V`).
+macro_rules! dispatch {
+    (@v $f:ident, $v:literal, $r:ident, $args:tt, [$($n:literal)*]) => {
+        match $r {
+            $($n => $f::<$n, $v> $args,)*
+            _ => {}
+        }
+    };
+    ($f:ident, $r:expr, $v:expr, $args:tt) => {
+        match ($v, $r) {
+            (1, r) => dispatch!(@v $f, 1, r, $args, [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24]),
+            (2, r) => dispatch!(@v $f, 2, r, $args, [1 2 3 4 5 6 7 8 9 10 11 12]),
+            (3, r) => dispatch!(@v $f, 3, r, $args, [1 2 3 4 5 6 7 8]),
+            (_, r) => dispatch!(@v $f, 4, r, $args, [1 2 3 4 5 6]),
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn forward_dispatch(t: &Taps, r: usize, v: usize, mask: u16, x: *const f32, w: *const f32, o: *mut f32) {
+    unsafe { dispatch!(forward_tile, r, v, (t, mask, x, w, o)) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn filter_dispatch(
+    px: &Pixels,
+    taps: &[usize],
+    v: usize,
+    mask: u16,
+    x: *const f32,
+    g: *const f32,
+    acc: *mut f32,
+) {
+    unsafe { dispatch!(filter_tile_k, taps.len(), v, (px, taps, mask, x, g, acc)) }
+}
+
+/// `R` output pixels x `V` vectors of channels (the last one masked by `mask`): for each
+/// tap, `V` kernel-row loads, `R` broadcasts of the input, `R * V` FMAs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn forward_tile<const R: usize, const V: usize>(t: &Taps, mask: u16, x: *const f32, w: *const f32, o: *mut f32) {
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        for i in 0..t.kh {
+            for j in 0..t.kw {
+                let xb = x.add(i * t.row + j * t.col);
+                let wb = w.add((i * t.kw + j) * t.ci * t.co);
+                for c in 0..t.ci {
+                    let wr = wb.add(c * t.co);
+                    let mut wv = [_mm512_setzero_ps(); V];
+                    for (q, slot) in wv.iter_mut().enumerate() {
+                        *slot = if q + 1 == V {
+                            _mm512_maskz_loadu_ps(mask, wr.add(16 * q))
+                        } else {
+                            _mm512_loadu_ps(wr.add(16 * q))
+                        };
+                    }
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        let xv = _mm512_set1_ps(*xb.add(r * t.step + c));
+                        for (a, &wq) in row.iter_mut().zip(&wv) {
+                            *a = _mm512_fmadd_ps(xv, wq, *a);
+                        }
+                    }
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (q, &a) in row.iter().enumerate() {
+                let d = o.add(r * t.co + 16 * q);
+                if q + 1 == V {
+                    _mm512_mask_storeu_ps(d, mask, a);
+                } else {
+                    _mm512_storeu_ps(d, a);
+                }
+            }
+        }
+    }
+}
+
+/// `R` taps x `V` vectors of channels of the weight gradient, over every output pixel of
+/// one image: per pixel, `V` gradient loads, `R` broadcasts of the input, `R * V` FMAs;
+/// then added into `acc`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn filter_tile_k<const R: usize, const V: usize>(
+    px: &Pixels,
+    taps: &[usize],
+    mask: u16,
+    x: *const f32,
+    g: *const f32,
+    out: *mut f32,
+) {
+    unsafe {
+        let mut off = [0usize; R];
+        off.copy_from_slice(&taps[..R]);
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        for oy in 0..px.oh {
+            let xr = x.add(oy * px.row);
+            let gr = g.add(oy * px.ow * px.co);
+            for ox in 0..px.ow {
+                let xp = xr.add(ox * px.step);
+                let gp = gr.add(ox * px.co);
+                let mut gv = [_mm512_setzero_ps(); V];
+                for (q, slot) in gv.iter_mut().enumerate() {
+                    *slot = if q + 1 == V {
+                        _mm512_maskz_loadu_ps(mask, gp.add(16 * q))
+                    } else {
+                        _mm512_loadu_ps(gp.add(16 * q))
+                    };
+                }
+                for (row, &o) in acc.iter_mut().zip(&off) {
+                    let xv = _mm512_set1_ps(*xp.add(o));
+                    for (a, &gq) in row.iter_mut().zip(&gv) {
+                        *a = _mm512_fmadd_ps(xv, gq, *a);
+                    }
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (q, &a) in row.iter().enumerate() {
+                let d = out.add(r * px.co + 16 * q);
+                if q + 1 == V {
+                    _mm512_mask_storeu_ps(d, mask, _mm512_add_ps(a, _mm512_maskz_loadu_ps(mask, d)));
+                } else {
+                    _mm512_storeu_ps(d, _mm512_add_ps(a, _mm512_loadu_ps(d)));
+                }
+            }
+        }
+    }
+}
