@@ -1,5 +1,6 @@
 //! Writes `$OUT_DIR/models.rs`: `MODELC_RANDOM_MODELS` random models (default 40) from
-//! the generator in `src/gen.rs`, seeds `MODELC_RANDOM_SEED + i` (default seed 1), each
+//! the generator in `src/gen.rs`, seeds `MODELC_RANDOM_SEED + i` (default seed 1; the
+//! share of CNNs among them `MODELC_RANDOM_CNN`, default 0.6 of the draws that may), each
 //! as a `model! { .. }` block in its own module plus the glue that calls it with views
 //! chosen by the test.
 //!
@@ -76,6 +77,8 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     let count = env_u64("MODELC_RANDOM_MODELS", 40);
     let base = env_u64("MODELC_RANDOM_SEED", 1);
+    // Read by the generator itself (`option_env!`): the share of CNN draws.
+    println!("cargo:rerun-if-env-changed=MODELC_RANDOM_CNN");
     let mut out = String::new();
     let mut table = String::new();
     let mut rejected = String::new();

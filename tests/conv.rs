@@ -267,10 +267,14 @@ fn every_strategy_matches_the_reference_on_every_variant_and_pass() {
 fn reversed_and_strided_views_give_the_contiguous_answers() {
     let m = Variants::with_seed(4);
     let x = image(2, 9, 8, 3);
-    // The same values through a reversed (negative-stride) view.
-    let rev = x.slice(s![.., ..;-1, .., ..]).to_owned();
+    // The same values through a reversed (negative-stride) view. `rev` is a row-major
+    // copy: `to_owned()` would keep the flipped view's negative stride, and flipping that
+    // back would be a plain row-major view again.
+    let rev = Array4::from_shape_vec(x.dim(), x.slice(s![.., ..;-1, .., ..]).iter().copied().collect()).unwrap();
     let view = rev.slice(s![.., ..;-1, .., ..]);
+    assert!(!view.is_standard_layout());
     assert_eq!(m.same(view).unwrap(), m.same(x.view()).unwrap());
+    check_variants(&m, view);
     // Every other image and column of a larger array: non-contiguous, same values.
     let mut big = Array4::<f32>::zeros((4, 9, 16, 3));
     big.slice_mut(s![..;2, .., ..;2, ..]).assign(&x);

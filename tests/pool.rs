@@ -197,21 +197,30 @@ fn values_match_a_naive_reference() {
     assert_eq!(m.mbig(image(1).view()).unwrap().dim(), (1, 1, 1, 3));
 }
 
+/// A row-major copy of `v`'s values.
+fn row_major(v: ArrayView4<f32>) -> Array4<f32> {
+    Array4::from_shape_vec(v.dim(), v.iter().copied().collect()).expect("as many values as the shape holds")
+}
+
 #[test]
 fn reversed_and_strided_views_give_the_contiguous_answer() {
     let m = Pools::new();
     let x = image(2);
-    let mut rev = x.clone();
-    rev.invert_axis(Axis(1));
-    rev.invert_axis(Axis(3));
-    // Reversing `rev` again is `x`, through negative strides.
-    check_all(&m, rev.slice(s![.., ..;-1, .., ..;-1]), "reversed");
+    // A row-major copy of `x` with height and channels flipped (`to_owned()` or
+    // `invert_axis` would keep negative strides, which the flip back would undo, giving a
+    // plain row-major view); reversing it again is `x`, through negative strides.
+    let rev = row_major(x.slice(s![.., ..;-1, .., ..;-1]));
+    let view = rev.slice(s![.., ..;-1, .., ..;-1]);
+    assert!(!view.is_standard_layout());
+    check_all(&m, view, "reversed");
     let wide =
         Array4::from_shape_fn((2, 7, 12, 3), |(b, i, j, c)| if j % 2 == 0 { x[[b, i, j / 2, c]] } else { f32::NAN });
     check_all(&m, wide.slice(s![.., .., ..;2, ..]), "strided");
     // Channels outermost in memory, then viewed as NHWC.
-    let nchw = x.view().permuted_axes([0, 3, 1, 2]).to_owned();
-    check_all(&m, nchw.view().permuted_axes([0, 2, 3, 1]), "permuted");
+    let nchw = row_major(x.view().permuted_axes([0, 3, 1, 2]));
+    let view = nchw.view().permuted_axes([0, 2, 3, 1]);
+    assert!(!view.is_standard_layout());
+    check_all(&m, view, "permuted");
 }
 
 #[test]

@@ -21,6 +21,16 @@
 //! `dropout(.., rate = 0.0)` (the identity, also in the loss) take f32 operands too. These
 //! arms replace draws of the older ones (the model count, and so the build time, is the
 //! same).
+//!
+//! **CNNs.** A dense layer (`matmul` to `[d0, k]`) or a one-axis reduction to a vector is,
+//! in a share `cnn_share()` of the draws (0.6; `MODELC_RANDOM_CNN`), a small CNN instead (`cnn`): NHWC images (rank 4, static
+//! height, width and channels, the batch `d0` as drawn) through up to two `conv2d`,
+//! `max_pool` and `avg_pool` with random kernel / window sizes, strides, dilations and
+//! paddings that fit (`image`, built bottom-up: each op's output size follows from its
+//! input's), then `flatten` and a dense param, or `sum` / `mean` / `max` over the image's
+//! height and width (a global pooling) or over everything but the batch. Rank 4 occurs only
+//! there (`MAX_RANK` bounds the rest), but the elementwise ops, broadcasting and the shape
+//! and index ops of `expr` also make the images' leaves.
 
 #![allow(dead_code)]
 
@@ -158,6 +168,23 @@ pub enum E {
     SparseXent(Box<E>, Box<E>),
     /// A comparison of two index tensors (exact: no kink, no tie).
     IndexCmp(Bin, Box<E>, Box<E>),
+    /// `conv2d(x, w, stride, padding, dilation)`: an NHWC image `[n, h, w, ci]` (static h,
+    /// w, ci) and an HWIO kernel `[kh, kw, ci, co]` (a param); `same` is `padding = "same"`.
+    Conv {
+        x: Box<E>,
+        w: Box<E>,
+        stride: [usize; 2],
+        dilation: [usize; 2],
+        same: bool,
+    },
+    /// `max_pool` (`max`) or `avg_pool(x, size, stride, padding)` of an NHWC image.
+    Pool {
+        max: bool,
+        x: Box<E>,
+        size: [usize; 2],
+        stride: [usize; 2],
+        same: bool,
+    },
 }
 
 /// A declared input or param.
@@ -210,6 +237,13 @@ impl Rng {
 const MAX_INPUTS: usize = 4;
 const MAX_PARAMS: usize = 4;
 const MAX_RANK: usize = 3;
+/// How often a dense layer (`matmul`) or a one-axis reduction to a vector is a CNN
+/// instead: 0.6, or `MODELC_RANDOM_CNN` (0 to 1) when set at build time (a run that
+/// hunts in the CNN ops sets 1). Read with `option_env!`, so that `build.rs` and the test
+/// (compiled by the same cargo command) draw the same models.
+fn cnn_share() -> f64 {
+    option_env!("MODELC_RANDOM_CNN").and_then(|v| v.trim().parse().ok()).unwrap_or(0.6)
+}
 
 struct Gen {
     rng: Rng,
@@ -518,6 +552,136 @@ impl Gen {
         E::IndexCmp(op, Box::new(a), Box::new(b))
     }
 
+    /// A param of exactly this shape: an existing one or a new one.
+    fn param_leaf(&mut self, shape: &Shape) -> E {
+        let same: Vec<usize> = (0..self.params.len()).filter(|&i| self.params[i].shape == *shape).collect();
+        if !same.is_empty() && self.rng.chance(0.5) {
+            return E::Param(self.rng.pick(&same));
+        }
+        let k = self.params.len();
+        self.params.push(Decl { name: format!("p{k}"), shape: shape.clone(), frozen: false, bound: None });
+        E::Param(k)
+    }
+
+    /// A CNN ending in `shape`: `[d0, k]` as a dense layer over the flattened image
+    /// (`matmul(flatten(img), p)`) or, for a few channels, a global pooling over the
+    /// image's height and width; `[d0]` as a reduction over height, width and channels.
+    fn cnn(&mut self, shape: &Shape, depth: usize) -> Option<E> {
+        let depth = depth.clamp(1, 2);
+        match *shape.as_slice() {
+            [d0, Dim::S(k)] => {
+                if k <= 3 && self.rng.chance(0.3) {
+                    let (img, _) = self.image(d0, depth, Some(k));
+                    let axes = if self.rng.chance(0.5) { vec![1, 2] } else { vec![-3, -2] };
+                    let op = self.rng.pick(&[Red::Sum, Red::Mean, Red::Max]);
+                    return Some(E::ReduceAxes { op, e: Box::new(img), axes, keepdims: false });
+                }
+                let (img, [h, w, c]) = self.image(d0, depth, None);
+                let f = h * w * c;
+                let flat = E::Reshape { e: Box::new(img), shape: vec![d0, Dim::S(f)], flatten: true };
+                let dense = self.param_leaf(&vec![Dim::S(f), Dim::S(k)]);
+                Some(E::MatMul(Box::new(flat), Box::new(dense)))
+            }
+            [d0] => {
+                let (img, _) = self.image(d0, depth, None);
+                let op = self.rng.pick(&[Red::Sum, Red::Mean, Red::Max]);
+                Some(E::ReduceAxes { op, e: Box::new(img), axes: vec![1, 2, 3], keepdims: false })
+            }
+            _ => None,
+        }
+    }
+
+    /// An f32 NHWC image `[d0, h, w, c]` (static h, w, c; `c` is `want_c` when given) and
+    /// its `[h, w, c]`: up to `depth` convolutions and poolings, bottom-up (their output
+    /// size follows from their input's), over an image input (maybe times a per-cell
+    /// param) or an elementwise expression of image inputs and broadcast params; each conv
+    /// maybe followed by a bias and `relu` or `tanh`. Sizes stay small (images up to 6x6,
+    /// 1-2 channels; kernels and windows up to 3x3, strides up to 2 or 3, dilation up to
+    /// 2), so that the reference's finite differences stay cheap. A "valid" window never
+    /// exceeds its image (the compiler rejects that); "same" may.
+    fn image(&mut self, d0: Dim, depth: usize, want_c: Option<usize>) -> (E, [usize; 3]) {
+        if depth == 0 || self.rng.chance(0.2) {
+            let (h, w) = (2 + self.rng.below(5), 2 + self.rng.below(5));
+            let c = want_c.unwrap_or(1 + self.rng.below(2));
+            let shape = vec![d0, Dim::S(h), Dim::S(w), Dim::S(c)];
+            let e = match self.rng.below(3) {
+                0 => self.expr(&shape, 1),
+                k => {
+                    let i = self.inputs.len();
+                    self.inputs.push(Decl { name: format!("x{i}"), shape, frozen: false, bound: None });
+                    // Times a per-cell param, so that a pooling right above has a gradient.
+                    if k == 1 {
+                        let p = self.param_leaf(&vec![Dim::S(h), Dim::S(w), Dim::S(c)]);
+                        E::Bin(Bin::Mul, Box::new(E::Input(i)), Box::new(p))
+                    } else {
+                        E::Input(i)
+                    }
+                }
+            };
+            return (e, [h, w, c]);
+        }
+        let d = depth - 1;
+        if self.rng.chance(0.55) {
+            let co = want_c.unwrap_or(1 + self.rng.below(2));
+            let (x, [h, w, ci]) = self.image(d0, d, None);
+            let same = self.rng.chance(0.5);
+            let mut kernel = [1 + self.rng.below(3), 1 + self.rng.below(3)];
+            let mut dilation = [1, 1];
+            for d in &mut dilation {
+                if self.rng.chance(0.25) {
+                    *d = 2;
+                }
+            }
+            let stride = [1 + self.rng.below(2), 1 + self.rng.below(2)];
+            let size = [h, w];
+            let mut out = [0; 2];
+            for a in 0..2 {
+                if !same {
+                    // "valid": shrink the window until it fits.
+                    while (kernel[a] - 1) * dilation[a] + 1 > size[a] {
+                        if dilation[a] > 1 {
+                            dilation[a] = 1;
+                        } else {
+                            kernel[a] -= 1;
+                        }
+                    }
+                }
+                let window = (kernel[a] - 1) * dilation[a] + 1;
+                out[a] = if same { size[a].div_ceil(stride[a]) } else { (size[a] - window) / stride[a] + 1 };
+            }
+            let w_param = self.param_leaf(&vec![Dim::S(kernel[0]), Dim::S(kernel[1]), Dim::S(ci), Dim::S(co)]);
+            let mut e = E::Conv { x: Box::new(x), w: Box::new(w_param), stride, dilation, same };
+            match self.rng.below(4) {
+                0 => {
+                    let b = self.param_leaf(&vec![Dim::S(co)]);
+                    e = E::Un(Un::Relu, Box::new(E::Bin(Bin::Add, Box::new(e), Box::new(b))));
+                }
+                1 => {
+                    let b = self.param_leaf(&vec![Dim::S(co)]);
+                    e = E::Bin(Bin::Add, Box::new(e), Box::new(b));
+                }
+                2 => e = E::Un(Un::Tanh, Box::new(e)),
+                _ => {}
+            }
+            (e, [out[0], out[1], co])
+        } else {
+            let (x, [h, w, c]) = self.image(d0, d, want_c);
+            let max = self.rng.chance(0.5);
+            let same = self.rng.chance(0.5);
+            let mut size = [1 + self.rng.below(3), 1 + self.rng.below(3)];
+            let stride = if self.rng.chance(0.4) { size } else { [1 + self.rng.below(3), 1 + self.rng.below(3)] };
+            let dims = [h, w];
+            let mut out = [0; 2];
+            for a in 0..2 {
+                if !same {
+                    size[a] = size[a].min(dims[a]);
+                }
+                out[a] = if same { dims[a].div_ceil(stride[a]) } else { (dims[a] - size[a]) / stride[a] + 1 };
+            }
+            (E::Pool { max, x: Box::new(x), size, stride, same }, [out[0], out[1], c])
+        }
+    }
+
     /// An expression of exactly this shape.
     fn expr(&mut self, shape: &Shape, depth: usize) -> E {
         if depth == 0 || self.rng.chance(0.15) {
@@ -573,6 +737,12 @@ impl Gen {
                     return E::Bin(op, Box::new(a), Box::new(b));
                 }
                 8 | 9 if r == 2 => {
+                    // A dense layer over a flattened CNN, or a global pooling, in some of them.
+                    if self.rng.chance(cnn_share()) {
+                        if let Some(e) = self.cnn(shape, d) {
+                            return e;
+                        }
+                    }
                     let k = self.dim();
                     let a = self.expr(&vec![shape[0], k], d);
                     let b = self.expr(&vec![k, shape[1]], d);
@@ -582,6 +752,11 @@ impl Gen {
                     return E::Transpose(Box::new(self.expr(&vec![shape[1], shape[0]], d)));
                 }
                 11 | 12 if r < MAX_RANK => {
+                    if r == 1 && self.rng.chance(cnn_share()) {
+                        if let Some(e) = self.cnn(shape, d) {
+                            return e;
+                        }
+                    }
                     // Reduce one axis of an expression with one more axis.
                     let keepdims = self.rng.chance(0.3);
                     let p = self.rng.below(r + 1);
@@ -737,6 +912,11 @@ fn live_params(e: &E, out: &mut Vec<usize>) {
         }
         E::ReduceAxes { e: a, .. } | E::Reshape { e: a, .. } | E::Slice { e: a, .. } => live_params(a, out),
         E::Concat(list, _) => list.iter().for_each(|a| live_params(a, out)),
+        E::Conv { x, w, .. } => {
+            live_params(x, out);
+            live_params(w, out);
+        }
+        E::Pool { x, .. } => live_params(x, out),
         // The condition is a comparison: no gradient.
         E::Where(_, a, b) => {
             live_params(a, out);
@@ -886,6 +1066,41 @@ pub fn text(spec: &Spec, e: &E) -> String {
         E::OneHot(ids, depth) => format!("one_hot({}, depth = {depth})", t(ids)),
         E::SparseXent(z, y) => format!("sparse_softmax_cross_entropy({}, {})", t(z), t(y)),
         E::IndexCmp(op, a, b) => text(spec, &E::Bin(*op, a.clone(), b.clone())),
+        E::Conv { x, w, stride, dilation, same } => {
+            let mut s = format!("conv2d({}, {}", t(x), t(w));
+            if *stride != [1, 1] {
+                let _ = write!(s, ", stride = {}", pair_text(*stride));
+            }
+            if *same {
+                s.push_str(", padding = \"same\"");
+            }
+            if *dilation != [1, 1] {
+                let _ = write!(s, ", dilation = {}", pair_text(*dilation));
+            }
+            s.push(')');
+            s
+        }
+        E::Pool { max, x, size, stride, same } => {
+            let mut s = format!("{}({}, size = {}", if *max { "max_pool" } else { "avg_pool" }, t(x), pair_text(*size));
+            // The stride defaults to the size.
+            if stride != size {
+                let _ = write!(s, ", stride = {}", pair_text(*stride));
+            }
+            if *same {
+                s.push_str(", padding = \"same\"");
+            }
+            s.push(')');
+            s
+        }
+    }
+}
+
+/// `k` for `[k, k]`, else `[a, b]`.
+fn pair_text(p: [usize; 2]) -> String {
+    if p[0] == p[1] {
+        p[0].to_string()
+    } else {
+        format!("[{}, {}]", p[0], p[1])
     }
 }
 

@@ -20,13 +20,21 @@
 //!   like the f32 inputs) through `gather`, `one_hot`, `sparse_softmax_cross_entropy`,
 //!   comparisons of indices and the shape ops, which the reference evaluates exactly;
 //! - with an empty dimension, a loss or metric that averages over nothing must be an
-//!   `Err` that says so (never `Ok(NaN)`), and a sum over nothing is 0.
+//!   `Err` that says so (never `Ok(NaN)`), and a sum over nothing is 0;
+//! - small CNNs (`conv2d`, `max_pool`, `avg_pool` on NHWC image inputs of every layout
+//!   above) against plain loops with TF's geometry (`tf_geometry`), `max_pool` taking the
+//!   first maximum and `avg_pool` averaging the cells inside the image; a `max_pool`
+//!   window whose maximum comes within `KINK` of its runner-up is a kink like `max`'s
+//!   (a tie of exact zeros is not: relus of negatives stay zeros under a step). In a
+//!   metric, a relu or abs argument near 0 counts as a tie (its f32 sign decides `==`).
 //!
 //! `MODELC_RANDOM_VERBOSE=1` prints each model before running it (to find one that
 //! crashes the process), `MODELC_RANDOM_ONLY=seed` runs only that model.
 //!
 //! Long runs: `MODELC_RANDOM_MODELS=2000 MODELC_RANDOM_CASES=20 cargo test -p modelc-fuzz
-//! --release` (the models are compiled in: changing the count rebuilds the test).
+//! --release` (the models are compiled in: changing the count rebuilds the test);
+//! `MODELC_RANDOM_CNN=1` (build time too) makes every dense layer or reduction to a
+//! vector that may be a CNN one (default 0.6: 11 of the default 40 models hold one).
 
 use modelc::ndarray::{ArrayD, ArrayView, ArrayViewD, Axis, Dimension, IxDyn, Slice};
 use proptest::prelude::*;
@@ -192,15 +200,25 @@ struct Eval<'a> {
     branches: u64,
     /// The smallest relative distance to a tie of argmax or `==`.
     tie: f64,
+    /// Whether an argument of relu or abs near 0 counts as a tie (in a metric only: in the
+    /// loss it is a kink). Their 0 or tiny output in f32 decides a metric's `==`, e.g.
+    /// `relu(layer_norm(a)) == 0` over a lane of values equal in f64 (the sparse
+    /// cross-entropies of rows of equal logits, ln 2 each) but an ulp apart in f32.
+    relu_ties: bool,
 }
 
 impl Eval<'_> {
     fn kink(&mut self, dist: f64, scale: f64, branch: bool, frozen: bool) {
+        self.kink_at(dist, scale, u64::from(branch), frozen);
+    }
+
+    /// A kink with more than two branches (`max_pool`: which cell of the window wins).
+    fn kink_at(&mut self, dist: f64, scale: f64, branch: u64, frozen: bool) {
         if frozen {
             return;
         }
         self.kink = self.kink.min(dist.abs() / (1.0 + scale.abs()));
-        self.branches = self.branches.wrapping_mul(0x100_0000_01b3).wrapping_add(1 + u64::from(branch));
+        self.branches = self.branches.wrapping_mul(0x100_0000_01b3).wrapping_add(1 + branch);
     }
 
     fn eval(&mut self, e: &E, frozen: bool) -> T {
@@ -230,6 +248,9 @@ impl Eval<'_> {
                     Un::Abs | Un::Relu => {
                         for &x in &a.data {
                             self.kink(x, 0.0, x > 0.0, frozen);
+                            if self.relu_ties {
+                                self.tie = self.tie.min(x.abs());
+                            }
                         }
                         if *u == Un::Abs {
                             a.map(f64::abs)
@@ -448,6 +469,91 @@ impl Eval<'_> {
                 let (a, b) = (self.eval(a, frozen), self.eval(b, frozen));
                 zip(&a, &b, |x, y| f64::from(u8::from(compare(*op, x, y))))
             }
+            E::Conv { x, w, stride, dilation, same } => {
+                let (x, w) = (self.eval(x, frozen), self.eval(w, frozen));
+                let &[n, h, wd, ci] = x.shape.as_slice() else { panic!("reference: conv2d of {:?}", x.shape) };
+                let &[kh, kw, wci, co] = w.shape.as_slice() else { panic!("reference: kernel {:?}", w.shape) };
+                assert_eq!(ci, wci, "reference: conv2d channels");
+                let (oh, top) = tf_geometry(h, kh, stride[0], dilation[0], *same);
+                let (ow, left) = tf_geometry(wd, kw, stride[1], dilation[1], *same);
+                let mut data = vec![0.0; n * oh * ow * co];
+                for b in 0..n {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            for o in 0..co {
+                                let mut acc = 0.0;
+                                for i in 0..kh {
+                                    for j in 0..kw {
+                                        // Padding cells are zeros: skipped.
+                                        let iy = (oy * stride[0] + i * dilation[0]).checked_sub(top).filter(|&v| v < h);
+                                        let ix =
+                                            (ox * stride[1] + j * dilation[1]).checked_sub(left).filter(|&v| v < wd);
+                                        let (Some(iy), Some(ix)) = (iy, ix) else { continue };
+                                        for c in 0..ci {
+                                            acc += x.data[((b * h + iy) * wd + ix) * ci + c]
+                                                * w.data[((i * kw + j) * ci + c) * co + o];
+                                        }
+                                    }
+                                }
+                                data[((b * oh + oy) * ow + ox) * co + o] = acc;
+                            }
+                        }
+                    }
+                }
+                T { shape: vec![n, oh, ow, co], data }
+            }
+            E::Pool { max, x, size, stride, same } => {
+                let x = self.eval(x, frozen);
+                let &[n, h, wd, c] = x.shape.as_slice() else { panic!("reference: pool of {:?}", x.shape) };
+                let (oh, top) = tf_geometry(h, size[0], stride[0], 1, *same);
+                let (ow, left) = tf_geometry(wd, size[1], stride[1], 1, *same);
+                let mut data = vec![0.0; n * oh * ow * c];
+                for b in 0..n {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            for ch in 0..c {
+                                // The window's cells inside the image, in row-major scan order.
+                                let mut cells = Vec::new();
+                                for i in 0..size[0] {
+                                    for j in 0..size[1] {
+                                        let iy = (oy * stride[0] + i).checked_sub(top).filter(|&v| v < h);
+                                        let ix = (ox * stride[1] + j).checked_sub(left).filter(|&v| v < wd);
+                                        if let (Some(iy), Some(ix)) = (iy, ix) {
+                                            cells.push(x.data[((b * h + iy) * wd + ix) * c + ch]);
+                                        }
+                                    }
+                                }
+                                assert!(!cells.is_empty(), "reference: a window with no cell of the image");
+                                let v = if *max {
+                                    // The first maximum wins (TF); the gap to the runner-up is a
+                                    // kink (a step may hand the window to another cell), but for
+                                    // a tie of exact zeros (relus of negatives, which stay zeros:
+                                    // no gradient either way).
+                                    let mut best = 0;
+                                    for k in 1..cells.len() {
+                                        if cells[k] > cells[best] {
+                                            best = k;
+                                        }
+                                    }
+                                    let second = (0..cells.len())
+                                        .filter(|&k| k != best)
+                                        .map(|k| cells[k])
+                                        .fold(f64::NEG_INFINITY, f64::max);
+                                    if cells.len() > 1 && !(cells[best] == 0.0 && second == 0.0) {
+                                        self.kink_at(cells[best] - second, cells[best], best as u64, frozen);
+                                    }
+                                    cells[best]
+                                } else {
+                                    // The average over the cells inside the image only (TF).
+                                    cells.iter().sum::<f64>() / cells.len() as f64
+                                };
+                                data[((b * oh + oy) * ow + ox) * c + ch] = v;
+                            }
+                        }
+                    }
+                }
+                T { shape: vec![n, oh, ow, c], data }
+            }
             E::SoftmaxXent(z, y) => {
                 let (z, y) = (self.eval(z, frozen), self.eval(y, frozen));
                 let r = z.shape.len();
@@ -508,6 +614,22 @@ impl Eval<'_> {
             shape.remove(axis);
         }
         T { shape, data }
+    }
+}
+
+/// TensorFlow's convolution and pooling geometry along one axis, written out here
+/// independently of modelc: `(output size, padding before)` for an axis of `size`, a
+/// kernel or window of `k` taps `dilation` apart, and `stride`. "same" gives
+/// `ceil(size / stride)` outputs with `max((out - 1) * stride + window - size, 0)` padding,
+/// the odd one after (at the bottom or right); "valid" no padding, `floor((size - window)
+/// / stride) + 1` outputs.
+fn tf_geometry(size: usize, k: usize, stride: usize, dilation: usize, same: bool) -> (usize, usize) {
+    let window = (k - 1) * dilation + 1;
+    if same {
+        let out = size.div_ceil(stride);
+        (out, ((out - 1) * stride + window).saturating_sub(size) / 2)
+    } else {
+        ((size - window) / stride + 1, 0)
     }
 }
 
@@ -678,6 +800,7 @@ fn check_case(entry: &Entry, spec: &Spec, case: &Case, tally: &mut Tally) -> Res
         kink: f64::INFINITY,
         branches: 0,
         tie: f64::INFINITY,
+        relu_ties: false,
     };
     let reference = ev.eval(&spec.loss, false);
     let (kink, branches) = (ev.kink, ev.branches);
@@ -803,6 +926,7 @@ fn check_metric(
     let (Some(metric), Some(found)) = (&spec.metric, &out.metric) else { return Ok(()) };
     let case_empty = ev.dims.contains(&0);
     ev.tie = f64::INFINITY;
+    ev.relu_ties = true;
     let expected = ev.eval(metric, false).data[0];
     if ev.tie < TIE {
         tally.metrics_skipped_at_ties += 1;

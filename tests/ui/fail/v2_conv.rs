@@ -35,4 +35,29 @@ model! {
     }
 }
 
+model! {
+    pub struct ConvOperands {
+        input x: [batch, 28, 28, 1];
+        input ids: [batch, 28, 28, 1] as u32;
+        input index_kernel: [5, 5, 1, 8] as u32;
+        input five: [batch, 2, 28, 28, 1];
+        input wide: [batch, 28, q, 1];
+        param w: [5, 5, 1, 8] = glorot_uniform;
+        // index_image
+        output a = conv2d(ids, w);
+        // index_kernel
+        output b = conv2d(x, index_kernel);
+        // rank_5_image
+        output c = conv2d(five, w);
+        // symbolic_width
+        output d = conv2d(wide, w);
+        // zero_stride_in_rows
+        output e = conv2d(x, w, stride = [0, 1], padding = "same");
+        // zero_dilation_in_pair
+        output f = conv2d(x, w, dilation = [1, 0], padding = "same");
+        // empty_padding_string
+        output g = conv2d(x, w, padding = "");
+    }
+}
+
 fn main() {}

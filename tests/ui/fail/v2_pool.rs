@@ -8,6 +8,7 @@ model! {
         input tall: [batch, h, 28, 1];
         input deep: [batch, 28, 28, c];
         input ids: [batch, 28, 28, 1] as u32;
+        input wide: [batch, 28, q, 1];
         // rank_not_4
         output a = max_pool(flat);
         // symbolic_height
@@ -16,6 +17,12 @@ model! {
         output c2 = max_pool(deep);
         // index_image
         output d = max_pool(ids);
+        // avg_rank_not_4
+        output e = avg_pool(flat);
+        // avg_index_image
+        output f = avg_pool(ids);
+        // max_symbolic_width
+        output g = max_pool(wide);
     }
 }
 
@@ -38,6 +45,14 @@ model! {
         output g = avg_pool(x, padding = same);
         // unknown_argument
         output h = max_pool(x, window = 2);
+        // avg_stride_zero
+        output i = avg_pool(x, stride = [2, 0]);
+        // avg_bad_padding_string
+        output j = avg_pool(x, padding = "SAME");
+        // avg_window_larger_than_image
+        output k = avg_pool(x, size = [29, 2]);
+        // dilation_is_not_a_pooling_argument
+        output l = max_pool(x, dilation = 2);
     }
 }
 
