@@ -15,7 +15,7 @@
 //! with 32 input channels, where the compiler's kernel rule picks the direct input
 //! gradient (the others take im2col's; forward and weight gradient are direct in all).
 //!
-//! **The comparison** is that of fuzz/tests/gradients.rs (copied, not shared: that file
+//! **The comparison** is that of gradients/tests/gradients.rs (copied, not shared: that file
 //! is another helper's): a fourth-order central difference with step `1e-3 *
 //! max(|p|, 1)`, every scalar of a param probed up to 48 of them (else 48 spread over
 //! it), plus two random directions over the whole param; the error of scalar i is

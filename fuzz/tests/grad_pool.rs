@@ -15,7 +15,7 @@
 //!   magnitudes with random signs, `x` solved from it), so that a finite-difference step
 //!   (`1e-3` on `w` in 0.8-1.2, moving a cell by at most 1e-2) never changes which cell
 //!   wins a window. The reference is the fourth-order central
-//!   difference of the f64 loss (as fuzz/tests/gradients.rs; its `compare` is copied:
+//!   difference of the f64 loss (as gradients/tests/gradients.rs; its `compare` is copied:
 //!   the error of scalar i is `|g_i - r_i| / max(|r_i|, rms(r))`), every scalar probed.
 //! - **At ties** (`ties`): MNIST-like images, a zero background (so `x * w + b` is exactly
 //!   `b` over whole windows) and a constant rectangle; finite differences measure the kink

@@ -60,7 +60,7 @@ pub fn map<const N: usize, F: Fn(f32, [f32; N]) -> f32>(
 /// leading axes do not depend on `f`, so they are compiled once per operand count, not
 /// once per fused group and instruction set: that made `map_views` and its three
 /// instruction-set copies 80% of a test binary's code (504 groups in
-/// `fuzz/tests/gradients.rs`) and most of its build time. The price is one indirect call
+/// `gradients/tests/gradients.rs`) and most of its build time. The price is one indirect call
 /// and one kernel lookup per block of up to [`CHUNK`] elements.
 fn map_views<const N: usize, F: Fn(f32, [f32; N]) -> f32>(
     out: ArrayViewMutD<'_, f32>,

@@ -623,7 +623,7 @@ impl GradProbe {
     /// many terms rounds by more than `u |L|`, which moves the optimum up: on
     /// tests/ui/pass/every_op_and_initializer.rs the worst absolute error is 1.4e-5 at
     /// `1e-2` and 4.4e-5 at `4.9e-3`. Checks that must be tight compare against f64
-    /// finite differences of an f64 loss instead (fuzz/tests/gradients.rs).
+    /// finite differences of an f64 loss instead (gradients/tests/gradients.rs).
     pub fn step(&mut self, orig: f32) -> f32 {
         self.orig = orig;
         1e-2 * orig.abs().max(1.0)

@@ -174,7 +174,7 @@ fn corpus() -> Vec<TokenStream> {
     }
     // Bodies inside `macro_rules!` templates (`$name`) are not models until expanded.
     models.retain(|m| !m.to_string().contains('$'));
-    // (fuzz/tests/gradients.rs writes its models through a macro_rules! template, so they are
+    // (gradients/tests/gradients.rs writes its models through a macro_rules! template, so they are
     // not in the corpus; the random models of fuzz/ are not either.)
     assert!(models.len() >= 20, "the corpus shrank to {} models: were the tests moved?", models.len());
     models
