@@ -80,7 +80,10 @@ pub fn gemm_acc(
 pub fn sum_to_acc(alpha: f32, a: ArrayViewD<'_, f32>, mut out: ArrayViewMutD<'_, f32>) {
     let leading_only = a.shape().ends_with(out.shape()) || (out.ndim() == 0);
     if let (true, Some(src), Some(dst)) = (leading_only, a.as_slice(), out.as_slice_mut()) {
-        widest(|| add_rows(alpha, src, dst));
+        widest(
+            #[inline(always)]
+            || add_rows(alpha, src, dst),
+        );
         return;
     }
     let offset = a.ndim() - out.ndim();
@@ -839,7 +842,10 @@ pub fn ln_1p(x: f32) -> f32 {
 /// faster than calling libm's `expf` per element, which dominated the tutorial's
 /// softmax.
 pub fn exp_inplace(v: &mut [f32]) {
-    widest(|| v.iter_mut().for_each(|x| *x = exp(*x)));
+    widest(
+        #[inline(always)]
+        || v.iter_mut().for_each(|x| *x = exp(*x)),
+    );
 }
 
 /// `e^x`, as a polynomial that vectorizes (no branches, no calls; see [`exp_inplace`]
