@@ -330,7 +330,7 @@ fn strided_and_empty_views_do_not_crash() {
 
 model! {
     /// An embedding table under plain SGD: its update is the fused scatter-add of the
-    /// rows the batch uses (`support::sgd_scatter`), behind the same guard.
+    /// rows the batch uses (`kernels::scatter_add_acc`), behind the same guard.
     struct EmbedSgd {
         input tokens: [batch, 3] as u32;
         input label: [batch] as u32;

@@ -9,7 +9,7 @@ use ndarray::{ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD, Axis, Zip};
 
 pub use crate::elementwise::map;
 pub use crate::index::{
-    compare_indices, gather, gather_sum, one_hot, scatter_add, scatter_add_bags, scatter_add_bags_acc,
+    compare_indices, gather, gather_sum, one_hot, scatter_add, scatter_add_acc, scatter_add_bags, scatter_add_bags_acc,
     sparse_softmax_xent, sparse_softmax_xent_grad, sparse_softmax_xent_with_grad, Cmp,
 };
 pub use crate::sgemm::{widest, Act};

@@ -379,51 +379,6 @@ pub fn sgd_apply_slice(p: &mut [f32], g: &[f32], lr: f32) {
     )
 }
 
-/// The fused plain-SGD update of an embedding table (the gradient of `gather`):
-/// `table[ids[i], ..] += alpha * src[i, ..]` for each id in order, touching only the rows
-/// the ids name. `src` is `[i.., d..]`, `ids` `[i..]`, `table` `[v, d..]`. The prologue
-/// has checked every id against `v` before anything changed; an id out of range is
-/// skipped here all the same (as `index::scatter_add` skips it), never written.
-///
-/// Against `p -= lr * scatter_add(src, ids)` this adds a repeated id's rows into the
-/// table one at a time rather than summing them first (the same terms, rounded in
-/// another order), and skips the zeroed table-sized gradient and the two passes over it.
-pub fn sgd_scatter(
-    alpha: f32,
-    src: ndarray::ArrayViewD<'_, f32>,
-    ids: ndarray::ArrayViewD<'_, u32>,
-    mut table: ndarray::ArrayViewMutD<'_, f32>,
-) {
-    let rows = table.shape().first().copied().unwrap_or(0);
-    let d: usize = table.shape().iter().skip(1).product();
-    if d == 0 || ids.is_empty() {
-        return;
-    }
-    // Both are workspace buffers or standard-layout inputs in practice (no copy then).
-    let (src, ids) = (src.as_standard_layout(), ids.as_standard_layout());
-    let (Some(gs), Some(is), Some(t)) = (src.as_slice(), ids.as_slice(), table.as_slice_mut()) else {
-        // A param is in standard layout after the prologue; any other table row by row.
-        let src = src.to_shape((ids.len(), d)).expect("src is [ids.., d..]").into_owned();
-        for (row, &id) in src.rows().into_iter().zip(ids.iter()) {
-            if (id as usize) < rows {
-                let mut t = table.index_axis_mut(ndarray::Axis(0), id as usize);
-                for (t, &v) in t.iter_mut().zip(row.iter()) {
-                    *t += alpha * v;
-                }
-            }
-        }
-        return;
-    };
-    for (row, &id) in gs.chunks_exact(d).zip(is) {
-        let id = id as usize;
-        if id < rows {
-            for (t, &v) in t[id * d..(id + 1) * d].iter_mut().zip(row) {
-                *t += alpha * v;
-            }
-        }
-    }
-}
-
 /// Updates whose exact magnitude is below this cannot make a finite param of any
 /// magnitude non-finite: near `f32::MAX` one ulp is 2^104, so a change below half of it
 /// rounds back to the param instead of overflowing.
@@ -651,7 +606,7 @@ impl GradProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{s, Array2, ArrayD, IxDyn};
+    use ndarray::Array2;
 
     #[test]
     fn sgd_apply_gives_the_same_bits_on_every_layout() {
@@ -668,32 +623,5 @@ mod tests {
             assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want);
         }
         sgd_apply_slice(&mut [], &[], 1.0);
-    }
-
-    #[test]
-    fn sgd_scatter_adds_every_row_in_order_and_skips_ids_out_of_range() {
-        let src = Array2::from_shape_fn((4, 3), |(i, j)| (i * 3 + j) as f32 + 1.0);
-        let ids = ndarray::arr1(&[2u32, 0, 2, 9]);
-        let mut table = ArrayD::<f32>::zeros(IxDyn(&[4, 3]));
-        table.fill(10.0);
-        sgd_scatter(-0.5, src.view().into_dyn(), ids.view().into_dyn(), table.view_mut());
-        let want = ndarray::arr2(&[
-            [10.0 - 0.5 * 4.0, 10.0 - 0.5 * 5.0, 10.0 - 0.5 * 6.0],
-            [10.0; 3],
-            [10.0 - 0.5 * 1.0 - 0.5 * 7.0, 10.0 - 0.5 * 2.0 - 0.5 * 8.0, 10.0 - 0.5 * 3.0 - 0.5 * 9.0],
-            [10.0; 3],
-        ]);
-        assert_eq!(table, want.into_dyn());
-        // Non-standard views of everything: the same numbers.
-        let mut t2 = Array2::<f32>::from_elem((3, 4), 10.0);
-        let src_t = src.t().to_owned();
-        let rev = ndarray::arr1(&[9u32, 2, 0, 2]);
-        sgd_scatter(
-            -0.5,
-            src_t.t().into_dyn(),
-            rev.slice(s![..;-1]).into_dyn(),
-            t2.view_mut().reversed_axes().into_dyn(),
-        );
-        assert_eq!(t2.t().to_owned().into_dyn(), table);
     }
 }

@@ -91,7 +91,7 @@ pub(super) fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usi
                 if bags {
                     quote!(#k::scatter_add_bags_acc(-__lr, #s.into_dyn(), #i.into_dyn(), self.#n.view_mut().into_dyn());)
                 } else {
-                    quote!(::modelc::__private::sgd_scatter(-__lr, #s.into_dyn(), #i.into_dyn(), self.#n.view_mut().into_dyn());)
+                    quote!(#k::scatter_add_acc(-__lr, #s.into_dyn(), #i.into_dyn(), self.#n.view_mut().into_dyn());)
                 }
             }
             Update::Plain { grad } => {
