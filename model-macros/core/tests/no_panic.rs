@@ -621,36 +621,69 @@ fn inputs_from_a_file_never_panic() {
     });
 }
 
-/// How deep the deep models go: a chain of lets, nested parentheses, a long sum. The
-/// macro users run in a debug build is unoptimized (cargo's `build-override` default),
-/// and so is this test (the root `Cargo.toml`): there 1000 nested parentheses overflowed
-/// the 8 MiB stack and 500 fit (session 10; optimized, 1000 fit). A depth limit with a
-/// spanned error, instead of a stack that happens to suffice, is open.
-const DEPTH: usize = 500;
+/// How deep the deep models go. The macro users run in a debug build is unoptimized
+/// (cargo's `build-override` default), and so is this test (the root `Cargo.toml`): there
+/// 1000 nested parentheses overflowed the 8 MiB stack before the nesting limit
+/// (`modelc_core::lower::MAX_NESTING`, 128) and 500 fit. Long chains are lowered,
+/// fused and printed without recursion per term, so they go far past it.
+const LONG: usize = 2000;
 
-/// Deep models expand on rustc's stack: a chain of `DEPTH` lets, an expression nested
-/// `DEPTH` parentheses deep, and a sum of `DEPTH` terms. (A stack overflow is an abort
-/// that takes rustc down, worse than a panic.)
+/// A model that wraps `expr` as its loss.
+fn with_loss(expr: &str) -> String {
+    format!("struct M {{ param w: [3] = zeros; loss l = sum({expr}); optimizer sgd(learning_rate = 0.1); }}")
+}
+
+/// Deep models expand on rustc's stack (a stack overflow is an abort that takes rustc
+/// down, worse than a panic): long chains of lets, of sums and of products are valid;
+/// nesting past the limit (brackets, prefix operators, calls) is one spanned error.
 #[test]
 fn deep_models_fit_in_rustc_stack() {
     on_rustc_stack(|| {
-        let lets: String = (0..DEPTH).map(|i| format!("let a{} = a{i} * 1.0001 + 0.5; ", i + 1)).collect();
+        let max = modelc_core::lower::MAX_NESTING;
+        let lets: String = (0..LONG).map(|i| format!("let a{} = a{i} * 1.0001 + 0.5; ", i + 1)).collect();
         let chain = format!(
             "struct M {{ input x: [b, 3]; param w: [3, 2] = zeros; let a0 = matmul(x, w); {lets} \
-             loss l = mean(a{DEPTH}); optimizer sgd(learning_rate = 0.1); }}"
+             loss l = mean(a{LONG}); optimizer sgd(learning_rate = 0.1); }}"
         );
-        let nested = format!(
-            "struct M {{ param w: [3] = zeros; loss l = sum({}w{}); optimizer sgd(learning_rate = 0.1); }}",
-            "(".repeat(DEPTH),
-            " + 1.0)".repeat(DEPTH)
+        let products: String = (0..LONG / 10).map(|i| format!("let a{} = matmul(a{i}, v); ", i + 1)).collect();
+        let products = format!(
+            "struct M {{ input x: [b, 3]; param v: [3, 3] = zeros; let a0 = x; {products} \
+             loss l = mean(a{}); optimizer sgd(learning_rate = 0.1); }}",
+            LONG / 10
         );
-        let long = format!(
-            "struct M {{ param w: [3] = zeros; loss l = sum({}); optimizer sgd(learning_rate = 0.1); }}",
-            vec!["w"; DEPTH].join(" + ")
-        );
-        for src in [chain, nested, long] {
+        // Just inside the limit: `sum(` and the struct's braces are two of the brackets.
+        let inside = max - 3;
+        let valid = [
+            chain,
+            products,
+            with_loss(&vec!["w"; LONG].join(" + ")),
+            with_loss(&vec!["w"; LONG].join(" * ")),
+            with_loss(&format!("{}w{}", "(".repeat(inside), " + 1.0)".repeat(inside))),
+            with_loss(&format!("{}w{}", "-(".repeat(inside), ")".repeat(inside))),
+            with_loss(&format!("{}w", "-".repeat(inside))),
+            with_loss(&format!("{}w{}", "exp(".repeat(inside), ")".repeat(inside))),
+        ];
+        for src in valid {
             let tokens = TokenStream::from_str(&src).unwrap();
-            assert!(modelc_core::compile(tokens.clone()).is_ok(), "a deep model is valid");
+            let d = modelc_core::check(tokens.clone());
+            assert!(!d.has_errors(), "a deep model is valid: {:?}", d.messages());
+            must_not_panic(tokens);
+        }
+        let deep = 10 * max;
+        let brackets = format!("brackets nested more than {max} deep");
+        let operators = format!("more than {max} operators in a row");
+        let too_deep = [
+            (with_loss(&format!("{}w{}", "(".repeat(deep), " + 1.0)".repeat(deep))), &brackets),
+            (with_loss(&format!("{}w{}", "exp(".repeat(deep), ")".repeat(deep))), &brackets),
+            (with_loss(&format!("{}w{}", "-(".repeat(deep), ")".repeat(deep))), &brackets),
+            (with_loss(&format!("{}w", "-".repeat(deep))), &operators),
+            (with_loss(&format!("{}w", "- ".repeat(max + 1))), &operators),
+        ];
+        for (src, want) in too_deep {
+            let tokens = TokenStream::from_str(&src).unwrap();
+            let d = modelc_core::check(tokens.clone());
+            assert_eq!(d.messages().len(), 1, "one error: {:?}", d.messages());
+            assert!(d.messages()[0].contains(want.as_str()), "{:?}", d.messages());
             must_not_panic(tokens);
         }
     });

@@ -18,6 +18,14 @@ use crate::ops::Op;
 /// more of its stack, and a larger limit has not been measured, so it stays.
 pub const MAX_PRODUCERS: usize = 5;
 
+/// The deepest a node may sit below its group's root in the fused loop's expression. The
+/// emitter writes that expression recursively and rustc then parses and folds it: a
+/// chain of thousands of elementwise `let`s in one loop overflowed the macro's stack
+/// (5000 `let a{i+1} = a{i} * 1.0001 + 0.5` in `tests/no_panic.rs`). Past 64 the chain
+/// is stored and a new group starts; a loop that deep is compute-bound anyway, so the
+/// extra pass over memory costs little.
+pub const MAX_FUSED_DEPTH: usize = 64;
+
 /// How one node of a program is computed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
@@ -237,10 +245,12 @@ pub fn plan(model: &Model, roots: &[NodeId]) -> Program {
             continue;
         }
         let mut members: BTreeSet<NodeId> = BTreeSet::from([id]);
-        let mut frontier: Vec<NodeId> = g.node(id).inputs.clone();
-        while let Some(candidate) = frontier.pop() {
+        // With each candidate, how deep below the root it would sit in the loop's expression.
+        let mut frontier: Vec<(NodeId, usize)> = g.node(id).inputs.iter().map(|&i| (i, 1)).collect();
+        while let Some((candidate, depth)) = frontier.pop() {
             let node = g.node(candidate);
             let fusable = fuses(node)
+                && depth <= MAX_FUSED_DEPTH
                 && uses[candidate] == 1
                 && !roots.contains(&candidate)
                 && node.shape == g.node(id).shape
@@ -252,7 +262,7 @@ pub fn plan(model: &Model, roots: &[NodeId]) -> Program {
             trial.insert(candidate);
             if external_operands(g, &trial).len() <= MAX_PRODUCERS {
                 members = trial;
-                frontier.extend(node.inputs.iter().copied());
+                frontier.extend(node.inputs.iter().map(|&i| (i, depth + 1)));
             }
         }
         members.remove(&id);

@@ -19,6 +19,20 @@ use crate::syntax::NodeKind;
 struct Printer<'a> {
     g: &'a Graph,
     names: HashMap<NodeId, String>,
+    /// How deep [`Printer::expr`] is nested now: past [`PRINT_DEPTH`] an operand prints
+    /// as `..`.
+    depth: std::cell::Cell<usize>,
+}
+
+/// The deepest unnamed subexpression `explain()` prints: a sum of a thousand terms is a
+/// thousand nodes deep, which no reader follows and which overflowed the macro's stack
+/// when printed recursively; below this depth it prints as `..`.
+const PRINT_DEPTH: usize = 48;
+
+impl<'a> Printer<'a> {
+    fn new(g: &'a Graph, names: HashMap<NodeId, String>) -> Self {
+        Printer { g, names, depth: std::cell::Cell::new(0) }
+    }
 }
 
 fn num(v: f32) -> String {
@@ -52,6 +66,17 @@ impl Printer<'_> {
     }
 
     fn expr(&self, id: NodeId, defining: Option<NodeId>) -> String {
+        let depth = self.depth.get();
+        if depth >= PRINT_DEPTH && defining != Some(id) && !self.names.contains_key(&id) {
+            return "..".to_string();
+        }
+        self.depth.set(depth + 1);
+        let s = self.expr_at(id, defining);
+        self.depth.set(depth);
+        s
+    }
+
+    fn expr_at(&self, id: NodeId, defining: Option<NodeId>) -> String {
         if defining != Some(id) {
             if let Some(n) = self.names.get(&id) {
                 return n.clone();
@@ -267,7 +292,7 @@ pub fn explain_text(c: &Compiled) -> String {
 
     // Forward, as written.
     let _ = writeln!(out, "\nforward (as written, sugar lowered to primitives)");
-    let orig = Printer { g: &c.original, names: names_map(&c.original_names) };
+    let orig = Printer::new(&c.original, names_map(&c.original_names));
     for (id, name) in &c.original_names {
         if matches!(c.original.node(*id).op, Op::Input(_) | Op::Param(_)) {
             continue;
@@ -324,7 +349,7 @@ pub fn explain_text(c: &Compiled) -> String {
                 temps.push((id, t));
             }
         }
-        let pr = Printer { g, names };
+        let pr = Printer::new(g, names);
         let _ = writeln!(out, "\nbackward (reverse mode, simplified)");
         for (id, t) in &temps {
             let _ = writeln!(out, "  {t} = {}    : {}", pr.expr(*id, Some(*id)), g.shape(*id));

@@ -134,7 +134,15 @@ struct Lowerer<'a> {
     names: Vec<(NodeId, String)>,
     /// The node items being lowered (for cycle paths).
     stack: Vec<usize>,
+    /// How deep [`Self::expr`] is nested now.
+    depth: usize,
 }
+
+/// The deepest nesting of an expression a model may have (brackets, calls, prefix
+/// operators and operands together). Deeper models overflowed rustc's 8 MiB stack, which
+/// runs the macro unoptimized in a debug build (1000 nested parentheses did, in
+/// `tests/no_panic.rs`); no real model nests a tenth of this.
+pub const MAX_NESTING: usize = 128;
 
 /// Checks a parsed model and lowers it to the graph IR. Errors go to `diag`.
 pub fn lower(def: &ModelDef, diag: &mut Diag) -> Model {
@@ -148,6 +156,7 @@ pub fn lower(def: &ModelDef, diag: &mut Diag) -> Model {
         params: Vec::new(),
         symbols: Vec::new(),
         names: Vec::new(),
+        depth: 0,
         stack: Vec::new(),
     };
     let mut optimizers: Vec<&OptimizerItem> = Vec::new();
@@ -430,7 +439,30 @@ impl<'a> Lowerer<'a> {
         }
     }
 
+    /// Lowers an expression. Its nesting (calls, operators, operands) is at most
+    /// [`MAX_NESTING`] deep: past that, a spanned error instead of a stack overflow that
+    /// would take rustc down. A long chain `a + b + c ..` is not deep here: its left
+    /// spine is lowered in a loop ([`Self::binary`]).
     fn expr(&mut self, e: &Expr) -> Option<NodeId> {
+        if let Expr::Paren(syn::ExprParen { expr, .. }) | Expr::Group(syn::ExprGroup { expr, .. }) = e {
+            // Not a level of its own: brackets are at most MAX_NESTING deep in the tokens
+            // (`syntax::check_nesting`).
+            return self.expr_at(expr);
+        }
+        if self.depth >= MAX_NESTING {
+            self.diag.spanned(
+                e,
+                format!("this expression is nested more than {MAX_NESTING} levels deep: split it with `let`"),
+            );
+            return None;
+        }
+        self.depth += 1;
+        let id = self.expr_at(e);
+        self.depth -= 1;
+        id
+    }
+
+    fn expr_at(&mut self, e: &Expr) -> Option<NodeId> {
         match e {
             Expr::Path(p) if p.qself.is_none() && p.path.get_ident().is_some() => {
                 let ident = p.path.get_ident().cloned()?;
@@ -513,7 +545,25 @@ impl<'a> Lowerer<'a> {
         }
     }
 
+    /// A binary expression. syn nests a left-associative chain `a + b - c ..` to the
+    /// left: its left spine is lowered in a loop, innermost first, so that a sum of
+    /// thousands of terms needs no more stack than one of two.
     fn binary(&mut self, b: &syn::ExprBinary) -> Option<NodeId> {
+        let mut spine = vec![b];
+        let mut left = &*b.left;
+        while let Expr::Binary(inner) = left {
+            spine.push(inner);
+            left = &*inner.left;
+        }
+        let mut acc = self.expr(left);
+        for b in spine.into_iter().rev() {
+            acc = self.binary_step(b, acc);
+        }
+        acc
+    }
+
+    /// `b` with its left operand already lowered (`None`: it had an error).
+    fn binary_step(&mut self, b: &syn::ExprBinary, l: Option<NodeId>) -> Option<NodeId> {
         let symbol = match b.op {
             BinOp::Add(_) => "+",
             BinOp::Sub(_) => "-",
@@ -534,7 +584,6 @@ impl<'a> Lowerer<'a> {
                 return None;
             }
         };
-        let l = self.expr(&b.left);
         let r = self.expr(&b.right);
         let (l, r) = (l?, r?);
         if self.graph.dtype(l) == DType::U32 || self.graph.dtype(r) == DType::U32 {
@@ -578,17 +627,23 @@ impl<'a> Lowerer<'a> {
 /// A short description of an expression for messages: names as written, calls as
 /// `f(...)` when long.
 pub fn describe(e: &Expr) -> String {
-    let s = describe_full(e);
+    let s = describe_full(e, 0);
     if s.chars().count() <= 40 {
         return s;
     }
     match e {
-        Expr::Call(c) => format!("{}(...)", describe_full(&c.func)),
+        Expr::Call(c) => format!("{}(...)", describe_full(&c.func, 0)),
         _ => "this expression".to_string(),
     }
 }
 
-fn describe_full(e: &Expr) -> String {
+/// The text of `e`, `..` below a depth of 16: [`describe`] keeps 40 characters, and a
+/// long sum's left spine is as deep as it is long (no stack for that).
+fn describe_full(e: &Expr, depth: usize) -> String {
+    if depth > 16 {
+        return "..".to_string();
+    }
+    let describe_full = |e: &Expr| describe_full(e, depth + 1);
     match e {
         Expr::Path(p) => p.path.segments.iter().map(|s| s.ident.to_string()).collect::<Vec<_>>().join("::"),
         Expr::Lit(l) => match &l.lit {

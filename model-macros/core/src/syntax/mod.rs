@@ -81,9 +81,48 @@ impl Parse for ModelShell {
     }
 }
 
+/// Rejects, before syn parses anything, tokens nested deeper than
+/// [`MAX_NESTING`](crate::lower::MAX_NESTING): brackets inside brackets, or a run of
+/// operator characters (`- - - x`), which syn's parser (and then the lowering) descends
+/// into recursively, one stack frame or more per level. Walks with a stack of its own.
+fn check_nesting(tokens: &TokenStream) -> syn::Result<()> {
+    const MAX: usize = crate::lower::MAX_NESTING;
+    let mut open = vec![tokens.clone().into_iter()];
+    let mut run = 0usize;
+    while let Some(level) = open.last_mut() {
+        let Some(tree) = level.next() else {
+            open.pop();
+            continue;
+        };
+        match tree {
+            TokenTree::Group(g) => {
+                run = 0;
+                if open.len() > MAX {
+                    let msg = format!("brackets nested more than {MAX} deep: split the expression with `let`");
+                    return Err(syn::Error::new(g.span_open(), msg));
+                }
+                open.push(g.stream().into_iter());
+            }
+            TokenTree::Punct(p) => {
+                run += 1;
+                if run > MAX {
+                    let msg = format!("more than {MAX} operators in a row: split the expression with `let`");
+                    return Err(syn::Error::new(p.span(), msg));
+                }
+            }
+            TokenTree::Ident(_) | TokenTree::Literal(_) => run = 0,
+        }
+    }
+    Ok(())
+}
+
 /// Parses a model, recording every syntax error in `diag`. Returns `None` only when the
 /// outer shell (`struct Name { ... }`) itself does not parse.
 pub fn parse_model(tokens: TokenStream, diag: &mut Diag) -> Option<ModelDef> {
+    if let Err(e) = check_nesting(&tokens) {
+        diag.push(e);
+        return None;
+    }
     let shell: ModelShell = match syn::parse2(tokens) {
         Ok(shell) => shell,
         Err(e) => {
