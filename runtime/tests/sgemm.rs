@@ -9,8 +9,9 @@ use std::cell::Cell;
 
 // The module is compiled into this test directly (so the test does not depend on how
 // the runtime exports it); it reaches ndarray as `crate::ndarray`.
-#[allow(dead_code)]
-#[path = "../src/sgemm.rs"]
+// (Re-exports the runtime uses are unused here.)
+#[allow(dead_code, unused_imports)]
+#[path = "../src/sgemm/mod.rs"]
 mod sgemm;
 
 pub(crate) use modelc_runtime::ndarray;
