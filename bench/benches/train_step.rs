@@ -21,7 +21,9 @@
 //! `cargo bench --bench train_step` measures each pair with criterion, then prints the
 //! ratios generated / hand-written from interleaved rounds (see [`ratio`]), under a line
 //! naming the CPU; `cargo bench --bench train_step -- nomatch` skips criterion and
-//! prints only the ratios (about a minute).
+//! prints only the ratios (about a minute). With `--features profile` it then prints a
+//! per-op profile of each generated step ([`profile`]: time, GFLOP/s and GB/s per
+//! product and fused pass, and what lies outside them).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -577,6 +579,36 @@ fn bench(c: &mut Criterion) {
         black_box(m3.train_step(x.view(), y.view()).unwrap());
     };
     ratio_hands("M3", products(&[784, 1024, 1024, 10], 256), 4, &mut gen, &mut h, x.view(), y.view());
+
+    if modelc::profile::ENABLED {
+        println!("\nPer-op profiles of the generated steps (--features profile; {})", common::cpu());
+        let (x, y) = data(100);
+        profile("M1", 400, &mut || {
+            black_box(m1.train_step(x.view(), y.view()).unwrap());
+        });
+        let (x, y) = data(128);
+        profile("M2", 100, &mut || {
+            black_box(m2.train_step(x.view(), y.view()).unwrap());
+        });
+        let (x, y) = data(256);
+        profile("M3", 30, &mut || {
+            black_box(m3.train_step(x.view(), y.view()).unwrap());
+        });
+    }
+}
+
+/// Prints the per-op profile of `calls` runs of `step` (`modelc::profile::report`:
+/// medians over the runs).
+fn profile(name: &str, calls: usize, step: &mut dyn FnMut()) {
+    let _ = modelc::profile::take();
+    let runs: Vec<(u64, Vec<modelc::profile::Record>)> = (0..calls)
+        .map(|_| {
+            let start = Instant::now();
+            step();
+            (start.elapsed().as_nanos() as u64, modelc::profile::take())
+        })
+        .collect();
+    println!("{name}, median of {calls} steps:\n{}", modelc::profile::report(&runs));
 }
 
 /// [`ratio`] against each hand-written step of `hands` (its label and step) on `x`, `y`.
