@@ -61,6 +61,8 @@ mod epilogue;
 mod pack;
 mod portable;
 mod thin;
+#[cfg(feature = "parallel")]
+mod threads;
 
 use crate::ndarray::{ArrayView2, ArrayViewMut2};
 use driver::{product, MR, NR};
@@ -152,52 +154,155 @@ fn sgemm_epi(
         return;
     }
     #[cfg(feature = "parallel")]
-    {
-        let threads = rayon::current_num_threads();
-        if threads > 1 && m * n * k >= PARALLEL_MIN {
-            return split(alpha, a, b, beta, c, threads, epi);
-        }
-    }
+    let (c, epi) = match parallel(alpha, a, b, beta, c, epi) {
+        None => return,
+        Some(back) => back,
+    };
     serial(alpha, a, b, beta, c, epi);
 }
 
 /// Products of at least this many multiply-adds are split across threads (`parallel`
-/// feature). Measured on M1-M3 (2 cores): below about 2M the fork and join and the
-/// second packing of the shared operand cost more than the second core gains.
+/// feature). Measured on M1-M3 (2 cores, rayon then): below about 2M the fork and join
+/// and the second packing of the shared operand cost more than the second core gains.
 #[cfg(feature = "parallel")]
 const PARALLEL_MIN: usize = 1 << 21;
 
-/// Splits `c` into `parts` blocks of whole micro-tiles, along its longer side, and
-/// computes them with `rayon::join` (each thread packs into its own scratch).
+#[cfg(all(test, feature = "parallel"))]
+thread_local! {
+    /// Tests set this to compute every product on the calling thread alone, the
+    /// reference the split products must match to the bit.
+    pub(crate) static FORCE_SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The `parallel` feature: computes a large packed product as one block of `c` per
+/// thread ([`threads`]) and returns `None`, or hands `c` and `epi` back (`Some`) for the
+/// caller to compute on this thread alone.
+///
+/// The result is the same bits as one thread's, whatever the thread count: the
+/// orientation (`c` or `c^T`), the kernel and the blocking along `k` are chosen once for
+/// the whole product, as [`serial`] would; `c` is split along its longer side only,
+/// never along `k`, at multiples of the AVX-512 tile (12 rows, 32 columns) so that every
+/// tile, edge tiles included, is the one the whole product computes; and each part
+/// calls the packed product directly rather than choosing again for its own shape (a
+/// part narrow enough for the AVX2 kernel's direct path, or thin, would round
+/// differently). Thin products (one side at most 16) are not split: they are small and
+/// bound by memory (2% of M3's step), and their kernels' tiles depend on the shape.
 #[cfg(feature = "parallel")]
-fn split(
+fn parallel<'c, 'e>(
     alpha: f32,
     a: ArrayView2<'_, f32>,
     b: ArrayView2<'_, f32>,
     beta: f32,
-    c: ArrayViewMut2<'_, f32>,
-    parts: usize,
-    epi: Option<Epi<'_>>,
-) {
-    use crate::ndarray::Axis;
-    let (m, n) = c.dim();
-    let left = parts / 2;
+    c: ArrayViewMut2<'c, f32>,
+    epi: Option<Epi<'e>>,
+) -> Option<(ArrayViewMut2<'c, f32>, Option<Epi<'e>>)> {
+    let ((m, k), n) = (a.dim(), b.dim().1);
+    #[cfg(test)]
+    if FORCE_SERIAL.with(|f| f.get()) {
+        return Some((c, epi));
+    }
+    let threads = threads::count();
+    if threads < 2 || m * n * k < PARALLEL_MIN || m.min(n) <= thin::THIN {
+        return Some((c, epi));
+    }
+    let transposed = transposed_is_cheaper(&a, &b, &c);
+    let (m, n) = if transposed { (n, m) } else { (m, n) };
+    let (along_n, len, unit) = if n >= m { (true, n, SPLIT_COLS) } else { (false, m, SPLIT_ROWS) };
+    // The most parts of at least two units each (a part at most 2 NR wide would take the
+    // AVX2 kernel's direct path).
+    let parts = threads.min(len / (2 * unit)).min(MAX_PARTS);
     if parts < 2 {
-        return serial(alpha, a, b, beta, c, epi);
+        return Some((c, epi));
     }
-    if n >= m {
-        let at = (n * left / parts).next_multiple_of(NR).min(n);
-        let (cl, cr) = c.split_at(Axis(1), at);
-        let (bl, br) = b.split_at(Axis(1), at);
-        let er = epi.map(|e| e.offset(0, at));
-        rayon::join(|| split(alpha, a, bl, beta, cl, left, epi), || split(alpha, a, br, beta, cr, parts - left, er));
+    let split = Split { parts, along_n, len, unit };
+    if transposed {
+        split.run(alpha, b.reversed_axes(), a.reversed_axes(), beta, c.reversed_axes(), epi.map(Epi::transposed));
     } else {
-        let at = (m * left / parts).next_multiple_of(MR).min(m);
-        let (cl, cr) = c.split_at(Axis(0), at);
-        let (al, ar) = a.split_at(Axis(0), at);
-        let er = epi.map(|e| e.offset(at, 0));
-        rayon::join(|| split(alpha, al, b, beta, cl, left, epi), || split(alpha, ar, b, beta, cr, parts - left, er));
+        split.run(alpha, a, b, beta, c, epi);
     }
+    None
+}
+
+/// The split unit along `c`'s rows and columns: the AVX-512 kernel's tile.
+#[cfg(feature = "parallel")]
+const SPLIT_ROWS: usize = 2 * MR;
+#[cfg(feature = "parallel")]
+const SPLIT_COLS: usize = 2 * NR;
+
+/// How [`parallel`] cuts `c`: into `parts` blocks along its columns (`along_n`) or rows,
+/// of `len`, at multiples of `unit`.
+#[cfg(feature = "parallel")]
+#[derive(Clone, Copy)]
+struct Split {
+    parts: usize,
+    along_n: bool,
+    len: usize,
+    unit: usize,
+}
+
+#[cfg(feature = "parallel")]
+impl Split {
+    /// Where part `i` starts (part `parts` is the end).
+    fn cut(self, i: usize) -> usize {
+        (self.len * i / self.parts).next_multiple_of(self.unit).min(self.len)
+    }
+
+    /// The packed product, one part a thread.
+    fn run(
+        self,
+        alpha: f32,
+        a: ArrayView2<'_, f32>,
+        b: ArrayView2<'_, f32>,
+        beta: f32,
+        c: ArrayViewMut2<'_, f32>,
+        epi: Option<Epi<'_>>,
+    ) {
+        use crate::ndarray::{s, Axis};
+        use std::sync::Mutex;
+        let axis = if self.along_n { Axis(1) } else { Axis(0) };
+        let mut cs: [Option<ArrayViewMut2<'_, f32>>; MAX_PARTS] = std::array::from_fn(|_| None);
+        let mut rest = c;
+        for (i, slot) in cs.iter_mut().enumerate().take(self.parts) {
+            let (part, more) = rest.split_at(axis, self.cut(i + 1) - self.cut(i));
+            *slot = Some(part);
+            rest = more;
+        }
+        let cs: [Mutex<Option<ArrayViewMut2<'_, f32>>>; MAX_PARTS] = cs.map(Mutex::new);
+        #[cfg(test)]
+        let forced = FORCE_KERNEL.with(|f| f.get());
+        let part = |i: usize| {
+            #[cfg(test)]
+            FORCE_KERNEL.with(|f| f.set(forced));
+            let c = cs[i].lock().unwrap_or_else(|e| e.into_inner()).take().expect("each part runs once");
+            let (lo, hi) = (self.cut(i), self.cut(i + 1));
+            if self.along_n {
+                product(alpha, a, b.slice_move(s![.., lo..hi]), beta, c, epi.map(|e| e.offset(0, lo)));
+            } else {
+                product(alpha, a.slice_move(s![lo..hi, ..]), b, beta, c, epi.map(|e| e.offset(lo, 0)));
+            }
+        };
+        threads::run(self.parts, &part);
+    }
+}
+
+/// Most parts a product is split into (threads beyond it idle).
+#[cfg(feature = "parallel")]
+const MAX_PARTS: usize = 64;
+
+/// Whether the packed product costs less computed as `c^T = b^T x a^T`. Rough cycles
+/// either way round: kernel lanes (16 FMA lanes a cycle), a cycle per packed element
+/// (`a` is read in place when `b` is at most two panels wide), and a penalty for writing
+/// `c` across its rows.
+fn transposed_is_cheaper(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>, c: &ArrayViewMut2<'_, f32>) -> bool {
+    let (m, k) = a.dim();
+    let n = b.dim().1;
+    let direct_ok = !matches!(kernel(), Kernel::Portable);
+    let cost = |m: usize, n: usize, unit_cols: bool| {
+        let lanes = (m.div_ceil(MR) * MR * n.div_ceil(NR) * NR * k) as f64 / 16.0;
+        let pack_a = if direct_ok && n <= 2 * NR { 0.0 } else { (m * k) as f64 };
+        (lanes + pack_a + (k * n) as f64) * if unit_cols { 1.0 } else { 1.1 }
+    };
+    cost(n, m, c.strides()[0] == 1) < cost(m, n, c.strides()[1] == 1)
 }
 
 /// One thread's product: a thin kernel if one fits, otherwise the packed product in the
@@ -210,8 +315,7 @@ fn serial(
     mut c: ArrayViewMut2<'_, f32>,
     epi: Option<Epi<'_>>,
 ) {
-    let (m, k) = a.dim();
-    let n = b.dim().1;
+    let (m, n) = (a.dim().0, b.dim().1);
     if m == 0 || n == 0 {
         return;
     }
@@ -222,18 +326,7 @@ fn serial(
         }
         return;
     }
-    // Lanes the micro-kernel computes, either way round; the transposed product
-    // `c^T = b^T x a^T` swaps the roles of m and n.
-    // Rough cycles either way round: kernel lanes (16 FMA lanes a cycle), a cycle per
-    // packed element (a is read in place when b is at most two panels wide), and a
-    // penalty for writing c across its rows.
-    let direct_ok = !matches!(kernel(), Kernel::Portable);
-    let cost = |m: usize, n: usize, unit_cols: bool| {
-        let lanes = (m.div_ceil(MR) * MR * n.div_ceil(NR) * NR * k) as f64 / 16.0;
-        let pack_a = if direct_ok && n <= 2 * NR { 0.0 } else { (m * k) as f64 };
-        (lanes + pack_a + (k * n) as f64) * if unit_cols { 1.0 } else { 1.1 }
-    };
-    if cost(n, m, c.strides()[0] == 1) < cost(m, n, c.strides()[1] == 1) {
+    if transposed_is_cheaper(&a, &b, &c) {
         let ct = c.reversed_axes();
         product(alpha, b.reversed_axes(), a.reversed_axes(), beta, ct, epi.map(Epi::transposed));
     } else {
