@@ -164,13 +164,17 @@ impl Gemm {
     }
 }
 
-/// Threads the references use: 1, or with `parallel` every CPU, as modelc's rayon pool.
+/// Threads the references use: 1, or with `parallel` as many as modelc's pool
+/// (`MODELC_THREADS`, else one a CPU).
 fn threads() -> usize {
-    if cfg!(feature = "parallel") {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        1
+    if !cfg!(feature = "parallel") {
+        return 1;
     }
+    std::env::var("MODELC_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&t| t >= 1)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The `gemm` crate on the views' own strides. Its `dst = alpha dst + beta lhs rhs`
