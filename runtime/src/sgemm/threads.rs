@@ -1,14 +1,13 @@
 //! The `parallel` feature's threads: a persistent pool that runs the parts of one
-//! product, the caller taking part 0 and each helper thread one other part, and that
-//! allocates nothing per product.
+//! product on the caller and the helper threads, and allocates nothing per product.
 //!
 //! Why not rayon, which `parallel` used before: a `rayon::join` from outside its pool
 //! injects the job into a queue that allocates now and then (24 small allocations in 300
 //! of M2's steps), so a step was allocation-free only without `parallel`; and a product
 //! needs nothing of a work-stealing scheduler: its parts are fixed before it starts
 //! (see `parallel` in `mod.rs`), one a thread. Here the job is a pointer to the caller's
-//! closure, published through atomics; the caller waits until every helper has run its
-//! part, so the closure outlives every use of the pointer.
+//! closure, published through atomics; the caller waits until no helper is inside the
+//! job, so the closure outlives every use of the pointer.
 //!
 //! Helpers spin for a while after a part (the next product of a step follows within
 //! microseconds), then sleep on a condition variable. A product started while another
@@ -39,8 +38,12 @@ struct Pool {
     job: AtomicPtr<()>,
     /// The running job's part count.
     parts: AtomicUsize,
-    /// Helpers that have not finished the running job.
-    pending: AtomicUsize,
+    /// The running job's next unclaimed part.
+    next: AtomicUsize,
+    /// Helpers are welcome in the running job.
+    open: AtomicBool,
+    /// Helpers inside the running job.
+    active: AtomicUsize,
     /// A helper's part panicked.
     panicked: AtomicBool,
     lock: Mutex<usize>,
@@ -66,7 +69,9 @@ fn pool() -> &'static Pool {
             epoch: AtomicU64::new(0),
             job: AtomicPtr::new(std::ptr::null_mut()),
             parts: AtomicUsize::new(0),
-            pending: AtomicUsize::new(0),
+            next: AtomicUsize::new(0),
+            open: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             lock: Mutex::new(0),
             wake: Condvar::new(),
@@ -75,7 +80,7 @@ fn pool() -> &'static Pool {
         let started = 1
             + (1..threads)
                 .take_while(|&h| {
-                    std::thread::Builder::new().name(format!("modelc-sgemm-{h}")).spawn(move || helper(pool, h)).is_ok()
+                    std::thread::Builder::new().name(format!("modelc-sgemm-{h}")).spawn(move || helper(pool)).is_ok()
                 })
                 .count();
         pool.threads.store(started, Ordering::Relaxed);
@@ -83,22 +88,26 @@ fn pool() -> &'static Pool {
     })
 }
 
-/// Runs `f(0)`, ..., `f(parts - 1)`, on the pool's threads where it is free (part `i` on
-/// helper `i`, part 0 on the calling thread), else one after the other here. Returns
-/// once every part has returned; re-raises a part's panic.
+/// Runs `f(0)`, ..., `f(parts - 1)` on the pool's threads where it is free, else one
+/// after the other here; returns once every part has returned, and re-raises a part's
+/// panic. Parts are claimed, not assigned: every thread of the job, the caller
+/// included, takes the next unclaimed part until none is left, so a helper that is
+/// slow to wake (its core busy with another process) leaves its part to the others
+/// rather than holding up the product; which thread runs a part never changes its bits.
 pub(super) fn run(parts: usize, f: Part<'_>) {
     let pool = pool();
-    let threads = pool.threads.load(Ordering::Relaxed);
-    if parts <= 1 || parts > threads || pool.busy.swap(true, Ordering::Acquire) {
+    if parts <= 1 || pool.threads.load(Ordering::Relaxed) < 2 || pool.busy.swap(true, Ordering::Acquire) {
         (0..parts).for_each(f);
         return;
     }
-    // Part of the job for the helpers: `f` through a pointer to this stack slot, which
-    // stays alive (and unchanged) until `pending` is back to 0 below.
+    // The job for the helpers: `f` through a pointer to this stack slot, which stays
+    // alive (and unchanged) until no helper is inside the job (`active` back to 0 after
+    // `open` is cleared, below).
     let slot: Part<'_> = f;
     pool.job.store(&slot as *const Part<'_> as *mut (), Ordering::Relaxed);
     pool.parts.store(parts, Ordering::Relaxed);
-    pool.pending.store(threads - 1, Ordering::Relaxed);
+    pool.next.store(0, Ordering::Relaxed);
+    pool.open.store(true, Ordering::SeqCst);
     {
         let sleepers = pool.lock.lock().unwrap_or_else(|e| e.into_inner());
         pool.epoch.fetch_add(1, Ordering::Release);
@@ -106,9 +115,13 @@ pub(super) fn run(parts: usize, f: Part<'_>) {
             pool.wake.notify_all();
         }
     }
-    let mine = catch_unwind(AssertUnwindSafe(|| f(0)));
+    let mine = catch_unwind(AssertUnwindSafe(|| claim(pool, parts, f)));
+    // Close the job, then wait for the helpers inside it. A helper counts itself in
+    // `active` before it reads `open` (both SeqCst), so either it is counted here or it
+    // sees the job closed and touches nothing.
+    pool.open.store(false, Ordering::SeqCst);
     let mut spins = 0u32;
-    while pool.pending.load(Ordering::Acquire) != 0 {
+    while pool.active.load(Ordering::SeqCst) != 0 {
         if spins < SPINS {
             std::hint::spin_loop();
             spins += 1;
@@ -124,8 +137,19 @@ pub(super) fn run(parts: usize, f: Part<'_>) {
     assert!(!theirs, "a part of a parallel matrix product panicked");
 }
 
-/// Helper `h`'s loop: waits for a job, runs its part `h` (if the job has one), reports.
-fn helper(pool: &'static Pool, h: usize) {
+/// Runs unclaimed parts of the open job until none is left.
+fn claim(pool: &Pool, parts: usize, f: Part<'_>) {
+    loop {
+        let i = pool.next.fetch_add(1, Ordering::Relaxed);
+        if i >= parts {
+            return;
+        }
+        f(i);
+    }
+}
+
+/// A helper's loop: waits for a job, then claims its parts with the caller.
+fn helper(pool: &'static Pool) {
     let mut seen = 0;
     loop {
         let mut spins = 0u32;
@@ -147,15 +171,56 @@ fn helper(pool: &'static Pool, h: usize) {
             }
             *sleepers -= 1;
         }
-        if h < pool.parts.load(Ordering::Relaxed) {
-            // SAFETY: `run` published a pointer to its live `Part` before bumping the
-            // epoch (Release; read above with Acquire), and keeps it alive until this
-            // helper decrements `pending` below.
+        pool.active.fetch_add(1, Ordering::SeqCst);
+        if pool.open.load(Ordering::SeqCst) {
+            // SAFETY: the job is open, so `run` has published a pointer to its live
+            // `Part` (before opening it; read after seeing it open, both SeqCst), and it
+            // keeps that alive until `active`, which counts this helper, is back to 0.
             let f: Part<'_> = unsafe { *(pool.job.load(Ordering::Relaxed) as *const Part<'_>) };
-            if catch_unwind(AssertUnwindSafe(|| f(h))).is_err() {
+            let parts = pool.parts.load(Ordering::Relaxed);
+            if catch_unwind(AssertUnwindSafe(|| claim(pool, parts, f))).is_err() {
                 pool.panicked.store(true, Ordering::Relaxed);
             }
         }
-        pool.pending.fetch_sub(1, Ordering::Release);
+        pool.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn every_part_runs_once_in_every_job() {
+        for parts in [2, 3, 7, 64] {
+            for _ in 0..200 {
+                let counts: Vec<AtomicUsize> = (0..parts).map(|_| AtomicUsize::new(0)).collect();
+                run(parts, &|i| {
+                    counts[i].fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1), "{parts} parts");
+            }
+        }
+    }
+
+    #[test]
+    fn a_nested_job_and_a_panicking_part_complete() {
+        let inner = AtomicUsize::new(0);
+        run(2, &|_| {
+            run(3, &|_| {
+                inner.fetch_add(1, Ordering::Relaxed);
+            })
+        });
+        assert_eq!(inner.load(Ordering::Relaxed), 6);
+        for bad in 0..2 {
+            let caught = std::panic::catch_unwind(|| run(2, &|i| assert_ne!(i, bad, "part {bad} fails")));
+            assert!(caught.is_err(), "the panic of part {bad} reaches the caller");
+        }
+        let after = AtomicUsize::new(0);
+        run(2, &|_| {
+            after.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(after.load(Ordering::Relaxed), 2, "the pool works after a panic");
     }
 }
