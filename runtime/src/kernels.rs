@@ -227,7 +227,7 @@ fn blas_gemm(
     let (m, k) = a.dim();
     let n = b.dim().1;
     assert!(b.dim().0 == k && c.dim() == (m, n), "gemm: shapes {:?} x {:?} -> {:?}", a.dim(), b.dim(), c.dim());
-    if m == 0 || n == 0 || k == 0 {
+    if m == 0 || n == 0 || k == 0 || !blas_kernels_fit() {
         return false;
     }
     let (Some(la), Some(lb), Some(lc)) =
@@ -259,10 +259,32 @@ fn blas_gemm(
     true
 }
 
-// The system's OpenBLAS provides `cblas_sgemm`.
+// The system's OpenBLAS provides `cblas_sgemm` and `openblas_get_corename`.
 #[cfg(feature = "blas")]
 #[link(name = "openblas")]
-extern "C" {}
+extern "C" {
+    fn openblas_get_corename() -> *const std::ffi::c_char;
+}
+
+/// Whether OpenBLAS runs kernels for the vectors this CPU has (read once). OpenBLAS picks
+/// its kernels from the CPU's model when it loads, and one older than the CPU does not
+/// know the model: Debian 12's 0.3.21 on the Intel Xeon of family 6 model 207 took its
+/// SSE3 "Prescott" kernels, 32 GFLOP/s on M3's products against sgemm's 140 (issue 19).
+/// Where the CPU has AVX2 + FMA but OpenBLAS's core is none of those with AVX2 or
+/// AVX-512 kernels, the products stay on `sgemm`; `OPENBLAS_CORETYPE=Haswell` (AVX2) or
+/// `SkylakeX` (AVX-512) makes OpenBLAS take its fast kernels (`OPENBLAS_VERBOSE=2`
+/// prints its choice).
+#[cfg(feature = "blas")]
+fn blas_kernels_fit() -> bool {
+    static FIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FIT.get_or_init(|| {
+        // SAFETY: OpenBLAS returns a pointer to a static, NUL-terminated name.
+        let core = unsafe { std::ffi::CStr::from_ptr(openblas_get_corename()) }.to_string_lossy().to_lowercase();
+        const VECTOR_CORES: [&str; 6] = ["haswell", "zen", "skylakex", "cooperlake", "sapphirerapids", "excavator"];
+        let has_avx2 = crate::sgemm::kernel() != crate::sgemm::Kernel::Portable;
+        !has_avx2 || VECTOR_CORES.iter().any(|c| core.starts_with(c))
+    })
+}
 
 /// `out = a^T`.
 pub fn transpose(a: ArrayView2<'_, f32>, mut out: ArrayViewMut2<'_, f32>) {

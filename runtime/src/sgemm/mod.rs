@@ -208,9 +208,9 @@ fn parallel<'c, 'e>(
     let transposed = transposed_is_cheaper(&a, &b, &c);
     let (m, n) = if transposed { (n, m) } else { (m, n) };
     let (along_n, len, unit) = if n >= m { (true, n, SPLIT_COLS) } else { (false, m, SPLIT_ROWS) };
-    // The most parts of at least two units each (a part at most 2 NR wide would take the
-    // AVX2 kernel's direct path).
-    let parts = threads.min(len / (2 * unit)).min(MAX_PARTS);
+    // PARTS_PER_THREAD parts a thread, of at least two units each (a part at most 2 NR
+    // wide would take the AVX2 kernel's direct path).
+    let parts = (PARTS_PER_THREAD * threads).min(len / (2 * unit)).min(MAX_PARTS);
     if parts < 2 {
         return Some((c, epi));
     }
@@ -284,6 +284,15 @@ impl Split {
         threads::run(self.parts, &part);
     }
 }
+
+/// Parts of a split product per thread. Parts are claimed by whichever thread is free
+/// (`threads::run`), so with more parts than threads a helper whose core is busy with
+/// another process would hold up a smaller part; but each part packs the shared operand
+/// again. On the 2-core Xeon at a load average of 4-5 from other processes, 2 parts a
+/// thread never reached the best rounds of 1 (M3 15.8-19.2 ms against 9.8-19.3, M2
+/// 1.03 against 0.82-0.99 ms, three alternating runs each), so 1.
+#[cfg(feature = "parallel")]
+const PARTS_PER_THREAD: usize = 1;
 
 /// Most parts a product is split into (threads beyond it idle).
 #[cfg(feature = "parallel")]
