@@ -279,11 +279,18 @@ fn blas_kernels_fit() -> bool {
     static FIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *FIT.get_or_init(|| {
         // SAFETY: OpenBLAS returns a pointer to a static, NUL-terminated name.
-        let core = unsafe { std::ffi::CStr::from_ptr(openblas_get_corename()) }.to_string_lossy().to_lowercase();
-        const VECTOR_CORES: [&str; 6] = ["haswell", "zen", "skylakex", "cooperlake", "sapphirerapids", "excavator"];
-        let has_avx2 = crate::sgemm::kernel() != crate::sgemm::Kernel::Portable;
-        !has_avx2 || VECTOR_CORES.iter().any(|c| core.starts_with(c))
+        let core = unsafe { std::ffi::CStr::from_ptr(openblas_get_corename()) }.to_string_lossy().into_owned();
+        core_fits(&core, crate::sgemm::kernel() != crate::sgemm::Kernel::Portable)
     })
+}
+
+/// Whether OpenBLAS's core `core` (its name for the kernels it chose) is one with AVX2 or
+/// AVX-512 kernels, or the CPU has neither (`has_avx2` false), so that nothing is lost.
+#[cfg(feature = "blas")]
+fn core_fits(core: &str, has_avx2: bool) -> bool {
+    const VECTOR_CORES: [&str; 6] = ["haswell", "zen", "skylakex", "cooperlake", "sapphirerapids", "excavator"];
+    let core = core.to_ascii_lowercase();
+    !has_avx2 || VECTOR_CORES.iter().any(|c| core.starts_with(c))
 }
 
 /// `out = a^T`.
@@ -931,6 +938,20 @@ pub fn exp(x: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(feature = "blas")]
+    #[test]
+    fn blas_is_skipped_where_openblas_runs_old_kernels() {
+        use super::core_fits;
+        // Debian 12's OpenBLAS on the Xeon of family 6 model 207 (issue 19).
+        assert!(!core_fits("Prescott", true));
+        assert!(!core_fits("Sandybridge", true));
+        for core in ["Haswell", "SkylakeX", "Zen", "Cooperlake", "SapphireRapids"] {
+            assert!(core_fits(core, true), "{core}");
+        }
+        // Without AVX2 sgemm has nothing faster to offer.
+        assert!(core_fits("Prescott", false));
+    }
+
     use super::*;
     use ndarray::{array, Array1, Array2, ArrayD, IxDyn};
 
