@@ -201,8 +201,13 @@ fn parallel<'c, 'e>(
     if FORCE_SERIAL.with(|f| f.get()) {
         return Some((c, epi));
     }
+    // The size first: the pool starts (and allocates its threads) at the first product
+    // it splits, not at the first product.
+    if m * n * k < PARALLEL_MIN || m.min(n) <= thin::THIN {
+        return Some((c, epi));
+    }
     let threads = threads::count();
-    if threads < 2 || m * n * k < PARALLEL_MIN || m.min(n) <= thin::THIN {
+    if threads < 2 {
         return Some((c, epi));
     }
     let transposed = transposed_is_cheaper(&a, &b, &c);
