@@ -63,7 +63,7 @@
 #[doc = include_str!("../docs/model-language.md")]
 pub use modelc_macros::model;
 pub use modelc_runtime::import::NameMap;
-pub use modelc_runtime::{checkpoint, conv, data, import, init, kernels, optim, schedule, sgemm};
+pub use modelc_runtime::{checkpoint, conv, data, import, init, kernels, optim, profile, schedule, sgemm};
 pub use modelc_runtime::{ndarray, Cost, Error, GradientCheck, ParamCheck, Result, ShapeMismatch, Variable};
 
 /// What generated code names. Not a stable API: only `model!` should use it.

@@ -41,7 +41,7 @@ fn view(x: &Array2<f32>, t: bool) -> ArrayView2<'_, f32> {
     }
 }
 
-/// The `gemm` crate (0.17, single thread) on the views' own strides.
+/// The `gemm` crate (0.19 with its AVX-512 kernels, `x86-v4`; single thread) on the views' own strides.
 fn gemm_crate(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, mut c: modelc::ndarray::ArrayViewMut2<'_, f32>) {
     let ((m, k), n) = (a.dim(), b.dim().1);
     let (sa, sb, sc) = (a.strides().to_vec(), b.strides().to_vec(), c.strides().to_vec());
@@ -97,7 +97,8 @@ fn bench(cr: &mut Criterion) {
 /// machine), and the core's FMA peak for scale.
 fn summary() {
     let (peak, width) = common::fma_peak();
-    println!("\nGFLOP/s, fastest of 15 interleaved rounds (one core's {width} FMA peak: {peak:.1})");
+    println!("\n{}", common::cpu());
+    println!("GFLOP/s, fastest of 15 interleaved rounds (one core's {width} FMA peak: {peak:.1})");
     println!("{:<28} {:>8} {:>11} {:>15}", "product", "sgemm", "gemm crate", "matrixmultiply");
     for &(label, m, k, n, ta, tb) in CASES {
         let a_store = if ta { filled(k, m, 1) } else { filled(m, k, 1) };

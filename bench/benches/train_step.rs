@@ -8,20 +8,30 @@
 //! and M4, M2 with tanh and sigmoid hidden layers instead of relu, where elementwise work
 //! (the activations and their derivatives) is a large part of the step.
 //!
-//! The hand-written steps use the same matrix-product kernel as the generated code
-//! (`modelc::kernels::gemm`), allocate their buffers once, multiply through transposed
+//! The hand-written steps allocate their buffers once, multiply through transposed
 //! views instead of copies, do bias + activation and softmax in single passes, and fuse
-//! the SGD update into the weight-gradient product. `cargo bench --bench train_step`
-//! measures each pair with criterion, then prints the ratio generated / hand-written
-//! from interleaved rounds (see [`ratio`]).
+//! the SGD update into the weight-gradient product. They call one of three matrix
+//! products ([`Gemm`]): the generated code's own (`modelc::kernels::gemm`), so that the
+//! ratio measures the generated code around its products; and the two a user writing
+//! the step by hand would otherwise pick, the `gemm` crate with its AVX-512 kernels
+//! (`x86-v4`) and, with `--features openblas`, the system's OpenBLAS (`cblas_sgemm`).
+//! With `--features parallel` every one of them runs on all cores (rayon's pool, the
+//! `gemm` crate's rayon split, OpenBLAS's threads).
+//!
+//! `cargo bench --bench train_step` measures each pair with criterion, then prints the
+//! ratios generated / hand-written from interleaved rounds (see [`ratio`]), under a line
+//! naming the CPU; `cargo bench --bench train_step -- nomatch` skips criterion and
+//! prints only the ratios (about a minute). With `--features profile` it then prints a
+//! per-op profile of each generated step ([`profile`]: time, GFLOP/s and GB/s per
+//! product and fused pass, and what lies outside them).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, BenchmarkId, Criterion};
 use modelc::kernels::gemm;
 use modelc::model;
-use modelc::ndarray::{Array1, Array2, ArrayView2, Zip};
+use modelc::ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Zip};
 
 mod common;
 
@@ -111,8 +121,173 @@ enum Fns {
     Modelc,
 }
 
+/// The matrix product a hand-written step calls (see the header).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Gemm {
+    /// `modelc::kernels::gemm`, the generated code's.
+    Modelc,
+    /// The `gemm` crate (0.19, `x86-v4`): allocates its packing on every call.
+    Crate,
+    /// `cblas_sgemm` of the system's OpenBLAS.
+    #[cfg(feature = "openblas")]
+    OpenBlas,
+}
+
+impl Gemm {
+    /// The references a hand-written step is timed with: this build's.
+    fn all() -> Vec<Gemm> {
+        vec![
+            Gemm::Modelc,
+            Gemm::Crate,
+            #[cfg(feature = "openblas")]
+            Gemm::OpenBlas,
+        ]
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Gemm::Modelc => "modelc's sgemm",
+            Gemm::Crate => "gemm crate x86-v4",
+            #[cfg(feature = "openblas")]
+            Gemm::OpenBlas => "OpenBLAS",
+        }
+    }
+
+    /// `c = alpha * a x b + beta * c`.
+    fn run(self, alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, beta: f32, c: ArrayViewMut2<f32>) {
+        match self {
+            Gemm::Modelc => gemm(alpha, a, b, beta, c),
+            Gemm::Crate => gemm_crate(alpha, a, b, beta, c),
+            #[cfg(feature = "openblas")]
+            Gemm::OpenBlas => openblas::sgemm(alpha, a, b, beta, c),
+        }
+    }
+}
+
+/// Threads the references use: 1, or with `parallel` as many as modelc's pool
+/// (`MODELC_THREADS`, else one a CPU).
+fn threads() -> usize {
+    if !cfg!(feature = "parallel") {
+        return 1;
+    }
+    std::env::var("MODELC_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&t| t >= 1)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// The `gemm` crate on the views' own strides. Its `dst = alpha dst + beta lhs rhs`
+/// names the scalars the other way round.
+fn gemm_crate(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, beta: f32, mut c: ArrayViewMut2<f32>) {
+    let ((m, k), n) = (a.dim(), b.dim().1);
+    assert!(b.dim().0 == k && c.dim() == (m, n));
+    let (sa, sb, sc) = (a.strides().to_vec(), b.strides().to_vec(), c.strides().to_vec());
+    let par = match threads() {
+        1 => gemm::Parallelism::None,
+        t => gemm::Parallelism::Rayon(t),
+    };
+    let cp = c.as_mut_ptr();
+    // SAFETY: pointers and strides of live views of shapes (m, k), (k, n), (m, n); c is
+    // borrowed mutably and not aliased.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            cp,
+            sc[1],
+            sc[0],
+            beta != 0.0,
+            a.as_ptr(),
+            sa[1],
+            sa[0],
+            b.as_ptr(),
+            sb[1],
+            sb[0],
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// OpenBLAS through `cblas_sgemm`, for the row-major and transposed (column-major)
+/// views a hand-written step passes.
+#[cfg(feature = "openblas")]
+mod openblas {
+    use cblas_sys::{cblas_sgemm, CBLAS_LAYOUT, CBLAS_TRANSPOSE};
+    use modelc::ndarray::{ArrayView2, ArrayViewMut2};
+
+    #[link(name = "openblas")]
+    extern "C" {
+        fn openblas_set_num_threads(n: std::ffi::c_int);
+    }
+
+    /// Runs this benchmark again with `OPENBLAS_CORETYPE` set, unless it is set. OpenBLAS
+    /// picks its kernels from the CPU's model when it loads, before `main`, and an
+    /// OpenBLAS older than the CPU does not know the model: Debian 12's 0.3.21 on the
+    /// Xeon here (family 6 model 207) chose its SSE3 "Prescott" kernels and ran M3's
+    /// products at 32 GFLOP/s. SkylakeX (AVX-512) and Haswell (AVX2 + FMA) are the
+    /// kernels it has for the vectors the CPU has (`OPENBLAS_VERBOSE=2` prints the
+    /// choice).
+    pub fn pick_kernels() {
+        use std::os::unix::process::CommandExt;
+        if std::env::var_os("OPENBLAS_CORETYPE").is_some() {
+            return;
+        }
+        let core = if is_x86_feature_detected!("avx512f") {
+            "SkylakeX"
+        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            "Haswell"
+        } else {
+            return;
+        };
+        let Ok(exe) = std::env::current_exe() else { return };
+        let err =
+            std::process::Command::new(exe).args(std::env::args_os().skip(1)).env("OPENBLAS_CORETYPE", core).exec();
+        eprintln!("could not run the benchmark again with OPENBLAS_CORETYPE={core}: {err}");
+    }
+
+    /// How a view reads as a row-major BLAS operand: transposed or not, and its `ld`.
+    fn op(x: &ArrayView2<f32>) -> (CBLAS_TRANSPOSE, i32) {
+        let (s0, s1) = (x.strides()[0], x.strides()[1]);
+        let ld = |s: isize| i32::try_from(s).expect("a leading dimension in i32");
+        if s1 == 1 {
+            (CBLAS_TRANSPOSE::CblasNoTrans, ld(s0.max(x.ncols() as isize)))
+        } else {
+            assert_eq!(s0, 1, "a row-major or column-major view");
+            (CBLAS_TRANSPOSE::CblasTrans, ld(s1.max(x.nrows() as isize)))
+        }
+    }
+
+    pub fn sgemm(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, beta: f32, mut c: ArrayViewMut2<f32>) {
+        static THREADS: std::sync::Once = std::sync::Once::new();
+        // SAFETY: a plain setter of OpenBLAS's thread count.
+        THREADS.call_once(|| unsafe { openblas_set_num_threads(super::threads() as std::ffi::c_int) });
+        let ((m, k), n) = (a.dim(), b.dim().1);
+        assert!(b.dim().0 == k && c.dim() == (m, n) && c.strides()[1] == 1);
+        let ((ta, lda), (tb, ldb)) = (op(&a), op(&b));
+        let ldc = i32::try_from(c.strides()[0].max(n as isize)).expect("ldc in i32");
+        let dim = |x: usize| i32::try_from(x).expect("a dimension in i32");
+        // SAFETY: a, b and c are live views of shapes (m, k), (k, n), (m, n) laid out as
+        // `op` says (a unit stride along one axis, ld along the other); c is borrowed
+        // mutably and not aliased.
+        unsafe {
+            let (ap, bp, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+            let layout = CBLAS_LAYOUT::CblasRowMajor;
+            cblas_sgemm(layout, ta, tb, dim(m), dim(n), dim(k), alpha, ap, lda, bp, ldb, beta, cp, ldc);
+        }
+    }
+}
+
 /// A hand-written MLP step (any depth), written as well as ndarray allows.
 struct HandMlp {
+    /// The matrix product it calls.
+    gemm: Gemm,
     /// Each hidden layer's activation.
     acts: Vec<Act>,
     fns: Fns,
@@ -136,7 +311,12 @@ impl HandMlp {
         let b = (0..n).map(|i| Array1::zeros(sizes[i + 1])).collect();
         let a = (0..n).map(|i| Array2::zeros((batch, sizes[i + 1]))).collect();
         let d = (0..n).map(|i| Array2::zeros((batch, sizes[i + 1]))).collect();
-        HandMlp { acts: vec![Act::Relu; n.saturating_sub(1)], fns: Fns::Libm, w, b, a, d, lr }
+        HandMlp { gemm: Gemm::Modelc, acts: vec![Act::Relu; n.saturating_sub(1)], fns: Fns::Libm, w, b, a, d, lr }
+    }
+
+    /// The same through another matrix product.
+    fn through(gemm: Gemm, sizes: &[usize], batch: usize, lr: f32) -> Self {
+        HandMlp { gemm, ..Self::new(sizes, batch, lr) }
     }
 
     /// The same with `acts` on the hidden layers, computed with `fns`.
@@ -148,14 +328,15 @@ impl HandMlp {
     fn step(&mut self, x: ArrayView2<f32>, y: ArrayView2<f32>) -> f32 {
         let n = self.w.len();
         let batch = x.nrows();
+        let g = self.gemm;
         // Forward: product, then bias + relu in one pass (no relu on the logits).
         for i in 0..n {
             let (before, after) = self.a.split_at_mut(i);
             let out = &mut after[0];
             if i == 0 {
-                gemm(1.0, x.view(), self.w[i].view(), 0.0, out.view_mut());
+                g.run(1.0, x.view(), self.w[i].view(), 0.0, out.view_mut());
             } else {
-                gemm(1.0, before[i - 1].view(), self.w[i].view(), 0.0, out.view_mut());
+                g.run(1.0, before[i - 1].view(), self.w[i].view(), 0.0, out.view_mut());
             }
             let b = &self.b[i];
             let poly = self.fns == Fns::Modelc;
@@ -208,7 +389,7 @@ impl HandMlp {
             if i > 0 {
                 // d[i-1] = (d[i] w[i]^T) * relu'(a[i-1]), before w[i] changes.
                 let (lo, hi) = self.d.split_at_mut(i);
-                gemm(1.0, hi[0].view(), self.w[i].t(), 0.0, lo[i - 1].view_mut());
+                g.run(1.0, hi[0].view(), self.w[i].t(), 0.0, lo[i - 1].view_mut());
                 let g = Zip::from(&mut lo[i - 1]).and(&self.a[i - 1]);
                 match self.acts[i - 1] {
                     Act::Relu => g.for_each(|g, &a| {
@@ -221,9 +402,9 @@ impl HandMlp {
                 }
             }
             if i == 0 {
-                gemm(-self.lr, x.t(), self.d[i].view(), 1.0, self.w[i].view_mut());
+                g.run(-self.lr, x.t(), self.d[i].view(), 1.0, self.w[i].view_mut());
             } else {
-                gemm(-self.lr, self.a[i - 1].t(), self.d[i].view(), 1.0, self.w[i].view_mut());
+                g.run(-self.lr, self.a[i - 1].t(), self.d[i].view(), 1.0, self.w[i].view_mut());
             }
             let db = &self.d[i];
             let lr = self.lr;
@@ -235,16 +416,17 @@ impl HandMlp {
     }
 }
 
-/// Prints generated / hand-written for one workload, and the generated step's FLOP rate
-/// against one core's FMA peak.
+/// Prints generated / hand-written for one workload, against each hand-written
+/// reference in `refs` (its name and step), and the generated step's FLOP rate against
+/// one core's FMA peak.
 ///
-/// The ratio: the two steps run in alternating rounds of `calls` calls each, and each
-/// keeps its fastest round (the mean time per call). On a shared, noisy machine this
-/// compares the two under the same conditions, where criterion measures one for seconds
-/// and then the other. The median of the 25 rounds' own ratios (each generated round
-/// against the hand-written round right after it) is printed too: a burst of noise
-/// that slows both rounds of a pair leaves their ratio alone, where it can decide
-/// which side gets the single fastest round.
+/// The ratios: the steps run in alternating rounds of `calls` calls each (generated, then
+/// each reference), and each keeps its fastest round (the mean time per call). On a
+/// shared, noisy machine this compares them under the same conditions, where criterion
+/// measures one for seconds and then the other. The median of the 25 rounds' own ratios
+/// (each generated round against the reference's round right after it) is printed too:
+/// a burst of noise that slows both rounds of a pair leaves their ratio alone, where it
+/// can decide which side gets the single fastest round.
 ///
 /// The FLOP rate: the generated step's fastest of 25 rounds run alone, as in a training
 /// loop. In the alternating rounds each step finds its weights partly evicted by the
@@ -255,7 +437,7 @@ impl HandMlp {
 /// over minutes). Probing inside the rounds instead disturbed M3 (9.26 -> 9.8 ms a step:
 /// while the probe runs, which touches no memory, other tenants evict this process's
 /// data from the shared L3).
-fn ratio(name: &str, flops: u64, calls: usize, mut generated: impl FnMut(), mut hand: impl FnMut()) {
+fn ratio(name: &str, flops: u64, calls: usize, generated: &mut dyn FnMut(), refs: &mut [(&str, &mut dyn FnMut())]) {
     let fastest = |step: &mut dyn FnMut()| {
         let start = Instant::now();
         for _ in 0..calls {
@@ -264,34 +446,41 @@ fn ratio(name: &str, flops: u64, calls: usize, mut generated: impl FnMut(), mut 
         start.elapsed().as_secs_f64() / calls as f64
     };
     let before = common::fma_peak().0;
-    let alone = (0..25).map(|_| fastest(&mut generated)).fold(f64::MAX, f64::min);
-    let mut best = [f64::MAX; 2];
-    let mut ratios = Vec::with_capacity(25);
+    let alone = (0..25).map(|_| fastest(generated)).fold(f64::MAX, f64::min);
+    let mut best_gen = f64::MAX;
+    let mut best = vec![f64::MAX; refs.len()];
+    let mut ratios = vec![Vec::with_capacity(25); refs.len()];
     for _ in 0..25 {
-        let mut round = [0.0; 2];
-        for (i, step) in [&mut generated as &mut dyn FnMut(), &mut hand].into_iter().enumerate() {
-            round[i] = fastest(step);
-            best[i] = best[i].min(round[i]);
+        let g = fastest(generated);
+        best_gen = best_gen.min(g);
+        for (i, (_, step)) in refs.iter_mut().enumerate() {
+            let t = fastest(*step);
+            best[i] = best[i].min(t);
+            ratios[i].push(g / t);
         }
-        ratios.push(round[0] / round[1]);
     }
-    ratios.sort_by(f64::total_cmp);
     let peak = before.max(common::fma_peak().0);
     let us = |t: f64| format!("{:.1} us", t * 1e6);
     let rate = |t: f64| flops as f64 / t / 1e9;
     println!(
-        "{name}: generated {} / hand-written {} = {:.3} (fastest of 25 alternating rounds each; \
-         median ratio of a round's pair {:.3})\n    generated alone {} = {:.1} GFLOP/s = {:.1}% of \
-         the FMA peak probed around the rounds ({peak:.1}); {:.1}% in the alternating rounds",
-        us(best[0]),
-        us(best[1]),
-        best[0] / best[1],
-        ratios[ratios.len() / 2],
+        "{name}: generated {} (fastest of 25 alternating rounds), alone {} = {:.1} GFLOP/s = {:.1}% of the FMA \
+         peak probed around the rounds ({peak:.1}; {:.1}% in the alternating rounds)",
+        us(best_gen),
         us(alone),
         rate(alone),
         100.0 * rate(alone) / peak,
-        100.0 * rate(best[0]) / peak,
+        100.0 * rate(best_gen) / peak,
     );
+    for ((label, _), (t, r)) in refs.iter().zip(best.iter().zip(&mut ratios)) {
+        r.sort_by(f64::total_cmp);
+        println!(
+            "    / hand-written, {label}: {} ({:.1} GFLOP/s) -> {:.3} (median ratio of a round's pair {:.3})",
+            us(*t),
+            rate(*t),
+            best_gen / t,
+            r[r.len() / 2],
+        );
+    }
 }
 
 fn data(batch: usize) -> (Array2<f32>, Array2<f32>) {
@@ -308,8 +497,11 @@ fn bench(c: &mut Criterion) {
     let mut m1 = M1::new();
     group
         .bench_function(BenchmarkId::new("M1", "generated"), |b| b.iter(|| m1.train_step(x.view(), y.view()).unwrap()));
-    let mut h1 = HandMlp::new(&[784, 10], 100, 0.5);
-    group.bench_function(BenchmarkId::new("M1", "hand-written"), |b| b.iter(|| h1.step(x.view(), y.view())));
+    for g in Gemm::all() {
+        let mut h1 = HandMlp::through(g, &[784, 10], 100, 0.5);
+        let id = BenchmarkId::new("M1", format!("hand-written, {}", g.name()));
+        group.bench_function(id, |b| b.iter(|| h1.step(x.view(), y.view())));
+    }
     group.bench_function(BenchmarkId::new("M1", "probs"), |b| b.iter(|| m1.probs(x.view()).unwrap()));
     group.bench_function(BenchmarkId::new("M1", "accuracy"), |b| b.iter(|| m1.accuracy(x.view(), y.view()).unwrap()));
     group.bench_function(BenchmarkId::new("M1", "compute+apply"), |b| {
@@ -325,8 +517,11 @@ fn bench(c: &mut Criterion) {
     let mut m2 = M2::new();
     group
         .bench_function(BenchmarkId::new("M2", "generated"), |b| b.iter(|| m2.train_step(x.view(), y.view()).unwrap()));
-    let mut h2 = HandMlp::new(&[784, 256, 128, 10], 128, 0.1);
-    group.bench_function(BenchmarkId::new("M2", "hand-written"), |b| b.iter(|| h2.step(x.view(), y.view())));
+    for g in Gemm::all() {
+        let mut h2 = HandMlp::through(g, &[784, 256, 128, 10], 128, 0.1);
+        let id = BenchmarkId::new("M2", format!("hand-written, {}", g.name()));
+        group.bench_function(id, |b| b.iter(|| h2.step(x.view(), y.view())));
+    }
 
     let mut m4 = M4::new();
     group
@@ -345,8 +540,11 @@ fn bench(c: &mut Criterion) {
     let mut m3 = M3::new();
     group
         .bench_function(BenchmarkId::new("M3", "generated"), |b| b.iter(|| m3.train_step(x.view(), y.view()).unwrap()));
-    let mut h3 = HandMlp::new(&[784, 1024, 1024, 10], 256, 0.1);
-    group.bench_function(BenchmarkId::new("M3", "hand-written"), |b| b.iter(|| h3.step(x.view(), y.view())));
+    for g in Gemm::all() {
+        let mut h3 = HandMlp::through(g, &[784, 1024, 1024, 10], 256, 0.1);
+        let id = BenchmarkId::new("M3", format!("hand-written, {}", g.name()));
+        group.bench_function(id, |b| b.iter(|| h3.step(x.view(), y.view())));
+    }
     group.finish();
 
     // Multiply-adds of the products (two FLOPs each): what the FLOP rate is quoted on.
@@ -356,59 +554,98 @@ fn bench(c: &mut Criterion) {
         2 * (2 * layers.iter().sum::<u64>() + layers[1..].iter().sum::<u64>())
     };
     let (peak, width) = common::fma_peak();
-    println!("\none core's {width} FMA peak: {peak:.1} GFLOP/s");
+    println!("\n{}", common::cpu());
+    println!("{} thread(s); one core's {width} FMA peak: {peak:.1} GFLOP/s", threads());
+    // One hand-written step per reference product.
+    let hands = |sizes: &[usize], batch: usize, lr: f32| -> Vec<(&'static str, HandMlp)> {
+        Gemm::all().into_iter().map(|g| (g.name(), HandMlp::through(g, sizes, batch, lr))).collect()
+    };
     let (x, y) = data(100);
-    ratio(
-        "M1",
-        products(&[784, 10], 100),
-        200,
-        || {
-            black_box(m1.train_step(x.view(), y.view()).unwrap());
-        },
-        || {
-            black_box(h1.step(x.view(), y.view()));
-        },
-    );
+    let mut h = hands(&[784, 10], 100, 0.5);
+    let mut gen = || {
+        black_box(m1.train_step(x.view(), y.view()).unwrap());
+    };
+    ratio_hands("M1", products(&[784, 10], 100), 200, &mut gen, &mut h, x.view(), y.view());
     let (x, y) = data(128);
-    ratio(
-        "M2",
-        products(&[784, 256, 128, 10], 128),
-        20,
-        || {
-            black_box(m2.train_step(x.view(), y.view()).unwrap());
-        },
-        || {
-            black_box(h2.step(x.view(), y.view()));
-        },
-    );
-    for (name, hand) in
-        [("M4", &mut h4), ("M4 against a hand-written step calling modelc's tanh and sigmoid", &mut h4p)]
-    {
-        ratio(
-            name,
-            products(&m4_sizes, 128),
-            20,
-            || {
-                black_box(m4.train_step(x.view(), y.view()).unwrap());
-            },
-            || {
-                black_box(hand.step(x.view(), y.view()));
-            },
-        );
-    }
+    let mut h = hands(&[784, 256, 128, 10], 128, 0.1);
+    let mut gen = || {
+        black_box(m2.train_step(x.view(), y.view()).unwrap());
+    };
+    ratio_hands("M2", products(&[784, 256, 128, 10], 128), 20, &mut gen, &mut h, x.view(), y.view());
+    let mut h = [("modelc's sgemm, libm's tanh and sigmoid", h4), ("modelc's sgemm, modelc's tanh and sigmoid", h4p)];
+    let mut gen = || {
+        black_box(m4.train_step(x.view(), y.view()).unwrap());
+    };
+    ratio_hands("M4", products(&m4_sizes, 128), 20, &mut gen, &mut h, x.view(), y.view());
     let (x, y) = data(256);
-    ratio(
-        "M3",
-        products(&[784, 1024, 1024, 10], 256),
-        4,
-        || {
+    let mut h = hands(&[784, 1024, 1024, 10], 256, 0.1);
+    let mut gen = || {
+        black_box(m3.train_step(x.view(), y.view()).unwrap());
+    };
+    ratio_hands("M3", products(&[784, 1024, 1024, 10], 256), 4, &mut gen, &mut h, x.view(), y.view());
+
+    if modelc::profile::ENABLED {
+        println!("\nPer-op profiles of the generated steps (--features profile; {})", common::cpu());
+        let (x, y) = data(100);
+        profile("M1", 400, &mut || {
+            black_box(m1.train_step(x.view(), y.view()).unwrap());
+        });
+        let (x, y) = data(128);
+        profile("M2", 100, &mut || {
+            black_box(m2.train_step(x.view(), y.view()).unwrap());
+        });
+        let (x, y) = data(256);
+        profile("M3", 30, &mut || {
             black_box(m3.train_step(x.view(), y.view()).unwrap());
-        },
-        || {
-            black_box(h3.step(x.view(), y.view()));
-        },
-    );
+        });
+    }
+}
+
+/// Prints the per-op profile of `calls` runs of `step` (`modelc::profile::report`:
+/// medians over the runs).
+fn profile(name: &str, calls: usize, step: &mut dyn FnMut()) {
+    let _ = modelc::profile::take();
+    let runs: Vec<(u64, Vec<modelc::profile::Record>)> = (0..calls)
+        .map(|_| {
+            let start = Instant::now();
+            step();
+            (start.elapsed().as_nanos() as u64, modelc::profile::take())
+        })
+        .collect();
+    println!("{name}, median of {calls} steps:\n{}", modelc::profile::report(&runs));
+}
+
+/// [`ratio`] against each hand-written step of `hands` (its label and step) on `x`, `y`.
+fn ratio_hands(
+    name: &str,
+    flops: u64,
+    calls: usize,
+    generated: &mut dyn FnMut(),
+    hands: &mut [(&'static str, HandMlp)],
+    x: ArrayView2<f32>,
+    y: ArrayView2<f32>,
+) {
+    type Step<'a> = Box<dyn FnMut() + 'a>;
+    let mut steps: Vec<(&str, Step<'_>)> = hands
+        .iter_mut()
+        .map(|(label, h)| {
+            let step = move || {
+                black_box(h.step(x, y));
+            };
+            (*label, Box::new(step) as Step<'_>)
+        })
+        .collect();
+    let mut refs: Vec<(&str, &mut dyn FnMut())> =
+        steps.iter_mut().map(|(label, s)| (*label, &mut **s as &mut dyn FnMut())).collect();
+    ratio(name, flops, calls, generated, &mut refs);
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+// `criterion_main!`, after OpenBLAS's choice of kernels.
+fn main() {
+    #[cfg(feature = "openblas")]
+    openblas::pick_kernels();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

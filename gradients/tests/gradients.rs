@@ -5,7 +5,7 @@
 //! Each model exists twice (`models!`): `narrow` ([n, 3] inputs, [3]-wide params; proptest
 //! over batch sizes 1-5 with batch 1 always first) and `wide` ([n, 70] inputs, matmul
 //! params [70, 20] and [70, 70]; batches 300, 530 and 1). The wide shapes cross the
-//! matrix kernels' blocking (runtime/src/sgemm.rs: tiles of 6 x 16, `MC` = 168 rows,
+//! matrix kernels' blocking (runtime/src/sgemm/driver.rs: tiles of 6 x 16, `MC` = 168 rows,
 //! `KC` = 384 / `KC_512` = 512 deep: a weight gradient over 530 rows is 530 deep, its
 //! forward product 300 or 530 rows tall; the thin kernels take sides <= 16, so batch 1
 //! and the [3]-wide models go there) and the elementwise and reduction loops' blocks.

@@ -45,17 +45,21 @@ pub fn map<const N: usize, F: Fn(f32, [f32; N]) -> f32>(
     ins: [ArrayViewD<'_, f32>; N],
     f: F,
 ) {
-    // Most often every operand has the output's shape already: ndarray's `broadcast` (its
-    // IxDyn upcast) and even a view's copy of an IxDyn shape cost more than a 16-element
-    // block's loop.
-    if ins.iter().all(|v| v.shape() == out.shape()) {
-        map_views(out, &ins, &f);
-        return;
-    }
-    let shape = out.raw_dim();
-    let views: [ArrayViewD<'_, f32>; N] =
-        std::array::from_fn(|k| ins[k].broadcast(shape.clone()).expect("an input that broadcasts to the output"));
-    map_views(out, &views, &f);
+    let len = out.len();
+    let rec = move || crate::profile::pass("map", len, N);
+    crate::profile::timed(rec, || {
+        // Most often every operand has the output's shape already: ndarray's `broadcast`
+        // (its IxDyn upcast) and even a view's copy of an IxDyn shape cost more than a
+        // 16-element block's loop.
+        if ins.iter().all(|v| v.shape() == out.shape()) {
+            map_views(out, &ins, &f);
+            return;
+        }
+        let shape = out.raw_dim();
+        let views: [ArrayViewD<'_, f32>; N] =
+            std::array::from_fn(|k| ins[k].broadcast(shape.clone()).expect("an input that broadcasts to the output"));
+        map_views(out, &views, &f);
+    });
 }
 
 /// [`map`] once the inputs have `out`'s shape: [`drive`] cuts the operands into blocks and

@@ -7,6 +7,8 @@
 
 use ndarray::{ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD, Axis, Zip};
 
+use crate::profile;
+
 pub use crate::elementwise::map;
 pub use crate::index::{
     compare_indices, gather, gather_sum, one_hot, scatter_add, scatter_add_acc, scatter_add_bags, scatter_add_bags_acc,
@@ -18,7 +20,8 @@ pub use crate::sgemm::{widest, Act};
 pub fn matmul(a: ArrayView2<'_, f32>, ta: bool, b: ArrayView2<'_, f32>, tb: bool, out: ArrayViewMut2<'_, f32>) {
     let a = if ta { a.reversed_axes() } else { a };
     let b = if tb { b.reversed_axes() } else { b };
-    gemm(1.0, a, b, 0.0, out);
+    let rec = || profile::product("matmul", (a.dim().0, a.dim().1, b.dim().1), (ta, tb), false);
+    profile::timed(rec, || gemm(1.0, a, b, 0.0, out));
 }
 
 /// `out = op(a) x op(b)`, then `then` over `out` block by block while each block is in
@@ -34,7 +37,8 @@ pub fn matmul_then(
 ) {
     let a = if ta { a.reversed_axes() } else { a };
     let b = if tb { b.reversed_axes() } else { b };
-    gemm_then(1.0, a, b, 0.0, out, Some(then));
+    let rec = || profile::product("matmul_then", (a.dim().0, a.dim().1, b.dim().1), (ta, tb), false);
+    profile::timed(rec, || gemm_then(1.0, a, b, 0.0, out, Some(then)));
 }
 
 /// `out = relu(op(a) x op(b) + bias) * step(mask)`, each part optional (see [`Act`]): a
@@ -50,15 +54,24 @@ pub fn matmul_act(
 ) {
     let a = if ta { a.reversed_axes() } else { a };
     let b = if tb { b.reversed_axes() } else { b };
-    #[cfg(feature = "blas")]
-    {
-        let thin = a.dim().0.min(b.dim().1) <= 16;
-        if !thin && blas_gemm(1.0, a, b, 0.0, out.view_mut()) {
-            act.apply(out, 0, 0);
-            return;
+    let name = match (act.bias.is_some(), act.relu, act.mask.is_some()) {
+        (_, _, true) => "matmul_act(mask)",
+        (true, true, false) => "matmul_act(bias,relu)",
+        (true, false, false) => "matmul_act(bias)",
+        (false, _, false) => "matmul_act(relu)",
+    };
+    let rec = || profile::product(name, (a.dim().0, a.dim().1, b.dim().1), (ta, tb), false);
+    profile::timed(rec, || {
+        #[cfg(feature = "blas")]
+        {
+            let thin = a.dim().0.min(b.dim().1) <= 16;
+            if !thin && blas_gemm(1.0, a, b, 0.0, out.view_mut()) {
+                act.apply(out, 0, 0);
+                return;
+            }
         }
-    }
-    crate::sgemm::sgemm_act(1.0, a, b, 0.0, out, act);
+        crate::sgemm::sgemm_act(1.0, a, b, 0.0, out, act);
+    });
 }
 
 /// `out += alpha * op(a) x op(b)`: a gradient product accumulated straight into a
@@ -73,7 +86,8 @@ pub fn gemm_acc(
 ) {
     let a = if ta { a.reversed_axes() } else { a };
     let b = if tb { b.reversed_axes() } else { b };
-    gemm(alpha, a, b, 1.0, out);
+    let rec = || profile::product("gemm_acc", (a.dim().0, a.dim().1, b.dim().1), (ta, tb), true);
+    profile::timed(rec, || gemm(alpha, a, b, 1.0, out));
 }
 
 /// `out += alpha * sum_to(a)`: a bias gradient's reduction fused with its update.
@@ -134,20 +148,23 @@ pub fn gemm_then(
     #[allow(unused_mut)] mut c: ArrayViewMut2<'_, f32>,
     then: Option<crate::sgemm::Then<'_>>,
 ) {
-    #[cfg(feature = "blas")]
-    {
-        // Thin products (one side of c at most 16 wide, like M1's 784 -> 10 layer) stay
-        // on sgemm's thin kernels: measured 1.5x faster than OpenBLAS on M1, whose
-        // threading also costs more than it gains at that size.
-        let thin = a.dim().0.min(b.dim().1) <= 16;
-        if !thin && blas_gemm(alpha, a, b, beta, c.view_mut()) {
-            if let Some(f) = then {
-                f(c, 0, 0);
+    let rec = || profile::product("gemm", (a.dim().0, a.dim().1, b.dim().1), (false, false), beta != 0.0);
+    profile::timed(rec, || {
+        #[cfg(feature = "blas")]
+        {
+            // Thin products (one side of c at most 16 wide, like M1's 784 -> 10 layer)
+            // stay on sgemm's thin kernels: measured 1.5x faster than OpenBLAS on M1,
+            // whose threading also costs more than it gains at that size.
+            let thin = a.dim().0.min(b.dim().1) <= 16;
+            if !thin && blas_gemm(alpha, a, b, beta, c.view_mut()) {
+                if let Some(f) = then {
+                    f(c, 0, 0);
+                }
+                return;
             }
-            return;
         }
-    }
-    crate::sgemm::sgemm_then(alpha, a, b, beta, c, then);
+        crate::sgemm::sgemm_then(alpha, a, b, beta, c, then);
+    });
 }
 
 /// How BLAS can read a matrix: the storage order and the leading dimension.
@@ -210,7 +227,7 @@ fn blas_gemm(
     let (m, k) = a.dim();
     let n = b.dim().1;
     assert!(b.dim().0 == k && c.dim() == (m, n), "gemm: shapes {:?} x {:?} -> {:?}", a.dim(), b.dim(), c.dim());
-    if m == 0 || n == 0 || k == 0 {
+    if m == 0 || n == 0 || k == 0 || !blas_kernels_fit() {
         return false;
     }
     let (Some(la), Some(lb), Some(lc)) =
@@ -242,10 +259,39 @@ fn blas_gemm(
     true
 }
 
-// The system's OpenBLAS provides `cblas_sgemm`.
+// The system's OpenBLAS provides `cblas_sgemm` and `openblas_get_corename`.
 #[cfg(feature = "blas")]
 #[link(name = "openblas")]
-extern "C" {}
+extern "C" {
+    fn openblas_get_corename() -> *const std::ffi::c_char;
+}
+
+/// Whether OpenBLAS runs kernels for the vectors this CPU has (read once). OpenBLAS picks
+/// its kernels from the CPU's model when it loads, and one older than the CPU does not
+/// know the model: Debian 12's 0.3.21 on the Intel Xeon of family 6 model 207 took its
+/// SSE3 "Prescott" kernels, 32 GFLOP/s on M3's products against sgemm's 140 (issue 19).
+/// Where the CPU has AVX2 + FMA but OpenBLAS's core is none of those with AVX2 or
+/// AVX-512 kernels, the products stay on `sgemm`; `OPENBLAS_CORETYPE=Haswell` (AVX2) or
+/// `SkylakeX` (AVX-512) makes OpenBLAS take its fast kernels (`OPENBLAS_VERBOSE=2`
+/// prints its choice).
+#[cfg(feature = "blas")]
+fn blas_kernels_fit() -> bool {
+    static FIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FIT.get_or_init(|| {
+        // SAFETY: OpenBLAS returns a pointer to a static, NUL-terminated name.
+        let core = unsafe { std::ffi::CStr::from_ptr(openblas_get_corename()) }.to_string_lossy().into_owned();
+        core_fits(&core, crate::sgemm::kernel() != crate::sgemm::Kernel::Portable)
+    })
+}
+
+/// Whether OpenBLAS's core `core` (its name for the kernels it chose) is one with AVX2 or
+/// AVX-512 kernels, or the CPU has neither (`has_avx2` false), so that nothing is lost.
+#[cfg(feature = "blas")]
+fn core_fits(core: &str, has_avx2: bool) -> bool {
+    const VECTOR_CORES: [&str; 6] = ["haswell", "zen", "skylakex", "cooperlake", "sapphirerapids", "excavator"];
+    let core = core.to_ascii_lowercase();
+    !has_avx2 || VECTOR_CORES.iter().any(|c| core.starts_with(c))
+}
 
 /// `out = a^T`.
 pub fn transpose(a: ArrayView2<'_, f32>, mut out: ArrayViewMut2<'_, f32>) {
@@ -892,6 +938,20 @@ pub fn exp(x: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(feature = "blas")]
+    #[test]
+    fn blas_is_skipped_where_openblas_runs_old_kernels() {
+        use super::core_fits;
+        // Debian 12's OpenBLAS on the Xeon of family 6 model 207 (issue 19).
+        assert!(!core_fits("Prescott", true));
+        assert!(!core_fits("Sandybridge", true));
+        for core in ["Haswell", "SkylakeX", "Zen", "Cooperlake", "SapphireRapids"] {
+            assert!(core_fits(core, true), "{core}");
+        }
+        // Without AVX2 sgemm has nothing faster to offer.
+        assert!(core_fits("Prescott", false));
+    }
+
     use super::*;
     use ndarray::{array, Array1, Array2, ArrayD, IxDyn};
 

@@ -10,6 +10,8 @@
 //! - [`init`]: seeded, deterministic initializers.
 //! - [`norm`]: layer normalization and its fused gradient.
 //! - [`pool`]: max and average pooling over NHWC images, forward and backward.
+//! - [`profile`]: where a step's time goes (the `profile` feature): time, GFLOP/s and GB/s
+//!   per product and fused pass.
 //! - [`random`]: the model's own random stream and the dropout mask.
 //! - [`optim`]: the optimizers' update rules, gradient clipping and weight decay.
 //! - [`schedule`]: learning-rate schedules a training loop calls between steps.
@@ -32,6 +34,7 @@ pub mod kernels;
 pub mod norm;
 pub mod optim;
 pub mod pool;
+pub mod profile;
 pub mod random;
 pub mod schedule;
 pub mod sgemm;

@@ -2,15 +2,18 @@
 //! the block sizes), all four transpose combinations, alpha/beta including beta = 0 over
 //! a NaN-filled `c`, stepped and reversed views, each with every kernel the CPU has
 //! (portable, AVX2, AVX-512); and a counting allocator showing that a repeated call
-//! allocates nothing.
+//! allocates nothing (on the calling thread; with `parallel` the pool's helpers run the
+//! same packed product, whose scratch grows on its first use only). With `parallel`,
+//! split products against the same products on one thread, bit for bit.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 // The module is compiled into this test directly (so the test does not depend on how
 // the runtime exports it); it reaches ndarray as `crate::ndarray`.
-#[allow(dead_code)]
-#[path = "../src/sgemm.rs"]
+// (Re-exports the runtime uses are unused here.)
+#[allow(dead_code, unused_imports)]
+#[path = "../src/sgemm/mod.rs"]
 mod sgemm;
 
 pub(crate) use modelc_runtime::ndarray;
@@ -441,11 +444,69 @@ fn large_against_reference() {
     case(400, 600, 300, false, true, 0.5, 1.0);
 }
 
+/// With `parallel`, a product split across the threads gives the same bits as the same
+/// product on one thread (`FORCE_SERIAL`), with every kernel, both orientations, the
+/// epilogues and beta = 0 or 1: the split goes along `c`'s rows or columns at multiples
+/// of the AVX-512 tile, never along `k`, and every part computes the tiles the whole
+/// product would (see `parallel` in sgemm/mod.rs). Shapes: M2's and M3's products
+/// scaled to about 2-12M multiply-adds (the split starts at 2M), edges that are not
+/// multiples of the tile, and a `c` whose cheaper orientation is the transposed one.
+#[cfg(feature = "parallel")]
 #[test]
-#[cfg_attr(
-    feature = "parallel",
-    ignore = "with `parallel`, products split across rayon's threads, whose job queue allocates now and then"
-)]
+fn split_products_match_one_thread_bit_for_bit() {
+    let shapes = [
+        // (m, k, n, a transposed, b transposed, c stored transposed)
+        (64, 600, 300, false, false, false),
+        (128, 784, 64, false, false, false),
+        (300, 128, 64, true, false, false),
+        (64, 300, 300, false, true, false),
+        (157, 333, 101, false, false, false),
+        (101, 333, 157, true, true, false),
+        (40, 1100, 260, false, false, true),
+        (260, 520, 40, true, false, true),
+        (17, 4000, 90, false, false, false),
+    ];
+    let mut split = 0;
+    each_kernel(|kern| {
+        for &(m, k, n, ta, tb, ct) in &shapes {
+            let (a_store, b_store) = stores(m, k, n, ta, tb, (m + k + n) as u64);
+            let a = if ta { a_store.t() } else { a_store.view() };
+            let b = if tb { b_store.t() } else { b_store.view() };
+            let bias = filled(1, n, 7).into_shape_with_order(n).expect("a row");
+            let mask = filled(m, n, 8);
+            for (alpha, beta) in [(1.0, 0.0), (-0.3, 0.7)] {
+                for act in 0..3 {
+                    let run = |serial: bool| {
+                        sgemm::FORCE_SERIAL.with(|f| f.set(serial));
+                        let mut store = if ct { filled(n, m, 9) } else { filled(m, n, 9) };
+                        let c = if ct { store.view_mut().reversed_axes() } else { store.view_mut() };
+                        let act = match act {
+                            0 => None,
+                            1 => Some(sgemm::Act { bias: Some(bias.view()), relu: true, mask: None }),
+                            _ => Some(sgemm::Act { bias: None, relu: false, mask: Some(mask.view()) }),
+                        };
+                        match act {
+                            None => sgemm(alpha, a, b, beta, c),
+                            Some(act) => sgemm::sgemm_act(alpha, a, b, beta, c, act),
+                        }
+                        sgemm::FORCE_SERIAL.with(|f| f.set(false));
+                        store
+                    };
+                    let (one, all) = (run(true), run(false));
+                    let what =
+                        format!("{kern:?} {m}x{k}x{n} ta={ta} tb={tb} ct={ct} alpha={alpha} beta={beta} act={act}");
+                    for (x, y) in one.iter().zip(&all) {
+                        assert_eq!(x.to_bits(), y.to_bits(), "{what}: {x} on one thread, {y} split");
+                    }
+                    split += 1;
+                }
+            }
+        }
+    });
+    assert!(split > 0);
+}
+
+#[test]
 fn second_call_allocates_nothing() {
     let shapes = [(100, 784, 10), (784, 100, 10), (128, 256, 128), (300, 520, 200), (37, 53, 29)];
     let inputs: Vec<_> = shapes

@@ -2,6 +2,42 @@
 
 use std::time::Instant;
 
+/// The CPU, as a line for the printouts: the model name, and where a hypervisor hides
+/// the model (KVM's "Intel(R) Xeon(R) Processor"), the family, model and stepping that
+/// identify it (family 6 model 207 is Emerald Rapids, 143 Sapphire Rapids; AMD family 26
+/// is Zen 5), the widest vectors, the per-core L1d and L2 and the shared L3, and the CPUs
+/// this process may run on. Figures mean nothing without it: the same code runs at
+/// different fractions of peak on different CPUs (README, "Speed").
+pub fn cpu() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| "?".into())
+    };
+    let cache = |index: u32| {
+        std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu0/cache/index{index}/size"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "?".into())
+    };
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // index0 is L1d (index1 L1i), index2 L2, index3 L3 on Linux's x86 cache topology.
+    format!(
+        "{} (family {} model {} stepping {}, {}; L1d {}, L2 {} a core, L3 {}; {} CPUs)",
+        field("model name"),
+        field("cpu family"),
+        field("model"),
+        field("stepping"),
+        fma_rate(0).0,
+        cache(0),
+        cache(2),
+        cache(3),
+        cpus,
+    )
+}
+
 /// One core's f32 FMA peak in GFLOP/s with the widest vectors the CPU has (AVX-512 or
 /// AVX2) and modelc uses (`MODELC_KERNEL=avx2` caps it to AVX2, as it caps modelc's
 /// kernels), and their name: the best of five timings of 20M rounds of 12 independent

@@ -1,0 +1,283 @@
+//! The AVX-512F kernels (16-lane vectors, 32 registers): the `2 MR x 2 NR` micro-kernel
+//! that reads the AVX2 kernel's packing two panels of each at a time, applies a bias add
+//! and relu in registers ([`ActPtrs`]) and can pack `b` as it first reads it; and the
+//! thin products' dot and outer-product tiles. Every function here is
+//! `#[target_feature(enable = "avx512f,avx2,fma")]` and `unsafe`: its callers check
+//! [`Kernel::Avx512`](super::Kernel) first.
+
+use super::driver::{MR, NR, PREFETCH_STEPS};
+use super::epilogue::ActPtrs;
+use super::thin::{outer_kernel, DOT_ROWS, OUTER_ROWS, THIN_C};
+
+/// `c = alpha * a x b + beta * c` for one `mc x nc` block of a row-major `c` with the
+/// AVX-512 kernel: `b` is the block's `nc.div_ceil(NR)` packed panels, taken two at a
+/// time (a last odd one, or a partial one, alone or masked); `a` is packed
+/// (`mc.div_ceil(MR)` panels of `kc x MR`) or, if not `PACKED`, the `mc x kc` block of
+/// `a` read in place (element `(i, p)` at `a + i * sa.0 + p * sa.1`). With `src` (the
+/// `kc x nc` block of a row-major `b` and its row stride), the panels are not packed
+/// yet: each column's first tile packs them as it reads them (see [`column_avx512`]).
+/// With `act`, these are `c`'s final values, and the bias add and relu are applied to
+/// them as they are written.
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX2 and FMA; `a` must hold the panels (packed) or
+/// `mc` rows of `kc` (in place), `b` `nc.div_ceil(NR) * kc * NR` elements (writable
+/// with `src`), and the `mc x nc` block at `c` (rows `rs` apart, columns contiguous)
+/// must be writable; with `src`, `src.0 + p * src.1 + j` must be readable for `p < kc`,
+/// `j < nc`, `nc % NR == 0` and `mc >= 2 MR`; `act`'s bias, if not null, must be
+/// readable for `nc` elements.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn block_avx512<const PACKED: bool>(
+    kc: usize,
+    a: *const f32,
+    sa: (isize, isize),
+    mc: usize,
+    b: *mut f32,
+    src: Option<(*const f32, isize)>,
+    nc: usize,
+    c: *mut f32,
+    rs: isize,
+    alpha: f32,
+    beta: f32,
+    act: Option<ActPtrs>,
+) {
+    let panels = nc.div_ceil(NR);
+    for jp in (0..panels).step_by(2) {
+        let pair = jp + 1 < panels;
+        // Columns of the last panel of this call that are inside `c`.
+        let last = (nc - (jp + usize::from(pair)) * NR).min(NR);
+        let mask = (((1u32 << last) - 1) & 0xFFFF) as u16;
+        let (b, c) = (b.add(jp * kc * NR), c.add(jp * NR));
+        let src = src.map(|(s, ldb)| (s.add(jp * NR), ldb));
+        let act = act.map(|p| p.offset(jp * NR));
+        if pair {
+            column_avx512::<2, PACKED>(kc, a, sa, mc, b, src, mask, c, rs, alpha, beta, act);
+        } else {
+            column_avx512::<1, PACKED>(kc, a, sa, mc, b, src, mask, c, rs, alpha, beta, act);
+        }
+    }
+}
+
+/// [`panels_avx512`] over all `mc` rows: the 12-row tiles in one call, then one tile of
+/// the remaining `mc % 12` rows. A remainder of 8 (M2's 128 rows) as one tile keeps 16
+/// accumulators in flight; as 6 + 2 rows, the 2-row tile's 4 accumulators could not
+/// cover the FMA latency. With `src`, the first tile reads the `P` panels of `b` from
+/// `src` and stores them packed for the others: packing `b` as a pass of its own read it
+/// from L3 and wrote the packing out, to be read back; fused, the first tile's loads
+/// overlap its FMAs and the packed panels are still in cache for the next tile (M2's
+/// step 1.9% faster in five of five alternating runs, M3's 1.1% in three of five).
+///
+/// # Safety
+/// As [`panels_avx512`] for those `mc` rows.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn column_avx512<const P: usize, const PACKED: bool>(
+    kc: usize,
+    a: *const f32,
+    sa: (isize, isize),
+    mc: usize,
+    b: *mut f32,
+    src: Option<(*const f32, isize)>,
+    mask: u16,
+    c: *mut f32,
+    rs: isize,
+    alpha: f32,
+    beta: f32,
+    act: Option<ActPtrs>,
+) {
+    let full = mc / (2 * MR);
+    let mut first = 0;
+    if let Some(src) = src {
+        assert!(full >= 1, "the first block of a has a full tile");
+        panels_avx512::<{ 2 * MR }, P, PACKED, true>(kc, a, sa, 1, b, src, mask, c, rs, alpha, beta, act);
+        first = 1;
+    }
+    let step = if PACKED { (2 * kc * MR) as isize } else { 2 * MR as isize * sa.0 };
+    let (a0, c0) = (a.wrapping_offset(first as isize * step), c.wrapping_offset((first * 2 * MR) as isize * rs));
+    let nosrc = (std::ptr::null(), 0);
+    panels_avx512::<{ 2 * MR }, P, PACKED, false>(kc, a0, sa, full - first, b, nosrc, mask, c0, rs, alpha, beta, act);
+    let done = full * 2 * MR;
+    // Where row `done` of the block starts: packed a has MR rows a panel.
+    let a = if PACKED { a.wrapping_add(done / MR * kc * MR) } else { a.wrapping_offset(done as isize * sa.0) };
+    let c = c.wrapping_offset(done as isize * rs);
+    macro_rules! rest {
+        ($($r:literal)*) => {
+            match mc - done {
+                $($r => panels_avx512::<$r, P, PACKED, false>(kc, a, sa, 1, b, nosrc, mask, c, rs, alpha, beta, act),)*
+                _ => {}
+            }
+        };
+    }
+    rest!(1 2 3 4 5 6 7 8 9 10 11)
+}
+
+/// The AVX-512 micro-kernel: `count` tiles of `R` rows (at most two packed panels of
+/// `a`, `2 MR` = 12 rows) by `P` packed panels of `b` (one 16-lane vector each, the
+/// panels `kc * NR` apart): `c = alpha * a_t x b + beta * c` for the `t`-th tile at
+/// `c + t * 2 MR * rs` (rows `rs` apart, columns contiguous). The last panel's columns
+/// are written under `mask` (a partial panel at the right edge of `c`); `beta == 0`
+/// does not read `c`. With `R = 12`, `P = 2` the tile holds 24 accumulators, and each
+/// step is 24 FMAs against 2 vector loads and 12 broadcasts. `a` is packed (tile `t`
+/// at `a + t * 2 kc MR`; row `r` in panel `r / MR`, lane `r % MR`) or, if not
+/// `PACKED`, read in place (element `(r, p)` at `a + r * sa.0 + p * sa.1`). With
+/// `PACK_B`, row `p` of the panels is read from `src.0 + p * src.1` (a row-major `b`)
+/// and stored into `b`'s packing as well. With `act`, the values written are
+/// `Act::apply`'s (bias add, relu) of `alpha * acc + beta * c`, the bias read from
+/// `act.bias` at the tile's first column.
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX2 and FMA; `a` and `b` (or, with `PACK_B`, `src`)
+/// must hold what the tiles read, `b` be writable with `PACK_B`, and the tiles of `c`
+/// be writable, their last panel's columns under `mask`; `act`'s bias, if not null,
+/// readable for the tile's columns (under `mask`); `count == 1` unless `R == 2 MR`.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn panels_avx512<const R: usize, const P: usize, const PACKED: bool, const PACK_B: bool>(
+    kc: usize,
+    a: *const f32,
+    sa: (isize, isize),
+    count: usize,
+    b: *mut f32,
+    src: (*const f32, isize),
+    mask: u16,
+    c: *mut f32,
+    rs: isize,
+    alpha: f32,
+    beta: f32,
+    act: Option<ActPtrs>,
+) {
+    use std::arch::x86_64::*;
+    let (va, vb) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
+    let zero = _mm512_setzero_ps();
+    let head = kc.saturating_sub(PREFETCH_STEPS);
+    // Element (r, p) of a tile: at `off[r] + p * acs`.
+    let off: [isize; R] =
+        std::array::from_fn(|r| if PACKED { (r / MR * kc * MR + r % MR) as isize } else { r as isize * sa.0 });
+    let (tile_step, acs) = if PACKED { ((2 * kc * MR) as isize, MR as isize) } else { (2 * MR as isize * sa.0, sa.1) };
+    let panel = kc * NR;
+    for t in 0..count {
+        let a = a.offset(t as isize * tile_step);
+        let c = c.offset((t * 2 * MR) as isize * rs);
+        let mut acc = [[_mm512_setzero_ps(); P]; R];
+        macro_rules! steps {
+            ($range:expr) => {
+                for p in $range {
+                    let (ap, bp) = (a.offset(p as isize * acs), b.add(p * NR));
+                    let bv: [__m512; P] = if PACK_B {
+                        // Row p of the P panels from b itself, stored into the packing.
+                        let row = src.0.offset(p as isize * src.1);
+                        std::array::from_fn(|q| {
+                            let v = _mm512_loadu_ps(row.add(q * NR));
+                            _mm512_storeu_ps(bp.add(q * panel), v);
+                            v
+                        })
+                    } else {
+                        std::array::from_fn(|q| _mm512_loadu_ps(bp.add(q * panel)))
+                    };
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        let x = _mm512_set1_ps(*ap.offset(off[r]));
+                        for (v, &bq) in row.iter_mut().zip(&bv) {
+                            *v = _mm512_fmadd_ps(x, bq, *v);
+                        }
+                    }
+                }
+            };
+        }
+        steps!(0..head);
+        for r in 0..R as isize {
+            // A prefetch never faults, whatever the address.
+            let row = c.wrapping_offset(r * rs) as *const i8;
+            for q in 0..P {
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64 * q));
+            }
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64 * P - 4));
+        }
+        steps!(head..kc);
+        for (r, row) in acc.into_iter().enumerate() {
+            let p = c.offset(r as isize * rs);
+            for (q, v) in row.into_iter().enumerate() {
+                let (d, v) = (p.add(q * NR), _mm512_mul_ps(va, v));
+                let m = if q + 1 == P { mask } else { 0xFFFF };
+                let mut v = if beta == 0.0 { v } else { _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, d), v) };
+                if let Some(e) = act {
+                    // As `Act::apply`, lane by lane: `x + b`, then `if x > 0 { x } else
+                    // { 0 }` (vmaxps gives its second operand, 0, for NaN and for -0).
+                    if !e.bias.is_null() {
+                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, e.bias.add(q * NR)));
+                    }
+                    if e.relu {
+                        v = _mm512_max_ps(v, zero);
+                    }
+                }
+                _mm512_mask_storeu_ps(d, m, v);
+            }
+        }
+    }
+}
+
+/// The AVX-512 dot tile for fixed `R x C`, 16 lanes along `k`, the `k % 16` tail under
+/// a mask.
+///
+/// # Safety
+/// As [`dot_tile`](super::thin::dot_tile), and the CPU must support AVX-512F.
+#[target_feature(enable = "avx512f,avx2,fma")]
+// Index loops over the fixed register tile read clearest here.
+#[allow(clippy::needless_range_loop)]
+pub(super) unsafe fn dot_avx512<const R: usize, const C: usize>(
+    k: usize,
+    a: *const f32,
+    lda: isize,
+    bt: *const f32,
+    ldb: isize,
+    tile: &mut [[f32; THIN_C]; DOT_ROWS],
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let rows: [*const f32; R] = std::array::from_fn(|r| a.offset(r as isize * lda));
+    let cols: [*const f32; C] = std::array::from_fn(|j| bt.offset(j as isize * ldb));
+    // `load(ptr, p)` is 16 elements from `ptr + p`.
+    macro_rules! step {
+        ($p:expr, $load:expr) => {
+            let av: [__m512; R] = std::array::from_fn(|r| $load(rows[r], $p));
+            for j in 0..C {
+                let bv = $load(cols[j], $p);
+                for r in 0..R {
+                    acc[r][j] = _mm512_fmadd_ps(av[r], bv, acc[r][j]);
+                }
+            }
+        };
+    }
+    let k16 = k / 16 * 16;
+    for p in (0..k16).step_by(16) {
+        step!(p, |x: *const f32, p| _mm512_loadu_ps(x.add(p)));
+    }
+    if k16 < k {
+        // A masked load reads nothing past the end.
+        let mask = ((1u32 << (k - k16)) - 1) as u16;
+        step!(k16, |x: *const f32, p| _mm512_maskz_loadu_ps(mask, x.add(p)));
+    }
+    for r in 0..R {
+        for j in 0..C {
+            // The lanes summed by halving with EVEX shuffles. std's
+            // `_mm512_reduce_add_ps` goes through instructions that reach only the
+            // first 16 registers, and LLVM then kept the accumulators that did not fit
+            // there on the stack throughout the loop (1.5x slower).
+            let v = acc[r][j];
+            let v = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b01_00_11_10>(v, v));
+            let v = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b10_11_00_01>(v, v));
+            let v = _mm512_add_ps(v, _mm512_permute_ps::<0b01_00_11_10>(v));
+            let v = _mm512_add_ps(v, _mm512_permute_ps::<0b10_11_00_01>(v));
+            tile[r][j] = _mm512_cvtss_f32(v);
+        }
+    }
+}
+
+outer_kernel!(
+    /// The AVX-512 outer-product tile: `V` vectors (16 rows each) by `C` columns.
+    ///
+    /// # Safety
+    /// As [`outer_avx2`](super::avx2::outer_avx2) with `16 V` rows, and the CPU must support AVX-512F.
+    outer_avx512, "avx512f,avx2,fma", 16, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps,
+    _mm512_storeu_ps
+);

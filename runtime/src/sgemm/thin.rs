@@ -1,0 +1,427 @@
+//! Thin products (one side of `c` at most [`THIN`] = 16 wide, like a 784 -> 10 layer):
+//! the dot form (`a`'s rows contiguous) and the outer-product form (`a`'s columns
+//! contiguous), which pack nothing but the thin operand. The tiles' kernels are in
+//! [`avx2`](super::avx2) and [`avx512`](super::avx512).
+
+#[cfg(target_arch = "x86_64")]
+use super::avx2::{dot_avx2, outer_avx2, store_stripe_avx2, transpose_8x8};
+#[cfg(target_arch = "x86_64")]
+use super::avx512::{dot_avx512, outer_avx512};
+use super::dispatch::{avx2_fma, kernel, Direct, Kernel};
+use super::driver::{block, Out, SCRATCH};
+use crate::ndarray::{ArrayView2, ArrayViewMut2};
+
+/// The widest side of `c` that the thin kernels take.
+pub(super) const THIN: usize = 16;
+/// Most columns of `c` one thin tile computes (`2 x 6` or `16 x 6` accumulators: 12 of
+/// the 16 AVX2 registers).
+pub(super) const THIN_C: usize = 6;
+/// Most rows of a dot-form tile (AVX-512: `4 x 6` accumulators, 24 of 32 registers).
+pub(super) const DOT_ROWS: usize = 4;
+/// Most rows of an outer-form tile (AVX-512: four 16-lane vectors by 6 columns, 24 of
+/// 32 registers).
+pub(super) const OUTER_ROWS: usize = 64;
+/// Depth of a block of the dot form, which bounds the `b^T` block (`THIN x THIN_KB`,
+/// at most 128 KiB) to L2 for very deep products. Measured on M1's forward (k = 784):
+/// splitting k into blocks small enough for L1 (256, 392) was slower than the whole
+/// depth, since every block adds a horizontal sum and a write-back per dot.
+pub(super) const THIN_KB: usize = 2048;
+
+/// Computes the product with a thin kernel if one fits (AVX2 + FMA, one side of `c` at
+/// most [`THIN`] wide, and the operand along the wide side contiguous in one direction);
+/// returns false, touching nothing, otherwise.
+pub(super) fn thin(
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    c: ArrayViewMut2<'_, f32>,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !avx2_fma() {
+            return false;
+        }
+        let proof = Direct(());
+        let (m, n) = c.dim();
+        if n <= THIN && n <= m {
+            thin_oriented(proof, alpha, a, b, beta, c)
+        } else if m <= THIN {
+            thin_oriented(proof, alpha, b.reversed_axes(), a.reversed_axes(), beta, c.reversed_axes())
+        } else {
+            false
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (alpha, a, b, beta, c);
+        false
+    }
+}
+
+/// Thin product with `n <= THIN`: picks the dot or the outer-product form from `a`'s
+/// layout.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn thin_oriented(
+    proof: Direct,
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    c: ArrayViewMut2<'_, f32>,
+) -> bool {
+    let (m, k) = a.dim();
+    if a.strides()[1] == 1 && k >= 32 {
+        thin_dot(proof, alpha, a, b, beta, c);
+        true
+    } else if a.strides()[0] == 1 && m >= 16 {
+        thin_outer(proof, alpha, a, b, beta, c);
+        true
+    } else {
+        false
+    }
+}
+
+/// Splits `n` columns into groups of at most [`THIN_C`], as even as possible; returns
+/// the group width (the last group takes the rest).
+pub(super) fn thin_groups(n: usize) -> usize {
+    n.div_ceil(n.div_ceil(THIN_C))
+}
+
+/// `c = alpha * a x b + beta * c` where `a`'s rows are contiguous: every `c[i, j]` is a
+/// dot product of row `i` of `a` with column `j` of `b`, which is first copied into a
+/// contiguous row of scratch (`b^T`, `n x k`) unless it already is one.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn thin_dot(
+    proof: Direct,
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    mut c: ArrayViewMut2<'_, f32>,
+) {
+    let (m, k) = a.dim();
+    let n = b.dim().1;
+    let lda = a.strides()[0];
+    let out = Out { ptr: c.as_mut_ptr(), rs: c.strides()[0], cs: c.strides()[1] };
+    // Rows of a tile: 2 x 6 accumulators of the 16 AVX2 registers, 4 x 6 of AVX-512's 32.
+    let tall = if kernel() == Kernel::Avx512 { DOT_ROWS } else { 2 };
+    let run = |bt: *const f32, ldb: isize| {
+        let width = thin_groups(n);
+        // Depth blocks (see THIN_KB); the later blocks add to c.
+        let kb = block(k, THIN_KB, 8);
+        for p0 in (0..k).step_by(kb) {
+            let kl = kb.min(k - p0);
+            let beta = if p0 == 0 { beta } else { 1.0 };
+            // Columns outer: one group's rows of b^T (k x 5 or 6, about 16 KiB for
+            // k = 784) stay in L1 while the rows of a stream past them from L2; with rows
+            // outer, all of b^T (31 KiB) and a's rows did not fit in L1 together.
+            for j0 in (0..n).step_by(width) {
+                let cols = width.min(n - j0);
+                for i0 in (0..m).step_by(tall) {
+                    let rows = tall.min(m - i0);
+                    let mut tile = [[0.0f32; THIN_C]; DOT_ROWS];
+                    // SAFETY: rows i0..i0 + rows of `a` (k contiguous elements each, lda
+                    // apart) and rows j0..j0 + cols of `bt` (k contiguous elements, ldb
+                    // apart) are inside live memory, and p0 + kl <= k; `proof` says
+                    // avx2 + fma are present.
+                    unsafe {
+                        let ap = a.as_ptr().offset(i0 as isize * lda).add(p0);
+                        let bp = bt.offset(j0 as isize * ldb).add(p0);
+                        dot_tile(proof, rows, cols, kl, ap, lda, bp, ldb, &mut tile);
+                        // SAFETY: i0 + rows <= m, j0 + cols <= n inside the live `c`.
+                        store_small(&out, i0, j0, rows, cols, |r, j| tile[r][j], alpha, beta);
+                    }
+                }
+            }
+        }
+    };
+    if b.strides()[0] == 1 {
+        // b's columns are already contiguous (b is a transposed row-major matrix).
+        run(b.as_ptr(), b.strides()[1]);
+        return;
+    }
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        if scratch.len() < n * k {
+            scratch.resize(n * k, 0.0);
+        }
+        let bt = &mut scratch[..n * k];
+        let (rs, cs) = (b.strides()[0], b.strides()[1]);
+        // 8 x 8 blocks transposed in registers where b's rows are contiguous; the rest
+        // gathered a column of b into a row of bt at a time (strided reads, sequential
+        // writes measured faster than the other way round).
+        let (jd, pd) = if cs == 1 {
+            // SAFETY: `proof` says avx2 is present; b is k x n with rows rs apart and
+            // unit column stride, bt is n x k.
+            unsafe { transpose8(proof, b.as_ptr(), rs, k, n, bt) }
+        } else {
+            (0, 0)
+        };
+        for (j, dst) in bt.chunks_exact_mut(k).enumerate() {
+            // SAFETY: (p, j) for p < k, j < n is an element of the live view `b`.
+            let col = unsafe { b.as_ptr().offset(j as isize * cs) };
+            let from = if j < jd { pd } else { 0 };
+            for (p, d) in dst.iter_mut().enumerate().skip(from) {
+                *d = unsafe { *col.offset(p as isize * rs) };
+            }
+        }
+        run(bt.as_ptr(), k as isize);
+    });
+}
+
+/// `bt[j * k + p] = b[p * rs + j]` for the `j < jd`, `p < pd` that whole 8 x 8 blocks
+/// cover (`jd`, `pd` the multiples of 8 below `n`, `k`), which it returns.
+///
+/// # Safety
+/// `b` must hold `k` rows of `n` contiguous elements, `rs` apart; `bt.len() >= n * k`.
+#[cfg(target_arch = "x86_64")]
+pub(super) unsafe fn transpose8(
+    _proof: Direct,
+    b: *const f32,
+    rs: isize,
+    k: usize,
+    n: usize,
+    bt: &mut [f32],
+) -> (usize, usize) {
+    assert!(bt.len() >= n * k);
+    let (jd, pd) = (n / 8 * 8, k / 8 * 8);
+    let out = bt.as_mut_ptr();
+    for j0 in (0..jd).step_by(8) {
+        for p0 in (0..pd).step_by(8) {
+            transpose_8x8(b.offset(p0 as isize * rs).add(j0), rs, out.add(j0 * k + p0), k);
+        }
+    }
+    (jd, pd)
+}
+
+/// `rows x cols` dot products of length `k`: row `r` of `a` (at `a + r * lda`) with row
+/// `j` of `bt` (at `bt + j * ldb`), into `tile[r][j]`; with AVX-512 when `rows > 2`.
+///
+/// # Safety
+/// Those rows must be readable for `k` elements each; `rows <= 2`, or `rows <=
+/// DOT_ROWS` on a CPU with AVX-512F; `cols <= THIN_C`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(super) unsafe fn dot_tile(
+    _proof: Direct,
+    rows: usize,
+    cols: usize,
+    k: usize,
+    a: *const f32,
+    lda: isize,
+    bt: *const f32,
+    ldb: isize,
+    tile: &mut [[f32; THIN_C]; DOT_ROWS],
+) {
+    macro_rules! go {
+        ($kern:ident: $($r:literal, $c:literal);*) => {
+            match (rows, cols) {
+                $(($r, $c) => $kern::<$r, $c>(k, a, lda, bt, ldb, tile),)*
+                _ => unreachable!("thin tile {rows} x {cols}"),
+            }
+        };
+    }
+    if rows <= 2 {
+        go!(dot_avx2: 1, 1; 1, 2; 1, 3; 1, 4; 1, 5; 1, 6; 2, 1; 2, 2; 2, 3; 2, 4; 2, 5; 2, 6)
+    } else {
+        go!(dot_avx512: 3, 1; 3, 2; 3, 3; 3, 4; 3, 5; 3, 6; 4, 1; 4, 2; 4, 3; 4, 4; 4, 5; 4, 6)
+    }
+}
+
+/// `c = alpha * a x b + beta * c` where `a`'s columns are contiguous (`a` is a
+/// transposed view): a `16 x C` block of `c` (with AVX-512 up to `64 x C`) accumulates,
+/// for each `p`, column `p` of `a` (two vectors, or up to four of 16 lanes, read in
+/// place) times the broadcast `b[p, j0..j0 + C]`.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn thin_outer(
+    proof: Direct,
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    mut c: ArrayViewMut2<'_, f32>,
+) {
+    let (m, k) = a.dim();
+    let n = b.dim().1;
+    let lda = a.strides()[1];
+    let (brs, bcs) = (b.strides()[0], b.strides()[1]);
+    let out = Out { ptr: c.as_mut_ptr(), rs: c.strides()[0], cs: c.strides()[1] };
+    let width = thin_groups(n);
+    // The stripe's columns (`cols[j][r]` = c[i0 + r, j]), every group's tile written
+    // into its columns, and the stripe's rows for the write-back. Every kernel
+    // overwrites what is then read, so both are zeroed once per call, not once per tile
+    // (a memset per tile was 2.5% of M1's step).
+    let mut cols = [[0.0f32; OUTER_ROWS]; THIN + THIN_C];
+    let mut rows_buf = [0.0f32; OUTER_ROWS * THIN + 8];
+    let wide = kernel() == Kernel::Avx512;
+    // A row-major c without gaps (a weight, as in M1's `w -= lr x^T g`): the stripe is
+    // one contiguous run of c, written back with vector code after a transpose.
+    let contiguous = out.cs == 1 && out.rs == n as isize;
+    let mut i0 = 0;
+    while i0 < m {
+        // 16 rows a tile (with AVX-512: 64, then 32, then 16), then one of 8, then single
+        // rows (the vectors' lanes are rows).
+        let rows = match m - i0 {
+            64.. if wide => 64,
+            32.. if wide => 32,
+            16.. => 16,
+            8.. => 8,
+            _ => 1,
+        };
+        for j0 in (0..n).step_by(width) {
+            let w = width.min(n - j0);
+            let tile: &mut [[f32; OUTER_ROWS]; THIN_C] =
+                (&mut cols[j0..j0 + THIN_C]).try_into().expect("THIN_C columns");
+            // SAFETY: column p of `a` has rows i0..i0 + rows at `ap + p * lda` (unit row
+            // stride), and b[p, j0 + j] is at `bp + p * brs + j * bcs`, all inside the
+            // live views for p < k, j < cols; `proof` says avx2 + fma are present.
+            unsafe {
+                let ap = a.as_ptr().add(i0);
+                let bp = b.as_ptr().offset(j0 as isize * bcs);
+                if rows == 1 {
+                    for (j, t) in tile.iter_mut().enumerate().take(w) {
+                        let mut s = 0.0;
+                        for p in 0..k as isize {
+                            s += *ap.offset(p * lda) * *bp.offset(p * brs + j as isize * bcs);
+                        }
+                        t[0] = s;
+                    }
+                } else {
+                    outer_tile(proof, wide, rows, w, k, ap, lda, bp, brs, bcs, tile);
+                }
+                if rows == 1 || !contiguous {
+                    // SAFETY: i0 + rows <= m, j0 + w <= n inside the live `c`.
+                    store_small(&out, i0, j0, rows, w, |r, j| tile[j][r], alpha, beta);
+                }
+            }
+        }
+        if rows > 1 && contiguous {
+            // SAFETY: rows i0..i0 + rows of the live, unaliased `c` are the `rows * n`
+            // elements from `out.ptr + i0 * n` (contiguous); `proof` as above.
+            unsafe { store_stripe_avx2(&out, i0, rows, n, &cols, &mut rows_buf, alpha, beta) };
+        }
+        i0 += rows;
+    }
+}
+
+/// Dispatches the `rows x cols` outer-product tile to its fixed-size kernel: AVX-512 if
+/// `wide`, AVX2 otherwise.
+///
+/// # Safety
+/// As [`outer_avx2`] (and the CPU must support AVX-512F if `wide`); `rows` is 8 or 16,
+/// or with `wide` 16, 32 or 64; `cols <= THIN_C`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(super) unsafe fn outer_tile(
+    _proof: Direct,
+    wide: bool,
+    rows: usize,
+    cols: usize,
+    k: usize,
+    a: *const f32,
+    lda: isize,
+    b: *const f32,
+    brs: isize,
+    bcs: isize,
+    tile: &mut [[f32; OUTER_ROWS]; THIN_C],
+) {
+    macro_rules! go {
+        ($kern:ident, $lanes:literal: $($v:literal, $c:literal);*) => {
+            match (rows / $lanes, cols) {
+                $(($v, $c) => $kern::<$v, $c>(k, a, lda, b, brs, bcs, tile),)*
+                _ => unreachable!("thin tile {rows} x {cols}"),
+            }
+        };
+    }
+    if wide && rows >= 16 {
+        go!(outer_avx512, 16: 1, 1; 1, 2; 1, 3; 1, 4; 1, 5; 1, 6; 2, 1; 2, 2; 2, 3; 2, 4; 2, 5; 2, 6;
+            4, 1; 4, 2; 4, 3; 4, 4; 4, 5; 4, 6)
+    } else {
+        go!(outer_avx2, 8: 1, 1; 1, 2; 1, 3; 1, 4; 1, 5; 1, 6; 2, 1; 2, 2; 2, 3; 2, 4; 2, 5; 2, 6)
+    }
+}
+
+/// Defines an outer-product tile kernel for one vector width: `V` vectors of `$lanes`
+/// rows by `C` columns; for each `p`, `V` vectors of column `p` of `a` times the
+/// broadcast `b[p, j]` of each column. The AVX2 and AVX-512 instances differ only in
+/// their intrinsics.
+macro_rules! outer_kernel {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $lanes:literal,
+     $zero:ident, $load:ident, $set1:ident, $fma:ident, $store:ident) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        // Index loops over the fixed register tile read clearest here.
+        #[allow(clippy::needless_range_loop)]
+        pub(super) unsafe fn $name<const V: usize, const C: usize>(
+            k: usize,
+            a: *const f32,
+            lda: isize,
+            b: *const f32,
+            brs: isize,
+            bcs: isize,
+            tile: &mut [[f32; OUTER_ROWS]; THIN_C],
+        ) {
+            use std::arch::x86_64::*;
+            let mut acc = [[$zero(); V]; C];
+            for p in 0..k as isize {
+                let col = a.offset(p * lda);
+                let mut av = [$zero(); V];
+                for (v, x) in av.iter_mut().enumerate() {
+                    *x = $load(col.add($lanes * v));
+                }
+                let brow = b.offset(p * brs);
+                for (j, accj) in acc.iter_mut().enumerate() {
+                    let x = $set1(*brow.offset(j as isize * bcs));
+                    for v in 0..V {
+                        accj[v] = $fma(av[v], x, accj[v]);
+                    }
+                }
+            }
+            for (j, accj) in acc.iter().enumerate() {
+                for (v, x) in accj.iter().enumerate() {
+                    $store(tile[j].as_mut_ptr().add($lanes * v), *x);
+                }
+            }
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+pub(super) use outer_kernel;
+
+/// `c[i0 + r, j0 + j] = alpha * value(r, j) + beta * c[..]` for `r < rows`, `j < cols`;
+/// `beta == 0` does not read `c`.
+///
+/// # Safety
+/// `out` must point to a live view, not aliased elsewhere, that holds those elements.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn store_small(
+    out: &Out,
+    i0: usize,
+    j0: usize,
+    rows: usize,
+    cols: usize,
+    value: impl Fn(usize, usize) -> f32,
+    alpha: f32,
+    beta: f32,
+) {
+    // The four cases separately, so that each inner loop is branch-free with a known
+    // column step.
+    let cs = out.cs;
+    for r in 0..rows {
+        let row = out.ptr.offset((i0 + r) as isize * out.rs + j0 as isize * cs);
+        match (cs == 1, beta == 0.0) {
+            (true, true) => (0..cols).for_each(|j| *row.add(j) = alpha * value(r, j)),
+            (true, false) => (0..cols).for_each(|j| *row.add(j) = alpha * value(r, j) + beta * *row.add(j)),
+            (false, true) => (0..cols).for_each(|j| *row.offset(j as isize * cs) = alpha * value(r, j)),
+            (false, false) => (0..cols).for_each(|j| {
+                let d = row.offset(j as isize * cs);
+                *d = alpha * value(r, j) + beta * *d;
+            }),
+        }
+    }
+}
