@@ -379,6 +379,25 @@ pub fn sgd_apply_slice(p: &mut [f32], g: &[f32], lr: f32) {
     )
 }
 
+/// Makes `staged` (a param's new values, computed out of place by
+/// [`kernels::gemm_from`](crate::kernels::gemm_from) and checked by [`sgd_guard`]) the
+/// param `p`, and hands `p`'s old buffer back in `staged` for the next step: a swap of
+/// two allocations, no copy and no allocation. Where the lengths differ or `p` is not in
+/// standard layout (the prologue puts it there), the values are copied instead.
+pub fn swap_in<D: Dimension>(p: &mut Array<f32, D>, staged: &mut Vec<f32>) {
+    if staged.len() != p.len() || !p.is_standard_layout() {
+        for (v, &s) in p.iter_mut().zip(staged.iter()) {
+            *v = s;
+        }
+        return;
+    }
+    // Cannot fail: the length is the shape's element count, in standard layout.
+    if let Ok(new) = Array::from_shape_vec(p.raw_dim(), std::mem::take(staged)) {
+        let (old, _) = std::mem::replace(p, new).into_raw_vec_and_offset();
+        *staged = old;
+    }
+}
+
 /// Updates whose exact magnitude is below this cannot make a finite param of any
 /// magnitude non-finite: near `f32::MAX` one ulp is 2^104, so a change below half of it
 /// rounds back to the param instead of overflowing.
@@ -387,8 +406,9 @@ pub const SAFE_UPDATE: f64 = 1.2676506002282294e30; // 2^100
 /// The guard of a plain-SGD `train_step` whose updates are fused into the gradient
 /// products (`w += -lr op(a) op(b)`): before anything is written, each update's operands
 /// are checked. `bounds` holds, per param, `(name, count, [max |operand|; 2])` (a second
-/// factor of 1 where there is one operand; the gradient itself, count 1, where it was
-/// materialized), where
+/// factor of 1 where there is one operand; the staged new param and a factor of 0,
+/// count 1, where the update was computed out of place, leaving only its finiteness to
+/// check), where
 /// `count` is the number of products summed into one element (the contraction length of
 /// a product, the number of elements a bias gradient sums). Its update is at most
 /// `|lr| * count * Π max |operand|` in magnitude.
@@ -410,10 +430,12 @@ pub fn sgd_guard(lr: f32, bounds: &[(&'static str, f64, [f32; 2])]) -> Result<bo
             continue;
         }
         if maxes.iter().any(|m| !m.is_finite()) {
-            return Err(Error::NonFinite {
-                param,
-                detail: "its gradient has a NaN or an infinity (an operand of its product is not finite)".into(),
-            });
+            let detail = if maxes[1] == 0.0 {
+                "its update has a NaN or an infinity (its gradient is not finite, or the step overflowed)"
+            } else {
+                "its gradient has a NaN or an infinity (an operand of its product is not finite)"
+            };
+            return Err(Error::NonFinite { param, detail: detail.into() });
         }
         let bound = maxes.iter().fold(f64::from(lr.abs()) * count, |b, &m| b * f64::from(m));
         risky |= bound >= SAFE_UPDATE;
@@ -623,5 +645,20 @@ mod tests {
             assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want);
         }
         sgd_apply_slice(&mut [], &[], 1.0);
+    }
+
+    #[test]
+    fn swap_in_swaps_the_buffers_and_copies_into_a_non_standard_param() {
+        let mut p = Array2::from_shape_fn((3, 4), |(i, j)| (i * 4 + j) as f32);
+        let mut staged: Vec<f32> = (0..12).map(|v| -(v as f32)).collect();
+        let (pp, sp) = (p.as_ptr(), staged.as_ptr());
+        swap_in(&mut p, &mut staged);
+        assert_eq!(p, Array2::from_shape_fn((3, 4), |(i, j)| -((i * 4 + j) as f32)));
+        assert_eq!(staged, (0..12).map(|v| v as f32).collect::<Vec<_>>());
+        assert_eq!((p.as_ptr(), staged.as_ptr()), (sp, pp), "no copy");
+        // A param not in standard layout (a user's transposed array): copied, in order.
+        let mut t = Array2::<f32>::zeros((4, 3)).reversed_axes();
+        swap_in(&mut t, &mut staged);
+        assert_eq!(t, Array2::from_shape_fn((3, 4), |(i, j)| (i * 4 + j) as f32));
     }
 }

@@ -281,7 +281,8 @@ pub(super) unsafe fn dot_avx2<const R: usize, const C: usize>(
 ///
 /// # Safety
 /// The CPU must support AVX2 + FMA; `out` must be a live, unaliased, row-major view
-/// with rows `n` apart that holds rows `i0..i0 + rows`.
+/// with rows `n` apart that holds rows `i0..i0 + rows`, and `out.src` either `out.ptr`
+/// or a live matrix of the same layout that `out` does not overlap.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn store_stripe_avx2(
@@ -304,8 +305,12 @@ pub(super) unsafe fn store_stripe_avx2(
     let dst = std::slice::from_raw_parts_mut(out.ptr.offset(i0 as isize * out.rs), rows * n);
     if beta == 0.0 {
         dst.iter_mut().zip(buf.iter()).for_each(|(d, &v)| *d = alpha * v);
-    } else {
+    } else if std::ptr::eq(out.src, out.ptr) {
         dst.iter_mut().zip(buf.iter()).for_each(|(d, &v)| *d = alpha * v + beta * *d);
+    } else {
+        // Out of place (`thin_from`): `src` is another matrix of the same layout.
+        let src = std::slice::from_raw_parts(out.src.offset(i0 as isize * out.rs), rows * n);
+        dst.iter_mut().zip(buf.iter()).zip(src).for_each(|((d, &v), &s)| *d = alpha * v + beta * s);
     }
 }
 

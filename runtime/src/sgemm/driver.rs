@@ -53,11 +53,22 @@ pub(super) type Tile = [[f32; NR]; MR];
 /// L3 access. M3's step went from 33.4 to 32.3 ms (best of 6 interleaved runs).
 pub(super) const PREFETCH_STEPS: usize = 64;
 
-/// Raw access to `c`: base pointer and strides of a live, mutably borrowed view.
+/// Raw access to `c`: base pointer and strides of a live, mutably borrowed view, and
+/// where the thin kernels read `beta * c` from: `c` itself, or (an out-of-place product,
+/// [`thin_from`](super::thin::thin_from)) another matrix of `c`'s shape and strides.
 pub(super) struct Out {
     pub(super) ptr: *mut f32,
     pub(super) rs: isize,
     pub(super) cs: isize,
+    pub(super) src: *const f32,
+}
+
+impl Out {
+    /// `c` in place.
+    pub(super) fn of(c: &mut ArrayViewMut2<'_, f32>) -> Self {
+        let ptr = c.as_mut_ptr();
+        Out { ptr, rs: c.strides()[0], cs: c.strides()[1], src: ptr }
+    }
 }
 
 /// Splits `0..len` into `ceil(len / max)` blocks of nearly equal size, each a multiple
@@ -130,7 +141,7 @@ pub(super) fn product(
     // The AVX-512 kernel packs a row-major b itself, in the first tile of each column
     // of the first block of a (which has at least one full tile).
     let fuse_pack = wide && b.strides()[1] == 1 && n % NR == 0 && m >= 2 * MR;
-    let out = Out { ptr: c.as_mut_ptr(), rs: c.strides()[0], cs: c.strides()[1] };
+    let out = Out::of(&mut c);
     // The edge tiles' accumulators: every kernel overwrites all of it, so it is zeroed
     // once per call, not once per tile.
     let mut tile = [[0.0f32; NR]; MR];

@@ -68,6 +68,7 @@ use crate::ndarray::{ArrayView2, ArrayViewMut2};
 use driver::{product, MR, NR};
 use epilogue::{Epi, EpiFn};
 use thin::thin;
+pub use thin::thin_from;
 
 pub use dispatch::widest;
 pub(crate) use dispatch::{kernel, Kernel};

@@ -37,6 +37,40 @@ pub(super) fn thin(
     beta: f32,
     c: ArrayViewMut2<'_, f32>,
 ) -> bool {
+    thin_src(alpha, a, b, beta, None, c)
+}
+
+/// `c = alpha * a x b + beta * src` with a thin kernel, out of place: `src` is read where
+/// [`thin`] reads `c`, and `c` only written. `src` must have `c`'s shape and strides;
+/// returns false, touching nothing, where they differ or no thin kernel fits.
+///
+/// The plain-SGD guard's staged update (`w - lr * g` into scratch, checked, then swapped
+/// in for the param) costs, this way, what the unguarded `w += -lr * g` costs, plus a
+/// read of the result in L1: computed into scratch and then combined with `w`, it took
+/// a pass over both (1.2 us of M1's 35, L2-bound).
+pub fn thin_from(
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    src: ArrayView2<'_, f32>,
+    c: ArrayViewMut2<'_, f32>,
+) -> bool {
+    if src.dim() != c.dim() || src.strides() != c.strides() {
+        return false;
+    }
+    thin_src(alpha, a, b, beta, Some(src.as_ptr()), c)
+}
+
+/// [`thin`] reading `beta * c` from `src` (same strides as `c`) where given.
+fn thin_src(
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    src: Option<*const f32>,
+    c: ArrayViewMut2<'_, f32>,
+) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         if !avx2_fma() {
@@ -44,17 +78,18 @@ pub(super) fn thin(
         }
         let proof = Direct(());
         let (m, n) = c.dim();
+        // Reversing c's axes swaps its strides; `src`, with the same strides, the same.
         if n <= THIN && n <= m {
-            thin_oriented(proof, alpha, a, b, beta, c)
+            thin_oriented(proof, alpha, a, b, beta, src, c)
         } else if m <= THIN {
-            thin_oriented(proof, alpha, b.reversed_axes(), a.reversed_axes(), beta, c.reversed_axes())
+            thin_oriented(proof, alpha, b.reversed_axes(), a.reversed_axes(), beta, src, c.reversed_axes())
         } else {
             false
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (alpha, a, b, beta, c);
+        let _ = (alpha, a, b, beta, src, c);
         false
     }
 }
@@ -68,14 +103,15 @@ pub(super) fn thin_oriented(
     a: ArrayView2<'_, f32>,
     b: ArrayView2<'_, f32>,
     beta: f32,
+    src: Option<*const f32>,
     c: ArrayViewMut2<'_, f32>,
 ) -> bool {
     let (m, k) = a.dim();
     if a.strides()[1] == 1 && k >= 32 {
-        thin_dot(proof, alpha, a, b, beta, c);
+        thin_dot(proof, alpha, a, b, beta, src, c);
         true
     } else if a.strides()[0] == 1 && m >= 16 {
-        thin_outer(proof, alpha, a, b, beta, c);
+        thin_outer(proof, alpha, a, b, beta, src, c);
         true
     } else {
         false
@@ -98,12 +134,15 @@ pub(super) fn thin_dot(
     a: ArrayView2<'_, f32>,
     b: ArrayView2<'_, f32>,
     beta: f32,
+    src: Option<*const f32>,
     mut c: ArrayViewMut2<'_, f32>,
 ) {
     let (m, k) = a.dim();
     let n = b.dim().1;
     let lda = a.strides()[0];
-    let out = Out { ptr: c.as_mut_ptr(), rs: c.strides()[0], cs: c.strides()[1] };
+    // The first depth block reads `beta * src`, the later ones add to what it wrote.
+    let inplace = Out::of(&mut c);
+    let first = Out { src: src.unwrap_or(inplace.src), ..Out::of(&mut c) };
     // Rows of a tile: 2 x 6 accumulators of the 16 AVX2 registers, 4 x 6 of AVX-512's 32.
     let tall = if kernel() == Kernel::Avx512 { DOT_ROWS } else { 2 };
     let run = |bt: *const f32, ldb: isize| {
@@ -112,7 +151,7 @@ pub(super) fn thin_dot(
         let kb = block(k, THIN_KB, 8);
         for p0 in (0..k).step_by(kb) {
             let kl = kb.min(k - p0);
-            let beta = if p0 == 0 { beta } else { 1.0 };
+            let (beta, out) = if p0 == 0 { (beta, &first) } else { (1.0, &inplace) };
             // Columns outer: one group's rows of b^T (k x 5 or 6, about 16 KiB for
             // k = 784) stay in L1 while the rows of a stream past them from L2; with rows
             // outer, all of b^T (31 KiB) and a's rows did not fit in L1 together.
@@ -130,7 +169,7 @@ pub(super) fn thin_dot(
                         let bp = bt.offset(j0 as isize * ldb).add(p0);
                         dot_tile(proof, rows, cols, kl, ap, lda, bp, ldb, &mut tile);
                         // SAFETY: i0 + rows <= m, j0 + cols <= n inside the live `c`.
-                        store_small(&out, i0, j0, rows, cols, |r, j| tile[r][j], alpha, beta);
+                        store_small(out, i0, j0, rows, cols, |r, j| tile[r][j], alpha, beta);
                     }
                 }
             }
@@ -241,13 +280,17 @@ pub(super) fn thin_outer(
     a: ArrayView2<'_, f32>,
     b: ArrayView2<'_, f32>,
     beta: f32,
+    src: Option<*const f32>,
     mut c: ArrayViewMut2<'_, f32>,
 ) {
     let (m, k) = a.dim();
     let n = b.dim().1;
     let lda = a.strides()[1];
     let (brs, bcs) = (b.strides()[0], b.strides()[1]);
-    let out = Out { ptr: c.as_mut_ptr(), rs: c.strides()[0], cs: c.strides()[1] };
+    let mut out = Out::of(&mut c);
+    if let Some(src) = src {
+        out.src = src;
+    }
     let width = thin_groups(n);
     // The stripe's columns (`cols[j][r]` = c[i0 + r, j]), every group's tile written
     // into its columns, and the stripe's rows for the write-back. Every kernel
@@ -396,7 +439,9 @@ pub(super) use outer_kernel;
 /// `beta == 0` does not read `c`.
 ///
 /// # Safety
-/// `out` must point to a live view, not aliased elsewhere, that holds those elements.
+/// `out` must point to a live view, not aliased elsewhere, that holds those elements,
+/// and `out.src` to `out.ptr` or to a live matrix of `out`'s layout that `out` does not
+/// overlap (read where `beta != 0`).
 #[inline]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn store_small(
@@ -413,14 +458,15 @@ pub(super) unsafe fn store_small(
     // column step.
     let cs = out.cs;
     for r in 0..rows {
-        let row = out.ptr.offset((i0 + r) as isize * out.rs + j0 as isize * cs);
+        let at = (i0 + r) as isize * out.rs + j0 as isize * cs;
+        let (row, from) = (out.ptr.offset(at), out.src.offset(at));
         match (cs == 1, beta == 0.0) {
             (true, true) => (0..cols).for_each(|j| *row.add(j) = alpha * value(r, j)),
-            (true, false) => (0..cols).for_each(|j| *row.add(j) = alpha * value(r, j) + beta * *row.add(j)),
+            (true, false) => (0..cols).for_each(|j| *row.add(j) = alpha * value(r, j) + beta * *from.add(j)),
             (false, true) => (0..cols).for_each(|j| *row.offset(j as isize * cs) = alpha * value(r, j)),
             (false, false) => (0..cols).for_each(|j| {
-                let d = row.offset(j as isize * cs);
-                *d = alpha * value(r, j) + beta * *d;
+                let o = j as isize * cs;
+                *row.offset(o) = alpha * value(r, j) + beta * *from.offset(o);
             }),
         }
     }

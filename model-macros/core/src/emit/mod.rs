@@ -245,8 +245,9 @@ fn struct_def(ctx: &Ctx, n_programs: usize) -> TokenStream {
             optimizer: ::core::option::Option<::modelc::__private::optim::Optimizer>,
             slots: ::std::vec::Vec<::std::vec::Vec<::std::vec::Vec<f32>>>,
             global_step: u64,
-            /// Plain SGD's materialized weight gradients, one per update (see
-            /// `sgd_guard`), sized on first use.
+            /// Plain SGD's staged params, one per update (see `sgd_guard`), sized on
+            /// first use: the guard computes an update out of place here and swaps it
+            /// in for the param, so each holds the param of the step before.
             gscratch: ::std::vec::Vec<::std::vec::Vec<f32>>,
             #stream
             #(#ws_fields)*

@@ -70,13 +70,8 @@ pub(super) fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usi
                 let mat = format_ident!("__mat{}", j);
                 quote! {
                     if #mat {
-                        // The gradient was computed and checked by the guard, in the
-                        // param's (standard) layout.
-                        ::modelc::__private::sgd_apply_slice(
-                            ::modelc::__private::slice_mut(&mut self.#n),
-                            &self.__state.gscratch[#j][..],
-                            __lr,
-                        );
+                        // The guard staged the updated param and checked it: swap it in.
+                        ::modelc::__private::swap_in(&mut self.#n, &mut self.__state.gscratch[#j]);
                     } else {
                         #k::gemm_acc(-__lr, #a, #ta, #b, #tb, self.#n.view_mut());
                     }
@@ -173,9 +168,11 @@ pub(super) fn sgd_guard(ctx: &Ctx, p: &Program, updates: &[(usize, Update)]) -> 
     }
     let max_of = |id: NodeId| format_ident!("__max{}", operands.iter().position(|&o| o == id).unwrap_or(0));
     // A weight gradient whose operands are larger than twice the weight (the tutorial's
-    // `x^T dz`: x is 78,400 floats, w 7,840) is cheaper to compute into scratch and check
-    // there than to bound from its operands: the check then reads 2 x 31 KB instead of
-    // 313 KB. Decided per call, from the sizes.
+    // `x^T dz`: x is 78,400 floats, w 7,840) is cheaper to stage and check than to bound
+    // from its operands: the update is computed out of place into scratch (`gemm_from`,
+    // which reads `w` where the fused product would), checked there (31 KB, in L1,
+    // instead of 313 KB of `x`), and the scratch swapped in for `w`. Decided per call,
+    // from the sizes.
     let decide = updates.iter().enumerate().map(|(j, (param, u))| {
         let mat = format_ident!("__mat{}", j);
         let n = &m.params[*param].name;
@@ -211,12 +208,15 @@ pub(super) fn sgd_guard(ctx: &Ctx, p: &Program, updates: &[(usize, Update)]) -> 
         let n = &m.params[*param].name;
         Some(quote! {
             let #gmax = if #mat {
+                // The updated param staged out of place (`w - lr op(a) op(b)`, the bits
+                // of the fused update) and its largest |v| (in L1 now), checked by the
+                // guard and swapped in after it.
                 let __g = &mut self.__state.gscratch[#j];
                 __g.resize(self.#n.len(), 0.0);
-                ::modelc::__private::kernels::matmul_act(
-                    #av, #ta, #bv, #tb,
+                ::modelc::__private::kernels::gemm_from(
+                    -__lr, #av, #ta, #bv, #tb,
+                    self.#n.view(),
                     ::modelc::ndarray::ArrayViewMut2::from_shape(self.#n.raw_dim(), &mut __g[..]).expect("sized just now"),
-                    ::modelc::__private::kernels::Act { bias: ::core::option::Option::None, relu: false, mask: ::core::option::Option::None },
                 );
                 ::modelc::__private::max_abs_slice(__g)
             } else {
@@ -244,11 +244,12 @@ pub(super) fn sgd_guard(ctx: &Ctx, p: &Program, updates: &[(usize, Update)]) -> 
                 let axis = usize::from(!ta);
                 let (ma, mb) = (max_of(a), max_of(b));
                 let (mat, gmax) = (format_ident!("__mat{}", j), format_ident!("__gmax{}", j));
-                // Materialized: the gradient's own largest |g| (count 1). Else the bound
-                // from the operands; an empty operand makes the product 0 (or empty).
+                // Staged: the new param's largest |v|, with nothing left to bound (a
+                // factor of 0). Else the bound from the operands; an empty operand makes
+                // the product 0 (or empty).
                 quote! {
                     if #mat {
-                        (#name, 1.0, [#gmax, 1.0])
+                        (#name, 1.0, [#gmax, 0.0])
                     } else {
                         (#name, if #av.is_empty() || #bv.is_empty() { 0.0 } else { #av.shape()[#axis] as f64 }, [#ma, #mb])
                     }
