@@ -16,6 +16,8 @@
 //! the README's benchmarks on random data with 256 rows per rank: its parts (gradients,
 //! `allreduce_mean`, the update) per rank, the raw allreduce of the same buffer, and, on
 //! one rank, the fused single-process `train_step` too; `--steps N` sets the step count.
+//! `MODELC_MPI_BENCH_SYNC=1` adds a barrier before each allreduce, timed on its own, so
+//! that the allreduce's time is its own and not the wait for a slower rank.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -171,23 +173,30 @@ fn bench(world: &World, steps: u64) -> Result<(), Box<dyn std::error::Error>> {
     let x = Array2::from_shape_fn((rows, 784), |(i, j)| ((i * 31 + j * 17 + world.rank() * 7) % 97) as f32 / 97.0);
     let y = Array2::from_shape_fn((rows, 10), |(i, j)| f32::from(u8::from(j == i % 10)));
     let mut g = M3Gradients::zeros();
-    let mut parts = [Duration::ZERO; 3];
-    let run = |model: &mut M3, g: &mut M3Gradients, parts: &mut [Duration; 3]| -> modelc::Result<()> {
+    let mut parts = [Duration::ZERO; 4];
+    // With `sync`, a barrier before the allreduce takes the ranks' skew (one rank's
+    // gradients finishing later) out of the allreduce's time, into its own.
+    let sync = std::env::var_os("MODELC_MPI_BENCH_SYNC").is_some();
+    let run = |model: &mut M3, g: &mut M3Gradients, parts: &mut [Duration; 4]| -> modelc::Result<()> {
         let t0 = Instant::now();
         let local = model.compute_gradients_into(x.view(), y.view(), g);
         let t1 = Instant::now();
-        world.allreduce_mean(g, local)?;
+        if sync {
+            world.barrier();
+        }
         let t2 = Instant::now();
-        model.apply_gradients(g)?;
+        world.allreduce_mean(g, local)?;
         let t3 = Instant::now();
-        parts[0] += t1 - t0;
-        parts[1] += t2 - t1;
-        parts[2] += t3 - t2;
+        model.apply_gradients(g)?;
+        let t4 = Instant::now();
+        for (p, d) in parts.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
+            *p += d;
+        }
         Ok(())
     };
     // Warm-up: workspaces, fused buffers, caches.
     for _ in 0..5 {
-        run(&mut model, &mut g, &mut [Duration::ZERO; 3])?;
+        run(&mut model, &mut g, &mut [Duration::ZERO; 4])?;
     }
     world.barrier();
     let start = Instant::now();
@@ -216,20 +225,29 @@ fn bench(world: &World, steps: u64) -> Result<(), Box<dyn std::error::Error>> {
         None
     };
     let ms = |d: Duration| d.as_secs_f64() * 1e3 / steps as f64;
-    let times = gather(world, [ms(total), ms(parts[0]), ms(parts[1]), ms(parts[2]), ms(raw)]);
+    let times = gather(world, [ms(total), ms(parts[0]), ms(parts[1]), ms(parts[2]), ms(parts[3]), ms(raw)]);
     if world.is_root() {
-        println!("M3 (784-1024-1024-10, {} params), {rows} rows per rank, {} ranks, {steps} steps", M3::PARAMETERS, world.size());
-        for (rank, [step, grad, reduce, apply, raw]) in times.iter().enumerate() {
+        println!(
+            "M3 (784-1024-1024-10, {} params), {rows} rows per rank, {} ranks, {steps} steps",
+            M3::PARAMETERS,
+            world.size()
+        );
+        for (rank, [step, grad, wait, reduce, apply, raw]) in times.iter().enumerate() {
+            let wait = if sync { format!(", barrier {wait:.3}") } else { String::new() };
             println!(
-                "rank {rank}: {step:.3} ms per step: gradients {grad:.3}, allreduce_mean {reduce:.3} (raw MPI allreduce \
-                 {raw:.3}), apply {apply:.3}; {:.0} rows/s per rank",
+                "rank {rank}: {step:.3} ms per step: gradients {grad:.3}{wait}, allreduce_mean {reduce:.3} (raw MPI \
+                 allreduce {raw:.3}), apply {apply:.3}; {:.0} rows/s per rank",
                 rows as f64 * 1e3 / step
             );
         }
         let slowest = times.iter().map(|t| t[0]).fold(0.0, f64::max);
         println!("job: {:.0} rows/s", (rows * world.size()) as f64 * 1e3 / slowest);
         if let Some(f) = fused {
-            println!("one process, fused train_step: {:.3} ms per step, {:.0} rows/s", ms(f), rows as f64 * 1e3 / ms(f));
+            println!(
+                "one process, fused train_step: {:.3} ms per step, {:.0} rows/s",
+                ms(f),
+                rows as f64 * 1e3 / ms(f)
+            );
         }
     }
     Ok(())

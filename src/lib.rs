@@ -86,6 +86,8 @@ pub mod doc_snippets {
     pub struct Data;
     #[doc = include_str!("../docs/decisions.md")]
     pub struct Decisions;
+    /// Needs MPI: its snippets are compiled (not run) by `cargo test --features mpi --doc`.
+    #[cfg(feature = "mpi")]
     #[doc = include_str!("../docs/distributed.md")]
     pub struct Distributed;
     #[doc = include_str!("../docs/optimizers.md")]

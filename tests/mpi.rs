@@ -136,8 +136,7 @@ macro_rules! params {
 fn gradients_layout_is_the_trainable_params_in_order() {
     assert_eq!(SgdNetGradients::MODEL, "SgdNet");
     let m = SgdNet::new();
-    let declared: Vec<(&str, Vec<usize>)> =
-        m.trainable_variables().iter().map(|v| (v.name, v.shape.clone())).collect();
+    let declared: Vec<(&str, Vec<usize>)> = m.trainable_variables().iter().map(|v| (v.name, v.shape.clone())).collect();
     let layout: Vec<(&str, Vec<usize>)> = SgdNetGradients::LAYOUT.iter().map(|(n, d)| (*n, d.to_vec())).collect();
     assert_eq!(layout, declared);
     // visit / visit_mut see the fields in that order, with their values.
@@ -441,10 +440,19 @@ mod with_mpi {
 
         // A batch of the wrong width on rank 1.
         let wide = Array2::<f32>::zeros((8, 9));
-        let local = if one { m.compute_gradients_into(wide.view(), ys, &mut g) } else { m.compute_gradients_into(xs, ys, &mut g) };
+        let local = if one {
+            m.compute_gradients_into(wide.view(), ys, &mut g)
+        } else {
+            m.compute_gradients_into(xs, ys, &mut g)
+        };
         let g_before = g.clone();
         let r = world.allreduce_mean(&mut g, local);
-        fails_everywhere(world, "a bad shape", "rank 1 failed (1 of 2 ranks failed; no rank applied this step): input `x`", r);
+        fails_everywhere(
+            world,
+            "a bad shape",
+            "rank 1 failed (1 of 2 ranks failed; no rank applied this step): input `x`",
+            r,
+        );
         assert_eq!(g, g_before);
 
         // A NaN in rank 1's batch: its gradients are not finite.
@@ -493,7 +501,12 @@ mod with_mpi {
 
         // A broadcast into another model type on rank 1.
         let r = if one { world.broadcast_params(&mut s) } else { world.broadcast_params(&mut m) };
-        fails_everywhere(world, "a broadcast into another model", "checkpoint of model `SgdNet`, expected model `Sparse`", r.map(|()| 0.0));
+        fails_everywhere(
+            world,
+            "a broadcast into another model",
+            "checkpoint of model `SgdNet`, expected model `Sparse`",
+            r.map(|()| 0.0),
+        );
 
         // agree(): a local error of one rank is every rank's.
         let r = world.agree(if one { Err(Error::InvalidArgument("disk full".into())) } else { Ok(1.0) });
@@ -517,7 +530,8 @@ mod with_mpi {
             if step == 2 && world.rank() == 1 {
                 panic!("deliberate panic on rank 1");
             }
-            let local = m.compute_gradients_into(world.shard(x.view()).unwrap(), world.shard(y.view()).unwrap(), &mut g);
+            let local =
+                m.compute_gradients_into(world.shard(x.view()).unwrap(), world.shard(y.view()).unwrap(), &mut g);
             world.allreduce_mean(&mut g, local).unwrap();
             m.apply_gradients(&g).unwrap();
         }

@@ -247,7 +247,12 @@ pub fn load(path: &Path, model: &str, expected: &[(String, Vec<usize>)]) -> Resu
 
 /// [`load`] from bytes in memory ([`to_bytes`]' output): the same checks and errors,
 /// naming `path` as their origin (a file, or e.g. "rank 0's broadcast").
-pub fn from_bytes(bytes: &[u8], path: &Path, model: &str, expected: &[(String, Vec<usize>)]) -> Result<Checkpoint, Error> {
+pub fn from_bytes(
+    bytes: &[u8],
+    path: &Path,
+    model: &str,
+    expected: &[(String, Vec<usize>)],
+) -> Result<Checkpoint, Error> {
     let (header_len, header) =
         SafeTensors::read_metadata(bytes).map_err(|e| checkpoint_error(path, describe(&e, bytes.len())))?;
     // read_metadata has checked that the offsets tile the rest of the file exactly.

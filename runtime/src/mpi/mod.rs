@@ -14,12 +14,12 @@
 
 #[cfg(feature = "mpi")]
 mod world;
-#[cfg(feature = "mpi")]
-pub use world::World;
 /// The `mpi` crate (rsmpi) `World` is built on, for collectives of one's own on
 /// [`World::communicator`].
 #[cfg(feature = "mpi")]
 pub use ::mpi as rsmpi;
+#[cfg(feature = "mpi")]
+pub use world::World;
 
 use ndarray::{ArrayViewD, ArrayViewMutD};
 

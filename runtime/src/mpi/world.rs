@@ -321,9 +321,7 @@ impl World {
         if self.size == 1 {
             return match failure {
                 None => Ok(()),
-                Some(message) => {
-                    Err(Error::Distributed { rank: 0, failed: 1, ranks: 1, message: message.to_string() })
-                }
+                Some(message) => Err(Error::Distributed { rank: 0, failed: 1, ranks: 1, message: message.to_string() }),
             };
         }
         let failed = u64::from(failure.is_some());
@@ -376,7 +374,8 @@ impl World {
             message[4..4 + cut].copy_from_slice(&text.as_bytes()[..cut]);
         }
         self.comm.process_at_rank(root as i32).broadcast_into(&mut message[..]);
-        let len = (u32::from_le_bytes([message[0], message[1], message[2], message[3]]) as usize).min(MESSAGE_BYTES - 4);
+        let len =
+            (u32::from_le_bytes([message[0], message[1], message[2], message[3]]) as usize).min(MESSAGE_BYTES - 4);
         Error::Distributed {
             rank: root,
             failed: failed[0] as usize,
@@ -458,7 +457,10 @@ fn pack<G: Gradients>(g: &G, offsets: &[usize], send: &mut [f32], copy: bool, ra
         )));
     }
     if let Some(param) = non_finite {
-        return Err(Error::NonFinite { param, detail: format!("its gradient on rank {rank} has a NaN or an infinity") });
+        return Err(Error::NonFinite {
+            param,
+            detail: format!("its gradient on rank {rank} has a NaN or an infinity"),
+        });
     }
     Ok(())
 }
