@@ -10,7 +10,7 @@
 //! - `equivalence`: 2 ranks on shards of 8 rows vs one process on the 16-row batch, for
 //!   SGD and Adam, each with and without dropout (two dropout layers: each rank's masks
 //!   are the rows one process draws), 5 steps: the params agree to a measured tolerance
-//!   and are bitwise identical on both ranks.
+//!   and are bitwise identical on both ranks; no step after the first allocates.
 //! - `resume`: a checkpoint written by rank 0 at step 3 and broadcast to a fresh job
 //!   resumes it bit for bit (Adam with dropout, 6 steps).
 //! - `failures`: a bad shape, a NaN, an out-of-range index, gradients of the wrong
@@ -24,9 +24,40 @@
 //! mpi --test mpi` (needs `libopenmpi-dev openmpi-bin libclang-dev`). About 10 s of
 //! test time (each job starts in about 1 s).
 
+use std::alloc::{GlobalAlloc, Layout, System};
+
 use modelc::model;
 use modelc::mpi::{Gradients, Replica};
 use modelc::ndarray::Array2;
+
+/// Counts this thread's allocations (as tests/alloc.rs does): a distributed step
+/// allocates nothing after its first (C allocations inside MPI are not seen).
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn allocations() -> usize {
+    ALLOCATIONS.try_with(|c| c.get()).unwrap_or(0)
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 model! {
     /// Plain SGD, no dropout.
@@ -349,9 +380,14 @@ mod with_mpi {
             let mut max_loss_diff = 0f32;
             for step in 0..STEPS {
                 let (x, y) = batch(step, PER_RANK * n);
+                let before = allocations();
                 let local = m.compute_gradients_into(world.shard(x.view()).unwrap(), world.shard(y.view()).unwrap(), &mut g);
                 let loss = world.allreduce_mean(&mut g, local).unwrap();
                 m.apply_gradients(&g).unwrap();
+                if step > 0 {
+                    let n = allocations() - before;
+                    assert_eq!(n, 0, "{}: step {step} allocated {n} times", stringify!($Model));
+                }
                 let single_loss = single.compute_gradients_into(x.view(), y.view(), &mut gs).unwrap();
                 single.apply_gradients(&gs).unwrap();
                 max_loss_diff = max_loss_diff.max((loss - single_loss).abs());
