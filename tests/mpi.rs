@@ -16,7 +16,8 @@
 //! - `failures`: a bad shape, a NaN, an out-of-range index, gradients of the wrong
 //!   shape, another model's gradients, a broadcast into another model, on rank 1 only:
 //!   every rank returns the same `Err` and nothing changes; then a good step works.
-//! - `panic`: rank 1 panics while rank 0 waits in the allreduce: the job ends in seconds.
+//! - `panic`: rank 1 panics while rank 0 waits in the allreduce: the job ends in seconds;
+//!   `panic_thread`: the same from another thread of rank 1.
 //! - `singleton`: without `mpirun`, a world of one (no `mpirun` needed).
 //!
 //! Built without the `mpi` feature, only the trait tests run (they need no MPI) and
@@ -314,6 +315,17 @@ mod with_mpi {
     }
 
     #[test]
+    fn a_panic_on_another_thread_of_a_rank_ends_the_job_too() {
+        let (out, took) = run("panic_thread", 2, 60);
+        let all = text(&out);
+        println!("panic_thread: {:?} after {took:.1?}\n{all}", out.status);
+        assert!(!out.status.success(), "{all}");
+        assert!(!matches!(out.status.code(), Some(124 | 137)), "the job hung:\n{all}");
+        assert!(took < Duration::from_secs(20), "the job took {took:?} to end:\n{all}");
+        assert!(all.contains("rank 1 panicked") && all.contains("deliberate panic on a thread of rank 1"), "{all}");
+    }
+
+    #[test]
     fn without_mpirun_a_world_of_one() {
         let (out, took) = run("singleton", 0, 60);
         let all = text(&out);
@@ -333,6 +345,14 @@ mod with_mpi {
             "resume" => resume(&world),
             "failures" => failures(&world),
             "panic" => panic_on_rank_1(&world),
+            "panic_thread" => {
+                // A worker thread's panic (as a rayon worker's would be): the hook ends
+                // the process from that thread, and mpirun the job.
+                if world.rank() == 1 {
+                    let _ = std::thread::spawn(|| panic!("deliberate panic on a thread of rank 1")).join();
+                }
+                panic_on_rank_1(&world)
+            }
             "singleton" => singleton(&world),
             other => panic!("unknown case {other}"),
         }

@@ -79,7 +79,6 @@ static MPI_THREAD: OnceLock<ThreadId> = OnceLock::new();
 ///
 /// ```no_run
 /// # use modelc_runtime as modelc;
-/// # fn compute(x: usize) -> modelc::Result<f32> { Ok(0.0) }
 /// let world = modelc::mpi::World::init()?;
 /// println!("rank {} of {}", world.rank(), world.size());
 /// # Ok::<(), modelc::Error>(())
@@ -246,14 +245,15 @@ impl World {
     pub fn allreduce_mean<G: Gradients>(&self, gradients: &mut G, local: Result<f32>) -> Result<f32> {
         let hash = layout_hash::<G>();
         let mut fused = self.fused.borrow_mut();
-        if fused.layout != Some(hash) {
-            fused.resize_for::<G>(hash)?;
-        }
+        // A layout too large to address is this rank's failure, reported through the
+        // control allreduce like any other (returning here would hang the others).
+        let sized = if fused.layout != Some(hash) { fused.resize_for::<G>(hash, self.size > 1) } else { Ok(()) };
         let Fused { offsets, send, recv, .. } = &mut *fused;
         let n = offsets.last().copied().unwrap_or(0);
         // Pack (copying only with several ranks), checking shapes and finiteness.
         let copy = self.size > 1;
-        let local = local.and_then(|loss| pack(gradients, offsets, &mut send[..n], copy, self.rank).map(|()| loss));
+        let dst = if copy { &mut send[..n] } else { &mut [][..] };
+        let local = sized.and(local).and_then(|loss| pack(gradients, offsets, dst, copy, self.rank).map(|()| loss));
         let failure = local.as_ref().err().map(ToString::to_string);
         self.control(Op::Allreduce, n as u64, hash, failure.as_deref())?;
         let loss = match local {
@@ -399,8 +399,12 @@ impl std::fmt::Debug for World {
 }
 
 impl Fused {
-    /// Sizes the buffers for `G`'s layout (once per model type in a row).
-    fn resize_for<G: Gradients>(&mut self, hash: u64) -> Result<()> {
+    /// Sizes the buffers for `G`'s layout (once per model type in a row); a world of
+    /// one copies nothing and keeps no buffers (`buffers` false).
+    fn resize_for<G: Gradients>(&mut self, hash: u64, buffers: bool) -> Result<()> {
+        // Forget the old layout first: on `Err` the buffers fit no layout.
+        self.layout = None;
+        self.offsets.clear();
         let mut offsets = Vec::with_capacity(G::LAYOUT.len() + 1);
         let mut total = 0usize;
         for (name, dims) in G::LAYOUT {
@@ -412,8 +416,9 @@ impl Fused {
         }
         offsets.push(total);
         // The gradients, then the loss.
-        self.send = vec![0.0; total + 1];
-        self.recv = vec![0.0; total + 1];
+        let len = if buffers { total + 1 } else { 0 };
+        self.send = vec![0.0; len];
+        self.recv = vec![0.0; len];
         self.offsets = offsets;
         self.layout = Some(hash);
         Ok(())
