@@ -488,7 +488,11 @@ mod with_mpi {
     fn failures(world: &World) {
         let one = world.rank() == 1;
         let mut m = SgdNet::with_seed(3);
+        if world.is_root() {
+            m.set_learning_rate(0.7);
+        }
         world.broadcast_params(&mut m).unwrap();
+        assert_eq!(m.learning_rate(), 0.7, "rank 0's learning rate is broadcast");
         let mut g = SgdNetGradients::zeros();
         let (x, y) = batch(0, 16);
         let (xs, ys) = (world.shard(x.view()).unwrap(), world.shard(y.view()).unwrap());
