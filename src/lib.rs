@@ -63,7 +63,7 @@
 #[doc = include_str!("../docs/model-language.md")]
 pub use modelc_macros::model;
 pub use modelc_runtime::import::NameMap;
-pub use modelc_runtime::{checkpoint, conv, data, import, init, kernels, optim, profile, schedule, sgemm};
+pub use modelc_runtime::{checkpoint, conv, data, import, init, kernels, mpi, optim, profile, schedule, sgemm};
 pub use modelc_runtime::{ndarray, Cost, Error, GradientCheck, ParamCheck, Result, ShapeMismatch, Variable};
 
 /// What generated code names. Not a stable API: only `model!` should use it.
@@ -86,6 +86,10 @@ pub mod doc_snippets {
     pub struct Data;
     #[doc = include_str!("../docs/decisions.md")]
     pub struct Decisions;
+    /// Needs MPI: its snippets are compiled (not run) by `cargo test --features mpi --doc`.
+    #[cfg(feature = "mpi")]
+    #[doc = include_str!("../docs/distributed.md")]
+    pub struct Distributed;
     #[doc = include_str!("../docs/optimizers.md")]
     pub struct Optimizers;
     #[doc = include_str!("../docs/testing.md")]

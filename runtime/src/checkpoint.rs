@@ -153,6 +153,14 @@ static SAVE_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// cannot be written (the temporary file is removed, and an existing checkpoint at
 /// `path` is left untouched).
 pub fn save(path: &Path, model: &str, global_step: u64, tensors: &[TensorData<'_>]) -> Result<(), Error> {
+    let bytes = to_bytes(path, model, global_step, tensors)?;
+    write_atomically(path, &bytes)
+}
+
+/// The bytes [`save`] writes, in memory: what `modelc::mpi::World::broadcast_params`
+/// sends from rank 0 (so a broadcast carries exactly what a checkpoint holds). `path`
+/// only names the destination in errors. Errors as for [`save`], without the I/O.
+pub fn to_bytes(path: &Path, model: &str, global_step: u64, tensors: &[TensorData<'_>]) -> Result<Vec<u8>, Error> {
     let mut names = BTreeSet::new();
     for t in tensors {
         let len = t.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
@@ -181,9 +189,7 @@ pub fn save(path: &Path, model: &str, global_step: u64, tensors: &[TensorData<'_
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let views = tensors.iter().map(|t| (t.name.as_str(), F32View { shape: &t.shape, data: &t.data }));
-    let bytes = safetensors::serialize(views, &Some(metadata))
-        .map_err(|e| checkpoint_error(path, format!("cannot serialize: {e}")))?;
-    write_atomically(path, &bytes)
+    safetensors::serialize(views, &Some(metadata)).map_err(|e| checkpoint_error(path, format!("cannot serialize: {e}")))
 }
 
 /// Writes `bytes` to a fresh temporary file next to `path`, syncs it, and renames it
@@ -236,8 +242,19 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 /// else wrong is [`Error::Checkpoint`].
 pub fn load(path: &Path, model: &str, expected: &[(String, Vec<usize>)]) -> Result<Checkpoint, Error> {
     let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    from_bytes(&bytes, path, model, expected)
+}
+
+/// [`load`] from bytes in memory ([`to_bytes`]' output): the same checks and errors,
+/// naming `path` as their origin (a file, or e.g. "rank 0's broadcast").
+pub fn from_bytes(
+    bytes: &[u8],
+    path: &Path,
+    model: &str,
+    expected: &[(String, Vec<usize>)],
+) -> Result<Checkpoint, Error> {
     let (header_len, header) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| checkpoint_error(path, describe(&e, bytes.len())))?;
+        SafeTensors::read_metadata(bytes).map_err(|e| checkpoint_error(path, describe(&e, bytes.len())))?;
     // read_metadata has checked that the offsets tile the rest of the file exactly.
     let buffer = bytes.get(8 + header_len..).unwrap_or_default();
 

@@ -99,6 +99,20 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Data-parallel training (`modelc::mpi`): a step failed on at least one rank (a bad
+    /// batch, a non-finite gradient, gradients that do not fit the model), so no rank
+    /// applied it. Every rank returns this same value for that step.
+    #[error("rank {rank} failed ({failed} of {ranks} ranks failed; no rank applied this step): {message}")]
+    Distributed {
+        /// The lowest rank that failed; `message` is its error.
+        rank: usize,
+        /// How many ranks failed.
+        failed: usize,
+        /// The number of ranks in the job.
+        ranks: usize,
+        /// What went wrong on `rank` (its error's message).
+        message: String,
+    },
     /// An argument is out of its domain (e.g. a batch size of 0, a negative learning rate).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

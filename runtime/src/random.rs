@@ -14,6 +14,14 @@
 //! a rate such as 0.3 to 77/256). A kept element is scaled by `1 / (1 - rate)`. The
 //! words are drawn 256 at a time into a stack buffer (ChaCha's block fill), and the
 //! comparison loop has no branch, so a mask costs about as much as writing it.
+//!
+//! **Shards** (data-parallel training, `modelc::mpi`). Rank `r` of `n`, training on the
+//! `r`-th of `n` equal shards of a batch, must draw the rows the single process would
+//! draw for those samples. [`DropoutStream::set_shard`] makes each mask skip the `r` shards
+//! before its own and the `n - 1 - r` after it: with the batch as the mask's first axis
+//! (the usual case: `[batch, ..]` activations), rank `r`'s mask is exactly rows
+//! `r * b .. (r + 1) * b` of the mask one process draws for the whole batch, and every rank
+//! ends each step at the same stream position (so rank 0's checkpoint resumes them all).
 
 use ndarray::ArrayViewMutD;
 use rand::{Rng, SeedableRng};
@@ -24,6 +32,10 @@ use rand_chacha::ChaCha8Rng;
 pub struct DropoutStream {
     seed: u64,
     rng: ChaCha8Rng,
+    /// `(rank, ranks)`: this process draws shard `rank` of `ranks` of every mask
+    /// ([`Self::set_shard`]); `(0, 1)` outside data-parallel training. Not saved: it is a
+    /// property of the job, not of the model.
+    shard: (u64, u64),
 }
 
 /// The number of `f32` words [`DropoutStream::to_words`] writes.
@@ -40,7 +52,26 @@ impl DropoutStream {
         key[..8].copy_from_slice(&seed.to_le_bytes());
         let mut rng = ChaCha8Rng::from_seed(key);
         rng.set_stream(Self::STREAM);
-        Self { seed, rng }
+        Self { seed, rng, shard: (0, 1) }
+    }
+
+    /// Draws shard `rank` of `ranks` of every mask from now on (see the module
+    /// documentation); `set_shard(0, 1)` is the whole mask again. `rank >= ranks` is
+    /// taken as the whole mask too.
+    pub fn set_shard(&mut self, rank: usize, ranks: usize) {
+        self.shard = if rank < ranks { (rank as u64, ranks as u64) } else { (0, 1) };
+    }
+
+    /// `(rank, ranks)` as given to [`Self::set_shard`].
+    pub fn shard(&self) -> (usize, usize) {
+        (self.shard.0 as usize, self.shard.1 as usize)
+    }
+
+    /// Moves `words` words ahead (another rank's part of a mask).
+    fn skip(&mut self, words: u128) {
+        if words > 0 {
+            self.rng.set_word_pos(self.rng.get_word_pos().wrapping_add(words));
+        }
     }
 
     /// How many 32-bit words have been drawn (the position to [`Self::rewind`] to).
@@ -102,6 +133,9 @@ pub fn dropout_mask(stream: &mut DropoutStream, train: bool, rate: f32, mut out:
     }
     let t = threshold(rate);
     let scale = 1.0 / (1.0 - rate);
+    let (rank, ranks) = stream.shard;
+    let len = out.len() as u128;
+    stream.skip(u128::from(rank) * len);
     let mut words = [0u32; 256];
     let mut fill = |chunk: &mut [f32], rng: &mut ChaCha8Rng| {
         let w = &mut words[..chunk.len()];
@@ -126,6 +160,7 @@ pub fn dropout_mask(stream: &mut DropoutStream, train: bool, rate: f32, mut out:
             }
         }
     }
+    stream.skip(u128::from(ranks - 1 - rank) * len);
 }
 
 #[cfg(test)]
@@ -145,6 +180,24 @@ mod tests {
         assert_eq!(a, b);
         assert!(DropoutStream::from_words(&[0.5; 12]).is_err());
         assert!(DropoutStream::from_words(&[0.0; 11]).is_err());
+    }
+
+    #[test]
+    fn shards_draw_the_rows_of_the_whole_mask() {
+        // Two ranks, each with 3 of the batch's 6 rows: their masks are the halves of the
+        // one the single process draws, and all three streams end at the same position.
+        let mut whole = DropoutStream::new(7);
+        let mut all = ArrayD::zeros(IxDyn(&[6, 5]));
+        dropout_mask(&mut whole, true, 0.5, all.view_mut());
+        for rank in 0..2 {
+            let mut s = DropoutStream::new(7);
+            s.set_shard(rank, 2);
+            let mut part = ArrayD::zeros(IxDyn(&[3, 5]));
+            dropout_mask(&mut s, true, 0.5, part.view_mut());
+            let rows = all.slice_axis(ndarray::Axis(0), ndarray::Slice::from(3 * rank..3 * rank + 3));
+            assert_eq!(part.view(), rows);
+            assert_eq!(s.position(), whole.position());
+        }
     }
 
     #[test]

@@ -290,12 +290,19 @@ pub(super) fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Optio
         /// by an array in another layout (transposed, reversed, strided) is saved by its
         /// values; one of another shape is an `Error::Shape` and nothing is written.
         pub fn save(&self, path: impl ::core::convert::AsRef<::std::path::Path>) -> ::core::result::Result<(), ::modelc::Error> {
+            let __tensors = self.__checkpoint_tensors()?;
+            ::modelc::__private::checkpoint::save(path.as_ref(), #name_str, self.__state.global_step, &__tensors)
+        }
+
+        /// Everything a checkpoint holds, as its tensors (`save`, and the in-memory
+        /// checkpoint `modelc::mpi::World::broadcast_params` sends).
+        fn __checkpoint_tensors(&self) -> ::core::result::Result<::std::vec::Vec<::modelc::__private::checkpoint::TensorData<'_>>, ::modelc::Error> {
             // A param in any layout (the fields are public): its logical values, copied
             // only if it is not in standard layout; another shape is an error.
             let mut __tensors = ::std::vec![#(::modelc::__private::checkpoint::TensorData::param(#pstrs, &self.#pnames, #all_dims_tok)?),*];
             #save_slots
             #stream_save
-            ::modelc::__private::checkpoint::save(path.as_ref(), #name_str, self.__state.global_step, &__tensors)
+            ::core::result::Result::Ok(__tensors)
         }
 
         /// Loads a model saved by [`Self::save`]: params, optimizer slots and global step,
@@ -304,9 +311,16 @@ pub(super) fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Optio
         pub fn load(path: impl ::core::convert::AsRef<::std::path::Path>) -> ::core::result::Result<Self, ::modelc::Error> {
             let __path = path.as_ref();
             let mut __m = Self::new();
+            let __ck = ::modelc::__private::checkpoint::load(__path, #name_str, &__m.__checkpoint_expected())?;
+            __m.__restore(__ck, __path)?;
+            ::core::result::Result::Ok(__m)
+        }
+
+        /// The checkpoint's tensors (name and shape) for this model and optimizer.
+        fn __checkpoint_expected(&self) -> ::std::vec::Vec<(::std::string::String, ::std::vec::Vec<usize>)> {
             let mut __expected: ::std::vec::Vec<(::std::string::String, ::std::vec::Vec<usize>)> =
                 ::std::vec![#((::std::string::String::from(#pstrs), (#all_dims_tok).to_vec())),*];
-            if let ::core::option::Option::Some(__opt) = __m.__state.optimizer.as_ref() {
+            if let ::core::option::Option::Some(__opt) = self.__state.optimizer.as_ref() {
                 let __trainable: [(&str, &[usize]); #n_trainable] = [#((#tstrs, #tdims_tok)),*];
                 for (__pname, __dims) in __trainable {
                     for __slot in __opt.slot_names() {
@@ -315,7 +329,13 @@ pub(super) fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Optio
                 }
             }
             #stream_expect
-            let mut __ck = ::modelc::__private::checkpoint::load(__path, #name_str, &__expected)?;
+            __expected
+        }
+
+        /// Copies a validated checkpoint into `self` (a fresh model: on `Err` part of it
+        /// may be written).
+        fn __restore(&mut self, mut __ck: ::modelc::__private::checkpoint::Checkpoint, __path: &::std::path::Path) -> ::core::result::Result<(), ::modelc::Error> {
+            let __m = self;
             #(::modelc::__private::take_into(&mut __ck, #pstrs, ::modelc::__private::slice_mut(&mut __m.#pnames), __path)?;)*
             if let ::core::option::Option::Some(__opt) = __m.__state.optimizer {
                 let __names: [&str; #n_trainable] = [#(#tstrs),*];
@@ -328,7 +348,7 @@ pub(super) fn common_fns(ctx: &Ctx, programs: &[(String, Program)], train: Optio
             }
             #stream_load
             __m.__state.global_step = __ck.global_step;
-            ::core::result::Result::Ok(__m)
+            ::core::result::Result::Ok(())
         }
     }
 }
@@ -400,4 +420,67 @@ pub(super) fn program_flops(ctx: &Ctx, p: &Program) -> TokenStream {
         terms.push(t);
     }
     quote!((0u64 #(.saturating_add(#terms))*))
+}
+
+/// The traits `modelc::mpi::World` reads a model and its gradients through (data-parallel
+/// training): the gradients' fields in declaration order, and the model's state as its
+/// checkpoint's bytes, so that the runtime needs no per-model code.
+pub(super) fn replica_impls(ctx: &Ctx) -> TokenStream {
+    let m = ctx.m;
+    let (name, grads_ty) = (ctx.name, &ctx.grads_ty);
+    let name_str = name.to_string();
+    let trainable = m.trainable();
+    let gfields: Vec<&Ident> = trainable.iter().map(|&p| &m.params[p].name).collect();
+    let gstrs: Vec<String> = gfields.iter().map(|n| n.to_string()).collect();
+    let gdims = trainable.iter().map(|&p| {
+        let d = m.params[p].dims.iter().map(|&d| usize_lit(d));
+        quote!(&[#(#d),*])
+    });
+    let idx: Vec<usize> = (0..gfields.len()).collect();
+    let shard = if ctx.dropout { quote!(self.__state.dropout.set_shard(rank, ranks);) } else { TokenStream::new() };
+    let view = quote!(::modelc::ndarray::ArrayViewD<'_, f32>);
+    let view_mut = quote!(::modelc::ndarray::ArrayViewMutD<'_, f32>);
+    let res = quote!(::core::result::Result);
+    quote! {
+        #[allow(unused_variables)]
+        impl ::modelc::mpi::Gradients for #grads_ty {
+            const MODEL: &'static str = #name_str;
+            const LAYOUT: &'static [(&'static str, &'static [usize])] = &[#((#gstrs, #gdims)),*];
+            fn visit(&self, f: &mut dyn FnMut(usize, #view)) {
+                #(f(#idx, self.#gfields.view().into_dyn());)*
+            }
+            fn visit_mut(&mut self, f: &mut dyn FnMut(usize, #view_mut)) {
+                #(f(#idx, self.#gfields.view_mut().into_dyn());)*
+            }
+        }
+
+        #[allow(unused_variables)]
+        impl ::modelc::mpi::Replica for #name {
+            fn state_bytes(&self) -> #res<::std::vec::Vec<u8>, ::modelc::Error> {
+                let __tensors = self.__checkpoint_tensors()?;
+                let __path = ::std::path::Path::new("(in memory)");
+                ::modelc::__private::checkpoint::to_bytes(__path, #name_str, self.__state.global_step, &__tensors)
+            }
+            fn restore_state_bytes(&mut self, bytes: &[u8]) -> #res<(), ::modelc::Error> {
+                let __path = ::std::path::Path::new("(rank 0's broadcast)");
+                let mut __m = Self::new();
+                __m.__state.optimizer = self.__state.optimizer;
+                let __ck = ::modelc::__private::checkpoint::from_bytes(bytes, __path, #name_str, &__m.__checkpoint_expected())?;
+                __m.__restore(__ck, __path)?;
+                *self = __m;
+                #res::Ok(())
+            }
+            fn replica_learning_rate(&self) -> f32 {
+                self.__state.optimizer.as_ref().map_or(0.0, |o| o.learning_rate)
+            }
+            fn set_replica_learning_rate(&mut self, learning_rate: f32) {
+                if let ::core::option::Option::Some(o) = self.__state.optimizer.as_mut() {
+                    o.learning_rate = learning_rate;
+                }
+            }
+            fn set_shard(&mut self, rank: usize, ranks: usize) {
+                #shard
+            }
+        }
+    }
 }

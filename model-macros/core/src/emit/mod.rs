@@ -171,11 +171,13 @@ pub fn model(c: &Compiled) -> TokenStream {
     };
     let common = common_fns(&ctx, &programs, train.as_ref());
     let grads_struct = grads_struct(&ctx);
+    let replica = replica_impls(&ctx);
     let import_fns = import::methods(m);
     let name = ctx.name;
     quote! {
         #struct_def
         #grads_struct
+        #replica
         #(#workspaces)*
 
         #[allow(clippy::all, clippy::pedantic, unused_variables, unused_mut, unused_parens, non_snake_case)]

