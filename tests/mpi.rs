@@ -39,6 +39,7 @@ thread_local! {
     static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
 fn allocations() -> usize {
     ALLOCATIONS.try_with(|c| c.get()).unwrap_or(0)
 }
