@@ -23,7 +23,7 @@
 //! non-finite guard reports it, instead of pooling hiding it.
 //!
 //! Like every kernel these write into caller-owned buffers and allocate nothing (the
-//! running maxima live in a fixed stack block of [`CHUNK`] channels). Each has a fast
+//! running maxima live in a stack block of 16 channels, one vector register). Each has a fast
 //! path for standard-layout (contiguous NHWC) arrays, channels innermost, and a path
 //! by index for any other strides (reversed or sliced views) with the same results. They
 //! trust the shapes they are given (checked at compile time and in the prologue).
@@ -46,9 +46,6 @@ pub struct Window {
     /// Padding columns left of it.
     pub left: usize,
 }
-
-/// Channels whose running maxima are kept on the stack at once.
-pub const CHUNK: usize = 64;
 
 impl Window {
     /// The valid input rows of output row `o` over an image of `h` rows: the first one,
@@ -113,10 +110,48 @@ pub fn max_pool_argmax(x: ArrayView4<'_, f32>, win: Window, mut idx: ArrayViewMu
     }
 }
 
+/// Channels per block of the contiguous paths: one 512-bit vector of f32 (or u32).
+const LANES: usize = 16;
+
+/// The valid cells of output `(b, oi, oj)`'s window over a contiguous `[n, h, w, c]`
+/// image, in row-major scan order: `f(element offset of the cell's channel 0, window
+/// offset r * kw + q)`.
+#[inline(always)]
+fn for_cells(
+    win: Window,
+    (h, w, ch): (usize, usize, usize),
+    (b, oi, oj): (usize, usize, usize),
+    mut f: impl FnMut(usize, u32),
+) {
+    let (i0, i1, di) = win.rows(oi, h);
+    let (j0, j1, dj) = win.cols(oj, w);
+    for i in i0..i1 {
+        for j in j0..j1 {
+            f(((b * h + i) * w + j) * ch, ((i - i0 + di) * win.kw + (j - j0 + dj)) as u32);
+        }
+    }
+}
+
+/// Splits `0..ch` into whole blocks of [`LANES`] channels (`f(c0, LANES)`, a length
+/// LLVM sees as a constant once inlined, so that each block is one vector operation)
+/// and the remainder (`f(c0, ch - c0)`, a loop).
+#[inline(always)]
+fn blocks(ch: usize, mut f: impl FnMut(usize, usize)) {
+    let whole = ch - ch % LANES;
+    for c0 in (0..whole).step_by(LANES) {
+        f(c0, LANES);
+    }
+    if whole < ch {
+        f(whole, ch - whole);
+    }
+}
+
 /// The contiguous fast path of [`max_pool_argmax`], compiled per instruction set
-/// ([`crate::sgemm::widest`]): per output pixel, blocks of [`CHUNK`] channels keep their
-/// running maxima on the stack while the window's cells stream by, channels innermost;
-/// the update is branch-free (two selects) so that it vectorizes.
+/// ([`crate::sgemm::widest`]): per output pixel and block of [`LANES`] channels, the
+/// running maxima stay in one vector register while the window's cells stream by; the
+/// update is branch-free (two selects). Blocks of a constant 16 channels: with a
+/// variable-length block (as before, up to 64) LLVM emitted a loop with a scalar
+/// remainder per block, and C2's 16-channel images spent 12.5% of the step here.
 #[inline(always)]
 fn argmax_contiguous(
     xs: &[f32],
@@ -125,90 +160,120 @@ fn argmax_contiguous(
     win: Window,
     is: &mut [u32],
 ) {
-    let mut best = [0f32; CHUNK];
     for b in 0..n {
         for oi in 0..oh {
-            let (i0, i1, di) = win.rows(oi, h);
             for oj in 0..ow {
-                let (j0, j1, dj) = win.cols(oj, w);
-                let out = &mut is[((b * oh + oi) * ow + oj) * ch..][..ch];
-                for c0 in (0..ch).step_by(CHUNK) {
-                    let len = CHUNK.min(ch - c0);
-                    let (best, out) = (&mut best[..len], &mut out[c0..c0 + len]);
+                let at = ((b * oh + oi) * ow + oj) * ch;
+                blocks(ch, |c0, len| {
+                    let mut best = [0f32; LANES];
+                    let mut arg = [0u32; LANES];
+                    let (best, arg) = (&mut best[..len], &mut arg[..len]);
                     let mut first = true;
-                    for i in i0..i1 {
-                        for j in j0..j1 {
-                            let off = ((i - i0 + di) * win.kw + (j - j0 + dj)) as u32;
-                            let lane = &xs[((b * h + i) * w + j) * ch + c0..][..len];
-                            if first {
-                                best.copy_from_slice(lane);
-                                out.fill(off);
-                                first = false;
-                                continue;
-                            }
-                            for ((m, o), &v) in best.iter_mut().zip(out.iter_mut()).zip(lane) {
-                                // Strictly greater: the first maximum stays; a NaN
-                                // always takes over, so that it propagates. `|`, not
-                                // `||`: the short circuit was a branch per element that
-                                // kept the loop scalar and mispredicted on real data
-                                // (35% of C2's step under `perf`, session 10).
-                                let gt = (v > *m) | v.is_nan();
-                                *m = if gt { v } else { *m };
-                                *o = if gt { off } else { *o };
-                            }
+                    for_cells(win, (h, w, ch), (b, oi, oj), |cell, off| {
+                        let lane = &xs[cell + c0..][..len];
+                        if first {
+                            best.copy_from_slice(lane);
+                            arg.fill(off);
+                            first = false;
+                            return;
                         }
-                    }
-                }
+                        for ((m, o), &v) in best.iter_mut().zip(arg.iter_mut()).zip(lane) {
+                            // Strictly greater: the first maximum stays; a NaN always
+                            // takes over, so that it propagates. `|`, not `||`: the
+                            // short circuit was a branch per element that kept the loop
+                            // scalar and mispredicted on real data (35% of C2's step
+                            // under `perf`, session 10).
+                            let gt = (v > *m) | v.is_nan();
+                            *m = if gt { v } else { *m };
+                            *o = if gt { off } else { *o };
+                        }
+                    });
+                    is[at + c0..at + c0 + len].copy_from_slice(arg);
+                });
             }
         }
     }
 }
 
-/// Window cells whose offsets [`Offsets`] tabulates; larger windows divide instead.
-const TABLE: usize = 256;
-
-/// Element offsets, in a contiguous `[n, h, w, c]` array, of each window offset `r * kw
-/// + q` from the window's origin: `(r * w + q) * c`. A table on the stack, so that
-/// the pick and the scatter read one entry per element instead of dividing by `kw`.
-struct Offsets {
-    table: [isize; TABLE],
-    kw: usize,
-    row: isize,
-    ch: isize,
-    tabulated: bool,
-}
-
-impl Offsets {
-    fn new(win: Window, w: usize, ch: usize) -> Offsets {
-        let (row, ch) = ((w * ch) as isize, ch as isize);
-        let mut table = [0isize; TABLE];
-        let tabulated = win.kh * win.kw <= TABLE;
-        if tabulated {
-            for (k, t) in table.iter_mut().enumerate().take(win.kh * win.kw) {
-                *t = (k / win.kw) as isize * row + (k % win.kw) as isize * ch;
+/// The contiguous fast path of [`pool_pick`]: per output pixel and block of [`LANES`]
+/// channels, each valid window cell's lane is selected where the argmax names that cell
+/// (exactly one cell per channel does), so the pick is a few vector loads and blends
+/// instead of one indexed gather per element.
+#[inline(always)]
+fn pick_contiguous(
+    xs: &[f32],
+    is: &[u32],
+    (n, h, w, ch): (usize, usize, usize, usize),
+    (oh, ow): (usize, usize),
+    win: Window,
+    os: &mut [f32],
+) {
+    for b in 0..n {
+        for oi in 0..oh {
+            for oj in 0..ow {
+                let at = ((b * oh + oi) * ow + oj) * ch;
+                blocks(ch, |c0, len| {
+                    let mut val = [0f32; LANES];
+                    let val = &mut val[..len];
+                    let arg = &is[at + c0..][..len];
+                    for_cells(win, (h, w, ch), (b, oi, oj), |cell, off| {
+                        let lane = &xs[cell + c0..][..len];
+                        for ((o, &a), &v) in val.iter_mut().zip(arg).zip(lane) {
+                            *o = if a == off { v } else { *o };
+                        }
+                    });
+                    os[at + c0..at + c0 + len].copy_from_slice(val);
+                });
             }
         }
-        Offsets { table, kw: win.kw, row, ch, tabulated }
     }
+}
 
-    #[inline(always)]
-    fn get(&self, off: u32) -> isize {
-        let off = off as usize;
-        if self.tabulated {
-            self.table[off % TABLE]
-        } else {
-            (off / self.kw) as isize * self.row + (off % self.kw) as isize * self.ch
+/// The contiguous fast path of [`max_pool_grad`]: per output pixel, block of [`LANES`]
+/// channels and valid window cell, the cell gets `g` where the argmax names it and 0
+/// elsewhere, as vector selects. When the windows tile the image (`tiles`: stride =
+/// size, and every row and column covered: C1's and C2's 28 -> 14, 14 -> 7, 26 -> 13),
+/// each cell belongs to exactly one window and is written once, with no zero fill
+/// before; otherwise `ds` was zeroed and the cells accumulate (`+=`, overlapping
+/// windows; adding 0 to a cell changes no bit: a sum that starts at +0 is never -0).
+#[inline(always)]
+fn grad_contiguous(
+    gs: &[f32],
+    is: &[u32],
+    (n, h, w, ch): (usize, usize, usize, usize),
+    (oh, ow): (usize, usize),
+    win: Window,
+    tiles: bool,
+    ds: &mut [f32],
+) {
+    for b in 0..n {
+        for oi in 0..oh {
+            for oj in 0..ow {
+                let at = ((b * oh + oi) * ow + oj) * ch;
+                blocks(ch, |c0, len| {
+                    let (arg, g) = (&is[at + c0..][..len], &gs[at + c0..][..len]);
+                    for_cells(win, (h, w, ch), (b, oi, oj), |cell, off| {
+                        let d = &mut ds[cell + c0..][..len];
+                        for ((d, &a), &v) in d.iter_mut().zip(arg).zip(g) {
+                            let mine = if a == off { v } else { 0.0 };
+                            *d = if tiles { mine } else { *d + mine };
+                        }
+                    });
+                });
+            }
         }
     }
+}
 
-    /// The element offset of output `(b, oi, oj)`'s window origin (negative where the
-    /// window starts in the padding; the cells an argmax names are inside the image).
-    #[inline(always)]
-    fn origin(&self, win: Window, h: usize, b: usize, oi: usize, oj: usize) -> isize {
-        let i = (b * h + oi * win.sh) as isize - win.top as isize;
-        let j = (oj * win.sw) as isize - win.left as isize;
-        i * self.row + j * self.ch
-    }
+/// Whether the windows of `win` over an `h x w` image with an `oh x ow` output cover
+/// every image cell exactly once (see [`grad_contiguous`]).
+fn tiles(win: Window, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> bool {
+    win.sh == win.kh
+        && win.sw == win.kw
+        && oh > 0
+        && ow > 0
+        && (oh - 1) * win.sh + win.kh >= h + win.top
+        && (ow - 1) * win.sw + win.kw >= w + win.left
 }
 
 /// The input cell `(i, j)` that window offset `off` of output `(oi, oj)` names.
@@ -224,19 +289,10 @@ pub fn pool_pick(x: ArrayView4<'_, f32>, idx: ArrayView4<'_, u32>, win: Window, 
     let (n, h, w, ch) = x.dim();
     let (_, oh, ow, _) = out.dim();
     if let (Some(xs), Some(is), Some(os)) = (x.as_slice(), idx.as_slice(), out.as_slice_mut()) {
-        let t = Offsets::new(win, w, ch);
-        for b in 0..n {
-            for oi in 0..oh {
-                for oj in 0..ow {
-                    let at = ((b * oh + oi) * ow + oj) * ch;
-                    let origin = t.origin(win, h, b, oi, oj);
-                    for (c, (o, &off)) in os[at..at + ch].iter_mut().zip(&is[at..at + ch]).enumerate() {
-                        // In the image: the argmax names a valid cell.
-                        *o = xs[(origin + t.get(off)) as usize + c];
-                    }
-                }
-            }
-        }
+        crate::sgemm::widest(
+            #[inline(always)]
+            || pick_contiguous(xs, is, (n, h, w, ch), (oh, ow), win, os),
+        );
         return;
     }
     for b in 0..n {
@@ -256,22 +312,18 @@ pub fn pool_pick(x: ArrayView4<'_, f32>, idx: ArrayView4<'_, u32>, win: Window, 
 pub fn max_pool_grad(g: ArrayView4<'_, f32>, idx: ArrayView4<'_, u32>, win: Window, mut dx: ArrayViewMut4<'_, f32>) {
     let (n, oh, ow, ch) = g.dim();
     let (_, h, w, _) = dx.dim();
-    dx.fill(0.0);
     if let (Some(gs), Some(is), Some(ds)) = (g.as_slice(), idx.as_slice(), dx.as_slice_mut()) {
-        let t = Offsets::new(win, w, ch);
-        for b in 0..n {
-            for oi in 0..oh {
-                for oj in 0..ow {
-                    let at = ((b * oh + oi) * ow + oj) * ch;
-                    let origin = t.origin(win, h, b, oi, oj);
-                    for (c, (&v, &off)) in gs[at..at + ch].iter().zip(&is[at..at + ch]).enumerate() {
-                        ds[(origin + t.get(off)) as usize + c] += v;
-                    }
-                }
-            }
+        let tiles = tiles(win, (h, w), (oh, ow)) && n * oh * ow * ch > 0;
+        if !tiles {
+            ds.fill(0.0);
         }
+        crate::sgemm::widest(
+            #[inline(always)]
+            || grad_contiguous(gs, is, (n, h, w, ch), (oh, ow), win, tiles, ds),
+        );
         return;
     }
+    dx.fill(0.0);
     for b in 0..n {
         for oi in 0..oh {
             for oj in 0..ow {
@@ -421,10 +473,13 @@ mod tests {
         let mut idx = Array4::zeros((1, 1, 1, 1));
         max_pool_argmax(x.view(), W2, idx.view_mut());
         assert_eq!(idx[[0, 0, 0, 0]], 3);
-        // The index path: a reversed view of the reversed image.
-        let mut rev = x.clone();
-        rev.invert_axis(ndarray::Axis(2));
-        max_pool_argmax(rev.slice(s![.., .., ..;-1, ..]), W2, idx.view_mut());
+        // The index path: a reversed view of a reversed copy (`invert_axis` on a clone,
+        // as this test had it, reverses the view only: the slice of it was contiguous,
+        // and so is a `to_owned()` of a reversed view, which keeps its strides).
+        let rev = x.slice(s![.., .., ..;-1, ..]).as_standard_layout().into_owned();
+        let view = rev.slice(s![.., .., ..;-1, ..]);
+        assert!(view.as_slice().is_none());
+        max_pool_argmax(view, W2, idx.view_mut());
         assert_eq!(idx[[0, 0, 0, 0]], 3);
     }
 
@@ -472,5 +527,69 @@ mod tests {
         let mut dense = Array4::zeros((2, 5, 6, 3));
         max_pool_grad(g.view(), a.view(), win, dense.view_mut());
         assert_eq!(wide.slice(s![.., .., ..;2, ..]), dense);
+    }
+
+    /// The contiguous (vectorized) paths against the index path, bit for bit, over
+    /// windows that tile, overlap, leave a floor row/column or pad ("same"), channel
+    /// counts around the 16-lane block (1, 3, 16, 17, 33, 64, 70), values on a coarse grid
+    /// so that windows tie, and a NaN in some images. `dx` starts as garbage: a cell the
+    /// tiling shortcut failed to write would keep it.
+    #[test]
+    fn the_vector_paths_equal_the_index_path_bit_for_bit() {
+        let bits = |a: &Array4<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        // (h, w, kh, kw, sh, sw, same)
+        let geos = [
+            (4, 4, 2, 2, 2, 2, false),
+            (5, 4, 2, 2, 2, 2, false),
+            (4, 5, 2, 2, 2, 2, false),
+            (5, 7, 2, 2, 2, 2, false),
+            (5, 7, 2, 2, 2, 2, true),
+            (6, 5, 3, 3, 2, 2, true),
+            (6, 6, 3, 3, 1, 1, false),
+            (7, 6, 3, 2, 3, 2, true),
+            (3, 3, 3, 3, 3, 3, false),
+            (9, 8, 2, 3, 1, 2, true),
+        ];
+        let mut cases = 0;
+        for (gi, &(h, w, kh, kw, sh, sw, same)) in geos.iter().enumerate() {
+            let out = |n: usize, k: usize, s: usize| if same { n.div_ceil(s) } else { (n - k) / s + 1 };
+            let (oh, ow) = (out(h, kh, sh), out(w, kw, sw));
+            let pad =
+                |n: usize, k: usize, s: usize, o: usize| if same { ((o - 1) * s + k).saturating_sub(n) / 2 } else { 0 };
+            let win = Window { kh, kw, sh, sw, top: pad(h, kh, sh, oh), left: pad(w, kw, sw, ow) };
+            for ch in [1, 3, 16, 17, 33, 64, 70] {
+                let n = 2;
+                let x = Array4::from_shape_fn((n, h, w, ch), |(b, i, j, c)| {
+                    if gi % 3 == 1 && b == 1 && i == 1 && j == 0 && c % 5 == 0 {
+                        f32::NAN
+                    } else {
+                        ((b * 31 + i * 7 + j * 3 + c * 5) % 4) as f32 * 0.5 - 0.5
+                    }
+                });
+                let rev = x.slice(s![.., .., ..;-1, ..]).as_standard_layout().into_owned();
+                let xv = rev.slice(s![.., .., ..;-1, ..]);
+                assert!(xv.as_slice().is_none());
+                let (mut a, mut a_wide) = (Array4::zeros((n, oh, ow, ch)), Array4::zeros((n, oh, 2 * ow, ch)));
+                max_pool_argmax(x.view(), win, a.view_mut());
+                max_pool_argmax(xv, win, a_wide.slice_mut(s![.., .., ..;2, ..]));
+                assert_eq!(a, a_wide.slice(s![.., .., ..;2, ..]), "argmax, geometry {gi}, {ch} channels");
+                let (mut p, mut p_wide) = (Array4::zeros((n, oh, ow, ch)), Array4::zeros((n, oh, 2 * ow, ch)));
+                pool_pick(x.view(), a.view(), win, p.view_mut());
+                pool_pick(xv, a.view(), win, p_wide.slice_mut(s![.., .., ..;2, ..]));
+                assert_eq!(bits(&p), bits(&p_wide.slice(s![.., .., ..;2, ..]).to_owned()), "pick, geometry {gi}");
+                let g = Array4::from_shape_fn((n, oh, ow, ch), |(b, i, j, c)| (b + 2 * i + 3 * j + c) as f32 - 4.0);
+                let (mut d, mut d_wide) =
+                    (Array4::from_elem((n, h, w, ch), 7f32), Array4::from_elem((n, h, 2 * w, ch), 7f32));
+                max_pool_grad(g.view(), a.view(), win, d.view_mut());
+                max_pool_grad(g.view(), a.view(), win, d_wide.slice_mut(s![.., .., ..;2, ..]));
+                assert_eq!(
+                    bits(&d),
+                    bits(&d_wide.slice(s![.., .., ..;2, ..]).to_owned()),
+                    "grad, geometry {gi}, {ch} channels"
+                );
+                cases += 1;
+            }
+        }
+        assert_eq!(cases, 70);
     }
 }
