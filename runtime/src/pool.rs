@@ -23,7 +23,7 @@
 //! non-finite guard reports it, instead of pooling hiding it.
 //!
 //! Like every kernel these write into caller-owned buffers and allocate nothing (the
-//! running maxima live in a stack block of 16 channels, one vector register). Each has a fast
+//! running maxima live in a fixed stack block of [`CHUNK`] channels). Each has a fast
 //! path for standard-layout (contiguous NHWC) arrays, channels innermost, and a path
 //! by index for any other strides (reversed or sliced views) with the same results. They
 //! trust the shapes they are given (checked at compile time and in the prologue).
@@ -46,6 +46,9 @@ pub struct Window {
     /// Padding columns left of it.
     pub left: usize,
 }
+
+/// Channels whose running maxima are kept on the stack at once.
+pub const CHUNK: usize = 64;
 
 impl Window {
     /// The valid input rows of output row `o` over an image of `h` rows: the first one,
@@ -78,6 +81,12 @@ pub fn max_pool_argmax(x: ArrayView4<'_, f32>, win: Window, mut idx: ArrayViewMu
     let (n, h, w, ch) = x.dim();
     let (_, oh, ow, _) = idx.dim();
     if let (Some(xs), Some(is)) = (x.as_slice(), idx.as_slice_mut()) {
+        #[cfg(target_arch = "x86_64")]
+        if vector_blocks(ch) {
+            // SAFETY: `vector_blocks` saw AVX-512F; the kernel checks the lengths.
+            unsafe { x86::argmax(xs, (n, h, w, ch), (oh, ow), win, is) };
+            return;
+        }
         crate::sgemm::widest(
             #[inline(always)]
             || argmax_contiguous(xs, (n, h, w, ch), (oh, ow), win, is),
@@ -110,48 +119,10 @@ pub fn max_pool_argmax(x: ArrayView4<'_, f32>, win: Window, mut idx: ArrayViewMu
     }
 }
 
-/// Channels per block of the contiguous paths: one 512-bit vector of f32 (or u32).
-const LANES: usize = 16;
-
-/// The valid cells of output `(b, oi, oj)`'s window over a contiguous `[n, h, w, c]`
-/// image, in row-major scan order: `f(element offset of the cell's channel 0, window
-/// offset r * kw + q)`.
-#[inline(always)]
-fn for_cells(
-    win: Window,
-    (h, w, ch): (usize, usize, usize),
-    (b, oi, oj): (usize, usize, usize),
-    mut f: impl FnMut(usize, u32),
-) {
-    let (i0, i1, di) = win.rows(oi, h);
-    let (j0, j1, dj) = win.cols(oj, w);
-    for i in i0..i1 {
-        for j in j0..j1 {
-            f(((b * h + i) * w + j) * ch, ((i - i0 + di) * win.kw + (j - j0 + dj)) as u32);
-        }
-    }
-}
-
-/// Splits `0..ch` into whole blocks of [`LANES`] channels (`f(c0, LANES)`, a length
-/// LLVM sees as a constant once inlined, so that each block is one vector operation)
-/// and the remainder (`f(c0, ch - c0)`, a loop).
-#[inline(always)]
-fn blocks(ch: usize, mut f: impl FnMut(usize, usize)) {
-    let whole = ch - ch % LANES;
-    for c0 in (0..whole).step_by(LANES) {
-        f(c0, LANES);
-    }
-    if whole < ch {
-        f(whole, ch - whole);
-    }
-}
-
 /// The contiguous fast path of [`max_pool_argmax`], compiled per instruction set
-/// ([`crate::sgemm::widest`]): per output pixel and block of [`LANES`] channels, the
-/// running maxima stay in one vector register while the window's cells stream by; the
-/// update is branch-free (two selects). Blocks of a constant 16 channels: with a
-/// variable-length block (as before, up to 64) LLVM emitted a loop with a scalar
-/// remainder per block, and C2's 16-channel images spent 12.5% of the step here.
+/// ([`crate::sgemm::widest`]): per output pixel, blocks of [`CHUNK`] channels keep their
+/// running maxima on the stack while the window's cells stream by, channels innermost;
+/// the update is branch-free (two selects) so that it vectorizes.
 #[inline(always)]
 fn argmax_contiguous(
     xs: &[f32],
@@ -160,120 +131,90 @@ fn argmax_contiguous(
     win: Window,
     is: &mut [u32],
 ) {
+    let mut best = [0f32; CHUNK];
     for b in 0..n {
         for oi in 0..oh {
+            let (i0, i1, di) = win.rows(oi, h);
             for oj in 0..ow {
-                let at = ((b * oh + oi) * ow + oj) * ch;
-                blocks(ch, |c0, len| {
-                    let mut best = [0f32; LANES];
-                    let mut arg = [0u32; LANES];
-                    let (best, arg) = (&mut best[..len], &mut arg[..len]);
+                let (j0, j1, dj) = win.cols(oj, w);
+                let out = &mut is[((b * oh + oi) * ow + oj) * ch..][..ch];
+                for c0 in (0..ch).step_by(CHUNK) {
+                    let len = CHUNK.min(ch - c0);
+                    let (best, out) = (&mut best[..len], &mut out[c0..c0 + len]);
                     let mut first = true;
-                    for_cells(win, (h, w, ch), (b, oi, oj), |cell, off| {
-                        let lane = &xs[cell + c0..][..len];
-                        if first {
-                            best.copy_from_slice(lane);
-                            arg.fill(off);
-                            first = false;
-                            return;
+                    for i in i0..i1 {
+                        for j in j0..j1 {
+                            let off = ((i - i0 + di) * win.kw + (j - j0 + dj)) as u32;
+                            let lane = &xs[((b * h + i) * w + j) * ch + c0..][..len];
+                            if first {
+                                best.copy_from_slice(lane);
+                                out.fill(off);
+                                first = false;
+                                continue;
+                            }
+                            for ((m, o), &v) in best.iter_mut().zip(out.iter_mut()).zip(lane) {
+                                // Strictly greater: the first maximum stays; a NaN
+                                // always takes over, so that it propagates. `|`, not
+                                // `||`: the short circuit was a branch per element that
+                                // kept the loop scalar and mispredicted on real data
+                                // (35% of C2's step under `perf`, session 10).
+                                let gt = (v > *m) | v.is_nan();
+                                *m = if gt { v } else { *m };
+                                *o = if gt { off } else { *o };
+                            }
                         }
-                        for ((m, o), &v) in best.iter_mut().zip(arg.iter_mut()).zip(lane) {
-                            // Strictly greater: the first maximum stays; a NaN always
-                            // takes over, so that it propagates. `|`, not `||`: the
-                            // short circuit was a branch per element that kept the loop
-                            // scalar and mispredicted on real data (35% of C2's step
-                            // under `perf`, session 10).
-                            let gt = (v > *m) | v.is_nan();
-                            *m = if gt { v } else { *m };
-                            *o = if gt { off } else { *o };
-                        }
-                    });
-                    is[at + c0..at + c0 + len].copy_from_slice(arg);
-                });
+                    }
+                }
             }
         }
     }
 }
 
-/// The contiguous fast path of [`pool_pick`]: per output pixel and block of [`LANES`]
-/// channels, each valid window cell's lane is selected where the argmax names that cell
-/// (exactly one cell per channel does), so the pick is a few vector loads and blends
-/// instead of one indexed gather per element.
-#[inline(always)]
-fn pick_contiguous(
-    xs: &[f32],
-    is: &[u32],
-    (n, h, w, ch): (usize, usize, usize, usize),
-    (oh, ow): (usize, usize),
-    win: Window,
-    os: &mut [f32],
-) {
-    for b in 0..n {
-        for oi in 0..oh {
-            for oj in 0..ow {
-                let at = ((b * oh + oi) * ow + oj) * ch;
-                blocks(ch, |c0, len| {
-                    let mut val = [0f32; LANES];
-                    let val = &mut val[..len];
-                    let arg = &is[at + c0..][..len];
-                    for_cells(win, (h, w, ch), (b, oi, oj), |cell, off| {
-                        let lane = &xs[cell + c0..][..len];
-                        for ((o, &a), &v) in val.iter_mut().zip(arg).zip(lane) {
-                            *o = if a == off { v } else { *o };
-                        }
-                    });
-                    os[at + c0..at + c0 + len].copy_from_slice(val);
-                });
-            }
-        }
-    }
+/// Window cells whose offsets [`Offsets`] tabulates; larger windows divide instead.
+const TABLE: usize = 256;
+
+/// Element offsets, in a contiguous `[n, h, w, c]` array, of each window offset `r * kw
+/// + q` from the window's origin: `(r * w + q) * c`. A table on the stack, so that
+/// the pick and the scatter read one entry per element instead of dividing by `kw`.
+struct Offsets {
+    table: [isize; TABLE],
+    kw: usize,
+    row: isize,
+    ch: isize,
+    tabulated: bool,
 }
 
-/// The contiguous fast path of [`max_pool_grad`]: per output pixel, block of [`LANES`]
-/// channels and valid window cell, the cell gets `g` where the argmax names it and 0
-/// elsewhere, as vector selects. When the windows tile the image (`tiles`: stride =
-/// size, and every row and column covered: C1's and C2's 28 -> 14, 14 -> 7, 26 -> 13),
-/// each cell belongs to exactly one window and is written once, with no zero fill
-/// before; otherwise `ds` was zeroed and the cells accumulate (`+=`, overlapping
-/// windows; adding 0 to a cell changes no bit: a sum that starts at +0 is never -0).
-#[inline(always)]
-fn grad_contiguous(
-    gs: &[f32],
-    is: &[u32],
-    (n, h, w, ch): (usize, usize, usize, usize),
-    (oh, ow): (usize, usize),
-    win: Window,
-    tiles: bool,
-    ds: &mut [f32],
-) {
-    for b in 0..n {
-        for oi in 0..oh {
-            for oj in 0..ow {
-                let at = ((b * oh + oi) * ow + oj) * ch;
-                blocks(ch, |c0, len| {
-                    let (arg, g) = (&is[at + c0..][..len], &gs[at + c0..][..len]);
-                    for_cells(win, (h, w, ch), (b, oi, oj), |cell, off| {
-                        let d = &mut ds[cell + c0..][..len];
-                        for ((d, &a), &v) in d.iter_mut().zip(arg).zip(g) {
-                            let mine = if a == off { v } else { 0.0 };
-                            *d = if tiles { mine } else { *d + mine };
-                        }
-                    });
-                });
+impl Offsets {
+    fn new(win: Window, w: usize, ch: usize) -> Offsets {
+        let (row, ch) = ((w * ch) as isize, ch as isize);
+        let mut table = [0isize; TABLE];
+        let tabulated = win.kh * win.kw <= TABLE;
+        if tabulated {
+            for (k, t) in table.iter_mut().enumerate().take(win.kh * win.kw) {
+                *t = (k / win.kw) as isize * row + (k % win.kw) as isize * ch;
             }
         }
+        Offsets { table, kw: win.kw, row, ch, tabulated }
     }
-}
 
-/// Whether the windows of `win` over an `h x w` image with an `oh x ow` output cover
-/// every image cell exactly once (see [`grad_contiguous`]).
-fn tiles(win: Window, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> bool {
-    win.sh == win.kh
-        && win.sw == win.kw
-        && oh > 0
-        && ow > 0
-        && (oh - 1) * win.sh + win.kh >= h + win.top
-        && (ow - 1) * win.sw + win.kw >= w + win.left
+    #[inline(always)]
+    fn get(&self, off: u32) -> isize {
+        let off = off as usize;
+        if self.tabulated {
+            self.table[off % TABLE]
+        } else {
+            (off / self.kw) as isize * self.row + (off % self.kw) as isize * self.ch
+        }
+    }
+
+    /// The element offset of output `(b, oi, oj)`'s window origin (negative where the
+    /// window starts in the padding; the cells an argmax names are inside the image).
+    #[inline(always)]
+    fn origin(&self, win: Window, h: usize, b: usize, oi: usize, oj: usize) -> isize {
+        let i = (b * h + oi * win.sh) as isize - win.top as isize;
+        let j = (oj * win.sw) as isize - win.left as isize;
+        i * self.row + j * self.ch
+    }
 }
 
 /// The input cell `(i, j)` that window offset `off` of output `(oi, oj)` names.
@@ -289,10 +230,25 @@ pub fn pool_pick(x: ArrayView4<'_, f32>, idx: ArrayView4<'_, u32>, win: Window, 
     let (n, h, w, ch) = x.dim();
     let (_, oh, ow, _) = out.dim();
     if let (Some(xs), Some(is), Some(os)) = (x.as_slice(), idx.as_slice(), out.as_slice_mut()) {
-        crate::sgemm::widest(
-            #[inline(always)]
-            || pick_contiguous(xs, is, (n, h, w, ch), (oh, ow), win, os),
-        );
+        #[cfg(target_arch = "x86_64")]
+        if vector_blocks(ch) {
+            // SAFETY: as in `max_pool_argmax`.
+            unsafe { x86::pick(xs, is, (n, h, w, ch), (oh, ow), win, os) };
+            return;
+        }
+        let t = Offsets::new(win, w, ch);
+        for b in 0..n {
+            for oi in 0..oh {
+                for oj in 0..ow {
+                    let at = ((b * oh + oi) * ow + oj) * ch;
+                    let origin = t.origin(win, h, b, oi, oj);
+                    for (c, (o, &off)) in os[at..at + ch].iter_mut().zip(&is[at..at + ch]).enumerate() {
+                        // In the image: the argmax names a valid cell.
+                        *o = xs[(origin + t.get(off)) as usize + c];
+                    }
+                }
+            }
+        }
         return;
     }
     for b in 0..n {
@@ -313,14 +269,29 @@ pub fn max_pool_grad(g: ArrayView4<'_, f32>, idx: ArrayView4<'_, u32>, win: Wind
     let (n, oh, ow, ch) = g.dim();
     let (_, h, w, _) = dx.dim();
     if let (Some(gs), Some(is), Some(ds)) = (g.as_slice(), idx.as_slice(), dx.as_slice_mut()) {
-        let tiles = tiles(win, (h, w), (oh, ow)) && n * oh * ow * ch > 0;
-        if !tiles {
-            ds.fill(0.0);
+        #[cfg(target_arch = "x86_64")]
+        if vector_blocks(ch) {
+            let tiles = tiles(win, (h, w), (oh, ow));
+            if !tiles {
+                ds.fill(0.0);
+            }
+            // SAFETY: as in `max_pool_argmax`.
+            unsafe { x86::grad(gs, is, (n, h, w, ch), (oh, ow), win, tiles, ds) };
+            return;
         }
-        crate::sgemm::widest(
-            #[inline(always)]
-            || grad_contiguous(gs, is, (n, h, w, ch), (oh, ow), win, tiles, ds),
-        );
+        ds.fill(0.0);
+        let t = Offsets::new(win, w, ch);
+        for b in 0..n {
+            for oi in 0..oh {
+                for oj in 0..ow {
+                    let at = ((b * oh + oi) * ow + oj) * ch;
+                    let origin = t.origin(win, h, b, oi, oj);
+                    for (c, (&v, &off)) in gs[at..at + ch].iter().zip(&is[at..at + ch]).enumerate() {
+                        ds[(origin + t.get(off)) as usize + c] += v;
+                    }
+                }
+            }
+        }
         return;
     }
     dx.fill(0.0);
@@ -435,6 +406,181 @@ pub fn avg_pool_grad(g: ArrayView4<'_, f32>, win: Window, mut dx: ArrayViewMut4<
                     for i in i0..i1 {
                         for j in j0..j1 {
                             dx[[b, i, j, c]] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether max pooling's contiguous paths run the AVX-512 kernels of [`x86`]: whole
+/// 16-channel vectors (C1's 32 and 64 channels, C2's 16 and 32) on a CPU with AVX-512F
+/// that `MODELC_KERNEL` does not cap below it (sgemm's choice, which every vector kernel
+/// of the runtime follows). Elsewhere the portable loops above, with the same bits.
+fn vector_blocks(ch: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        ch > 0 && ch % 16 == 0 && crate::sgemm::kernel() == crate::sgemm::Kernel::Avx512
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ch;
+        false
+    }
+}
+
+/// Whether the windows of `win` over an `h x w` image with an `oh x ow` output cover
+/// every image cell exactly once: stride = size, and every row and column covered (C1's
+/// and C2's 28 -> 14, 14 -> 7, 26 -> 13; not 11 -> 5, whose last row and column no
+/// window reads). Then max pooling's gradient writes each cell once, with no zero fill.
+fn tiles(win: Window, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> bool {
+    win.sh == win.kh
+        && win.sw == win.kw
+        && oh > 0
+        && ow > 0
+        && (oh - 1) * win.sh + win.kh >= h + win.top
+        && (ow - 1) * win.sw + win.kw >= w + win.left
+}
+
+/// Max pooling's contiguous paths with AVX-512F intrinsics, one 16-channel vector at a
+/// time: per output pixel, the window's valid cells in scan order. Measured (C2's step
+/// under `perf`, session 11): the portable argmax, pick (an indexed gather per element)
+/// and scatter were 27% of the step; LLVM kept a constant-16 block of the portable
+/// loops scalar (tried: 2-8x slower), hence intrinsics, as the direct conv kernels.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::Window;
+
+    type Dims = (usize, usize, usize, usize);
+
+    /// The argmax: the running maximum and its window offset in two registers; a cell
+    /// takes over where it is strictly greater (ordered: a NaN maximum stays) or NaN,
+    /// exactly the portable rule (`(v > m) | v.is_nan()`), so ties keep the first cell.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn argmax(
+        xs: &[f32],
+        (n, h, w, ch): Dims,
+        (oh, ow): (usize, usize),
+        win: Window,
+        is: &mut [u32],
+    ) {
+        assert!(xs.len() >= n * h * w * ch && is.len() >= n * oh * ow * ch && ch % 16 == 0);
+        for b in 0..n {
+            for oi in 0..oh {
+                let (i0, i1, di) = win.rows(oi, h);
+                for oj in 0..ow {
+                    let (j0, j1, dj) = win.cols(oj, w);
+                    let at = ((b * oh + oi) * ow + oj) * ch;
+                    for c0 in (0..ch).step_by(16) {
+                        // SAFETY: every cell (i, j) is inside the image (`rows`, `cols`
+                        // clip to it) and c0 + 16 <= ch: inside `xs`; `at + c0 + 16 <=
+                        // n oh ow ch`: inside `is` (asserted above).
+                        unsafe {
+                            let mut m = _mm512_setzero_ps();
+                            let mut a = _mm512_setzero_si512();
+                            let mut first = true;
+                            for i in i0..i1 {
+                                for j in j0..j1 {
+                                    let off = _mm512_set1_epi32(((i - i0 + di) * win.kw + (j - j0 + dj)) as i32);
+                                    let v = _mm512_loadu_ps(xs.as_ptr().add(((b * h + i) * w + j) * ch + c0));
+                                    let take = if first {
+                                        first = false;
+                                        0xffff
+                                    } else {
+                                        _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, m)
+                                            | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v)
+                                    };
+                                    m = _mm512_mask_mov_ps(m, take, v);
+                                    a = _mm512_mask_mov_epi32(a, take, off);
+                                }
+                            }
+                            _mm512_storeu_si512(is.as_mut_ptr().add(at + c0).cast(), a);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The pick: each valid cell's lanes loaded where the argmax names that cell (a
+    /// masked load; exactly one cell per lane matches).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pick(
+        xs: &[f32],
+        is: &[u32],
+        (n, h, w, ch): Dims,
+        (oh, ow): (usize, usize),
+        win: Window,
+        os: &mut [f32],
+    ) {
+        assert!(xs.len() >= n * h * w * ch && is.len() >= n * oh * ow * ch && os.len() >= n * oh * ow * ch);
+        assert!(ch % 16 == 0);
+        for b in 0..n {
+            for oi in 0..oh {
+                let (i0, i1, di) = win.rows(oi, h);
+                for oj in 0..ow {
+                    let (j0, j1, dj) = win.cols(oj, w);
+                    let at = ((b * oh + oi) * ow + oj) * ch;
+                    for c0 in (0..ch).step_by(16) {
+                        // SAFETY: as in `argmax`.
+                        unsafe {
+                            let a = _mm512_loadu_si512(is.as_ptr().add(at + c0).cast());
+                            let mut v = _mm512_setzero_ps();
+                            for i in i0..i1 {
+                                for j in j0..j1 {
+                                    let off = _mm512_set1_epi32(((i - i0 + di) * win.kw + (j - j0 + dj)) as i32);
+                                    let k = _mm512_cmpeq_epi32_mask(a, off);
+                                    v = _mm512_mask_loadu_ps(v, k, xs.as_ptr().add(((b * h + i) * w + j) * ch + c0));
+                                }
+                            }
+                            _mm512_storeu_ps(os.as_mut_ptr().add(at + c0), v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The scatter: each valid cell gets `0 + g` where the argmax names it and `0`
+    /// elsewhere (`0 + g`, not `g`: the portable path's zero fill then `+=` turns a -0
+    /// into +0, and the bits must agree). Stored when the windows `tiles` the image
+    /// (each cell in one window), else added to the zeroed `ds` (overlapping windows;
+    /// adding +0 changes no bit of a sum that starts at +0).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn grad(
+        gs: &[f32],
+        is: &[u32],
+        (n, h, w, ch): Dims,
+        (oh, ow): (usize, usize),
+        win: Window,
+        tiles: bool,
+        ds: &mut [f32],
+    ) {
+        assert!(ds.len() >= n * h * w * ch && is.len() >= n * oh * ow * ch && gs.len() >= n * oh * ow * ch);
+        assert!(ch % 16 == 0);
+        for b in 0..n {
+            for oi in 0..oh {
+                let (i0, i1, di) = win.rows(oi, h);
+                for oj in 0..ow {
+                    let (j0, j1, dj) = win.cols(oj, w);
+                    let at = ((b * oh + oi) * ow + oj) * ch;
+                    for c0 in (0..ch).step_by(16) {
+                        // SAFETY: as in `argmax`, with `ds` the image.
+                        unsafe {
+                            let a = _mm512_loadu_si512(is.as_ptr().add(at + c0).cast());
+                            let g = _mm512_add_ps(_mm512_setzero_ps(), _mm512_loadu_ps(gs.as_ptr().add(at + c0)));
+                            for i in i0..i1 {
+                                for j in j0..j1 {
+                                    let off = _mm512_set1_epi32(((i - i0 + di) * win.kw + (j - j0 + dj)) as i32);
+                                    let mine = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(a, off), g);
+                                    let d = ds.as_mut_ptr().add(((b * h + i) * w + j) * ch + c0);
+                                    let v = if tiles { mine } else { _mm512_add_ps(_mm512_loadu_ps(d), mine) };
+                                    _mm512_storeu_ps(d, v);
+                                }
+                            }
                         }
                     }
                 }
