@@ -421,7 +421,7 @@ pub fn avg_pool_grad(g: ArrayView4<'_, f32>, win: Window, mut dx: ArrayViewMut4<
 fn vector_blocks(ch: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        ch > 0 && ch % 16 == 0 && crate::sgemm::kernel() == crate::sgemm::Kernel::Avx512
+        ch > 0 && ch.is_multiple_of(16) && crate::sgemm::kernel() == crate::sgemm::Kernel::Avx512
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -467,7 +467,7 @@ mod x86 {
         win: Window,
         is: &mut [u32],
     ) {
-        assert!(xs.len() >= n * h * w * ch && is.len() >= n * oh * ow * ch && ch % 16 == 0);
+        assert!(xs.len() >= n * h * w * ch && is.len() >= n * oh * ow * ch && ch.is_multiple_of(16));
         for b in 0..n {
             for oi in 0..oh {
                 let (i0, i1, di) = win.rows(oi, h);
@@ -517,7 +517,7 @@ mod x86 {
         os: &mut [f32],
     ) {
         assert!(xs.len() >= n * h * w * ch && is.len() >= n * oh * ow * ch && os.len() >= n * oh * ow * ch);
-        assert!(ch % 16 == 0);
+        assert!(ch.is_multiple_of(16));
         for b in 0..n {
             for oi in 0..oh {
                 let (i0, i1, di) = win.rows(oi, h);
@@ -560,7 +560,7 @@ mod x86 {
         ds: &mut [f32],
     ) {
         assert!(ds.len() >= n * h * w * ch && is.len() >= n * oh * ow * ch && gs.len() >= n * oh * ow * ch);
-        assert!(ch % 16 == 0);
+        assert!(ch.is_multiple_of(16));
         for b in 0..n {
             for oi in 0..oh {
                 let (i0, i1, di) = win.rows(oi, h);
