@@ -81,6 +81,12 @@ pub fn max_pool_argmax(x: ArrayView4<'_, f32>, win: Window, mut idx: ArrayViewMu
     let (n, h, w, ch) = x.dim();
     let (_, oh, ow, _) = idx.dim();
     if let (Some(xs), Some(is)) = (x.as_slice(), idx.as_slice_mut()) {
+        #[cfg(target_arch = "x86_64")]
+        if vector_blocks(ch) {
+            // SAFETY: `vector_blocks` saw AVX-512F; the kernel checks the lengths.
+            unsafe { x86::argmax(xs, (n, h, w, ch), (oh, ow), win, is) };
+            return;
+        }
         crate::sgemm::widest(
             #[inline(always)]
             || argmax_contiguous(xs, (n, h, w, ch), (oh, ow), win, is),
@@ -224,6 +230,12 @@ pub fn pool_pick(x: ArrayView4<'_, f32>, idx: ArrayView4<'_, u32>, win: Window, 
     let (n, h, w, ch) = x.dim();
     let (_, oh, ow, _) = out.dim();
     if let (Some(xs), Some(is), Some(os)) = (x.as_slice(), idx.as_slice(), out.as_slice_mut()) {
+        #[cfg(target_arch = "x86_64")]
+        if vector_blocks(ch) {
+            // SAFETY: as in `max_pool_argmax`.
+            unsafe { x86::pick(xs, is, (n, h, w, ch), (oh, ow), win, os) };
+            return;
+        }
         let t = Offsets::new(win, w, ch);
         for b in 0..n {
             for oi in 0..oh {
@@ -256,8 +268,18 @@ pub fn pool_pick(x: ArrayView4<'_, f32>, idx: ArrayView4<'_, u32>, win: Window, 
 pub fn max_pool_grad(g: ArrayView4<'_, f32>, idx: ArrayView4<'_, u32>, win: Window, mut dx: ArrayViewMut4<'_, f32>) {
     let (n, oh, ow, ch) = g.dim();
     let (_, h, w, _) = dx.dim();
-    dx.fill(0.0);
     if let (Some(gs), Some(is), Some(ds)) = (g.as_slice(), idx.as_slice(), dx.as_slice_mut()) {
+        #[cfg(target_arch = "x86_64")]
+        if vector_blocks(ch) {
+            let tiles = tiles(win, (h, w), (oh, ow));
+            if !tiles {
+                ds.fill(0.0);
+            }
+            // SAFETY: as in `max_pool_argmax`.
+            unsafe { x86::grad(gs, is, (n, h, w, ch), (oh, ow), win, tiles, ds) };
+            return;
+        }
+        ds.fill(0.0);
         let t = Offsets::new(win, w, ch);
         for b in 0..n {
             for oi in 0..oh {
@@ -272,6 +294,7 @@ pub fn max_pool_grad(g: ArrayView4<'_, f32>, idx: ArrayView4<'_, u32>, win: Wind
         }
         return;
     }
+    dx.fill(0.0);
     for b in 0..n {
         for oi in 0..oh {
             for oj in 0..ow {
@@ -391,6 +414,181 @@ pub fn avg_pool_grad(g: ArrayView4<'_, f32>, win: Window, mut dx: ArrayViewMut4<
     }
 }
 
+/// Whether max pooling's contiguous paths run the AVX-512 kernels of [`x86`]: whole
+/// 16-channel vectors (C1's 32 and 64 channels, C2's 16 and 32) on a CPU with AVX-512F
+/// that `MODELC_KERNEL` does not cap below it (sgemm's choice, which every vector kernel
+/// of the runtime follows). Elsewhere the portable loops above, with the same bits.
+fn vector_blocks(ch: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        ch > 0 && ch.is_multiple_of(16) && crate::sgemm::kernel() == crate::sgemm::Kernel::Avx512
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ch;
+        false
+    }
+}
+
+/// Whether the windows of `win` over an `h x w` image with an `oh x ow` output cover
+/// every image cell exactly once: stride = size, and every row and column covered (C1's
+/// and C2's 28 -> 14, 14 -> 7, 26 -> 13; not 11 -> 5, whose last row and column no
+/// window reads). Then max pooling's gradient writes each cell once, with no zero fill.
+fn tiles(win: Window, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> bool {
+    win.sh == win.kh
+        && win.sw == win.kw
+        && oh > 0
+        && ow > 0
+        && (oh - 1) * win.sh + win.kh >= h + win.top
+        && (ow - 1) * win.sw + win.kw >= w + win.left
+}
+
+/// Max pooling's contiguous paths with AVX-512F intrinsics, one 16-channel vector at a
+/// time: per output pixel, the window's valid cells in scan order. Measured (C2's step
+/// under `perf`, session 11): the portable argmax, pick (an indexed gather per element)
+/// and scatter were 27% of the step; LLVM kept a constant-16 block of the portable
+/// loops scalar (tried: 2-8x slower), hence intrinsics, as the direct conv kernels.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::Window;
+
+    type Dims = (usize, usize, usize, usize);
+
+    /// The argmax: the running maximum and its window offset in two registers; a cell
+    /// takes over where it is strictly greater (ordered: a NaN maximum stays) or NaN,
+    /// exactly the portable rule (`(v > m) | v.is_nan()`), so ties keep the first cell.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn argmax(
+        xs: &[f32],
+        (n, h, w, ch): Dims,
+        (oh, ow): (usize, usize),
+        win: Window,
+        is: &mut [u32],
+    ) {
+        assert!(xs.len() >= n * h * w * ch && is.len() >= n * oh * ow * ch && ch.is_multiple_of(16));
+        for b in 0..n {
+            for oi in 0..oh {
+                let (i0, i1, di) = win.rows(oi, h);
+                for oj in 0..ow {
+                    let (j0, j1, dj) = win.cols(oj, w);
+                    let at = ((b * oh + oi) * ow + oj) * ch;
+                    for c0 in (0..ch).step_by(16) {
+                        // SAFETY: every cell (i, j) is inside the image (`rows`, `cols`
+                        // clip to it) and c0 + 16 <= ch: inside `xs`; `at + c0 + 16 <=
+                        // n oh ow ch`: inside `is` (asserted above).
+                        unsafe {
+                            let mut m = _mm512_setzero_ps();
+                            let mut a = _mm512_setzero_si512();
+                            let mut first = true;
+                            for i in i0..i1 {
+                                for j in j0..j1 {
+                                    let off = _mm512_set1_epi32(((i - i0 + di) * win.kw + (j - j0 + dj)) as i32);
+                                    let v = _mm512_loadu_ps(xs.as_ptr().add(((b * h + i) * w + j) * ch + c0));
+                                    let take = if first {
+                                        first = false;
+                                        0xffff
+                                    } else {
+                                        _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, m)
+                                            | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v)
+                                    };
+                                    m = _mm512_mask_mov_ps(m, take, v);
+                                    a = _mm512_mask_mov_epi32(a, take, off);
+                                }
+                            }
+                            _mm512_storeu_si512(is.as_mut_ptr().add(at + c0).cast(), a);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The pick: each valid cell's lanes loaded where the argmax names that cell (a
+    /// masked load; exactly one cell per lane matches).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pick(
+        xs: &[f32],
+        is: &[u32],
+        (n, h, w, ch): Dims,
+        (oh, ow): (usize, usize),
+        win: Window,
+        os: &mut [f32],
+    ) {
+        assert!(xs.len() >= n * h * w * ch && is.len() >= n * oh * ow * ch && os.len() >= n * oh * ow * ch);
+        assert!(ch.is_multiple_of(16));
+        for b in 0..n {
+            for oi in 0..oh {
+                let (i0, i1, di) = win.rows(oi, h);
+                for oj in 0..ow {
+                    let (j0, j1, dj) = win.cols(oj, w);
+                    let at = ((b * oh + oi) * ow + oj) * ch;
+                    for c0 in (0..ch).step_by(16) {
+                        // SAFETY: as in `argmax`.
+                        unsafe {
+                            let a = _mm512_loadu_si512(is.as_ptr().add(at + c0).cast());
+                            let mut v = _mm512_setzero_ps();
+                            for i in i0..i1 {
+                                for j in j0..j1 {
+                                    let off = _mm512_set1_epi32(((i - i0 + di) * win.kw + (j - j0 + dj)) as i32);
+                                    let k = _mm512_cmpeq_epi32_mask(a, off);
+                                    v = _mm512_mask_loadu_ps(v, k, xs.as_ptr().add(((b * h + i) * w + j) * ch + c0));
+                                }
+                            }
+                            _mm512_storeu_ps(os.as_mut_ptr().add(at + c0), v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The scatter: each valid cell gets `0 + g` where the argmax names it and `0`
+    /// elsewhere (`0 + g`, not `g`: the portable path's zero fill then `+=` turns a -0
+    /// into +0, and the bits must agree). Stored when the windows `tiles` the image
+    /// (each cell in one window), else added to the zeroed `ds` (overlapping windows;
+    /// adding +0 changes no bit of a sum that starts at +0).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn grad(
+        gs: &[f32],
+        is: &[u32],
+        (n, h, w, ch): Dims,
+        (oh, ow): (usize, usize),
+        win: Window,
+        tiles: bool,
+        ds: &mut [f32],
+    ) {
+        assert!(ds.len() >= n * h * w * ch && is.len() >= n * oh * ow * ch && gs.len() >= n * oh * ow * ch);
+        assert!(ch.is_multiple_of(16));
+        for b in 0..n {
+            for oi in 0..oh {
+                let (i0, i1, di) = win.rows(oi, h);
+                for oj in 0..ow {
+                    let (j0, j1, dj) = win.cols(oj, w);
+                    let at = ((b * oh + oi) * ow + oj) * ch;
+                    for c0 in (0..ch).step_by(16) {
+                        // SAFETY: as in `argmax`, with `ds` the image.
+                        unsafe {
+                            let a = _mm512_loadu_si512(is.as_ptr().add(at + c0).cast());
+                            let g = _mm512_add_ps(_mm512_setzero_ps(), _mm512_loadu_ps(gs.as_ptr().add(at + c0)));
+                            for i in i0..i1 {
+                                for j in j0..j1 {
+                                    let off = _mm512_set1_epi32(((i - i0 + di) * win.kw + (j - j0 + dj)) as i32);
+                                    let mine = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(a, off), g);
+                                    let d = ds.as_mut_ptr().add(((b * h + i) * w + j) * ch + c0);
+                                    let v = if tiles { mine } else { _mm512_add_ps(_mm512_loadu_ps(d), mine) };
+                                    _mm512_storeu_ps(d, v);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,10 +619,13 @@ mod tests {
         let mut idx = Array4::zeros((1, 1, 1, 1));
         max_pool_argmax(x.view(), W2, idx.view_mut());
         assert_eq!(idx[[0, 0, 0, 0]], 3);
-        // The index path: a reversed view of the reversed image.
-        let mut rev = x.clone();
-        rev.invert_axis(ndarray::Axis(2));
-        max_pool_argmax(rev.slice(s![.., .., ..;-1, ..]), W2, idx.view_mut());
+        // The index path: a reversed view of a reversed copy (`invert_axis` on a clone,
+        // as this test had it, reverses the view only: the slice of it was contiguous,
+        // and so is a `to_owned()` of a reversed view, which keeps its strides).
+        let rev = x.slice(s![.., .., ..;-1, ..]).as_standard_layout().into_owned();
+        let view = rev.slice(s![.., .., ..;-1, ..]);
+        assert!(view.as_slice().is_none());
+        max_pool_argmax(view, W2, idx.view_mut());
         assert_eq!(idx[[0, 0, 0, 0]], 3);
     }
 
@@ -447,7 +648,10 @@ mod tests {
     fn strided_views_give_the_contiguous_answer() {
         let x = Array4::from_shape_fn((2, 5, 6, 3), |(b, i, j, c)| ((b * 7 + i * 5 + j * 3 + c) % 11) as f32 - 5.0);
         let rev = x.slice(s![.., ..;-1, .., ..]);
-        let copy = rev.to_owned();
+        // A standard-layout copy (`to_owned` of a reversed view keeps its strides, and
+        // this test then compared the index path with itself).
+        let copy = rev.as_standard_layout().into_owned();
+        assert!(copy.as_slice().is_some());
         let win = Window { kh: 3, kw: 2, sh: 1, sw: 2, top: 1, left: 0 };
         let (mut a, mut b) = (Array4::zeros((2, 5, 3, 3)), Array4::zeros((2, 5, 3, 3)));
         max_pool_argmax(rev, win, a.view_mut());
@@ -472,5 +676,69 @@ mod tests {
         let mut dense = Array4::zeros((2, 5, 6, 3));
         max_pool_grad(g.view(), a.view(), win, dense.view_mut());
         assert_eq!(wide.slice(s![.., .., ..;2, ..]), dense);
+    }
+
+    /// The contiguous (vectorized) paths against the index path, bit for bit, over
+    /// windows that tile, overlap, leave a floor row/column or pad ("same"), channel
+    /// counts around the 16-lane block (1, 3, 16, 17, 33, 64, 70), values on a coarse grid
+    /// so that windows tie, and a NaN in some images. `dx` starts as garbage: a cell the
+    /// tiling shortcut failed to write would keep it.
+    #[test]
+    fn the_vector_paths_equal_the_index_path_bit_for_bit() {
+        let bits = |a: &Array4<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        // (h, w, kh, kw, sh, sw, same)
+        let geos = [
+            (4, 4, 2, 2, 2, 2, false),
+            (5, 4, 2, 2, 2, 2, false),
+            (4, 5, 2, 2, 2, 2, false),
+            (5, 7, 2, 2, 2, 2, false),
+            (5, 7, 2, 2, 2, 2, true),
+            (6, 5, 3, 3, 2, 2, true),
+            (6, 6, 3, 3, 1, 1, false),
+            (7, 6, 3, 2, 3, 2, true),
+            (3, 3, 3, 3, 3, 3, false),
+            (9, 8, 2, 3, 1, 2, true),
+        ];
+        let mut cases = 0;
+        for (gi, &(h, w, kh, kw, sh, sw, same)) in geos.iter().enumerate() {
+            let out = |n: usize, k: usize, s: usize| if same { n.div_ceil(s) } else { (n - k) / s + 1 };
+            let (oh, ow) = (out(h, kh, sh), out(w, kw, sw));
+            let pad =
+                |n: usize, k: usize, s: usize, o: usize| if same { ((o - 1) * s + k).saturating_sub(n) / 2 } else { 0 };
+            let win = Window { kh, kw, sh, sw, top: pad(h, kh, sh, oh), left: pad(w, kw, sw, ow) };
+            for ch in [1, 3, 16, 17, 33, 64, 70] {
+                let n = 2;
+                let x = Array4::from_shape_fn((n, h, w, ch), |(b, i, j, c)| {
+                    if gi % 3 == 1 && b == 1 && i == 1 && j == 0 && c % 5 == 0 {
+                        f32::NAN
+                    } else {
+                        ((b * 31 + i * 7 + j * 3 + c * 5) % 4) as f32 * 0.5 - 0.5
+                    }
+                });
+                let rev = x.slice(s![.., .., ..;-1, ..]).as_standard_layout().into_owned();
+                let xv = rev.slice(s![.., .., ..;-1, ..]);
+                assert!(xv.as_slice().is_none());
+                let (mut a, mut a_wide) = (Array4::zeros((n, oh, ow, ch)), Array4::zeros((n, oh, 2 * ow, ch)));
+                max_pool_argmax(x.view(), win, a.view_mut());
+                max_pool_argmax(xv, win, a_wide.slice_mut(s![.., .., ..;2, ..]));
+                assert_eq!(a, a_wide.slice(s![.., .., ..;2, ..]), "argmax, geometry {gi}, {ch} channels");
+                let (mut p, mut p_wide) = (Array4::zeros((n, oh, ow, ch)), Array4::zeros((n, oh, 2 * ow, ch)));
+                pool_pick(x.view(), a.view(), win, p.view_mut());
+                pool_pick(xv, a.view(), win, p_wide.slice_mut(s![.., .., ..;2, ..]));
+                assert_eq!(bits(&p), bits(&p_wide.slice(s![.., .., ..;2, ..]).to_owned()), "pick, geometry {gi}");
+                let g = Array4::from_shape_fn((n, oh, ow, ch), |(b, i, j, c)| (b + 2 * i + 3 * j + c) as f32 - 4.0);
+                let (mut d, mut d_wide) =
+                    (Array4::from_elem((n, h, w, ch), 7f32), Array4::from_elem((n, h, 2 * w, ch), 7f32));
+                max_pool_grad(g.view(), a.view(), win, d.view_mut());
+                max_pool_grad(g.view(), a.view(), win, d_wide.slice_mut(s![.., .., ..;2, ..]));
+                assert_eq!(
+                    bits(&d),
+                    bits(&d_wide.slice(s![.., .., ..;2, ..]).to_owned()),
+                    "grad, geometry {gi}, {ch} channels"
+                );
+                cases += 1;
+            }
+        }
+        assert_eq!(cases, 70);
     }
 }
