@@ -17,7 +17,7 @@
 //! - [`schedule`]: learning-rate schedules a training loop calls between steps.
 //! - [`checkpoint`]: safetensors checkpoints (params, optimizer slots, global step).
 //! - [`import`]: params from any safetensors file (PyTorch, Keras), through a [`NameMap`](import::NameMap).
-//! - [`mpi`]: data-parallel training over MPI ([`mpi::World`] with the `mpi` feature) and
+//! - [`mpi`]: data-parallel training over MPI (`mpi::World` with the `mpi` feature) and
 //!   the traits it reads generated models through.
 //! - [`data`]: the MNIST IDX reader, the MNIST data sets and a batch iterator.
 //! - [`Error`]: the one error type.

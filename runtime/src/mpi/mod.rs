@@ -2,7 +2,7 @@
 //! shard of the batch, one allreduce averages them, and every rank applies the same
 //! update, so the model stays identical everywhere (Horovod, PyTorch DDP).
 //!
-//! - [`World`] (feature `mpi`): MPI's world (init, rank, size), `broadcast_params`,
+//! - `World` (feature `mpi`): MPI's world (init, rank, size), `broadcast_params`,
 //!   `allreduce_mean` (one fused allreduce per step, every rank agreeing on the step's
 //!   fate), and the shard helpers. A program run without `mpirun` is a world of one.
 //! - [`Gradients`] and [`Replica`] (always built, no MPI needed): what `World` needs of

@@ -41,7 +41,7 @@ pub(super) fn thin(
 }
 
 /// `c = alpha * a x b + beta * src` with a thin kernel, out of place: `src` is read where
-/// [`thin`] reads `c`, and `c` only written. `src` must have `c`'s shape and strides;
+/// `thin` reads `c`, and `c` only written. `src` must have `c`'s shape and strides;
 /// returns false, touching nothing, where they differ or no thin kernel fits.
 ///
 /// The plain-SGD guard's staged update (`w - lr * g` into scratch, checked, then swapped
