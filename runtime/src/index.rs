@@ -229,24 +229,6 @@ fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// `y += x` over a row, as [`axpy`].
-#[inline(always)]
-fn add(x: &[f32], y: &mut [f32]) {
-    let n = x.len().min(y.len());
-    let (ys, yt) = y[..n].as_chunks_mut::<16>();
-    let (xs, xt) = x[..n].as_chunks::<16>();
-    for (y, x) in ys.iter_mut().zip(xs) {
-        let mut r = *y;
-        for i in 0..16 {
-            r[i] += x[i];
-        }
-        *y = r;
-    }
-    for (y, &x) in yt.iter_mut().zip(xt) {
-        *y += x;
-    }
-}
-
 /// The scatter family's one loop: `out[id, ..] += alpha * g[r, ..]` for every id of the
 /// `r`-th run of `bag` ids (1 for `scatter_add`, the bag length for an embedding bag), in
 /// order. `g` holds one row of `d` scalars per run, `out` is `[v, d..]`. An id past `v`
@@ -324,7 +306,8 @@ pub fn gather_sum(table: ArrayViewD<'_, f32>, ids: ArrayViewD<'_, u32>, mut out:
                 for &id in bag_ids {
                     let id = id as usize;
                     if id < rows {
-                        add(&t[id * d..(id + 1) * d], chunk);
+                        // `1 * v` is exact: the bits of `c + v`.
+                        axpy(1.0, &t[id * d..(id + 1) * d], chunk);
                     }
                 }
             }

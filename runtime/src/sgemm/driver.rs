@@ -56,6 +56,7 @@ pub(super) const PREFETCH_STEPS: usize = 64;
 /// Raw access to `c`: base pointer and strides of a live, mutably borrowed view, and
 /// where the thin kernels read `beta * c` from: `c` itself, or (an out-of-place product,
 /// [`thin_from`](super::thin::thin_from)) another matrix of `c`'s shape and strides.
+#[derive(Clone, Copy)]
 pub(super) struct Out {
     pub(super) ptr: *mut f32,
     pub(super) rs: isize,
@@ -68,6 +69,11 @@ impl Out {
     pub(super) fn of(c: &mut ArrayViewMut2<'_, f32>) -> Self {
         let ptr = c.as_mut_ptr();
         Out { ptr, rs: c.strides()[0], cs: c.strides()[1], src: ptr }
+    }
+
+    /// The same `c`, reading `beta * c` from `src` where given (out of place).
+    pub(super) fn reading(&self, src: Option<*const f32>) -> Self {
+        Out { src: src.unwrap_or(self.ptr), ..*self }
     }
 }
 

@@ -142,7 +142,7 @@ pub(super) fn thin_dot(
     let lda = a.strides()[0];
     // The first depth block reads `beta * src`, the later ones add to what it wrote.
     let inplace = Out::of(&mut c);
-    let first = Out { src: src.unwrap_or(inplace.src), ..Out::of(&mut c) };
+    let first = inplace.reading(src);
     // Rows of a tile: 2 x 6 accumulators of the 16 AVX2 registers, 4 x 6 of AVX-512's 32.
     let tall = if kernel() == Kernel::Avx512 { DOT_ROWS } else { 2 };
     let run = |bt: *const f32, ldb: isize| {
@@ -287,10 +287,7 @@ pub(super) fn thin_outer(
     let n = b.dim().1;
     let lda = a.strides()[1];
     let (brs, bcs) = (b.strides()[0], b.strides()[1]);
-    let mut out = Out::of(&mut c);
-    if let Some(src) = src {
-        out.src = src;
-    }
+    let out = Out::of(&mut c).reading(src);
     let width = thin_groups(n);
     // The stripe's columns (`cols[j][r]` = c[i0 + r, j]), every group's tile written
     // into its columns, and the stripe's rows for the write-back. Every kernel
