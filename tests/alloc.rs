@@ -2,39 +2,11 @@
 //! state, checked with a counting global allocator. Buffers are allocated on the first
 //! call for a batch size and reused after that.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-
 use modelc::model;
 use modelc::ndarray::Array2;
 
-struct Counting;
-
-// Per thread, because tests run in parallel threads.
-thread_local! {
-    static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-fn bump() {
-    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-}
-
-// SAFETY: forwards to the system allocator, only counting calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        bump();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        bump();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+mod common;
+use common::count;
 
 model! {
     struct Tutorial {
@@ -123,13 +95,6 @@ fn data(n: usize) -> (Array2<f32>, Array2<f32>) {
     let x = Array2::from_shape_fn((n, 784), |(i, j)| ((i * 7 + j) % 13) as f32 / 13.0);
     let y = Array2::from_shape_fn((n, 10), |(i, j)| f32::from(u8::from(i % 10 == j)));
     (x, y)
-}
-
-/// Allocations made by `f`.
-fn count(f: impl FnOnce()) -> usize {
-    let before = ALLOCATIONS.with(|c| c.get());
-    f();
-    ALLOCATIONS.with(|c| c.get()) - before
 }
 
 #[test]

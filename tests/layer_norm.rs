@@ -9,45 +9,11 @@
 //! axis with SGD, over axis 0 with Adam, whose gradients are materialized), their
 //! gradients pass `check_gradients`, and a step allocates nothing after its first call.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-
 use modelc::model;
 use modelc::ndarray::{s, Array2, ArrayView2, Axis};
 
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-fn bump() {
-    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-}
-
-// SAFETY: forwards to the system allocator, only counting calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        bump();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        bump();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Allocations `f` makes on this thread.
-fn allocations(f: impl FnOnce()) -> usize {
-    let before = ALLOCATIONS.with(|c| c.get());
-    f();
-    ALLOCATIONS.with(|c| c.get()) - before
-}
+mod common;
+use common::count;
 
 model! {
     struct Norms {
@@ -214,7 +180,7 @@ fn saved_statistics_give_finite_difference_gradients_and_a_step_allocates_nothin
     c.train_step(x.view(), y.view()).unwrap();
     t.compute_gradients(x.view(), y.view()).unwrap();
     let (x2, y2) = batch(16, 1);
-    let n = allocations(|| {
+    let n = count(|| {
         for _ in 0..3 {
             t.train_step(x2.view(), y2.view()).unwrap();
             c.train_step(x2.view(), y2.view()).unwrap();

@@ -7,44 +7,11 @@
 //!
 //! Every case is a fixed example: the whole file runs in well under a second.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-
 use modelc::model;
 use modelc::ndarray::{arr1, arr2, s, Array2, Array3};
 
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-fn bump() {
-    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-}
-
-// SAFETY: forwards to the system allocator, only counting calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        bump();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        bump();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations(f: impl FnOnce()) -> usize {
-    let before = ALLOCATIONS.with(|c| c.get());
-    f();
-    ALLOCATIONS.with(|c| c.get()) - before
-}
+mod common;
+use common::count;
 
 model! {
     struct Reshapes {
@@ -222,7 +189,7 @@ fn a_model_using_every_shape_op_trains_and_allocates_nothing_per_step() {
     let mut m = Everything::with_seed(3);
     let first = m.train_step(x.view(), y.view()).unwrap();
     let mut last = first;
-    let n = allocations(|| {
+    let n = count(|| {
         for _ in 0..50 {
             last = m.train_step(x.view(), y.view()).unwrap();
         }
