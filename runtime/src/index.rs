@@ -105,6 +105,31 @@ pub fn sparse_softmax_xent_grad(
     });
 }
 
+/// [`sparse_softmax_xent_with_grad`]'s rows over contiguous slices, `cols > 0` floats a
+/// row: the shifted logits into `grad`, one vector pass of `exp` over all of it, then per
+/// row the sum, the loss and the gradient.
+fn sparse_xent_rows(z: &[f32], y: &[u32], g: &[f32], loss: &mut [f32], grad: &mut [f32], cols: usize) {
+    for ((z, o), l) in z.chunks_exact(cols).zip(grad.chunks_exact_mut(cols)).zip(loss.iter_mut()) {
+        let m = row_max(z);
+        for (o, &v) in o.iter_mut().zip(z) {
+            *o = v - m;
+        }
+        *l = m;
+    }
+    exp_inplace(grad);
+    for ((((z, &y), &g), l), o) in z.chunks_exact(cols).zip(y).zip(g).zip(loss).zip(grad.chunks_exact_mut(cols)) {
+        let s = row_sum(o);
+        *l = z.get(y as usize).map_or(f32::NAN, |&zy| *l + ln(s) - zy);
+        let scale = g / s;
+        for o in o.iter_mut() {
+            *o *= scale;
+        }
+        if let Some(o) = o.get_mut(y as usize) {
+            *o -= g;
+        }
+    }
+}
+
 /// [`sparse_softmax_xent`] and [`sparse_softmax_xent_grad`] in one pass per row: each
 /// row's loss into `loss` and `(softmax(z) - one_hot(y)) * g` into `grad`, computing the
 /// exponentials once for both (as `softmax_xent_with_grad` does for dense labels: the
@@ -118,31 +143,25 @@ pub fn sparse_softmax_xent_with_grad(
     mut grad: ArrayViewMutD<'_, f32>,
 ) {
     let axis = z.ndim() - 1;
-    if let (Some(zr), Some(ys), Some(gs), Some(ls), Some(outs)) =
-        (rows_of(&z, axis), y.as_slice(), g.as_slice(), loss.as_slice_mut(), rows_of_mut(&mut grad, axis))
-    {
-        for ((z, o), l) in zr.clone().zip(outs).zip(ls.iter_mut()) {
-            let m = row_max(z);
-            for (o, &v) in o.iter_mut().zip(z) {
-                *o = v - m;
-            }
-            *l = m;
+    let cols = z.shape()[axis];
+    if let (true, Some(zs), Some(ys), Some(gs), Some(ls), Some(os)) = (
+        cols > 0 && y.shape() == &z.shape()[..axis],
+        z.as_slice(),
+        y.as_slice(),
+        g.as_slice(),
+        loss.as_slice_mut(),
+        grad.as_slice_mut(),
+    ) {
+        if gs.len() == ls.len() && ys.len() == ls.len() && ls.len() * cols == zs.len() && os.len() == zs.len() {
+            // Whole blocks of 16 narrow rows on AVX-512 (`narrow`), the rest here.
+            #[cfg(target_arch = "x86_64")]
+            let done = crate::narrow::sparse_softmax_xent_with_grad(zs, ys, gs, ls, os, cols);
+            #[cfg(not(target_arch = "x86_64"))]
+            let done = 0;
+            let at = done * cols;
+            sparse_xent_rows(&zs[at..], &ys[done..], &gs[done..], &mut ls[done..], &mut os[at..], cols);
+            return;
         }
-        let Some(all) = grad.as_slice_mut() else { return };
-        exp_inplace(all);
-        let cols = z.shape()[axis];
-        for ((((z, &y), &g), l), o) in zr.zip(ys).zip(gs).zip(ls).zip(all.chunks_exact_mut(cols)) {
-            let s = row_sum(o);
-            *l = z.get(y as usize).map_or(f32::NAN, |&zy| *l + ln(s) - zy);
-            let scale = g / s;
-            for o in o.iter_mut() {
-                *o *= scale;
-            }
-            if let Some(o) = o.get_mut(y as usize) {
-                *o -= g;
-            }
-        }
-        return;
     }
     sparse_softmax_xent(z.view(), y.view(), loss.view_mut());
     sparse_softmax_xent_grad(z, y, g, grad);

@@ -687,39 +687,58 @@ pub fn softmax_xent_with_grad(
     mut grad: ArrayViewMutD<'_, f32>,
 ) {
     let axis = z.ndim() - 1;
-    if let (Some(zr), Some(yr), Some(gs), Some(ls), Some(outs)) =
-        (rows_of(&z, axis), rows_of(&y, axis), g.as_slice(), loss.as_slice_mut(), rows_of_mut(&mut grad, axis))
-    {
-        // Shifted logits into `grad` (each row's max kept in its loss slot meanwhile),
-        // one vector pass of exponentials over the whole buffer, then per row: the loss
-        // and the gradient. The row reductions run 4 lanes wide, so a 10-wide row is not
-        // a chain of dependent adds, and the max is found once (M1's step: 52.8 -> 51.6
-        // us, best of 6 interleaved runs).
-        for ((z, o), l) in zr.clone().zip(outs).zip(ls.iter_mut()) {
-            let m = row_max(z);
-            for (o, &v) in o.iter_mut().zip(z) {
-                *o = v - m;
-            }
-            *l = m;
+    let cols = z.shape()[axis];
+    if let (true, Some(zs), Some(ys), Some(gs), Some(ls), Some(os)) = (
+        cols > 0 && y.shape() == z.shape(),
+        z.as_slice(),
+        y.as_slice(),
+        g.as_slice(),
+        loss.as_slice_mut(),
+        grad.as_slice_mut(),
+    ) {
+        if gs.len() == ls.len() && ls.len() * cols == zs.len() && os.len() == zs.len() {
+            // Whole blocks of 16 narrow rows on AVX-512 (`narrow`), the rest here.
+            #[cfg(target_arch = "x86_64")]
+            let done = crate::narrow::softmax_xent_with_grad(zs, ys, gs, ls, os, cols);
+            #[cfg(not(target_arch = "x86_64"))]
+            let done = 0;
+            let at = done * cols;
+            xent_rows(&zs[at..], &ys[at..], &gs[done..], &mut ls[done..], &mut os[at..], cols);
+            return;
         }
-        let Some(all) = grad.as_slice_mut() else { unreachable!("rows_of_mut found it contiguous") };
-        exp_inplace(all);
-        let cols = z.shape()[axis];
-        for ((((z, y), &g), l), o) in zr.zip(yr).zip(gs).zip(ls).zip(all.chunks_exact_mut(cols)) {
-            let s = row_sum(o);
-            let lse = *l + ln(s);
-            // sum(y * (lse - z)) = lse * sum(y) - sum(y * z)
-            let (sy, syz) = row_sums_y_yz(y, z);
-            *l = lse * sy - syz;
-            let scale = sy / s;
-            for (o, &yv) in o.iter_mut().zip(y) {
-                *o = (*o * scale - yv) * g;
-            }
-        }
-        return;
     }
     softmax_xent(z.view(), y.view(), loss.view_mut());
     softmax_xent_grad(z, y, g, grad);
+}
+
+/// [`softmax_xent_with_grad`]'s rows over contiguous slices, `cols > 0` floats a row.
+/// Shifted logits into `grad` (each row's max kept in its loss slot meanwhile), one
+/// vector pass of exponentials over the whole buffer, then per row: the loss and the
+/// gradient. The row reductions run 4 lanes wide, so a 10-wide row is not a chain of
+/// dependent adds, and the max is found once (M1's step: 52.8 -> 51.6 us, best of 6
+/// interleaved runs).
+fn xent_rows(z: &[f32], y: &[f32], g: &[f32], loss: &mut [f32], grad: &mut [f32], cols: usize) {
+    for ((z, o), l) in z.chunks_exact(cols).zip(grad.chunks_exact_mut(cols)).zip(loss.iter_mut()) {
+        let m = row_max(z);
+        for (o, &v) in o.iter_mut().zip(z) {
+            *o = v - m;
+        }
+        *l = m;
+    }
+    exp_inplace(grad);
+    for ((((z, y), &g), l), o) in
+        z.chunks_exact(cols).zip(y.chunks_exact(cols)).zip(g).zip(loss).zip(grad.chunks_exact_mut(cols))
+    {
+        let s = row_sum(o);
+        let lse = *l + ln(s);
+        // sum(y * (lse - z)) = lse * sum(y) - sum(y * z)
+        let (sy, syz) = row_sums_y_yz(y, z);
+        *l = lse * sy - syz;
+        let scale = sy / s;
+        for (o, &yv) in o.iter_mut().zip(y) {
+            *o = (*o * scale - yv) * g;
+        }
+    }
 }
 
 /// The largest element of a row (NaNs ignored, as `f32::max` does; -inf if empty),

@@ -34,6 +34,8 @@ mod index;
 pub mod init;
 pub mod kernels;
 pub mod mpi;
+#[cfg(target_arch = "x86_64")]
+mod narrow;
 pub mod norm;
 pub mod optim;
 pub mod pool;
