@@ -182,7 +182,7 @@ fn bench(world: &World, steps: u64) -> Result<(), Box<dyn std::error::Error>> {
         let local = model.compute_gradients_into(x.view(), y.view(), g);
         let t1 = Instant::now();
         if sync {
-            world.barrier();
+            world.barrier()?;
         }
         let t2 = Instant::now();
         world.allreduce_mean(g, local)?;
@@ -198,7 +198,7 @@ fn bench(world: &World, steps: u64) -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..5 {
         run(&mut model, &mut g, &mut [Duration::ZERO; 4])?;
     }
-    world.barrier();
+    world.barrier()?;
     let start = Instant::now();
     for _ in 0..steps {
         run(&mut model, &mut g, &mut parts)?;
@@ -208,7 +208,7 @@ fn bench(world: &World, steps: u64) -> Result<(), Box<dyn std::error::Error>> {
     // checks around it.
     let n = M3::PARAMETERS + 1;
     let (send, mut recv) = (vec![1f32; n], vec![0f32; n]);
-    world.barrier();
+    world.barrier()?;
     let t = Instant::now();
     for _ in 0..steps {
         world.communicator().all_reduce_into(&send[..], &mut recv[..], SystemOperation::sum());
