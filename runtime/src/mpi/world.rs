@@ -13,13 +13,34 @@
 //! maximum and the minimum). Every rank then takes the same decision from the same
 //! reduced values: if the operations, lengths or layouts differ, or any rank failed,
 //! every rank returns the same `Err` and nobody enters the big collective or changes
-//! anything. Only then comes the payload: one fused allreduce of the gradients, or rank
-//! 0's state. The control allreduce costs one small-message latency per step (5 us
-//! between two ranks on one host), next to a 1-2 ms gradient allreduce.
+//! anything. Only then comes the payload: the gradients, or rank 0's state. The control
+//! allreduce costs one small-message latency per step (5 us between two ranks on one
+//! host), next to a 1-2 ms gradient allreduce.
 //!
 //! When a rank failed, two more small collectives (the lowest failing rank and how many
 //! failed) and one broadcast (that rank's error message) give every rank the same
 //! [`Error::Distributed`].
+//!
+//! # Gradients: the large ones in place, the small ones fused
+//!
+//! A gradient field of at least `IN_PLACE_MIN` (32,768) values is summed in place in its own
+//! array (`MPI_Allreduce` with `MPI_IN_PLACE`), then scaled by 1/N in one pass that also
+//! checks that the mean is finite; the small fields and the loss are copied into one
+//! buffer (checked for finiteness as they are copied), summed in one allreduce, and
+//! copied back scaled. For M3 that is 3 allreduces and no copy of its 1.85M large
+//! values, where one fused buffer cost a copy in, Open MPI's own copy of the send buffer
+//! into the receive buffer, and a copy out (`docs/distributed.md`, "What it costs").
+//! Which field goes where depends on the layout only, so every rank makes the same
+//! calls. The verdict on the means (some field not finite: a NaN or an infinity on some
+//! rank, or a sum that overflows) is made common by one 8-byte allreduce, so every rank
+//! returns the same `Err` even with an MPI that handed ranks different bits.
+//!
+//! # Leaving
+//!
+//! Dropping a `World` of several ranks joins the next control allreduce as *leaving*: a
+//! rank that returns early makes the others' current call return an `Err` naming it
+//! (and every later one fail at once, with no collective), instead of hanging them.
+//! When every rank leaves together (the normal end), that is one small collective.
 
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_int, c_void};
@@ -145,11 +166,12 @@ enum Slot {
 
 /// Gradient fields of at least this many values are reduced in place, one allreduce each;
 /// smaller ones are copied into one fused buffer (with the loss) and reduced together.
-/// Per call, an allreduce costs about 8 us more than its bytes (1M floats in 128 calls
-/// took twice the time of one call, `../shared/design/research/mpi.md`), while copying a
-/// field in and out costs about 0.8 us per 1,000 values on this machine: in place pays
-/// from about 10k values, and 32k leaves a margin. M3 (784-1024-1024-10): `w1` and `w2`
-/// in place, the 4 others (12,298 values) fused: 3 allreduces.
+/// An allreduce call costs about 8 us beyond its bytes (1M floats in 128 calls took twice
+/// one call's time, `../shared/design/research/mpi.md`), while copying M3's 1.85M
+/// gradients into a fused buffer and back cost about 2 ms (1.1 us per 1,000 values,
+/// `docs/distributed.md`): in place pays from about 7,000 values, and 32,768 leaves a
+/// margin. M3 (784-1024-1024-10): `w1` and `w2` in place, the 4 others (12,298 values)
+/// fused: 3 allreduces.
 const IN_PLACE_MIN: usize = 1 << 15;
 
 impl World {
@@ -267,25 +289,34 @@ impl World {
         Ok(())
     }
 
-    /// Averages `gradients` over the ranks, in one fused allreduce, and returns the mean
-    /// of the ranks' losses; `local` is this rank's result of computing them (the loss,
-    /// or the error), e.g. `model.compute_gradients_into(x, y, &mut gradients)`.
+    /// Averages `gradients` over the ranks and returns the mean of the ranks' losses;
+    /// `local` is this rank's result of computing them (the loss, or the error), e.g.
+    /// `model.compute_gradients_into(x, y, &mut gradients)`. The large fields are summed
+    /// in place, the small ones (and the loss) in one fused buffer (see the module
+    /// documentation).
     ///
     /// Pass the local result instead of `?`-ing it first: a rank that returned early
     /// would leave the others waiting in this collective forever. If any rank's `local`
-    /// is an `Err`, or its gradients do not have the model's shapes, or hold a NaN or an
-    /// infinity, every rank returns the same [`Error::Distributed`] (naming the lowest
-    /// failing rank and its error) and `gradients` is left as it was, so that no rank
-    /// applies anything. If the ranks' gradients are of different models or layouts,
-    /// every rank returns the same [`Error::InvalidArgument`] before any buffer moves.
+    /// is an `Err`, or its gradients do not have the model's shapes, or a small (fused)
+    /// field holds a NaN or an infinity, every rank returns the same
+    /// [`Error::Distributed`] (naming the lowest failing rank and its error) before any
+    /// gradient moves, and `gradients` is left as it was. If the ranks' gradients are of
+    /// different models or layouts, every rank returns the same
+    /// [`Error::InvalidArgument`], also before. If the mean of a field is not finite (a
+    /// NaN or an infinity in a large field of some rank, which poisons the sum, or finite
+    /// values whose sum overflows), every rank returns the same [`Error::NonFinite`]
+    /// naming the first such field, and `gradients` holds that non-finite mean. In every
+    /// case no rank has applied anything (and `apply_gradients` refuses non-finite
+    /// gradients too).
     ///
     /// On success `gradients` holds the mean over the ranks (identical bits on every rank:
     /// one reduction, whose result MPI distributes), so `apply_gradients` keeps the
     /// replicas identical. With equal shards of a mean loss, that is the gradient one
     /// process computes on the whole batch, to float rounding.
     ///
-    /// The fused buffers live in `World` and are reused: no allocation per step after the
-    /// first (or after a change of model).
+    /// The fused buffer lives in `World` and is reused: no allocation per step after the
+    /// first (or after a change of model; or, once, the first time a large field is not
+    /// contiguous in standard order, which goes through a staging buffer).
     pub fn allreduce_mean<G: Gradients>(&self, gradients: &mut G, local: Result<f32>) -> Result<f32> {
         let hash = layout_hash::<G>();
         let mut fused = self.fused.borrow_mut();
