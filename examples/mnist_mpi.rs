@@ -15,9 +15,11 @@
 //! (As root, add `--allow-run-as-root`.) Rank 0 prints. `--bench` times the M3 step of
 //! the README's benchmarks on random data with 256 rows per rank: its parts (gradients,
 //! `allreduce_mean`, the update) per rank, the raw allreduce of the same buffer, and, on
-//! one rank, the fused single-process `train_step` too; `--steps N` sets the step count.
-//! `MODELC_MPI_BENCH_SYNC=1` adds a barrier before each allreduce, timed on its own, so
-//! that the allreduce's time is its own and not the wait for a slower rank.
+//! one rank, the fused single-process `train_step` too, each as the mean and (in
+//! brackets) the median over the steps, which a busy host disturbs least; `--steps N`
+//! sets the step count. `MODELC_MPI_BENCH_SYNC=1` adds a barrier before each allreduce,
+//! timed on its own, so that the allreduce's time is its own and not the wait for a
+//! slower rank.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -173,84 +175,99 @@ fn bench(world: &World, steps: u64) -> Result<(), Box<dyn std::error::Error>> {
     let x = Array2::from_shape_fn((rows, 784), |(i, j)| ((i * 31 + j * 17 + world.rank() * 7) % 97) as f32 / 97.0);
     let y = Array2::from_shape_fn((rows, 10), |(i, j)| f32::from(u8::from(j == i % 10)));
     let mut g = M3Gradients::zeros();
-    let mut parts = [Duration::ZERO; 4];
+    // Per step: the whole step and its parts (gradients, barrier, allreduce_mean, apply),
+    // in ms; the medians are what a busy host disturbs least.
+    let mut per_step: Vec<[f64; 5]> = Vec::with_capacity(steps as usize);
     // With `sync`, a barrier before the allreduce takes the ranks' skew (one rank's
     // gradients finishing later) out of the allreduce's time, into its own.
     let sync = std::env::var_os("MODELC_MPI_BENCH_SYNC").is_some();
-    let run = |model: &mut M3, g: &mut M3Gradients, parts: &mut [Duration; 4]| -> modelc::Result<()> {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let run = |model: &mut M3, g: &mut M3Gradients| -> modelc::Result<[f64; 5]> {
         let t0 = Instant::now();
         let local = model.compute_gradients_into(x.view(), y.view(), g);
         let t1 = Instant::now();
         if sync {
-            world.barrier();
+            world.barrier()?;
         }
         let t2 = Instant::now();
         world.allreduce_mean(g, local)?;
         let t3 = Instant::now();
         model.apply_gradients(g)?;
         let t4 = Instant::now();
-        for (p, d) in parts.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
-            *p += d;
-        }
-        Ok(())
+        Ok([ms(t4 - t0), ms(t1 - t0), ms(t2 - t1), ms(t3 - t2), ms(t4 - t3)])
     };
     // Warm-up: workspaces, fused buffers, caches.
     for _ in 0..5 {
-        run(&mut model, &mut g, &mut [Duration::ZERO; 4])?;
+        run(&mut model, &mut g)?;
     }
-    world.barrier();
+    world.barrier()?;
     let start = Instant::now();
     for _ in 0..steps {
-        run(&mut model, &mut g, &mut parts)?;
+        per_step.push(run(&mut model, &mut g)?);
     }
-    let total = start.elapsed();
-    // The raw MPI allreduce of a buffer of the same length, without the packing and the
-    // checks around it.
+    let total = ms(start.elapsed()) / steps as f64;
+    // The raw MPI allreduce of a buffer of the same length (send and receive buffers),
+    // without the checks around it.
     let n = M3::PARAMETERS + 1;
     let (send, mut recv) = (vec![1f32; n], vec![0f32; n]);
-    world.barrier();
-    let t = Instant::now();
+    let mut raw = Vec::with_capacity(steps as usize);
+    world.barrier()?;
     for _ in 0..steps {
-        world.communicator().all_reduce_into(&send[..], &mut recv[..], SystemOperation::sum());
-    }
-    let raw = t.elapsed();
-    // One process's best: the fused `train_step` (SGD's updates inside the products).
-    let fused = if world.size() == 1 {
         let t = Instant::now();
+        world.communicator().all_reduce_into(&send[..], &mut recv[..], SystemOperation::sum());
+        raw.push(ms(t.elapsed()));
+    }
+    // One process's best: the fused `train_step` (SGD's updates inside the products).
+    let mut fused = Vec::new();
+    if world.size() == 1 {
         for _ in 0..steps {
+            let t = Instant::now();
             model.train_step(x.view(), y.view())?;
+            fused.push(ms(t.elapsed()));
         }
-        Some(t.elapsed())
-    } else {
-        None
-    };
-    let ms = |d: Duration| d.as_secs_f64() * 1e3 / steps as f64;
-    let times = gather(world, [ms(total), ms(parts[0]), ms(parts[1]), ms(parts[2]), ms(parts[3]), ms(raw)]);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let column = |i: usize| per_step.iter().map(|p| p[i]).collect::<Vec<f64>>();
+    let (means, medians): (Vec<f64>, Vec<f64>) = (0..5).map(|i| (mean(&column(i)), median(column(i)))).unzip();
+    let mine =
+        [total, medians[0], means[1], medians[1], means[2], means[3], medians[3], means[4], mean(&raw), median(raw)];
+    let times = gather(world, mine);
     if world.is_root() {
         println!(
-            "M3 (784-1024-1024-10, {} params), {rows} rows per rank, {} ranks, {steps} steps",
+            "M3 (784-1024-1024-10, {} params), {rows} rows per rank, {} ranks, {steps} steps (mean, median in brackets)",
             M3::PARAMETERS,
             world.size()
         );
-        for (rank, [step, grad, wait, reduce, apply, raw]) in times.iter().enumerate() {
+        for (rank, [step, step_med, grad, grad_med, wait, reduce, reduce_med, apply, raw, raw_med]) in
+            times.iter().enumerate()
+        {
             let wait = if sync { format!(", barrier {wait:.3}") } else { String::new() };
             println!(
-                "rank {rank}: {step:.3} ms per step: gradients {grad:.3}{wait}, allreduce_mean {reduce:.3} (raw MPI \
-                 allreduce {raw:.3}), apply {apply:.3}; {:.0} rows/s per rank",
+                "rank {rank}: {step:.3} ms per step [{step_med:.3}]: gradients {grad:.3} [{grad_med:.3}]{wait}, \
+                 allreduce_mean {reduce:.3} [{reduce_med:.3}] (raw MPI allreduce {raw:.3} [{raw_med:.3}]), apply \
+                 {apply:.3}; {:.0} rows/s per rank",
                 rows as f64 * 1e3 / step
             );
         }
         let slowest = times.iter().map(|t| t[0]).fold(0.0, f64::max);
-        println!("job: {:.0} rows/s", (rows * world.size()) as f64 * 1e3 / slowest);
-        if let Some(f) = fused {
+        let slowest_med = times.iter().map(|t| t[1]).fold(0.0, f64::max);
+        let job = |ms: f64| (rows * world.size()) as f64 * 1e3 / ms;
+        println!("job: {:.0} rows/s [{:.0} at the median step]", job(slowest), job(slowest_med));
+        if !fused.is_empty() {
+            let (m, med) = (mean(&fused), median(fused));
             println!(
-                "one process, fused train_step: {:.3} ms per step, {:.0} rows/s",
-                ms(f),
-                rows as f64 * 1e3 / ms(f)
+                "one process, fused train_step: {m:.3} ms per step [{med:.3}], {:.0} rows/s [{:.0}]",
+                rows as f64 * 1e3 / m,
+                rows as f64 * 1e3 / med
             );
         }
     }
     Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Every rank's `values`, on every rank (rank order).

@@ -122,6 +122,40 @@ model! {
 }
 
 model! {
+    /// A first layer of 32,768 weights: `w1` is reduced in place (its own allreduce, its
+    /// finiteness checked in the mean), the other fields packed together.
+    pub struct Wide {
+        input x: [batch, 256];
+        input y: [batch, 4];
+        param w1: [256, 128] = glorot_uniform;
+        param b1: [128] = constant(0.05);
+        param w2: [128, 4] = glorot_uniform;
+        param b2: [4] = zeros;
+        let h = relu(matmul(x, w1) + b1);
+        loss l = mean(softmax_cross_entropy(matmul(h, w2) + b2, y));
+        optimizer sgd(learning_rate = 0.3);
+    }
+}
+
+model! {
+    /// `Wide` with Adam. (With dropout too, 5 steps differed by 8.0e-5 from one process,
+    /// with every field packed as well as with `w1` in place: Adam's division by
+    /// sqrt(v) amplifies the rounding of near-zero gradients there; the same model with
+    /// SGD and dropout agreed to 3.8e-8, so the masks are right.)
+    pub struct WideAdam {
+        input x: [batch, 256];
+        input y: [batch, 4];
+        param w1: [256, 128] = glorot_uniform;
+        param b1: [128] = constant(0.05);
+        param w2: [128, 4] = glorot_uniform;
+        param b2: [4] = zeros;
+        let h = relu(matmul(x, w1) + b1);
+        loss l = mean(softmax_cross_entropy(matmul(h, w2) + b2, y));
+        optimizer adam(learning_rate = 0.02);
+    }
+}
+
+model! {
     /// Integer labels: an out-of-range one is an `Error::Index`.
     pub struct Sparse {
         input x: [batch, 8];
@@ -136,12 +170,17 @@ model! {
 /// The global batch of step `step`: `n` rows of 8 features in [-1, 1], one-hot labels of
 /// a fixed rule (so the model can learn something).
 fn batch(step: u64, n: usize) -> (Array2<f32>, Array2<f32>) {
+    batch_of(step, n, 8)
+}
+
+/// [`batch`] with `width` features.
+fn batch_of(step: u64, n: usize, width: usize) -> (Array2<f32>, Array2<f32>) {
     let mut s = 0x9e37_79b9_7f4a_7c15u64 ^ step.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     let mut next = move || {
         s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     };
-    let x = Array2::from_shape_fn((n, 8), |_| next());
+    let x = Array2::from_shape_fn((n, width), |_| next());
     let mut y = Array2::zeros((n, 4));
     for (i, row) in x.rows().into_iter().enumerate() {
         let class = usize::from(row[0] + row[1] > 0.0) * 2 + usize::from(row[2] - row[3] > 0.0);
@@ -303,6 +342,24 @@ mod with_mpi {
     }
 
     #[test]
+    fn a_bad_gradient_reduced_in_place_fails_the_step_on_every_rank() {
+        passes("in_place_failures");
+    }
+
+    #[test]
+    fn a_rank_that_leaves_early_makes_the_others_fail_instead_of_hanging() {
+        let (out, took) = run("leave", 2, 60);
+        let all = text(&out);
+        println!("leave: {:?} after {took:.1?}\n{all}", out.status);
+        assert!(!matches!(out.status.code(), Some(124 | 137)), "the job hung:\n{all}");
+        assert!(out.status.success(), "{all}");
+        assert!(took < Duration::from_secs(20), "the job took {took:?} to end:\n{all}");
+        for rank in 0..2 {
+            assert!(all.contains(&format!("rank {rank}: leave done")), "rank {rank} did not finish:\n{all}");
+        }
+    }
+
+    #[test]
     fn a_panicking_rank_ends_the_job_in_seconds() {
         let (out, took) = run("panic", 2, 60);
         let all = text(&out);
@@ -345,6 +402,8 @@ mod with_mpi {
             "equivalence" => equivalence(&world),
             "resume" => resume(&world),
             "failures" => failures(&world),
+            "in_place_failures" => in_place_failures(&world),
+            "leave" => return leave(world),
             "panic" => panic_on_rank_1(&world),
             "panic_thread" => {
                 // A worker thread's panic (as a rayon worker's would be): the hook ends
@@ -389,8 +448,14 @@ mod with_mpi {
     const PER_RANK: usize = 8;
 
     macro_rules! equivalence_case {
-        ($world:expr, $Model:ident, $Grads:ident) => {{
+        ($world:expr, $Model:ident, $Grads:ident) => {
+            equivalence_case!($world, $Model, $Grads, 8, false)
+        };
+        // `width` features; with `fortran`, rank 1's `w1` gradient is column-major (its
+        // values reach `allreduce_mean` in another memory order than rank 0's).
+        ($world:expr, $Model:ident, $Grads:ident, $width:expr, $fortran:expr) => {{
             let world: &World = $world;
+            let fortran: bool = $fortran && world.rank() == 1;
             let n = world.size();
             // Rank 0's seed wins: the others start elsewhere to show the broadcast.
             let mut m = $Model::with_seed(if world.is_root() { 1 } else { 100 + world.rank() as u64 });
@@ -398,14 +463,20 @@ mod with_mpi {
             let mut single = $Model::with_seed(1);
             assert_eq!(params!(m), params!(single));
             let (mut g, mut gs) = ($Grads::zeros(), $Grads::zeros());
+            if fortran {
+                use modelc::ndarray::ShapeBuilder;
+                g.w1 = Array2::zeros(g.w1.raw_dim().f());
+            }
             let mut max_loss_diff = 0f32;
             for step in 0..STEPS {
-                let (x, y) = batch(step, PER_RANK * n);
+                let (x, y) = batch_of(step, PER_RANK * n, $width);
                 let before = allocations();
                 let local = m.compute_gradients_into(world.shard(x.view()).unwrap(), world.shard(y.view()).unwrap(), &mut g);
+                assert_eq!(g.w1.is_standard_layout(), !fortran);
                 let loss = world.allreduce_mean(&mut g, local).unwrap();
                 m.apply_gradients(&g).unwrap();
-                if step > 0 {
+                // (apply_gradients copies a column-major gradient into standard order.)
+                if step > 0 && !fortran {
                     let n = allocations() - before;
                     assert_eq!(n, 0, "{}: step {step} allocated {n} times", stringify!($Model));
                 }
@@ -431,6 +502,10 @@ mod with_mpi {
         equivalence_case!(world, AdamNet, AdamNetGradients);
         equivalence_case!(world, SgdDrop, SgdDropGradients);
         equivalence_case!(world, AdamDrop, AdamDropGradients);
+        // `w1` reduced in place (and through the staging buffer where it is column-major).
+        equivalence_case!(world, Wide, WideGradients, 256, false);
+        equivalence_case!(world, WideAdam, WideAdamGradients, 256, false);
+        equivalence_case!(world, Wide, WideGradients, 256, true);
     }
 
     fn step(world: &World, m: &mut AdamDrop, g: &mut AdamDropGradients) {
@@ -453,7 +528,7 @@ mod with_mpi {
             }
             step(world, &mut m, &mut g);
         }
-        world.barrier();
+        world.barrier().unwrap();
         // A fresh job: other seeds everywhere, rank 0 loads the checkpoint, broadcast.
         let mut r = AdamDrop::with_seed(1000 + world.rank() as u64);
         if world.is_root() {
@@ -580,6 +655,96 @@ mod with_mpi {
         m.apply_gradients(&g).unwrap();
         assert_eq!(m.global_step(), 1);
         same_everywhere(world, "the params after the good step", &bits(&params!(m)));
+    }
+
+    /// A field reduced in place is checked in its mean: a NaN on one rank, or finite
+    /// values whose sum overflows, fail the step with the same `NonFinite` on every rank,
+    /// and nothing is applied.
+    fn in_place_failures(world: &World) {
+        let one = world.rank() == 1;
+        let mut m = Wide::with_seed(5);
+        world.broadcast_params(&mut m).unwrap();
+        let mut g = WideGradients::zeros();
+        let (x, y) = batch_of(0, 16, 256);
+        let (xs, ys) = (world.shard(x.view()).unwrap(), world.shard(y.view()).unwrap());
+        let before = (params!(m), m.global_step());
+
+        // A NaN in rank 1's batch: every gradient is poisoned; `w1` (in place) is the
+        // first field, so the error names it, in the mean.
+        let mut xn = xs.to_owned();
+        if one {
+            xn[[2, 3]] = f32::NAN;
+        }
+        let local = m.compute_gradients_into(xn.view(), ys, &mut g);
+        assert!(local.is_ok());
+        let r = world.allreduce_mean(&mut g, local);
+        fails_everywhere(world, "a NaN in an in-place field", "param `w1`: the mean of the 2 ranks' gradients", r);
+
+        // Finite gradients whose sum overflows (the old code applied an infinite mean).
+        let local = m.compute_gradients_into(xs, ys, &mut g);
+        g.w1[[7, 9]] = f32::MAX;
+        let r = world.allreduce_mean(&mut g, local);
+        fails_everywhere(world, "an overflowing in-place field", "param `w1`: the mean of the 2 ranks' gradients", r);
+
+        // The same in a packed field: finite on each rank (so not caught before), its sum
+        // is not.
+        let local = m.compute_gradients_into(xs, ys, &mut g);
+        g.b1[3] = -f32::MAX;
+        let r = world.allreduce_mean(&mut g, local);
+        fails_everywhere(world, "an overflowing packed field", "param `b1`: the mean of the 2 ranks' gradients", r);
+
+        // A NaN in a packed field only (set after the gradients): caught before the
+        // reduction, naming the rank.
+        let local = m.compute_gradients_into(xs, ys, &mut g);
+        if one {
+            g.b2[1] = f32::NAN;
+        }
+        let r = world.allreduce_mean(&mut g, local);
+        fails_everywhere(world, "a NaN in a packed field", "param `b2`: its gradient on rank 1 has a NaN", r);
+
+        // Nothing was applied; a good step works and keeps the ranks equal.
+        assert_eq!((params!(m), m.global_step()), before);
+        let local = m.compute_gradients_into(xs, ys, &mut g);
+        world.allreduce_mean(&mut g, local).unwrap();
+        m.apply_gradients(&g).unwrap();
+        assert_eq!(m.global_step(), 1);
+        same_everywhere(world, "the params after the good step", &bits(&params!(m)));
+    }
+
+    /// Rank 1 leaves after 2 steps (drops its `World`, as an early return would); rank 0,
+    /// still training, gets an error naming it instead of hanging, and every later call
+    /// fails at once.
+    fn leave(world: World) {
+        let mut m = SgdNet::with_seed(3);
+        world.broadcast_params(&mut m).unwrap();
+        let mut g = SgdNetGradients::zeros();
+        for step in 0..5 {
+            if step == 2 && world.rank() == 1 {
+                println!("rank 1: leave done");
+                drop(world);
+                return;
+            }
+            let (x, y) = batch(step, 16);
+            let local =
+                m.compute_gradients_into(world.shard(x.view()).unwrap(), world.shard(y.view()).unwrap(), &mut g);
+            match world.allreduce_mean(&mut g, local) {
+                Ok(_) => m.apply_gradients(&g).unwrap(),
+                Err(e) => {
+                    let s = e.to_string();
+                    println!("rank {}: step {step}: {s}", world.rank());
+                    assert_eq!(step, 2);
+                    assert!(matches!(e, Error::Distributed { rank: 1, failed: 1, ranks: 2, .. }), "{s}");
+                    assert!(s.contains("rank 1 left the job"), "{s}");
+                    break;
+                }
+            }
+        }
+        assert_eq!(m.global_step(), 2);
+        // No collective can complete now: every call fails at once.
+        let e = world.agree(Ok(())).unwrap_err().to_string();
+        assert!(e.contains("another rank has left the job"), "{e}");
+        assert!(world.barrier().is_err());
+        println!("rank {}: leave done", world.rank());
     }
 
     fn panic_on_rank_1(world: &World) {

@@ -13,15 +13,37 @@
 //! maximum and the minimum). Every rank then takes the same decision from the same
 //! reduced values: if the operations, lengths or layouts differ, or any rank failed,
 //! every rank returns the same `Err` and nobody enters the big collective or changes
-//! anything. Only then comes the payload: one fused allreduce of the gradients, or rank
-//! 0's state. The control allreduce costs one small-message latency per step (5 us
-//! between two ranks on one host), next to a 1-2 ms gradient allreduce.
+//! anything. Only then comes the payload: the gradients, or rank 0's state. The control
+//! allreduce costs one small-message latency per step (5 us between two ranks on one
+//! host), next to a 1-2 ms gradient allreduce.
 //!
 //! When a rank failed, two more small collectives (the lowest failing rank and how many
 //! failed) and one broadcast (that rank's error message) give every rank the same
 //! [`Error::Distributed`].
+//!
+//! # Gradients: the large ones in place, the small ones fused
+//!
+//! A gradient field of at least `IN_PLACE_MIN` (32,768) values is summed in place in its own
+//! array (`MPI_Allreduce` with `MPI_IN_PLACE`), then scaled by 1/N in one pass that also
+//! checks that the mean is finite; the small fields and the loss are copied into one
+//! buffer (checked for finiteness as they are copied), summed in one allreduce, and
+//! copied back scaled. For M3 that is 3 allreduces and no copy of its 1.85M large
+//! values, where one fused buffer cost a copy in, Open MPI's own copy of the send buffer
+//! into the receive buffer, and a copy out (`docs/distributed.md`, "What it costs").
+//! Which field goes where depends on the layout only, so every rank makes the same
+//! calls. The verdict on the means (some field not finite: a NaN or an infinity on some
+//! rank, or a sum that overflows) is made common by one 8-byte allreduce, so every rank
+//! returns the same `Err` even with an MPI that handed ranks different bits.
+//!
+//! # Leaving
+//!
+//! Dropping a `World` of several ranks joins the next control allreduce as *leaving*: a
+//! rank that returns early makes the others' current call return an `Err` naming it
+//! (and every later one fail at once, with no collective), instead of hanging them.
+//! When every rank leaves together (the normal end), that is one small collective.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::ffi::{c_int, c_void};
 use std::ops::Range;
 use std::panic;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -30,6 +52,7 @@ use std::thread::{self, ThreadId};
 
 use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
+use mpi::ffi;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use mpi::Threading;
@@ -45,6 +68,10 @@ enum Op {
     Allreduce = 1,
     Broadcast = 2,
     Agree = 3,
+    Barrier = 4,
+    /// A `World` being dropped: the highest code, so that every rank of a control
+    /// allreduce sees whether one is leaving.
+    Leave = 5,
 }
 
 impl Op {
@@ -53,6 +80,8 @@ impl Op {
             1 => "allreduce_mean",
             2 => "broadcast_params",
             3 => "agree",
+            4 => "barrier",
+            5 => "leaving (its `World` dropped)",
             _ => "an unknown operation",
         }
     }
@@ -103,6 +132,9 @@ pub struct World {
     rank: usize,
     size: usize,
     fused: RefCell<Fused>,
+    /// Set when another rank left the job (dropped its `World`) while this one called
+    /// `World`: no collective can complete any more, so every call fails at once.
+    peer_left: Cell<bool>,
 }
 
 /// The persistent buffers of `allreduce_mean`, sized for the last layout reduced (no
@@ -111,11 +143,36 @@ pub struct World {
 struct Fused {
     /// The layout these buffers are for (its hash).
     layout: Option<u64>,
-    /// Where each field starts in the buffer, and the total length last.
-    offsets: Vec<usize>,
-    send: Vec<f32>,
-    recv: Vec<f32>,
+    /// Where each field goes, in layout order.
+    slots: Vec<Slot>,
+    /// The number of gradient values (the control allreduce's payload length).
+    total: usize,
+    /// The fields reduced together (each `Slot::Packed` range), then the loss.
+    small: Vec<f32>,
+    /// A field reduced in place whose array is not contiguous in standard order goes
+    /// through this (sized for the largest one met; empty until one is).
+    staging: Vec<f32>,
 }
+
+/// How `allreduce_mean` moves one gradient field. Decided from the layout alone, so the
+/// same on every rank (their layout hashes match before any payload moves).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    /// At least [`IN_PLACE_MIN`] values: its own allreduce, in place in the field.
+    InPlace,
+    /// Packed into `Fused::small` at this range, with the other small fields.
+    Packed(usize, usize),
+}
+
+/// Gradient fields of at least this many values are reduced in place, one allreduce each;
+/// smaller ones are copied into one fused buffer (with the loss) and reduced together.
+/// An allreduce call costs about 8 us beyond its bytes (1M floats in 128 calls took twice
+/// one call's time, `../shared/design/research/mpi.md`), while copying M3's 1.85M
+/// gradients into a fused buffer and back cost about 2 ms (1.1 us per 1,000 values,
+/// `docs/distributed.md`): in place pays from about 7,000 values, and 32,768 leaves a
+/// margin. M3 (784-1024-1024-10): `w1` and `w2` in place, the 4 others (12,298 values)
+/// fused: 3 allreduces.
+const IN_PLACE_MIN: usize = 1 << 15;
 
 impl World {
     /// Initializes MPI (`MPI_Init_thread`, funneled) and returns its world. Under
@@ -143,7 +200,14 @@ impl World {
         if size > 1 {
             arm_abort_on_panic(rank);
         }
-        Ok(World { comm, _universe: universe, rank, size, fused: RefCell::new(Fused::default()) })
+        Ok(World {
+            comm,
+            _universe: universe,
+            rank,
+            size,
+            fused: RefCell::new(Fused::default()),
+            peer_left: Cell::new(false),
+        })
     }
 
     /// This process's rank, `0..size()`.
@@ -167,9 +231,11 @@ impl World {
         &self.comm
     }
 
-    /// Waits until every rank has called it.
-    pub fn barrier(&self) {
-        self.comm.barrier();
+    /// Waits until every rank has called it (a control allreduce: see the module
+    /// documentation), so it fails like every `World` call instead of hanging when
+    /// another rank calls something else or has left.
+    pub fn barrier(&self) -> Result<()> {
+        self.control(Op::Barrier, 0, 0, None)
     }
 
     /// Makes every rank's `model` rank 0's: its params, every optimizer slot, the global
@@ -223,53 +289,135 @@ impl World {
         Ok(())
     }
 
-    /// Averages `gradients` over the ranks, in one fused allreduce, and returns the mean
-    /// of the ranks' losses; `local` is this rank's result of computing them (the loss,
-    /// or the error), e.g. `model.compute_gradients_into(x, y, &mut gradients)`.
+    /// Averages `gradients` over the ranks and returns the mean of the ranks' losses;
+    /// `local` is this rank's result of computing them (the loss, or the error), e.g.
+    /// `model.compute_gradients_into(x, y, &mut gradients)`. The large fields are summed
+    /// in place, the small ones (and the loss) in one fused buffer (see the module
+    /// documentation).
     ///
     /// Pass the local result instead of `?`-ing it first: a rank that returned early
     /// would leave the others waiting in this collective forever. If any rank's `local`
-    /// is an `Err`, or its gradients do not have the model's shapes, or hold a NaN or an
-    /// infinity, every rank returns the same [`Error::Distributed`] (naming the lowest
-    /// failing rank and its error) and `gradients` is left as it was, so that no rank
-    /// applies anything. If the ranks' gradients are of different models or layouts,
-    /// every rank returns the same [`Error::InvalidArgument`] before any buffer moves.
+    /// is an `Err`, or its gradients do not have the model's shapes, or a small (fused)
+    /// field holds a NaN or an infinity, every rank returns the same
+    /// [`Error::Distributed`] (naming the lowest failing rank and its error) before any
+    /// gradient moves, and `gradients` is left as it was. If the ranks' gradients are of
+    /// different models or layouts, every rank returns the same
+    /// [`Error::InvalidArgument`], also before. If the mean of a field is not finite (a
+    /// NaN or an infinity in a large field of some rank, which poisons the sum, or finite
+    /// values whose sum overflows), every rank returns the same [`Error::NonFinite`]
+    /// naming the first such field, and `gradients` holds that non-finite mean. In every
+    /// case no rank has applied anything (and `apply_gradients` refuses non-finite
+    /// gradients too).
     ///
     /// On success `gradients` holds the mean over the ranks (identical bits on every rank:
     /// one reduction, whose result MPI distributes), so `apply_gradients` keeps the
     /// replicas identical. With equal shards of a mean loss, that is the gradient one
     /// process computes on the whole batch, to float rounding.
     ///
-    /// The fused buffers live in `World` and are reused: no allocation per step after the
-    /// first (or after a change of model).
+    /// The fused buffer lives in `World` and is reused: no allocation per step after the
+    /// first (or after a change of model; or, once, the first time a large field is not
+    /// contiguous in standard order, which goes through a staging buffer).
     pub fn allreduce_mean<G: Gradients>(&self, gradients: &mut G, local: Result<f32>) -> Result<f32> {
         let hash = layout_hash::<G>();
         let mut fused = self.fused.borrow_mut();
         // A layout too large to address is this rank's failure, reported through the
         // control allreduce like any other (returning here would hang the others).
         let sized = if fused.layout != Some(hash) { fused.resize_for::<G>(hash, self.size > 1) } else { Ok(()) };
-        let Fused { offsets, send, recv, .. } = &mut *fused;
-        let n = offsets.last().copied().unwrap_or(0);
-        // Pack (copying only with several ranks), checking shapes and finiteness.
-        let copy = self.size > 1;
-        let dst = if copy { &mut send[..n] } else { &mut [][..] };
-        let local = sized.and(local).and_then(|loss| pack(gradients, offsets, dst, copy, self.rank).map(|()| loss));
+        let Fused { slots, total, small, staging, .. } = &mut *fused;
+        let n = *total;
+        // Shapes everywhere; the packed fields copied (with several ranks) and checked
+        // for finiteness here, so that their rank is named; the in-place ones are checked
+        // in their mean below (or here, in a world of one).
+        let several = self.size > 1;
+        let local = sized
+            .and(local)
+            .and_then(|loss| check_and_pack(gradients, slots, small, several, self.rank).map(|()| loss));
         let failure = local.as_ref().err().map(ToString::to_string);
         self.control(Op::Allreduce, n as u64, hash, failure.as_deref())?;
         let loss = match local {
             Ok(loss) => loss,
             Err(_) => unreachable!("control() returned Err: this rank failed"),
         };
-        if self.size == 1 {
+        if !several {
             return Ok(loss);
         }
-        send[n] = loss;
-        for (s, r) in send.chunks(MAX_COUNT).zip(recv.chunks_mut(MAX_COUNT)) {
-            self.comm.all_reduce_into(s, r, SystemOperation::sum());
-        }
         let scale = 1.0 / self.size as f32;
-        unpack(gradients, offsets, &recv[..n], scale);
-        Ok(recv[n] * scale)
+        // The large fields, each in place in its own array, scaled and checked in one
+        // pass after its allreduce; then the packed ones and the loss, in one.
+        let mut bad: Option<usize> = None;
+        gradients.visit_mut(&mut |i, mut v| {
+            if slots.get(i) != Some(&Slot::InPlace) {
+                return;
+            }
+            let finite = match v.as_slice_mut() {
+                Some(values) => {
+                    sum_in_place(&self.comm, values);
+                    scale_checked(values, scale)
+                }
+                None => {
+                    // Not contiguous in standard order (a field replaced by a transposed
+                    // array): through `staging`, in logical order like every rank.
+                    if staging.len() < v.len() {
+                        staging.resize(v.len(), 0.0);
+                    }
+                    let stage = &mut staging[..v.len()];
+                    for (s, &x) in stage.iter_mut().zip(v.iter()) {
+                        *s = x;
+                    }
+                    sum_in_place(&self.comm, stage);
+                    let finite = scale_checked(stage, scale);
+                    for (x, &s) in v.iter_mut().zip(stage.iter()) {
+                        *x = s;
+                    }
+                    finite
+                }
+            };
+            if !finite && bad.is_none() {
+                bad = Some(i);
+            }
+        });
+        let last = small.len() - 1;
+        small[last] = loss;
+        sum_in_place(&self.comm, small);
+        gradients.visit_mut(&mut |i, mut v| {
+            let Some(&Slot::Packed(start, end)) = slots.get(i) else { return };
+            let src = &small[start..end];
+            let finite = match v.as_slice_mut() {
+                Some(dst) => copy_scaled_checked(src, dst, scale),
+                None => {
+                    let mut ok = true;
+                    for (d, &s) in v.iter_mut().zip(src) {
+                        *d = s * scale;
+                        ok &= d.is_finite();
+                    }
+                    ok
+                }
+            };
+            // Finite on every rank, so this is an overflow of their sum.
+            if !finite && bad.is_none_or(|b| i < b) {
+                bad = Some(i);
+            }
+        });
+        // Every rank checked the same mean, but the verdict is made common by
+        // construction (one 8-byte allreduce: the lowest non-finite field of any rank)
+        // rather than by trusting that MPI hands every rank the same bits.
+        let mine = [bad.map_or(0, |i| u64::MAX - i as u64)];
+        let mut worst = [0u64];
+        self.comm.all_reduce_into(&mine[..], &mut worst[..], SystemOperation::max());
+        if worst[0] != 0 {
+            let i = usize::try_from(u64::MAX - worst[0]).unwrap_or(0);
+            let param = G::LAYOUT.get(i).map_or("?", |f| f.0);
+            return Err(Error::NonFinite {
+                param,
+                detail: format!(
+                    "the mean of the {} ranks' gradients has a NaN or an infinity (a rank's gradient has, or \
+                     their sum overflows), on every rank; no rank applied this step, and the gradients hold \
+                     that mean",
+                    self.size
+                ),
+            });
+        }
+        Ok(small[last] * scale)
     }
 
     /// Makes the ranks agree on a result each computed on its own (loading its data, a
@@ -324,11 +472,32 @@ impl World {
                 Some(message) => Err(Error::Distributed { rank: 0, failed: 1, ranks: 1, message: message.to_string() }),
             };
         }
+        if self.peer_left.get() {
+            return Err(Error::InvalidArgument(format!(
+                "another rank has left the job (see the earlier error), so {} cannot complete: end this rank too",
+                Op::name(op as u64)
+            )));
+        }
         let failed = u64::from(failure.is_some());
         let mine = [op as u64, len, hash, failed, !(op as u64), !len, !hash, !failed];
         let mut max = [0u64; 8];
         self.comm.all_reduce_into(&mine[..], &mut max[..], SystemOperation::max());
         let min = |i: usize| !max[i + 4];
+        if max[0] == Op::Leave as u64 {
+            // Every rank leaving is the normal end of a job. Some leaving while others
+            // call `World`: the leavers' message (their failure) reaches everyone through
+            // the same details a failed step uses, then the others are told that the job
+            // lost ranks (every later call fails at once, with no collective).
+            if min(0) == Op::Leave as u64 {
+                return Ok(());
+            }
+            let leaving = if op == Op::Leave { failure } else { None };
+            let e = self.failure_details(leaving);
+            if op != Op::Leave {
+                self.peer_left.set(true);
+            }
+            return Err(e);
+        }
         if max[0] != min(0) {
             return Err(Error::InvalidArgument(format!(
                 "the ranks called different operations at once ({} and {}): every rank must make the same \
@@ -387,6 +556,19 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
+        // Join the other ranks' next control allreduce as "leaving", so that a rank that
+        // returns early (or ends its loop sooner) makes the others' current `World` call
+        // fail instead of hanging them; when every rank leaves together, this is one
+        // small collective at the end of the job. Not after a peer left (it would wait
+        // for that peer forever), nor in a world of one.
+        if self.size > 1 && !self.peer_left.get() {
+            let message = format!(
+                "rank {} left the job (its `World` was dropped: an early return, or a loop that ended sooner) \
+                 while other ranks still called `World`",
+                self.rank
+            );
+            let _ = self.control(Op::Leave, 0, 0, Some(&message));
+        }
         // After MPI_Finalize a panic must unwind as usual (there is no MPI to abort).
         HOOK_ARMED.store(false, Ordering::SeqCst);
     }
@@ -399,53 +581,68 @@ impl std::fmt::Debug for World {
 }
 
 impl Fused {
-    /// Sizes the buffers for `G`'s layout (once per model type in a row); a world of
-    /// one copies nothing and keeps no buffers (`buffers` false).
+    /// Plans and sizes the buffers for `G`'s layout (once per model type in a row); a
+    /// world of one copies nothing and keeps no buffers (`buffers` false).
     fn resize_for<G: Gradients>(&mut self, hash: u64, buffers: bool) -> Result<()> {
         // Forget the old layout first: on `Err` the buffers fit no layout.
         self.layout = None;
-        self.offsets.clear();
-        let mut offsets = Vec::with_capacity(G::LAYOUT.len() + 1);
-        let mut total = 0usize;
+        self.slots.clear();
+        let mut slots = Vec::with_capacity(G::LAYOUT.len());
+        let (mut total, mut packed) = (0usize, 0usize);
         for (name, dims) in G::LAYOUT {
-            offsets.push(total);
             let len = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
             total = len.and_then(|l| total.checked_add(l)).ok_or_else(|| {
                 Error::InvalidArgument(format!("gradient `{name}` of model `{}` does not fit in memory", G::MODEL))
             })?;
+            let len = len.unwrap_or(0);
+            if len >= IN_PLACE_MIN {
+                slots.push(Slot::InPlace);
+            } else {
+                slots.push(Slot::Packed(packed, packed + len));
+                packed += len;
+            }
         }
-        offsets.push(total);
-        // The gradients, then the loss.
-        let len = if buffers { total + 1 } else { 0 };
-        self.send = vec![0.0; len];
-        self.recv = vec![0.0; len];
-        self.offsets = offsets;
+        // The packed fields, then the loss.
+        self.small = if buffers { vec![0.0; packed + 1] } else { Vec::new() };
+        self.slots = slots;
+        self.total = total;
         self.layout = Some(hash);
         Ok(())
     }
 }
 
-/// Checks every field's shape and finiteness; with `copy`, copies them into `send` at
-/// `offsets` (logical order, whatever a field's memory layout).
-fn pack<G: Gradients>(g: &G, offsets: &[usize], send: &mut [f32], copy: bool, rank: usize) -> Result<()> {
+/// Checks every field's shape; with `several` ranks, copies the packed fields into
+/// `small` (logical order, whatever a field's memory layout) checking that they are
+/// finite; in a world of one, checks every field's finiteness (nothing moves).
+fn check_and_pack<G: Gradients>(g: &G, slots: &[Slot], small: &mut [f32], several: bool, rank: usize) -> Result<()> {
     let mut mismatches = Vec::new();
     let mut non_finite: Option<&'static str> = None;
     let mut visited = 0;
     g.visit(&mut |i, v| {
         visited += 1;
-        let (Some(&(name, dims)), Some(&start), Some(&end)) = (G::LAYOUT.get(i), offsets.get(i), offsets.get(i + 1))
-        else {
-            return;
-        };
+        let (Some(&(name, dims)), Some(&slot)) = (G::LAYOUT.get(i), slots.get(i)) else { return };
         if v.shape() != dims {
             mismatches.push(ShapeMismatch { name, expected: dims.to_vec(), found: v.shape().to_vec() });
             return;
         }
-        let finite = match (copy, v.as_slice()) {
-            (true, Some(src)) => copy_checked(src.iter(), &mut send[start..end]),
-            (true, None) => copy_checked(v.iter(), &mut send[start..end]),
-            (false, Some(src)) => all_finite(src),
-            (false, None) => v.iter().all(|x| x.is_finite()),
+        let finite = match (several, slot) {
+            // Checked in its mean, after the reduction.
+            (true, Slot::InPlace) => true,
+            (true, Slot::Packed(start, end)) => match v.as_slice() {
+                Some(src) => copy_checked(src, &mut small[start..end]),
+                None => {
+                    let mut ok = true;
+                    for (d, &s) in small[start..end].iter_mut().zip(v.iter()) {
+                        *d = s;
+                        ok &= s.is_finite();
+                    }
+                    ok
+                }
+            },
+            (false, _) => match v.as_slice() {
+                Some(src) => all_finite(src),
+                None => v.iter().all(|x| x.is_finite()),
+            },
         };
         if !finite && non_finite.is_none() {
             non_finite = Some(name);
@@ -470,39 +667,81 @@ fn pack<G: Gradients>(g: &G, offsets: &[usize], send: &mut [f32], copy: bool, ra
     Ok(())
 }
 
-/// Copies `src` into `dst`; whether every value is finite (one pass, no branch per value).
-fn copy_checked<'a>(src: impl Iterator<Item = &'a f32>, dst: &mut [f32]) -> bool {
+/// Whether a value is a NaN or an infinity (exponent all ones), as a 0 or 1 to OR into
+/// an accumulator: no branch per value, so the loops below vectorize.
+#[inline(always)]
+fn non_finite(x: f32) -> u32 {
+    u32::from(x.to_bits() & 0x7f80_0000 == 0x7f80_0000)
+}
+
+/// Copies `src` into `dst`; whether every value is finite (one pass).
+fn copy_checked(src: &[f32], dst: &mut [f32]) -> bool {
     let mut bad = 0u32;
     for (d, &s) in dst.iter_mut().zip(src) {
         *d = s;
-        // Exponent all ones: an infinity or a NaN.
-        bad |= u32::from(s.to_bits() & 0x7f80_0000 == 0x7f80_0000);
+        bad |= non_finite(s);
+    }
+    bad == 0
+}
+
+/// Writes `scale * src` into `dst`; whether every result is finite (one pass).
+fn copy_scaled_checked(src: &[f32], dst: &mut [f32], scale: f32) -> bool {
+    let mut bad = 0u32;
+    for (d, &s) in dst.iter_mut().zip(src) {
+        let x = s * scale;
+        *d = x;
+        bad |= non_finite(x);
+    }
+    bad == 0
+}
+
+/// Multiplies `values` by `scale` in place; whether every result is finite (one pass:
+/// the finiteness check of an in-place field costs no pass of its own).
+fn scale_checked(values: &mut [f32], scale: f32) -> bool {
+    let mut bad = 0u32;
+    for v in values.iter_mut() {
+        let x = *v * scale;
+        *v = x;
+        bad |= non_finite(x);
     }
     bad == 0
 }
 
 fn all_finite(src: &[f32]) -> bool {
-    src.iter().fold(0u32, |bad, s| bad | u32::from(s.to_bits() & 0x7f80_0000 == 0x7f80_0000)) == 0
+    src.iter().fold(0u32, |bad, &s| bad | non_finite(s)) == 0
 }
 
-/// Writes `scale * recv` back into the fields.
-fn unpack<G: Gradients>(g: &mut G, offsets: &[usize], recv: &[f32], scale: f32) {
-    g.visit_mut(&mut |i, mut v| {
-        let (Some(&start), Some(&end)) = (offsets.get(i), offsets.get(i + 1)) else { return };
-        let src = &recv[start..end];
-        match v.as_slice_mut() {
-            Some(dst) => {
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = s * scale;
-                }
-            }
-            None => {
-                for (d, &s) in v.iter_mut().zip(src) {
-                    *d = s * scale;
-                }
-            }
+unsafe extern "C" {
+    /// `MPI_IN_PLACE` of the MPI this is built against (`in_place.c`, compiled by
+    /// `build.rs`).
+    fn modelc_mpi_in_place() -> *mut c_void;
+}
+
+/// Sums `values` over the ranks, in place (`MPI_Allreduce` with `MPI_IN_PLACE`): no
+/// receive buffer, and no copy of the send buffer into it inside MPI (Open MPI's
+/// algorithms start with one when the buffers differ).
+fn sum_in_place(comm: &SimpleCommunicator, values: &mut [f32]) {
+    // SAFETY: a function of no arguments returning a constant of mpi.h.
+    let in_place = unsafe { modelc_mpi_in_place() };
+    for chunk in values.chunks_mut(MAX_COUNT) {
+        // SAFETY: `chunk` is a valid, exclusively borrowed buffer of `chunk.len()` f32s
+        // (at most MAX_COUNT, so the count fits a C int), described by MPI's float type;
+        // with MPI_IN_PLACE as the send buffer MPI reads and writes only `chunk`, and it
+        // returns only when done (a blocking call). Every rank makes the same calls with
+        // the same counts: the control allreduce checked the layouts first. An MPI error
+        // aborts the job (the default MPI_ERRORS_ARE_FATAL handler), so the return code
+        // carries nothing to handle.
+        unsafe {
+            ffi::MPI_Allreduce(
+                in_place.cast_const(),
+                chunk.as_mut_ptr().cast(),
+                chunk.len() as c_int,
+                f32::equivalent_datatype().as_raw(),
+                SystemOperation::sum().as_raw(),
+                comm.as_raw(),
+            );
         }
-    });
+    }
 }
 
 /// FNV-1a of the model name and every field's name and shape.

@@ -19,6 +19,7 @@ pub fn fallback(def: &ModelDef, model: &Model, diag: &Diag) -> TokenStream {
     let attrs = &def.attrs;
     let grads_ty = format_ident!("{}Gradients", name);
     let stub = quote!(::core::unreachable!("this model has compile errors"));
+    let name_str = name.to_string();
 
     let params: Vec<_> = def
         .items
@@ -140,6 +141,25 @@ pub fn fallback(def: &ModelDef, model: &Model, diag: &Diag) -> TokenStream {
         #[allow(clippy::all, dead_code, unreachable_code)]
         impl #grads_ty {
             pub fn zeros() -> Self { #stub }
+        }
+
+        // The traits `modelc::mpi::World` takes (api.rs implements them for a model that
+        // compiles), so that a distributed training loop adds no error of its own.
+        #[allow(unused_variables, clippy::all, dead_code, unreachable_code)]
+        impl ::modelc::mpi::Gradients for #grads_ty {
+            const MODEL: &'static str = #name_str;
+            const LAYOUT: &'static [(&'static str, &'static [usize])] = &[];
+            fn visit(&self, f: &mut dyn FnMut(usize, ::modelc::ndarray::ArrayViewD<'_, f32>)) { #stub }
+            fn visit_mut(&mut self, f: &mut dyn FnMut(usize, ::modelc::ndarray::ArrayViewMutD<'_, f32>)) { #stub }
+        }
+
+        #[allow(unused_variables, clippy::all, dead_code, unreachable_code)]
+        impl ::modelc::mpi::Replica for #name {
+            fn state_bytes(&self) -> ::core::result::Result<::std::vec::Vec<u8>, ::modelc::Error> { #stub }
+            fn restore_state_bytes(&mut self, bytes: &[u8]) -> ::core::result::Result<(), ::modelc::Error> { #stub }
+            fn replica_learning_rate(&self) -> f32 { #stub }
+            fn set_replica_learning_rate(&mut self, learning_rate: f32) { #stub }
+            fn set_shard(&mut self, rank: usize, ranks: usize) { #stub }
         }
 
         impl ::core::clone::Clone for #name {
