@@ -6,7 +6,7 @@
 #[cfg(target_arch = "x86_64")]
 use super::avx2::{dot_avx2, outer_avx2, store_stripe_avx2, transpose_8x8};
 #[cfg(target_arch = "x86_64")]
-use super::avx512::{dot_avx512, outer_avx512};
+use super::avx512::{dot_avx512, outer_avx512, store_stripe_avx512};
 use super::dispatch::{avx2_fma, kernel, Direct, Kernel};
 use super::driver::{block, Out, SCRATCH};
 use crate::ndarray::{ArrayView2, ArrayViewMut2};
@@ -339,8 +339,15 @@ pub(super) fn thin_outer(
         }
         if rows > 1 && contiguous {
             // SAFETY: rows i0..i0 + rows of the live, unaliased `c` are the `rows * n`
-            // elements from `out.ptr + i0 * n` (contiguous); `proof` as above.
-            unsafe { store_stripe_avx2(&out, i0, rows, n, &cols, &mut rows_buf, alpha, beta) };
+            // elements from `out.ptr + i0 * n` (contiguous); `proof` as above, and
+            // `wide` says AVX-512F is present.
+            unsafe {
+                if wide && rows.is_multiple_of(16) {
+                    store_stripe_avx512(&out, i0, rows, n, &cols, alpha, beta);
+                } else {
+                    store_stripe_avx2(&out, i0, rows, n, &cols, &mut rows_buf, alpha, beta);
+                }
+            }
         }
         i0 += rows;
     }
