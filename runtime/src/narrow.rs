@@ -10,7 +10,7 @@
 //! block of 16 rows is gathered column by column (lane `r` holds row `r`), so every
 //! reduction over a row is a chain of vertical operations across the columns, `exp` and
 //! `ln` run 16 rows at once through the runtime's own polynomials, the losses are one
-//! contiguous store, and the gradient is scattered back a column at a time.
+//! contiguous store, and the gradient goes back through a register transpose, a masked store a row.
 //!
 //! Results agree with the portable rows to rounding (the sums run in another order).
 //! The maximum skips NaN logits as `f32::max` does; a NaN or an infinity poisons its
@@ -81,6 +81,22 @@ unsafe fn columns(
     (z, m, e, s)
 }
 
+/// Writes a block's 16 rows of `cols` floats from `base`, given by column (`d[j]` lane `r`
+/// is row `r`'s element `j`): transposed in registers, then one masked store a row (the
+/// first version scattered each column).
+///
+/// # Safety
+/// `base` must point at 16 rows of `cols <= 16` writable floats, `cols` apart.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_rows(base: *mut f32, cols: usize, d: [__m512; MAX_COLS]) {
+    let k = ((1u32 << cols) - 1) as __mmask16;
+    for (r, row) in crate::sgemm::transpose16(d).iter().enumerate() {
+        // SAFETY: row r's cols floats from base + r * cols are inside the block.
+        unsafe { _mm512_mask_storeu_ps(base.add(r * cols), k, *row) };
+    }
+}
+
 /// [`softmax_xent_with_grad`](crate::kernels::softmax_xent_with_grad) over the whole
 /// blocks of 16 rows of `cols` floats: per row, the loss `lse * sum(y) - sum(y * z)`
 /// into `loss` and `(softmax(z) * sum(y) - y) * g` into `grad`. Returns the rows done
@@ -142,14 +158,11 @@ unsafe fn dense_blocks(
             _mm512_storeu_ps(loss.as_mut_ptr().add(r0), _mm512_sub_ps(_mm512_mul_ps(lse, sy), syz));
             let scale = _mm512_div_ps(sy, s);
             let gv = _mm512_loadu_ps(g.as_ptr().add(r0));
+            let mut d = [_mm512_setzero_ps(); MAX_COLS];
             for j in 0..cols {
-                let d = _mm512_mul_ps(_mm512_sub_ps(_mm512_mul_ps(e[j], scale), yc[j]), gv);
-                _mm512_i32scatter_ps::<4>(
-                    grad.as_mut_ptr().add(base),
-                    _mm512_add_epi32(at, _mm512_set1_epi32(j as i32)),
-                    d,
-                );
+                d[j] = _mm512_mul_ps(_mm512_sub_ps(_mm512_mul_ps(e[j], scale), yc[j]), gv);
             }
+            store_rows(grad.as_mut_ptr().add(base), cols, d);
         }
     }
 }
@@ -214,16 +227,13 @@ unsafe fn sparse_blocks(
             _mm512_storeu_ps(loss.as_mut_ptr().add(r0), _mm512_sub_ps(lse, zy));
             let gv = _mm512_loadu_ps(g.as_ptr().add(r0));
             let scale = _mm512_div_ps(gv, s);
+            let mut d = [_mm512_setzero_ps(); MAX_COLS];
             for (j, &ej) in e.iter().enumerate().take(cols) {
-                let d = _mm512_mul_ps(ej, scale);
                 let hot = _mm512_mask_cmpeq_epi32_mask(valid, ids, _mm512_set1_epi32(j as i32));
-                let d = _mm512_mask_sub_ps(d, hot, d, gv);
-                _mm512_i32scatter_ps::<4>(
-                    grad.as_mut_ptr().add(base),
-                    _mm512_add_epi32(at, _mm512_set1_epi32(j as i32)),
-                    d,
-                );
+                let v = _mm512_mul_ps(ej, scale);
+                d[j] = _mm512_mask_sub_ps(v, hot, v, gv);
             }
+            store_rows(grad.as_mut_ptr().add(base), cols, d);
         }
     }
 }

@@ -336,7 +336,7 @@ pub(super) unsafe fn store_stripe_avx512(
 /// by element, by pair, then 128-bit quarters exchanged twice.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn transpose16(v: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 16] {
+pub(crate) fn transpose16(v: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 16] {
     use std::arch::x86_64::*;
     let mut a = [_mm512_setzero_ps(); 16];
     for i in 0..8 {

@@ -70,6 +70,8 @@ use epilogue::{Epi, EpiFn};
 use thin::thin;
 pub use thin::thin_from;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx512::transpose16;
 pub use dispatch::widest;
 pub(crate) use dispatch::{kernel, Kernel};
 #[cfg(test)]
