@@ -6,7 +6,7 @@
 #[cfg(target_arch = "x86_64")]
 use super::avx2::{dot_avx2, outer_avx2, store_stripe_avx2, transpose_8x8};
 #[cfg(target_arch = "x86_64")]
-use super::avx512::{dot_avx512, outer_avx512, store_stripe_avx512};
+use super::avx512::{dot_avx512, outer_avx512, store_stripe_avx512, transpose_thin_avx512};
 use super::dispatch::{avx2_fma, kernel, Direct, Kernel};
 use super::driver::{block, Out, SCRATCH};
 use crate::ndarray::{ArrayView2, ArrayViewMut2};
@@ -187,10 +187,15 @@ pub(super) fn thin_dot(
         }
         let bt = &mut scratch[..n * k];
         let (rs, cs) = (b.strides()[0], b.strides()[1]);
-        // 8 x 8 blocks transposed in registers where b's rows are contiguous; the rest
-        // gathered a column of b into a row of bt at a time (strided reads, sequential
-        // writes measured faster than the other way round).
-        let (jd, pd) = if cs == 1 {
+        // Where b's rows are contiguous, blocks transposed in registers (with AVX-512 16
+        // rows of every column at once, else 8 x 8 blocks); the rest gathered a column
+        // of b into a row of bt at a time (strided reads, sequential writes measured
+        // faster than the other way round).
+        let (jd, pd) = if cs == 1 && kernel() == Kernel::Avx512 {
+            // SAFETY: `kernel()` says AVX-512F is present; b is k x n (n <= THIN) with rows
+            // rs apart and unit column stride, bt is n x k.
+            (n, unsafe { transpose_thin_avx512(b.as_ptr(), rs, k, n, bt) })
+        } else if cs == 1 {
             // SAFETY: `proof` says avx2 is present; b is k x n with rows rs apart and
             // unit column stride, bt is n x k.
             unsafe { transpose8(proof, b.as_ptr(), rs, k, n, bt) }
