@@ -167,6 +167,11 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (29, 10, 1024),
     (30, 16, 2048),
     (8, 3, 1024),
+    // A deep k with c's rows 4 KiB apart: the AVX-512 kernel walks c a row of tiles at a
+    // time (three rows of 12 and a bottom edge of 1, two depth blocks), and a row-major
+    // b whose rows are 4 KiB apart too is packed in a pass of its own, not by the
+    // kernel's first tiles.
+    (37, 300, 1024),
 ];
 
 // ---------------------------------------------------------------- tests
@@ -465,6 +470,9 @@ fn split_products_match_one_thread_bit_for_bit() {
         (40, 1100, 260, false, false, true),
         (260, 520, 40, true, false, true),
         (17, 4000, 90, false, false, false),
+        // c's rows 4 KiB apart (each part walked a row of tiles at a time), b's too.
+        (40, 300, 1024, false, false, false),
+        (100, 64, 1024, true, false, false),
     ];
     let mut split = 0;
     each_kernel(|kern| {
