@@ -63,12 +63,13 @@ thread_local! {
 const SLACK: usize = 16;
 
 /// The first `len` floats of a thread's [`SCRATCH`] from a 64-byte boundary, growing it
-/// first if it is too short. The allocator aligns the buffer to 16 bytes only, and where
-/// it started depended on what the thread had allocated before: M1's thin products, whose
-/// loads of the packed `b^T` are half their work, took 26.3 or 30.0 us a step (median of
-/// 400) with the same code, depending only on how large the products before them had
-/// grown the scratch (a 16-lane vector at a 16-byte offset spans two cache lines);
-/// aligned, 24.6 us in the same run order.
+/// first if it is too short. The allocator aligns the buffer to 16 bytes only, where a
+/// 16-lane load or store spans two cache lines, and where it starts depends on what the
+/// thread allocated before: M1's thin products (their loads of the copied `b^T` are
+/// half their work) took 26.3 or 30.0 us a step (median of 400) with the same code,
+/// depending only on how far M3's products before them had grown the scratch; aligned,
+/// 24.6 us in one of those run orders, still 30 in the other (README, "On the Intel
+/// Xeon": the offset within a page seems to matter too).
 pub(super) fn aligned(scratch: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if scratch.len() < len + SLACK {
         scratch.resize(len + SLACK, 0.0);
