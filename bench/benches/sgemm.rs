@@ -1,7 +1,15 @@
-//! `sgemm` (runtime/src/sgemm.rs, modelc's kernel) against the `gemm` crate and
-//! matrixmultiply (ndarray's default, through `general_mat_mul`), single thread, on the products of the training benchmarks. Throughput is reported in
+//! `sgemm` (runtime/src/sgemm/, modelc's kernel) against the `gemm` crate (0.19, its
+//! AVX-512 kernels) and matrixmultiply (ndarray's default, through `general_mat_mul`),
+//! single thread, on the products of the training benchmarks. Throughput is reported in
 //! elements = floating-point operations (2 m n k), so criterion's `Gelem/s` reads as
 //! GFLOP/s. `cargo bench --bench sgemm`.
+//!
+//! After criterion's measurements it prints, under the CPU and the load average, the
+//! fastest of 15 interleaved rounds of each product, then M3's and M2's eight products
+//! one after the other as their steps run them (`beta = 1` for the weight gradients,
+//! which accumulate into the weight), through `sgemm` and the `gemm` crate, and their
+//! sums. `cargo bench -p modelc-bench --bench sgemm -- nomatch` skips criterion;
+//! `MODELC_BENCH_M3=1` prints only the steps' products (about 20 s).
 
 use std::time::{Duration, Instant};
 
@@ -93,36 +101,174 @@ fn bench(cr: &mut Criterion) {
     summary();
 }
 
+/// M3's eight products in the order of its step (batch 256, plain SGD: the weight
+/// gradients accumulated into the weight, `beta = 1`): (label, m, k, n, a transposed, b
+/// transposed, beta).
+const M3_STEP: &[(&str, usize, usize, usize, bool, bool, f32)] = &[
+    ("fwd1 256x784x1024", 256, 784, 1024, false, false, 0.0),
+    ("fwd2 256x1024x1024", 256, 1024, 1024, false, false, 0.0),
+    ("fwd3 256x1024x10", 256, 1024, 10, false, false, 0.0),
+    ("dw3 1024x256x10 aT +=", 1024, 256, 10, true, false, 1.0),
+    ("dx3 256x10x1024 bT", 256, 10, 1024, false, true, 0.0),
+    ("dw2 1024x256x1024 aT +=", 1024, 256, 1024, true, false, 1.0),
+    ("dx2 256x1024x1024 bT", 256, 1024, 1024, false, true, 0.0),
+    ("dw1 784x256x1024 aT +=", 784, 256, 1024, true, false, 1.0),
+];
+
+/// M2's eight products likewise (batch 128).
+const M2_STEP: &[(&str, usize, usize, usize, bool, bool, f32)] = &[
+    ("fwd1 128x784x256", 128, 784, 256, false, false, 0.0),
+    ("fwd2 128x256x128", 128, 256, 128, false, false, 0.0),
+    ("fwd3 128x128x10", 128, 128, 10, false, false, 0.0),
+    ("dw3 128x128x10 aT +=", 128, 128, 10, true, false, 1.0),
+    ("dx3 128x10x128 bT", 128, 10, 128, false, true, 0.0),
+    ("dw2 256x128x128 aT +=", 256, 128, 128, true, false, 1.0),
+    ("dx2 128x128x256 bT", 128, 128, 256, false, true, 0.0),
+    ("dw1 784x128x256 aT +=", 784, 128, 256, true, false, 1.0),
+];
+
 /// Best-of-rounds GFLOP/s of the three kernels, interleaved (robust on a noisy shared
-/// machine), and the core's FMA peak for scale.
+/// machine), and the core's FMA peak for scale; then M3's products (`sgemm` and the
+/// `gemm` crate), each the fastest of 15 interleaved rounds, and their sum in ms.
+/// `MODELC_BENCH_M3=1` prints only the latter (`cargo bench -p modelc-bench --bench
+/// sgemm -- nomatch` skips criterion's measurements).
 fn summary() {
     let (peak, width) = common::fma_peak();
     println!("\n{}", common::cpu());
-    println!("GFLOP/s, fastest of 15 interleaved rounds (one core's {width} FMA peak: {peak:.1})");
-    println!("{:<28} {:>8} {:>11} {:>15}", "product", "sgemm", "gemm crate", "matrixmultiply");
-    for &(label, m, k, n, ta, tb) in CASES {
-        let a_store = if ta { filled(k, m, 1) } else { filled(m, k, 1) };
-        let b_store = if tb { filled(n, k, 2) } else { filled(k, n, 2) };
-        let (a, b) = (view(&a_store, ta), view(&b_store, tb));
-        let mut c = Array2::<f32>::zeros((m, n));
-        let flops = (2 * m * n * k) as f64;
-        let calls = ((2e8 / flops) as usize).max(1);
-        let mut best = [f64::MAX; 3];
-        for _ in 0..15 {
-            for (i, t) in best.iter_mut().enumerate() {
-                let start = Instant::now();
-                for _ in 0..calls {
-                    match i {
-                        0 => sgemm::sgemm(1.0, a, b, 0.0, c.view_mut()),
-                        1 => gemm_crate(a, b, c.view_mut()),
-                        _ => modelc::ndarray::linalg::general_mat_mul(1.0, &a, &b, 0.0, &mut c),
+    println!("{}", common::load());
+    println!("one core's {width} FMA peak: {peak:.1} GFLOP/s");
+    if std::env::var_os("MODELC_BENCH_M3").is_none() {
+        println!("GFLOP/s, fastest of 15 interleaved rounds");
+        println!("{:<28} {:>8} {:>11} {:>15}", "product", "sgemm", "gemm crate", "matrixmultiply");
+        for &(label, m, k, n, ta, tb) in CASES {
+            let a_store = if ta { filled(k, m, 1) } else { filled(m, k, 1) };
+            let b_store = if tb { filled(n, k, 2) } else { filled(k, n, 2) };
+            let (a, b) = (view(&a_store, ta), view(&b_store, tb));
+            let mut c = Array2::<f32>::zeros((m, n));
+            let flops = (2 * m * n * k) as f64;
+            let calls = ((2e8 / flops) as usize).max(1);
+            let mut best = [f64::MAX; 3];
+            for _ in 0..15 {
+                for (i, t) in best.iter_mut().enumerate() {
+                    let start = Instant::now();
+                    for _ in 0..calls {
+                        match i {
+                            0 => sgemm::sgemm(1.0, a, b, 0.0, c.view_mut()),
+                            1 => gemm_crate(a, b, c.view_mut()),
+                            _ => modelc::ndarray::linalg::general_mat_mul(1.0, &a, &b, 0.0, &mut c),
+                        }
                     }
+                    *t = t.min(start.elapsed().as_secs_f64() / calls as f64);
                 }
-                *t = t.min(start.elapsed().as_secs_f64() / calls as f64);
+            }
+            let g = |t: f64| flops / t / 1e9;
+            println!("{label:<28} {:>8.1} {:>11.1} {:>15.1}", g(best[0]), g(best[1]), g(best[2]));
+        }
+    }
+    step("M3", M3_STEP, 15);
+    step("M2", M2_STEP, 100);
+    println!("{}", common::load());
+}
+
+/// A step's products ([`M3_STEP`], [`M2_STEP`]) one after the other as a step runs them (each finds the
+/// previous one's operands in cache, as in the step), 15 rounds; the fastest time of
+/// each product through `sgemm` and through the `gemm` crate (`beta` as the step's:
+/// the gemm crate's `alpha` is its `beta`), in GFLOP/s, and the sums in ms.
+fn step(name: &str, products: &[(&'static str, usize, usize, usize, bool, bool, f32)], rounds: usize) {
+    struct Case {
+        label: &'static str,
+        a: Array2<f32>,
+        b: Array2<f32>,
+        c: Array2<f32>,
+        ta: bool,
+        tb: bool,
+        beta: f32,
+        flops: f64,
+    }
+    let mut cases: Vec<Case> = products
+        .iter()
+        .map(|&(label, m, k, n, ta, tb, beta)| Case {
+            label,
+            a: if ta { filled(k, m, 1) } else { filled(m, k, 1) },
+            b: if tb { filled(n, k, 2) } else { filled(k, n, 2) },
+            c: filled(m, n, 3),
+            ta,
+            tb,
+            beta,
+            flops: (2 * m * n * k) as f64,
+        })
+        .collect();
+    let sides = 2;
+    let mut best = vec![vec![f64::MAX; sides]; cases.len()];
+    for _ in 0..rounds {
+        for side in 0..sides {
+            for (case, t) in cases.iter_mut().zip(best.iter_mut()) {
+                let (a, b) = (view(&case.a, case.ta), view(&case.b, case.tb));
+                // The weight gradients' alpha is -lr; the others' 1.
+                let alpha = if case.beta == 0.0 { 1.0 } else { -1e-3 };
+                let start = Instant::now();
+                if side == 0 {
+                    sgemm::sgemm(alpha, a, b, case.beta, case.c.view_mut());
+                } else {
+                    gemm_crate_acc(alpha, a, b, case.beta, case.c.view_mut());
+                }
+                t[side] = t[side].min(start.elapsed().as_secs_f64());
             }
         }
-        let g = |t: f64| flops / t / 1e9;
-        println!("{label:<28} {:>8.1} {:>11.1} {:>15.1}", g(best[0]), g(best[1]), g(best[2]));
+    }
+    println!("{name}'s products as its step runs them, fastest of {rounds} rounds each, GFLOP/s");
+    println!("{:<28} {:>11} {:>11}", "product", "sgemm", "gemm crate");
+    for (case, t) in cases.iter().zip(&best) {
+        println!(
+            "{:<28} {}",
+            case.label,
+            t.iter().map(|t| format!("{:>11.1}", case.flops / t / 1e9)).collect::<String>()
+        );
+    }
+    let flops: f64 = cases.iter().map(|c| c.flops).sum();
+    let sums: Vec<f64> = (0..sides).map(|s| best.iter().map(|t| t[s]).sum::<f64>()).collect();
+    println!("{:<28} {}", "sum, ms", sums.iter().map(|t| format!("{:>11.2}", t * 1e3)).collect::<String>());
+    println!(
+        "{:<28} {}",
+        "sum, GFLOP/s",
+        sums.iter().map(|t| format!("{:>11.1}", flops / t / 1e9)).collect::<String>()
+    );
+}
+
+/// [`gemm_crate`] with the step's `alpha` and `beta`.
+fn gemm_crate_acc(
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    mut c: modelc::ndarray::ArrayViewMut2<'_, f32>,
+) {
+    let ((m, k), n) = (a.dim(), b.dim().1);
+    let (sa, sb, sc) = (a.strides().to_vec(), b.strides().to_vec(), c.strides().to_vec());
+    let cp = c.as_mut_ptr();
+    // SAFETY: pointers and strides of live views of shapes (m, k), (k, n), (m, n).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            cp,
+            sc[1],
+            sc[0],
+            beta != 0.0,
+            a.as_ptr(),
+            sa[1],
+            sa[0],
+            b.as_ptr(),
+            sb[1],
+            sb[0],
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
     }
 }
 

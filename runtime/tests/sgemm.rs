@@ -167,6 +167,11 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (29, 10, 1024),
     (30, 16, 2048),
     (8, 3, 1024),
+    // A deep k with c's rows 4 KiB apart: the AVX-512 kernel walks c a row of tiles at a
+    // time (three rows of 12 and a bottom edge of 1, two depth blocks), and a row-major
+    // b whose rows are 4 KiB apart too is packed in a pass of its own, not by the
+    // kernel's first tiles.
+    (37, 300, 1024),
 ];
 
 // ---------------------------------------------------------------- tests
@@ -436,6 +441,40 @@ fn stepped_and_reversed_views() {
     }
 }
 
+/// A `c` that is a window of a 1024-wide array (rows 4 KiB apart) but narrower than 256:
+/// the AVX-512 kernel walks it a row of tiles at a time and reads a row-major `a` in
+/// place (at most 16 panels of `b`), with an odd, partial last panel and a bottom edge;
+/// also `a` transposed (read in place too) and `b` transposed; beta 0 over NaN and
+/// beta 1.5; every kernel.
+#[test]
+fn window_of_a_wide_c() {
+    let (m, k, n) = (37, 300, 200);
+    each_kernel(|kern| {
+        for (ta, tb) in [(false, false), (true, false), (false, true)] {
+            for (alpha, beta) in [(1.0f32, 0.0f32), (-0.5, 1.5)] {
+                let (a_store, b_store) = stores(m, k, n, ta, tb, 21);
+                let a = if ta { a_store.t() } else { a_store.view() };
+                let b = if tb { b_store.t() } else { b_store.view() };
+                let mut big_c = if beta == 0.0 { Array2::from_elem((m, 1024), f32::NAN) } else { filled(m, 1024, 22) };
+                let before = big_c.clone();
+                let c0 = big_c.slice(s![.., 3..3 + n]).to_owned();
+                let want = reference(alpha, a, b, beta, &c0);
+                sgemm(alpha, a, b, beta, big_c.slice_mut(s![.., 3..3 + n]));
+                check(big_c.slice(s![.., 3..3 + n]), &want, k, &format!("{kern:?} window ta={ta} tb={tb} beta={beta}"));
+                for ((i, j), v) in big_c.indexed_iter() {
+                    if !(3..3 + n).contains(&j) {
+                        assert_eq!(
+                            v.to_bits(),
+                            before[[i, j]].to_bits(),
+                            "{kern:?}: c[{i}, {j}] outside the window written"
+                        );
+                    }
+                }
+            }
+        }
+    });
+}
+
 #[test]
 fn large_against_reference() {
     // Several blocks along every dimension (NC is not exceeded: that would be slow in a
@@ -465,6 +504,9 @@ fn split_products_match_one_thread_bit_for_bit() {
         (40, 1100, 260, false, false, true),
         (260, 520, 40, true, false, true),
         (17, 4000, 90, false, false, false),
+        // c's rows 4 KiB apart (each part walked a row of tiles at a time), b's too.
+        (40, 300, 1024, false, false, false),
+        (100, 64, 1024, true, false, false),
     ];
     let mut split = 0;
     each_kernel(|kern| {

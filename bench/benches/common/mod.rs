@@ -100,3 +100,11 @@ unsafe fn fma_peak_avx2(rounds: u64) -> f64 {
 unsafe fn fma_peak_avx512(rounds: u64) -> f64 {
     probe!(rounds, 16, _mm512_set1_ps, _mm512_setzero_ps, _mm512_fmadd_ps, zmm_reg)
 }
+
+/// The load average (`/proc/loadavg`'s first three fields), for printing beside every
+/// figure: on a shared machine a figure means little without it.
+#[allow(dead_code)] // not every bench prints it
+pub fn load() -> String {
+    let avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    format!("load average: {}", avg.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+}

@@ -19,6 +19,17 @@ use super::thin::{outer_kernel, DOT_ROWS, OUTER_ROWS, THIN_C};
 /// With `act`, these are `c`'s final values, and the bias add and relu are applied to
 /// them as they are written.
 ///
+/// The tiles are visited a column at a time (every tile of a pair of `b` panels, down
+/// the rows: the pair stays in L1 while `a` streams from L2), or with `rows_first` a
+/// row at a time (every pair for one 12-row tile of `a`, which stays in L1 while the
+/// block of `b` streams from L2). Down a column, a tile's rows of `c` are `rs` apart;
+/// when that is a multiple of 4 KiB they all fall in the same L1 sets, and the rows of
+/// the tiles before, written or prefetched, are evicted by the next ones: along a row of
+/// tiles `c` is read and written in contiguous runs. M3's weight gradients (`c` a 1024
+/// x 1024 weight, `beta = 1`) 136-139 GFLOP/s a column at a time, 142-150 a row at a
+/// time; on `c`s whose rows do not alias (M2's) a column at a time is faster
+/// (130-135 against 137-143).
+///
 /// # Safety
 /// The CPU must support AVX-512F, AVX2 and FMA; `a` must hold the panels (packed) or
 /// `mc` rows of `kc` (in place), `b` `nc.div_ceil(NR) * kc * NR` elements (writable
@@ -41,8 +52,34 @@ pub(super) unsafe fn block_avx512<const PACKED: bool>(
     alpha: f32,
     beta: f32,
     act: Option<ActPtrs>,
+    rows_first: bool,
 ) {
     let panels = nc.div_ceil(NR);
+    if rows_first {
+        for t in 0..mc.div_ceil(2 * MR) {
+            let done = t * 2 * MR;
+            let rows = (2 * MR).min(mc - done);
+            // Where row `done` of the block starts: packed a has MR rows a panel.
+            let a = if PACKED { a.wrapping_add(done / MR * kc * MR) } else { a.wrapping_offset(done as isize * sa.0) };
+            let c = c.wrapping_offset(done as isize * rs);
+            // The first row of tiles packs b (it has 2 MR rows: mc >= 2 MR with src).
+            let src = if t == 0 { src } else { None };
+            for jp in (0..panels).step_by(2) {
+                let pair = jp + 1 < panels;
+                let last = (nc - (jp + usize::from(pair)) * NR).min(NR);
+                let mask = (((1u32 << last) - 1) & 0xFFFF) as u16;
+                let (b, c) = (b.add(jp * kc * NR), c.add(jp * NR));
+                let src = src.map(|(s, ldb)| (s.add(jp * NR), ldb));
+                let act = act.map(|p| p.offset(jp * NR));
+                if pair {
+                    tile_avx512::<2, PACKED>(rows, kc, a, sa, b, src, mask, c, rs, alpha, beta, act);
+                } else {
+                    tile_avx512::<1, PACKED>(rows, kc, a, sa, b, src, mask, c, rs, alpha, beta, act);
+                }
+            }
+        }
+        return;
+    }
     for jp in (0..panels).step_by(2) {
         let pair = jp + 1 < panels;
         // Columns of the last panel of this call that are inside `c`.
@@ -110,6 +147,44 @@ pub(super) unsafe fn column_avx512<const P: usize, const PACKED: bool>(
         };
     }
     rest!(1 2 3 4 5 6 7 8 9 10 11)
+}
+
+/// One tile of `rows` (1 to `2 MR`) rows by `P` panels: [`panels_avx512`] for that row
+/// count, packing `b` from `src` where given (then `rows == 2 MR`).
+///
+/// # Safety
+/// As [`panels_avx512`] with `count == 1`.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx512<const P: usize, const PACKED: bool>(
+    rows: usize,
+    kc: usize,
+    a: *const f32,
+    sa: (isize, isize),
+    b: *mut f32,
+    src: Option<(*const f32, isize)>,
+    mask: u16,
+    c: *mut f32,
+    rs: isize,
+    alpha: f32,
+    beta: f32,
+    act: Option<ActPtrs>,
+) {
+    let nosrc = (std::ptr::null(), 0);
+    if let Some(src) = src {
+        assert!(rows == 2 * MR, "b is packed by a full tile");
+        panels_avx512::<{ 2 * MR }, P, PACKED, true>(kc, a, sa, 1, b, src, mask, c, rs, alpha, beta, act);
+        return;
+    }
+    macro_rules! rows {
+        ($($r:literal)*) => {
+            match rows {
+                $($r => panels_avx512::<$r, P, PACKED, false>(kc, a, sa, 1, b, nosrc, mask, c, rs, alpha, beta, act),)*
+                _ => unreachable!("a tile has 1 to 2 MR rows"),
+            }
+        };
+    }
+    rows!(1 2 3 4 5 6 7 8 9 10 11 12)
 }
 
 /// The AVX-512 micro-kernel: `count` tiles of `R` rows (at most two packed panels of

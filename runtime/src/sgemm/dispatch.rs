@@ -129,3 +129,71 @@ pub(super) fn avx2_fma() -> bool {
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
+
+/// What the blocking ([`driver`](super::driver)) needs to know of this CPU's caches:
+/// one core's L1d and L2 in bytes, as CPUID reports them (leaf 4 on Intel, 0x8000001D
+/// on AMD), and whether it is an AMD CPU.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Caches {
+    pub(super) l1d: usize,
+    pub(super) l2: usize,
+    pub(super) amd: bool,
+}
+
+/// This CPU's [`Caches`], read once. A CPU (or hypervisor) that reports no cache
+/// gets 48 KiB and 1 MiB, the smallest of the CPUs the kernels were tuned on.
+pub(super) fn caches() -> Caches {
+    static CACHES: std::sync::OnceLock<Caches> = std::sync::OnceLock::new();
+    *CACHES.get_or_init(|| {
+        let fallback = Caches { l1d: 48 << 10, l2: 1 << 20, amd: false };
+        #[cfg(target_arch = "x86_64")]
+        {
+            detect_caches().unwrap_or(fallback)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        fallback
+    })
+}
+
+/// The deterministic cache parameters (CPUID leaf 4 on Intel, 0x8000001D on AMD: the
+/// same layout), or `None` where the CPU reports neither cache.
+#[cfg(target_arch = "x86_64")]
+fn detect_caches() -> Option<Caches> {
+    use std::arch::x86_64::{__cpuid, __cpuid_count};
+    // CPUID exists on every x86-64 CPU (safe to call); leaves above the maximum the CPU
+    // reports (leaf 0, leaf 0x80000000) are not queried.
+    let id = __cpuid(0);
+    let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
+    let amd = vendor == b"AuthenticAMD";
+    let leaf = if amd {
+        if __cpuid(0x8000_0000).eax < 0x8000_001D {
+            return None;
+        }
+        0x8000_001D
+    } else {
+        if id.eax < 4 {
+            return None;
+        }
+        4
+    };
+    let (mut l1d, mut l2) = (0, 0);
+    for sub in 0..16 {
+        let r = __cpuid_count(leaf, sub);
+        let (kind, level) = (r.eax & 0x1F, (r.eax >> 5) & 0x7);
+        if kind == 0 {
+            break;
+        }
+        let ways = ((r.ebx >> 22) & 0x3FF) as usize + 1;
+        let partitions = ((r.ebx >> 12) & 0x3FF) as usize + 1;
+        let line = (r.ebx & 0xFFF) as usize + 1;
+        let sets = r.ecx as usize + 1;
+        let bytes = ways * partitions * line * sets;
+        // Type 1 is a data cache, 3 a unified one.
+        match (level, kind) {
+            (1, 1) => l1d = bytes,
+            (2, 1 | 3) => l2 = bytes,
+            _ => {}
+        }
+    }
+    (l1d > 0 && l2 > 0).then_some(Caches { l1d, l2, amd })
+}

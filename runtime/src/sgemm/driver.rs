@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use super::avx2::{column_avx2, micro_avx2};
 #[cfg(target_arch = "x86_64")]
 use super::avx512::block_avx512;
-use super::dispatch::{avx2_fma, kernel, Direct, Kernel};
+use super::dispatch::{avx2_fma, caches, kernel, Direct, Kernel};
 use super::epilogue::Epi;
 use super::pack::{pack_a, pack_b};
 use super::portable::micro_portable;
@@ -32,15 +32,51 @@ pub(super) const NC: usize = 4080;
 /// packed (see `product`). The same for the AVX-512 kernel, measured on its own (M2
 /// 1.5-2% slower with a packed at 0 or 8 panels; M3 the same at 16 and 64).
 pub(super) const IN_PLACE_PANELS: usize = 16;
-/// `KC` of the AVX-512 kernel. Measured on M3's step (interleaved in one process, best
-/// of 60 rounds each): 256 11.04 ms, 384 11.01, 512 10.73, 768 10.89, 1024 11.19; M2
-/// was the same for all (k <= 784). The pair of `b` panels (64 KiB at 512) then
-/// streams from L2 at 128 bytes a step, which the 12 rows of FMAs a step hide.
-pub(super) const KC_512: usize = 512;
+/// `KC` of the AVX-512 kernel on AMD CPUs. Measured on the Zen 5's M3 step (session 4,
+/// interleaved in one process, best of 60 rounds each): 256 11.04 ms, 384 11.01, 512
+/// 10.73, 768 10.89, 1024 11.19; M2 was the same for all (k <= 784). The pair of `b`
+/// panels (64 KiB at 512) then streams from L2 at 128 bytes a step, which the 12 rows
+/// of FMAs a step hide there.
+pub(super) const KC_512_AMD: usize = 512;
+
+/// `KC` of the AVX-512 kernel: [`KC_512_AMD`] on AMD CPUs, elsewhere the deepest
+/// multiple of 64 (128 to 512) for which the kernel's working set, the pair of `b`
+/// panels and the 12-row panel of `a` (`(2 NR + 2 MR) x KC` floats), fits in the
+/// detected L1d. On the Xeon of family 6 model 207 (L1d 48 KiB: 256) the `b` panels
+/// streaming from L2 at 512 cost more than the FMAs hide: M3's products 18.3-18.5 ms
+/// at 256 against 18.9-19.5 at 512, M2's 0.90 against 0.92 (`cargo bench -p
+/// modelc-bench --bench sgemm`, interleaved rounds, load average 2-4).
+pub(super) fn kc_avx512() -> usize {
+    let caches = caches();
+    if caches.amd {
+        return KC_512_AMD;
+    }
+    (caches.l1d / ((2 * NR + 2 * MR) * 4) / 64 * 64).clamp(128, 512)
+}
 
 thread_local! {
     /// Packing scratch: the packed block of `b` followed by the packed block of `a`.
     pub(super) static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Floats of slack in [`SCRATCH`] for [`aligned`].
+const SLACK: usize = 16;
+
+/// The first `len` floats of a thread's [`SCRATCH`] from a 64-byte boundary, growing it
+/// first if it is too short. The allocator aligns the buffer to 16 bytes only, where a
+/// 16-lane load or store spans two cache lines, and where it starts depends on what the
+/// thread allocated before: M1's thin products (their loads of the copied `b^T` are
+/// half their work) took 26.3 or 30.0 us a step (median of 400) with the same code,
+/// depending only on how far M3's products before them had grown the scratch; aligned,
+/// 24.6 us in one of those run orders, still 30 in the other (README, "On the Intel
+/// Xeon": the offset within a page seems to matter too).
+pub(super) fn aligned(scratch: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if scratch.len() < len + SLACK {
+        scratch.resize(len + SLACK, 0.0);
+    }
+    // `align_offset` may decline (usize::MAX); then the buffer is used as it is.
+    let off = Some(scratch.as_ptr().align_offset(64)).filter(|&o| o < SLACK).unwrap_or(0);
+    &mut scratch[off..off + len]
 }
 
 /// One `MR x NR` tile of accumulators.
@@ -105,9 +141,18 @@ pub(super) fn product(
     let wide = kern == Kernel::Avx512;
     #[cfg(not(target_arch = "x86_64"))]
     let wide = false;
+    // Rows of c a multiple of 4 KiB apart share their L1 sets: a column of tiles down
+    // such a c evicts its own rows before they are written (see `block_avx512`), so the
+    // AVX-512 kernel walks it a row of tiles at a time.
+    let c_aliased = c.strides()[0] % 1024 == 0;
+    let rows_first = wide && c_aliased;
     // The AVX-512 kernel's tile is two panels of a by two of b (see `panels_avx512`).
     let (kc_max, nc_max, tile_rows) = if wide {
-        (block(k, KC_512, 1), block(n, NC, 2 * NR), 2 * MR)
+        let kc = block(k, kc_avx512(), 1);
+        // A row of tiles at a time reads the whole block of packed b for each tile of
+        // a: the block stays within half the L2.
+        let nc = if rows_first { (caches().l2 / 2 / (4 * kc) / (2 * NR) * (2 * NR)).clamp(2 * NR, NC) } else { NC };
+        (kc, block(n, nc, 2 * NR), 2 * MR)
     } else {
         (block(k, KC, 1), block(n, NC, NR), MR)
     };
@@ -118,7 +163,7 @@ pub(super) fn product(
     // 1000 floats apart). Blocks one tile tall walk c along its rows instead: 39 us.
     // Where the rows do not alias, or k is deep, the taller blocks are faster (256 x 10
     // x 1000: 28 against 36 us; M2's 128 x 10 x 128: 1.7 against 2.0 us).
-    let aliased = k <= THIN && c.strides()[0] % 1024 == 0 && c.strides()[1] == 1;
+    let aliased = k <= THIN && c_aliased && c.strides()[1] == 1;
     let mc_max = if aliased { tile_rows } else { block(m, MC, tile_rows) };
     let b_len = kc_max * nc_max.next_multiple_of(NR);
     let a_len = kc_max * mc_max.next_multiple_of(MR);
@@ -145,18 +190,19 @@ pub(super) fn product(
         && n <= IN_PLACE_PANELS * NR
         && c.strides()[1] == 1;
     // The AVX-512 kernel packs a row-major b itself, in the first tile of each column
-    // of the first block of a (which has at least one full tile).
-    let fuse_pack = wide && b.strides()[1] == 1 && n % NR == 0 && m >= 2 * MR;
+    // of the first block of a (which has at least one full tile); but not when b's rows
+    // are a multiple of 4 KiB apart: each step of that tile then reads a new page, and
+    // the packing pass is cheaper (M3's 256 x 1024 x 1024 forward 113-126 GFLOP/s fused
+    // against 129-135 packed first, M2's rows 1 KiB apart 144 fused against 134).
+    let fuse_pack = wide && b.strides()[1] == 1 && b.strides()[0] % 1024 != 0 && n % NR == 0 && m >= 2 * MR;
     let out = Out::of(&mut c);
     // The edge tiles' accumulators: every kernel overwrites all of it, so it is zeroed
     // once per call, not once per tile.
     let mut tile = [[0.0f32; NR]; MR];
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
-        if scratch.len() < a_len + b_len {
-            scratch.resize(a_len + b_len, 0.0);
-        }
-        let (bpack, apack) = scratch.split_at_mut(b_len);
+        // b_len is a multiple of 16 (nc_max rounded up to NR): apack is aligned too.
+        let (bpack, apack) = aligned(&mut scratch, a_len + b_len).split_at_mut(b_len);
         let apack = &mut apack[..a_len];
         for jc in (0..n).step_by(nc_max) {
             let nc = nc_max.min(n - jc);
@@ -205,10 +251,26 @@ pub(super) fn product(
                             if a_in_place {
                                 let sa = (rs_a, cs_a);
                                 let ap = a.as_ptr().offset(ic as isize * sa.0 + pc as isize * sa.1);
-                                block_avx512::<false>(kc, ap, sa, mc, bp, src, nc, at, out.rs, alpha, beta, act);
+                                block_avx512::<false>(
+                                    kc, ap, sa, mc, bp, src, nc, at, out.rs, alpha, beta, act, rows_first,
+                                );
                             } else {
                                 let ap = apack.as_ptr();
-                                block_avx512::<true>(kc, ap, (0, 0), mc, bp, src, nc, at, out.rs, alpha, beta, act);
+                                block_avx512::<true>(
+                                    kc,
+                                    ap,
+                                    (0, 0),
+                                    mc,
+                                    bp,
+                                    src,
+                                    nc,
+                                    at,
+                                    out.rs,
+                                    alpha,
+                                    beta,
+                                    act,
+                                    rows_first,
+                                );
                             }
                         }
                     }

@@ -8,7 +8,7 @@ use super::avx2::{dot_avx2, outer_avx2, store_stripe_avx2, transpose_8x8};
 #[cfg(target_arch = "x86_64")]
 use super::avx512::{dot_avx512, outer_avx512, store_stripe_avx512, transpose_thin_avx512};
 use super::dispatch::{avx2_fma, kernel, Direct, Kernel};
-use super::driver::{block, Out, SCRATCH};
+use super::driver::{aligned, block, Out, SCRATCH};
 use crate::ndarray::{ArrayView2, ArrayViewMut2};
 
 /// The widest side of `c` that the thin kernels take.
@@ -182,10 +182,7 @@ pub(super) fn thin_dot(
     }
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
-        if scratch.len() < n * k {
-            scratch.resize(n * k, 0.0);
-        }
-        let bt = &mut scratch[..n * k];
+        let bt = aligned(&mut scratch, n * k);
         let (rs, cs) = (b.strides()[0], b.strides()[1]);
         // Where b's rows are contiguous, blocks transposed in registers (with AVX-512 16
         // rows of every column at once, else 8 x 8 blocks); the rest gathered a column
