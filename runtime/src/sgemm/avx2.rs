@@ -5,7 +5,7 @@
 //! callers check [`Kernel`](super::Kernel) first.
 
 use super::driver::{Out, Sink, MR, NR, PREFETCH_STEPS};
-use super::thin::{outer_kernel, DOT_ROWS, OUTER_ROWS, THIN, THIN_C};
+use super::thin::{outer_kernel, DotTile, OUTER_ROWS, THIN, THIN_C};
 
 /// One `MR x NR` tile into `acc`: [`panels_avx2`] over one panel of `a`, packed or (if
 /// not `PACKED`) read in place with strides `sa`.
@@ -236,7 +236,7 @@ pub(super) unsafe fn dot_avx2<const R: usize, const C: usize>(
     lda: isize,
     bt: *const f32,
     ldb: isize,
-    tile: &mut [[f32; THIN_C]; DOT_ROWS],
+    tile: &mut DotTile,
 ) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm256_setzero_ps(); C]; R];

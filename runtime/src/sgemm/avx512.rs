@@ -7,7 +7,7 @@
 
 use super::driver::{MR, NR, PREFETCH_STEPS};
 use super::epilogue::ActPtrs;
-use super::thin::{outer_kernel, DOT_ROWS, OUTER_ROWS, THIN_C};
+use super::thin::{outer_kernel, DotTile, OUTER_ROWS, THIN_C};
 
 /// `c = alpha * a x b + beta * c` for one `mc x nc` block of a row-major `c` with the
 /// AVX-512 kernel: `b` is the block's `nc.div_ceil(NR)` packed panels, taken two at a
@@ -305,7 +305,7 @@ pub(super) unsafe fn dot_avx512<const R: usize, const C: usize>(
     lda: isize,
     bt: *const f32,
     ldb: isize,
-    tile: &mut [[f32; THIN_C]; DOT_ROWS],
+    tile: &mut DotTile,
 ) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); C]; R];

@@ -18,6 +18,12 @@ pub(super) const THIN: usize = 16;
 pub(super) const THIN_C: usize = 6;
 /// Most rows of a dot-form tile (AVX-512: `4 x 6` accumulators, 24 of 32 registers).
 pub(super) const DOT_ROWS: usize = 4;
+/// Most columns of an AVX-512 dot-form tile of 2 rows (`2 x 12` accumulators): with
+/// `THIN_C < n <= DOT_C` all of `b^T` is one group, so that each row of `a` is read once
+/// (with 4 x 5 tiles, M1's forward read its 313 KB `x` twice from L2).
+pub(super) const DOT_C: usize = 12;
+/// A dot-form tile's results, `tile[r][j]`.
+pub(super) type DotTile = [[f32; DOT_C]; DOT_ROWS];
 /// Most rows of an outer-form tile (AVX-512: four 16-lane vectors by 6 columns, 24 of
 /// 32 registers).
 pub(super) const OUTER_ROWS: usize = 64;
@@ -143,10 +149,14 @@ pub(super) fn thin_dot(
     // The first depth block reads `beta * src`, the later ones add to what it wrote.
     let inplace = Out::of(&mut c);
     let first = inplace.reading(src);
-    // Rows of a tile: 2 x 6 accumulators of the 16 AVX2 registers, 4 x 6 of AVX-512's 32.
-    let tall = if kernel() == Kernel::Avx512 { DOT_ROWS } else { 2 };
+    // Rows of a tile: 2 x 6 accumulators of the 16 AVX2 registers, 4 x 6 of AVX-512's 32,
+    // or, with AVX-512 and 7 to 12 columns, 2 x n (one group: `a` read once).
+    let (tall, width) = match kernel() {
+        Kernel::Avx512 if n > THIN_C && n <= DOT_C => (2, n),
+        Kernel::Avx512 => (DOT_ROWS, thin_groups(n)),
+        _ => (2, thin_groups(n)),
+    };
     let run = |bt: *const f32, ldb: isize| {
-        let width = thin_groups(n);
         // Depth blocks (see THIN_KB); the later blocks add to c.
         let kb = block(k, THIN_KB, 8);
         for p0 in (0..k).step_by(kb) {
@@ -159,7 +169,7 @@ pub(super) fn thin_dot(
                 let cols = width.min(n - j0);
                 for i0 in (0..m).step_by(tall) {
                     let rows = tall.min(m - i0);
-                    let mut tile = [[0.0f32; THIN_C]; DOT_ROWS];
+                    let mut tile: DotTile = [[0.0; DOT_C]; DOT_ROWS];
                     // SAFETY: rows i0..i0 + rows of `a` (k contiguous elements each, lda
                     // apart) and rows j0..j0 + cols of `bt` (k contiguous elements, ldb
                     // apart) are inside live memory, and p0 + kl <= k; `proof` says
@@ -237,11 +247,13 @@ pub(super) unsafe fn transpose8(
 }
 
 /// `rows x cols` dot products of length `k`: row `r` of `a` (at `a + r * lda`) with row
-/// `j` of `bt` (at `bt + j * ldb`), into `tile[r][j]`; with AVX-512 when `rows > 2`.
+/// `j` of `bt` (at `bt + j * ldb`), into `tile[r][j]`; with AVX-512 when `rows > 2` or
+/// `cols > THIN_C`.
 ///
 /// # Safety
-/// Those rows must be readable for `k` elements each; `rows <= 2`, or `rows <=
-/// DOT_ROWS` on a CPU with AVX-512F; `cols <= THIN_C`.
+/// Those rows must be readable for `k` elements each; `rows <= 2` and `cols <= THIN_C`,
+/// or, on a CPU with AVX-512F, `rows <= DOT_ROWS` and `cols <= THIN_C` or `rows <= 2`
+/// and `cols <= DOT_C`.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[inline]
@@ -254,7 +266,7 @@ pub(super) unsafe fn dot_tile(
     lda: isize,
     bt: *const f32,
     ldb: isize,
-    tile: &mut [[f32; THIN_C]; DOT_ROWS],
+    tile: &mut DotTile,
 ) {
     macro_rules! go {
         ($kern:ident: $($r:literal, $c:literal);*) => {
@@ -264,7 +276,9 @@ pub(super) unsafe fn dot_tile(
             }
         };
     }
-    if rows <= 2 {
+    if cols > THIN_C {
+        go!(dot_avx512: 1, 7; 1, 8; 1, 9; 1, 10; 1, 11; 1, 12; 2, 7; 2, 8; 2, 9; 2, 10; 2, 11; 2, 12)
+    } else if rows <= 2 {
         go!(dot_avx2: 1, 1; 1, 2; 1, 3; 1, 4; 1, 5; 1, 6; 2, 1; 2, 2; 2, 3; 2, 4; 2, 5; 2, 6)
     } else {
         go!(dot_avx512: 3, 1; 3, 2; 3, 3; 3, 4; 3, 5; 3, 6; 4, 1; 4, 2; 4, 3; 4, 4; 4, 5; 4, 6)
