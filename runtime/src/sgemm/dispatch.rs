@@ -197,3 +197,14 @@ fn detect_caches() -> Option<Caches> {
     }
     (l1d > 0 && l2 > 0).then_some(Caches { l1d, l2, amd })
 }
+
+#[cfg(test)]
+mod tests {
+    /// What CPUID reports (or the fallback) is a cache hierarchy the blocking can use:
+    /// an L1d of 16 KiB to 1 MiB and an L2 at least as large (this Xeon: 48 KiB, 2 MiB).
+    #[test]
+    fn detected_caches_are_plausible() {
+        let c = super::caches();
+        assert!((16 << 10..=1 << 20).contains(&c.l1d) && c.l2 >= c.l1d, "{c:?}");
+    }
+}
