@@ -123,8 +123,20 @@ pub(super) fn forward(
     d: &Dims,
     scratch: &mut Vec<f32>,
 ) {
+    forward_in(x, w, geo, out, d, grow(scratch, forward_scratch(d, geo)));
+}
+
+/// [`forward`] with its scratch given as a slice of at least [`forward_scratch`] floats
+/// (the fused conv + pool keeps its own buffers beside it).
+pub(super) fn forward_in(
+    x: &ArrayView4<'_, f32>,
+    w: &ArrayView4<'_, f32>,
+    geo: &Geometry,
+    out: &mut ArrayViewMut4<'_, f32>,
+    d: &Dims,
+    s: &mut [f32],
+) {
     let (hp, wp) = padded(d, geo);
-    let s = grow(scratch, forward_scratch(d, geo));
     let (img, rest) = s.split_at_mut(hp * wp * d.ci);
     let (wbuf, obuf) = rest.split_at_mut(d.k() * d.co);
     let wm: &[f32] = match w.as_slice() {
