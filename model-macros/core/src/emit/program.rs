@@ -25,6 +25,10 @@ pub(super) fn workspace(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
                 let n = dim_tokens(ctx.m, &g.shape(g.node(*id).inputs[0]).0[0]);
                 Some(crate::ops::conv::scratch_tokens(&g.node(*id).op, c, n))
             }
+            Op::ConvPool(c) => {
+                let n = dim_tokens(ctx.m, &g.shape(g.node(*id).inputs[0]).0[0]);
+                Some(crate::ops::conv::fused_scratch_tokens(&c.conv, n))
+            }
             _ => None,
         })
         .collect();
@@ -368,6 +372,7 @@ pub(super) fn compute_steps(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
                     );
                 }
             }
+            Step::ConvPoolWithArgmax(arg) => conv_pool_pair(ctx, p, *id, *arg),
             Step::MatMulThen(product) => {
                 let members = group_members(g, p, *id);
                 let Op::MatMul { ta, tb } = g.node(*product).op else {
@@ -445,6 +450,23 @@ pub(super) fn compute_steps(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
         out.push(stmt);
     }
     out
+}
+
+/// The one kernel call of a [`Step::ConvPoolWithArgmax`]: the fused conv + pool writing
+/// the value's buffer and the argmax's.
+fn conv_pool_pair(ctx: &Ctx, p: &Program, value: NodeId, arg: NodeId) -> TokenStream {
+    let g = &ctx.m.graph;
+    let node = g.node(value);
+    let Op::ConvPool(c) = &node.op else { unreachable!("the planner pairs ConvPool nodes only") };
+    let args: Vec<TokenStream> = node.inputs.iter().map(|&i| view(ctx, p, i)).collect();
+    let (vb, ab) = (buf(p, value), buf(p, arg));
+    crate::ops::pool::conv_pool_call(
+        c,
+        &args,
+        Some(&quote!(__ws.#vb.view_mut())),
+        Some(&quote!(__ws.#ab.view_mut())),
+        &quote!(&mut __ws.__conv),
+    )
 }
 
 /// An epilogue the kernels apply themselves (`kernels::matmul_act`), as `(bias, relu,

@@ -185,6 +185,180 @@ pub fn rewrite(g: &mut Graph, node: &Node, x: &[NodeId], ctx: &mut crate::simpli
     Some(g.unary(Unary::Relu, pooled))
 }
 
+/// `max_pool(conv2d(x, w) + bias)` as one primitive ([`Op::ConvPool`]): the conv and the
+/// window it feeds, whether a bias vector is the third operand, and which of the pair's
+/// two outputs this node is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConvPool {
+    /// The conv (`Pool::image` is its output size).
+    pub conv: crate::ops::conv::Conv,
+    /// The pooling window over the conv's output.
+    pub pool: Pool,
+    /// Operands `(x, w, bias)` with `bias` of shape `[co]`, else `(x, w)`.
+    pub bias: bool,
+    /// This node is the u8 argmax (each window's first maximum), else the pooled value.
+    pub argmax: bool,
+}
+
+/// The name of the conv + bias + max_pool fusion, as `explain()` lists it.
+pub const CONV_POOL: &str = "max_pool(conv2d(x, w) + b) -> one kernel per image writing the pooled value and a u8 argmax (the conv's output never stored)";
+
+/// The pooled shape of `ConvPool(x, w[, bias])`.
+pub fn conv_pool_shape(c: &ConvPool, ins: &[&Shape]) -> Result<Shape, String> {
+    let y = crate::ops::conv::conv2d_shape(&c.conv, &ins[..2])?;
+    if c.bias && ins.get(2).map(|b| b.dims()) != Some(&y.0[3..]) {
+        return Err(format!("the bias must be [{}]", c.conv.channels[1]));
+    }
+    pool_shape(&y, &c.pool)
+}
+
+/// The value's adjoint `g` (pooled shape) back through the pool, the bias and the conv:
+/// `da = MaxPoolGrad(g, argmax)` with the pair's own argmax node, then the conv's rules
+/// and the bias's sum. Only reached if a fused graph were differentiated again (the
+/// fusion runs after differentiation); the gradient checks of `tests/pool.rs` cover it.
+pub fn conv_pool_vjp(g: &mut Graph, node: &Node, c: &ConvPool, adj: NodeId) -> Vec<Option<NodeId>> {
+    if c.argmax {
+        return vec![None; node.inputs.len()];
+    }
+    let at = g.add(Op::ConvPool(ConvPool { argmax: true, ..c.clone() }), node.inputs.clone(), node.span);
+    let da = g.add(Op::MaxPoolGrad(c.pool.clone()), vec![adj, at], node.span);
+    let mut out = crate::ops::conv::conv2d_vjp(g, node, &c.conv, da);
+    if c.bias {
+        let b = g.shape(node.inputs[2]).clone();
+        out.push(Some(g.add(Op::SumTo(b), vec![da], node.span)));
+    }
+    out
+}
+
+/// The kernel call of the fused conv + pool: `value` and `arg` are the outputs' mutable
+/// views (either may be absent), `scratch` the workspace's `&mut Vec<f32>` conv scratch.
+pub fn conv_pool_call(
+    c: &ConvPool,
+    args: &[TokenStream],
+    value: Option<&TokenStream>,
+    arg: Option<&TokenStream>,
+    scratch: &TokenStream,
+) -> TokenStream {
+    let k = quote!(::modelc::__private::conv);
+    let some = |v: Option<&TokenStream>| match v {
+        Some(v) => quote!(::core::option::Option::Some(#v)),
+        None => quote!(::core::option::Option::None),
+    };
+    let (value, arg) = (some(value), some(arg));
+    let bias = some(args.get(2).filter(|_| c.bias));
+    let ([sh, sw], [dh, dw], [pt, pl]) = (c.conv.stride, c.conv.dilation, c.conv.pad_before());
+    let [oh, ow] = c.pool.image;
+    let s = crate::ops::conv::strategy_tokens(&Op::Conv2d(c.conv));
+    let (x, w, win) = (&args[0], &args[1], c.pool.window_tokens());
+    quote! {
+        #k::conv2d_max_pool_with(
+            #s, #x, #w, #bias,
+            #k::Geometry { stride: [#sh, #sw], dilation: [#dh, #dw], pad: [#pt, #pl] },
+            [#oh, #ow], #win, #value, #arg, #scratch,
+        );
+    }
+}
+
+/// Fuses `a = conv2d(x, w) + bias` (or the conv alone) with the max pool reading it,
+/// after differentiation: `PoolArgmax(a)` becomes the argmax of a [`ConvPool`] pair and
+/// `PoolPick(a, ..)` its value, so that one kernel call per image computes the conv,
+/// adds the bias and pools, and `a` is never stored (C2's profile: the bias add, the
+/// argmax and the pick were three passes over images past the L2). After
+/// differentiation, because then the backward pass reads only the argmax (the
+/// scatter) and the pooled value (relu's mask, [`RELU_POOL`]), which the pass checks:
+/// it fires only where every reader of `a` in the graph is that argmax or pick, and `a`
+/// is not a root (a fetched output). Left unfused (the ops as they were): a pre-pool
+/// image read elsewhere, a bias that is not a `[co]` vector, windows of more than 256
+/// cells (the argmax is u8), an average pool. Returns `None` when nothing fuses.
+pub fn fuse_conv_pool(
+    g: &Graph,
+    roots: &[NodeId],
+    log: &mut crate::simplify::RewriteLog,
+) -> Option<(Graph, std::collections::HashMap<NodeId, NodeId>)> {
+    use crate::ops::Binary;
+    let cone = g.cone(roots);
+    let uses = g.use_counts(&cone);
+    // The pre-pool node -> (x, w, bias, conv): what each fusable `a` is made of.
+    let mut fusable: std::collections::HashMap<NodeId, ConvPool> = std::collections::HashMap::new();
+    for &id in &cone {
+        let Op::PoolArgmax(p) = &g.node(id).op else { continue };
+        let a = g.node(id).inputs[0];
+        if roots.contains(&a) || p.cells() > 256 || fusable.contains_key(&a) {
+            continue;
+        }
+        let conv_of = |n: NodeId| match g.node(n).op {
+            Op::Conv2d(c) if !roots.contains(&n) => Some(c),
+            _ => None,
+        };
+        let an = g.node(a);
+        let (conv, bias) = match (&an.op, conv_of(a)) {
+            (_, Some(c)) => (c, false),
+            (Op::Binary(Binary::Add), None) => {
+                let (l, r) = (an.inputs[0], an.inputs[1]);
+                let (c, b) = match (conv_of(l), conv_of(r)) {
+                    (Some(c), None) => (c, r),
+                    (None, Some(c)) => (c, l),
+                    _ => continue,
+                };
+                let conv_node = if b == r { l } else { r };
+                let bn = g.node(b);
+                if uses[conv_node] != 1
+                    || bn.dtype != crate::ir::DType::F32
+                    || bn.shape.dims() != [Dim::Static(c.channels[1])]
+                {
+                    continue;
+                }
+                (c, true)
+            }
+            _ => continue,
+        };
+        // Every reader of `a`: this argmax, or a pick through it.
+        let readers = cone.iter().filter(|&&n| g.node(n).inputs.contains(&a));
+        let only_pool = readers.clone().all(|&n| {
+            let node = g.node(n);
+            n == id || (node.op == Op::PoolPick(p.clone()) && node.inputs == [a, id])
+        });
+        if !only_pool || readers.count() != uses[a] {
+            continue;
+        }
+        fusable.insert(a, ConvPool { conv, pool: p.clone(), bias, argmax: false });
+    }
+    if fusable.is_empty() {
+        return None;
+    }
+    for _ in 0..fusable.len() {
+        log.note(CONV_POOL);
+    }
+    let (fused, map) = g.rebuild(roots, |out, node, inputs| {
+        let (argmax, a) = match &node.op {
+            Op::PoolArgmax(_) => (true, node.inputs[0]),
+            Op::PoolPick(_) => (false, node.inputs[0]),
+            _ => return None,
+        };
+        let c = fusable.get(&a)?;
+        // `inputs[0]` is `a` in the new graph: its conv's operands, and the bias.
+        let an = out.node(inputs[0]).clone();
+        let (conv, bias) = if c.bias {
+            let l = an.inputs[0];
+            if matches!(out.node(l).op, Op::Conv2d(_)) {
+                (l, Some(an.inputs[1]))
+            } else {
+                (an.inputs[1], Some(l))
+            }
+        } else {
+            (inputs[0], None)
+        };
+        let mut operands = out.node(conv).inputs.clone();
+        operands.extend(bias);
+        Some(out.add(Op::ConvPool(ConvPool { argmax, ..c.clone() }), operands, node.span))
+    });
+    // The conv and bias-add nodes the fused ops replaced are dead: drop them.
+    let new_roots: Vec<NodeId> = roots.iter().map(|r| map[r]).collect();
+    let (clean, map2) = fused.rebuild(&new_roots, |_, _, _| None);
+    let total = map.into_iter().filter_map(|(k, v)| map2.get(&v).map(|&n| (k, n))).collect();
+    Some((clean, total))
+}
+
 /// The kernel calls of the pooling ops.
 pub fn kernel_call(op: &Op, args: &[TokenStream], out: &TokenStream) -> TokenStream {
     let k = quote!(::modelc::__private::pool);
@@ -198,6 +372,7 @@ pub fn kernel_call(op: &Op, args: &[TokenStream], out: &TokenStream) -> TokenStr
             quote!(#k::pool_pick(#x, #at, #w, #out);)
         }
         Op::MaxPoolGrad(p) => {
+            // The offsets are u32 (`PoolArgmax`) or u8 (`ConvPool`): the kernel is generic.
             let (gr, at, w) = (&args[0], &args[1], p.window_tokens());
             quote!(#k::max_pool_grad(#gr, #at, #w, #out);)
         }
