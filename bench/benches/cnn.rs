@@ -21,7 +21,7 @@
 //!
 //! `cargo bench -p modelc-bench --bench cnn` (about a minute); `-- --test` runs the
 //! checks and each step once; `MODELC_CNN_CPU=1` prints CPU ms per generated step
-//! instead of criterion's wall times (see `cpu_report`). Figures and the peers' ratios: README, "Benchmarks".
+//! instead of criterion's wall times (`=c1` or `=c2`: that step only; see `cpu_report`). Figures and the peers' ratios: README, "Benchmarks".
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -549,17 +549,23 @@ fn bench(c: &mut Criterion) {
     assert_eq!(allocs, (0, 0), "allocations in one generated C1 and C2 step after the first");
     println!("allocations per generated step after the first: C1 0, C2 0");
 
-    if std::env::var_os("MODELC_CNN_CPU").is_some() {
+    if let Some(only) = std::env::var_os("MODELC_CNN_CPU") {
+        // `MODELC_CNN_CPU=c2`: that step only (for `perf record`); any other value: both.
+        let only = only.to_string_lossy().into_owned();
         let secs: f64 = std::env::var("MODELC_CNN_CPU_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(2.0);
         let mut i = 0;
-        cpu_report("c1/modelc", secs, || {
-            i = (i + 1) % BATCHES;
-            let _ = g1.train_step(c1_data[i].0.view(), c1_data[i].1.view());
-        });
-        cpu_report("c2/modelc", secs, || {
-            i = (i + 1) % BATCHES;
-            let _ = g2.train_step(c2_data[i].0.view(), c2_data[i].1.view());
-        });
+        if only != "c2" {
+            cpu_report("c1/modelc", secs, || {
+                i = (i + 1) % BATCHES;
+                let _ = g1.train_step(c1_data[i].0.view(), c1_data[i].1.view());
+            });
+        }
+        if only != "c1" {
+            cpu_report("c2/modelc", secs, || {
+                i = (i + 1) % BATCHES;
+                let _ = g2.train_step(c2_data[i].0.view(), c2_data[i].1.view());
+            });
+        }
         return;
     }
 
