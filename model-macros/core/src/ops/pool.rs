@@ -526,6 +526,73 @@ mod tests {
         assert!(log.applied.is_empty());
     }
 
+    /// `fuse_conv_pool` on hand-built graphs: the argmax and the pick of `conv + b`
+    /// become the `ConvPool` pair (u8 argmax, read by the gradient's scatter), the conv
+    /// and the add disappear; a pre-pool image with another reader, or fetched (a root),
+    /// stays unfused; so does a bias that is not a `[co]` vector.
+    #[test]
+    fn conv_bias_max_pool_fuses_only_when_nothing_else_reads_the_image() {
+        use super::{fuse_conv_pool, ConvPool, CONV_POOL};
+        use crate::ir::{DType, Graph};
+        use crate::ops::conv::Conv;
+        use crate::ops::Op;
+        use crate::shape::{Dim, Shape};
+        use crate::simplify::RewriteLog;
+        use proc_macro2::Span;
+        let sp = Span::call_site();
+        let st = |d: &[usize]| {
+            Shape(std::iter::once(Dim::Sym("n".into())).chain(d.iter().map(|&v| Dim::Static(v))).collect())
+        };
+        let build = |bias_dims: &[usize], extra_reader: bool| {
+            let mut g = Graph::new();
+            let x = g.leaf(Op::Input(0), st(&[6, 6, 2]), DType::F32, sp);
+            let w = g.leaf(
+                Op::Param(0),
+                Shape(vec![Dim::Static(3), Dim::Static(3), Dim::Static(2), Dim::Static(4)]),
+                DType::F32,
+                sp,
+            );
+            let b = g.leaf(Op::Param(1), Shape(bias_dims.iter().map(|&v| Dim::Static(v)).collect()), DType::F32, sp);
+            let c =
+                Conv { image: [6, 6], kernel: [3, 3], channels: [2, 4], stride: [1, 1], dilation: [1, 1], same: false };
+            let y = g.add(Op::Conv2d(c), vec![x, w], sp);
+            let a = g.add2(y, b);
+            let p = Pool { size: [2, 2], stride: [2, 2], same: false, image: [4, 4] };
+            let v = super::max_pool(&mut g, a, p.clone(), sp).expect("shapes fit");
+            let at = g.node(v).inputs[1];
+            let gr = g.add(Op::MaxPoolGrad(p.clone()), vec![v, at], sp);
+            let mut roots = vec![x, w, b, v, gr];
+            if extra_reader {
+                roots.push(g.add(Op::AvgPool(p.clone()), vec![a], sp));
+            }
+            (g, roots, c, p, [x, w, b, v, gr])
+        };
+        let (g, roots, c, p, [x, w, b, v, gr]) = build(&[4], false);
+        let mut log = RewriteLog::default();
+        let (out, map) = fuse_conv_pool(&g, &roots, &mut log).expect("fuses");
+        assert_eq!(log.applied.get(CONV_POOL), Some(&1));
+        let value = out.node(map[&v]);
+        assert_eq!(value.op, Op::ConvPool(ConvPool { conv: c, pool: p.clone(), bias: true, argmax: false }));
+        assert_eq!(value.inputs, vec![map[&x], map[&w], map[&b]]);
+        let arg = out.node(out.node(map[&gr]).inputs[1]);
+        assert_eq!(arg.op, Op::ConvPool(ConvPool { conv: c, pool: p, bias: true, argmax: true }));
+        assert_eq!((arg.dtype, arg.inputs.clone()), (DType::U8, value.inputs.clone()));
+        assert!(
+            out.nodes.iter().all(|n| !matches!(n.op, Op::Conv2d(_) | Op::PoolArgmax(_) | Op::PoolPick(_))),
+            "{:?}",
+            out.nodes
+        );
+        // Another reader of `conv + b`; a fetched `conv + b`; a bias of the wrong shape.
+        let (g, roots, ..) = build(&[4], true);
+        assert!(fuse_conv_pool(&g, &roots, &mut RewriteLog::default()).is_none());
+        let (g, mut roots, ..) = build(&[4], false);
+        let a = g.node(roots[3]).inputs[0];
+        roots.push(a);
+        assert!(fuse_conv_pool(&g, &roots, &mut RewriteLog::default()).is_none());
+        let (g, roots, ..) = build(&[1], false);
+        assert!(fuse_conv_pool(&g, &roots, &mut RewriteLog::default()).is_none());
+    }
+
     #[test]
     fn a_u32_image_is_refused() {
         let e = errors("struct M {\n    input x: [batch, 4, 4, 1] as u32;\n    output o = max_pool(x);\n}");
