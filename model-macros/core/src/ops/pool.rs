@@ -244,8 +244,9 @@ pub fn conv_pool_shape(c: &ConvPool, ins: &[&Shape]) -> Result<Shape, String> {
 
 /// The value's adjoint `g` (pooled shape) back through the pool, the bias and the conv:
 /// `da = MaxPoolGrad(g, argmax)` with the pair's own argmax node, then the conv's rules
-/// and the bias's sum. Only reached if a fused graph were differentiated again (the
-/// fusion runs after differentiation); the gradient checks of `tests/pool.rs` cover it.
+/// and the bias's sum. Not reached by today's pipeline (the fusion runs after the one
+/// differentiation), so no test runs it; it is the unfused ops' rules composed, kept so
+/// that the op's gradient is defined rather than silently absent.
 pub fn conv_pool_vjp(g: &mut Graph, node: &Node, c: &ConvPool, adj: NodeId) -> Vec<Option<NodeId>> {
     if c.argmax {
         return vec![None; node.inputs.len()];
