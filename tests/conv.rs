@@ -520,3 +520,26 @@ fn the_fused_model_takes_a_batch_of_zero_and_allocates_nothing_per_step() {
     });
     assert_eq!(n, 0, "the fused model's train_step allocated {n} times in 5 steps");
 }
+
+model! {
+    /// One pooled 1x1 conv with a single channel: its u8 argmax is 1 byte per image.
+    struct TinyFused {
+        input x: [batch, 3, 3, 1];
+        input y: [batch] as u32;
+        param k: [1, 1, 1, 1] = ones;
+        param b: [1] = zeros;
+        param v: [1, 2] = ones;
+        loss l = mean(sparse_softmax_cross_entropy(matmul(flatten(max_pool(relu(conv2d(x, k) + b))), v), y));
+        optimizer sgd(learning_rate = 0.1);
+    }
+}
+
+#[test]
+fn cost_counts_the_fused_argmax_at_one_byte_an_element() {
+    assert!(TinyFused::explain().contains("max_pool(conv2d(x, w) + b) -> one kernel per image"));
+    // Every f32 buffer (and the scratch) adds 4 bytes an element per image; the u8
+    // argmax (1x1x1 per image) of each program that differentiates (`train_step`,
+    // `compute_gradients`: 2 here) adds 1 (it was counted as 4 before, a multiple of 4).
+    let per_image = TinyFused::cost(3).workspace_bytes - TinyFused::cost(2).workspace_bytes;
+    assert_eq!(per_image % 4, 2, "{per_image} bytes per image");
+}

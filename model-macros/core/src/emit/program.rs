@@ -13,7 +13,20 @@ pub(super) fn workspace(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
         let (b, t, s) = (format_ident!("__s{}", k), array_path_of(shape.rank(), dt), shape_tokens(ctx.m, shape));
         quote!(#b: #t::zeros(#s),)
     });
-    let bytes = p.slot_shapes.iter().map(|shape| numel_tokens(ctx.m, shape));
+    // 4 bytes per f32 or u32 element (and per scratch float); the fused conv + pool's
+    // u8 argmax buffers 1 each, added after.
+    let u8_slot = |dt: &crate::ir::DType| *dt == crate::ir::DType::U8;
+    let bytes: Vec<TokenStream> = p
+        .slot_shapes
+        .iter()
+        .zip(&p.slot_dtypes)
+        .filter(|(_, dt)| !u8_slot(dt))
+        .map(|(shape, _)| numel_tokens(ctx.m, shape))
+        .collect();
+    let bytes_u8 = p.slot_shapes.iter().zip(&p.slot_dtypes).filter(|(_, dt)| u8_slot(dt)).map(|(shape, _)| {
+        let n = numel_tokens(ctx.m, shape);
+        quote!(.saturating_add(#n))
+    });
     // The conv kernels' im2col tiles: one scratch for all of the program's conv steps
     // (they run one after another), grown by the first call (`runtime::conv`).
     let g = &ctx.m.graph;
@@ -55,7 +68,7 @@ pub(super) fn workspace(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
                 Self { #(#inits)* #conv_init }
             }
             fn bytes(__d: &[usize; #k]) -> u64 {
-                4u64.saturating_mul(0u64 #(.saturating_add(#bytes))* #scratch_bytes)
+                4u64.saturating_mul(0u64 #(.saturating_add(#bytes))* #scratch_bytes) #(#bytes_u8)*
             }
         }
     }
