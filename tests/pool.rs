@@ -350,8 +350,12 @@ fn a_pooling_model_trains_checks_its_gradients_and_allocates_nothing() {
     assert!(explain.contains("max_pool(relu("), "{explain}");
     assert!(explain.contains("max_pool_grad("), "{explain}");
     assert!(explain.contains("max_pool(relu(a)) -> relu(max_pool(a))"), "{explain}");
-    // relu's mask on the pooled output `h`, before the scatter.
-    assert!(explain.contains("* step(h), t2, size = 2"), "{explain}");
+    // relu's mask on the pooled output `h`, before the scatter; the bias gradient sums
+    // that pooled gradient, not the scattered image (`ops/pool.rs`, `sum_of_scatter`).
+    assert!(explain.contains("[batch, 4, 4, 2]) * step(h)"), "{explain}");
+    assert!(explain.contains("max_pool_grad(t5, t2, size = 2"), "{explain}");
+    assert!(explain.contains("d l / d bias = sum_to(t5, [2])"), "{explain}");
+    assert!(explain.contains("sum_to(max_pool_grad(g, argmax)) over the image -> sum_to(g)"), "{explain}");
     assert!(!NetUnfused::explain().contains("max_pool(relu(a))"), "{}", NetUnfused::explain());
     assert!(Net::graph_dot().contains("max_pool_argmax 2x2/2 valid"), "{}", Net::graph_dot());
 }

@@ -20,7 +20,8 @@
 //! - the generated steps allocate nothing after their first call (a counting allocator).
 //!
 //! `cargo bench -p modelc-bench --bench cnn` (about a minute); `-- --test` runs the
-//! checks and each step once. Figures and the peers' ratios: README, "Benchmarks".
+//! checks and each step once; `MODELC_CNN_CPU=1` prints CPU ms per generated step
+//! instead of criterion's wall times (`=c1` or `=c2`: that step only; see `cpu_report`). Figures and the peers' ratios: README, "Benchmarks".
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -548,6 +549,26 @@ fn bench(c: &mut Criterion) {
     assert_eq!(allocs, (0, 0), "allocations in one generated C1 and C2 step after the first");
     println!("allocations per generated step after the first: C1 0, C2 0");
 
+    if let Some(only) = std::env::var_os("MODELC_CNN_CPU") {
+        // `MODELC_CNN_CPU=c2`: that step only (for `perf record`); any other value: both.
+        let only = only.to_string_lossy().into_owned();
+        let secs: f64 = std::env::var("MODELC_CNN_CPU_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(2.0);
+        let mut i = 0;
+        if only != "c2" {
+            cpu_report("c1/modelc", secs, || {
+                i = (i + 1) % BATCHES;
+                let _ = g1.train_step(c1_data[i].0.view(), c1_data[i].1.view());
+            });
+        }
+        if only != "c1" {
+            cpu_report("c2/modelc", secs, || {
+                i = (i + 1) % BATCHES;
+                let _ = g2.train_step(c2_data[i].0.view(), c2_data[i].1.view());
+            });
+        }
+        return;
+    }
+
     let mut group = c.benchmark_group("cnn");
     group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3)).sample_size(10);
     group.throughput(Throughput::Elements(c1_flops));
@@ -578,6 +599,36 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+/// This thread's CPU time in clock ticks (utime + stime of /proc/thread-self/stat).
+fn cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// `MODELC_CNN_CPU=1`: each generated step run for about `MODELC_CNN_CPU_SECS` (default
+/// 2) seconds of this thread's CPU time, printed as CPU ms per step beside the wall ms
+/// (as `conv.rs`'s `MODELC_CONV_CPU`): on the shared 2-core machine the wall time swings
+/// by 30-60% with the other agents' load, the CPU time a step gets much less. Linux only
+/// (10 ms ticks: within 1% at 2 s). For before/after ratios of the generated step; the
+/// peers' figures are wall times, so the side-by-side ratios use criterion's.
+fn cpu_report(label: &str, secs: f64, mut step: impl FnMut()) {
+    let Some(t0) = cpu_ticks() else {
+        println!("{label}: no /proc/thread-self/stat");
+        return;
+    };
+    let (start, mut calls) = (std::time::Instant::now(), 0u64);
+    let target = (secs * 100.0) as u64;
+    while cpu_ticks().unwrap_or(u64::MAX) - t0 < target {
+        step();
+        calls += 1;
+    }
+    let cpu = (cpu_ticks().unwrap_or(t0) - t0) as f64 * 10.0 / calls as f64;
+    let wall = start.elapsed().as_secs_f64() * 1e3 / calls as f64;
+    println!("{label}: {cpu:.3} CPU ms per step, {wall:.3} wall ms ({calls} steps)");
 }
 
 criterion_group!(benches, bench);

@@ -265,7 +265,15 @@ pub fn pool_pick(x: ArrayView4<'_, f32>, idx: ArrayView4<'_, u32>, win: Window, 
 
 /// The gradient of `max_pool`: `dx` = zeros, then each `g[b, oi, oj, c]` added to the one
 /// cell `idx` names (overlapping windows, stride < size, accumulate).
-pub fn max_pool_grad(g: ArrayView4<'_, f32>, idx: ArrayView4<'_, u32>, win: Window, mut dx: ArrayViewMut4<'_, f32>) {
+///
+/// The offsets are u32 ([`max_pool_argmax`]) or u8 (the fused conv + pool of
+/// `crate::conv::conv2d_max_pool_with`, whose windows hold at most 256 cells).
+pub fn max_pool_grad<I: PoolIndex>(
+    g: ArrayView4<'_, f32>,
+    idx: ArrayView4<'_, I>,
+    win: Window,
+    mut dx: ArrayViewMut4<'_, f32>,
+) {
     let (n, oh, ow, ch) = g.dim();
     let (_, h, w, _) = dx.dim();
     if let (Some(gs), Some(is), Some(ds)) = (g.as_slice(), idx.as_slice(), dx.as_slice_mut()) {
@@ -287,7 +295,7 @@ pub fn max_pool_grad(g: ArrayView4<'_, f32>, idx: ArrayView4<'_, u32>, win: Wind
                     let at = ((b * oh + oi) * ow + oj) * ch;
                     let origin = t.origin(win, h, b, oi, oj);
                     for (c, (&v, &off)) in gs[at..at + ch].iter().zip(&is[at..at + ch]).enumerate() {
-                        ds[(origin + t.get(off)) as usize + c] += v;
+                        ds[(origin + t.get(off.offset())) as usize + c] += v;
                     }
                 }
             }
@@ -299,7 +307,7 @@ pub fn max_pool_grad(g: ArrayView4<'_, f32>, idx: ArrayView4<'_, u32>, win: Wind
         for oi in 0..oh {
             for oj in 0..ow {
                 for c in 0..ch {
-                    let (i, j) = cell(win, oi, oj, idx[[b, oi, oj, c]]);
+                    let (i, j) = cell(win, oi, oj, idx[[b, oi, oj, c]].offset());
                     dx[[b, i, j, c]] += g[[b, oi, oj, c]];
                 }
             }
@@ -414,6 +422,146 @@ pub fn avg_pool_grad(g: ArrayView4<'_, f32>, win: Window, mut dx: ArrayViewMut4<
     }
 }
 
+/// Max pooling of one conv output image as the fused conv + bias + max pool computes it
+/// (`crate::conv::conv2d_max_pool_with`): `img` is the image before the bias (`[h, w,
+/// ch]`, contiguous, just written by the conv and still in cache), `bias` its `ch`
+/// channel offsets. Each window's cells are `img + bias` (the same f32 add as the
+/// unfused bias add, so the same bits), the first maximum in scan order wins (a NaN
+/// takes over: [`max_pool_argmax`]'s rule), and its value and u8 offset go to `value`
+/// and `arg` (`[oh, ow, ch]`, contiguous; either may be absent). The windows hold at
+/// most 256 cells (the compiler's condition for the fusion).
+pub(crate) fn max_pool_image(
+    img: &[f32],
+    (h, w, ch): (usize, usize, usize),
+    bias: &[f32],
+    win: Window,
+    (oh, ow): (usize, usize),
+    mut value: Option<&mut [f32]>,
+    mut arg: Option<&mut [u8]>,
+) {
+    assert!(img.len() >= h * w * ch && bias.len() >= ch && win.kh * win.kw <= 256);
+    assert!(
+        value.as_ref().is_none_or(|v| v.len() >= oh * ow * ch) && arg.as_ref().is_none_or(|a| a.len() >= oh * ow * ch)
+    );
+    #[cfg(target_arch = "x86_64")]
+    if vector_blocks(ch) {
+        // SAFETY: `vector_blocks` saw AVX-512F; the lengths are asserted above.
+        unsafe { x86::max_pool_image(img, (h, w, ch), bias, win, (oh, ow), value, arg) };
+        return;
+    }
+    crate::sgemm::widest(
+        #[inline(always)]
+        || {
+            let mut best = [0f32; CHUNK];
+            let mut at = [0u8; CHUNK];
+            for oi in 0..oh {
+                let (i0, i1, di) = win.rows(oi, h);
+                for oj in 0..ow {
+                    let (j0, j1, dj) = win.cols(oj, w);
+                    let o = (oi * ow + oj) * ch;
+                    for c0 in (0..ch).step_by(CHUNK) {
+                        let len = CHUNK.min(ch - c0);
+                        let (best, at, bias) = (&mut best[..len], &mut at[..len], &bias[c0..c0 + len]);
+                        let mut first = true;
+                        for i in i0..i1 {
+                            for j in j0..j1 {
+                                let off = ((i - i0 + di) * win.kw + (j - j0 + dj)) as u8;
+                                let lane = &img[(i * w + j) * ch + c0..][..len];
+                                for (((m, a), &v), &b) in best.iter_mut().zip(at.iter_mut()).zip(lane).zip(bias) {
+                                    let v = v + b;
+                                    // As `argmax_contiguous`: strictly greater, or NaN.
+                                    let take = first | (v > *m) | v.is_nan();
+                                    *m = if take { v } else { *m };
+                                    *a = if take { off } else { *a };
+                                }
+                                first = false;
+                            }
+                        }
+                        if let Some(v) = value.as_deref_mut() {
+                            v[o + c0..o + c0 + len].copy_from_slice(best);
+                        }
+                        if let Some(a) = arg.as_deref_mut() {
+                            a[o + c0..o + c0 + len].copy_from_slice(at);
+                        }
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// One cell of [`max_pool_image`] by index (for outputs that are not contiguous): the
+/// maximum of window `(oi, oj)` of channel `c` of `img + bias` and its offset.
+pub(crate) fn window_max(
+    img: &[f32],
+    (h, w, ch): (usize, usize, usize),
+    bias: f32,
+    win: Window,
+    (oi, oj, c): (usize, usize, usize),
+) -> (f32, u8) {
+    let ((i0, i1, di), (j0, j1, dj)) = (win.rows(oi, h), win.cols(oj, w));
+    let (mut m, mut at, mut first) = (f32::NAN, 0u8, true);
+    for i in i0..i1 {
+        for j in j0..j1 {
+            let v = img[(i * w + j) * ch + c] + bias;
+            if first || v > m || v.is_nan() {
+                (m, at, first) = (v, ((i - i0 + di) * win.kw + (j - j0 + dj)) as u8, false);
+            }
+        }
+    }
+    (m, at)
+}
+
+/// The element type of a window offset: u32 (what [`max_pool_argmax`] writes) or u8
+/// (the fused conv + pool's argmax, a quarter of the memory; windows of at most 256
+/// cells). Sealed: only these two.
+pub trait PoolIndex: Copy + sealed::Sealed {
+    /// The offset `r * kw + c` as a u32.
+    fn offset(self) -> u32;
+    /// Sixteen offsets from `p` widened to u32 lanes.
+    ///
+    /// # Safety
+    /// AVX-512F must be available and `p..p + 16` readable.
+    #[cfg(target_arch = "x86_64")]
+    #[doc(hidden)]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512i;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for u32 {}
+    impl Sealed for u8 {}
+}
+
+impl PoolIndex for u32 {
+    #[inline(always)]
+    fn offset(self) -> u32 {
+        self
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16(p: *const u32) -> std::arch::x86_64::__m512i {
+        // SAFETY: the caller's contract.
+        unsafe { std::arch::x86_64::_mm512_loadu_si512(p.cast()) }
+    }
+}
+
+impl PoolIndex for u8 {
+    #[inline(always)]
+    fn offset(self) -> u32 {
+        u32::from(self)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16(p: *const u8) -> std::arch::x86_64::__m512i {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's contract (16 bytes readable).
+        unsafe { _mm512_cvtepu8_epi32(_mm_loadu_si128(p.cast())) }
+    }
+}
+
 /// Whether max pooling's contiguous paths run the AVX-512 kernels of [`x86`]: whole
 /// 16-channel vectors (C1's 32 and 64 channels, C2's 16 and 32) on a CPU with AVX-512F
 /// that `MODELC_KERNEL` does not cap below it (sgemm's choice, which every vector kernel
@@ -505,6 +653,58 @@ mod x86 {
         }
     }
 
+    /// [`super::max_pool_image`]: the argmax's registers with the bias added to each
+    /// cell as it is loaded; the maximum stored as f32, the offset narrowed to u8.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn max_pool_image(
+        img: &[f32],
+        (h, w, ch): (usize, usize, usize),
+        bias: &[f32],
+        win: Window,
+        (oh, ow): (usize, usize),
+        mut value: Option<&mut [f32]>,
+        mut arg: Option<&mut [u8]>,
+    ) {
+        for oi in 0..oh {
+            let (i0, i1, di) = win.rows(oi, h);
+            for oj in 0..ow {
+                let (j0, j1, dj) = win.cols(oj, w);
+                let at = (oi * ow + oj) * ch;
+                for c0 in (0..ch).step_by(16) {
+                    // SAFETY: every cell is inside the image (`rows`, `cols` clip to it),
+                    // c0 + 16 <= ch, and `at + c0 + 16 <= oh ow ch`: inside `img`, `bias`,
+                    // `value` and `arg` (asserted by the caller).
+                    unsafe {
+                        let bv = _mm512_loadu_ps(bias.as_ptr().add(c0));
+                        let mut m = _mm512_setzero_ps();
+                        let mut a = _mm512_setzero_si512();
+                        let mut first = true;
+                        for i in i0..i1 {
+                            for j in j0..j1 {
+                                let off = _mm512_set1_epi32(((i - i0 + di) * win.kw + (j - j0 + dj)) as i32);
+                                let v = _mm512_add_ps(_mm512_loadu_ps(img.as_ptr().add((i * w + j) * ch + c0)), bv);
+                                let take = if first {
+                                    first = false;
+                                    0xffff
+                                } else {
+                                    _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, m) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v)
+                                };
+                                m = _mm512_mask_mov_ps(m, take, v);
+                                a = _mm512_mask_mov_epi32(a, take, off);
+                            }
+                        }
+                        if let Some(v) = value.as_deref_mut() {
+                            _mm512_storeu_ps(v.as_mut_ptr().add(at + c0), m);
+                        }
+                        if let Some(o) = arg.as_deref_mut() {
+                            _mm_storeu_si128(o.as_mut_ptr().add(at + c0).cast(), _mm512_cvtepi32_epi8(a));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The pick: each valid cell's lanes loaded where the argmax names that cell (a
     /// masked load; exactly one cell per lane matches).
     #[target_feature(enable = "avx512f")]
@@ -550,9 +750,9 @@ mod x86 {
     /// (each cell in one window), else added to the zeroed `ds` (overlapping windows;
     /// adding +0 changes no bit of a sum that starts at +0).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn grad(
+    pub(super) unsafe fn grad<I: super::PoolIndex>(
         gs: &[f32],
-        is: &[u32],
+        is: &[I],
         (n, h, w, ch): Dims,
         (oh, ow): (usize, usize),
         win: Window,
@@ -570,7 +770,7 @@ mod x86 {
                     for c0 in (0..ch).step_by(16) {
                         // SAFETY: as in `argmax`, with `ds` the image.
                         unsafe {
-                            let a = _mm512_loadu_si512(is.as_ptr().add(at + c0).cast());
+                            let a = I::load16(is.as_ptr().add(at + c0));
                             let g = _mm512_add_ps(_mm512_setzero_ps(), _mm512_loadu_ps(gs.as_ptr().add(at + c0)));
                             for i in i0..i1 {
                                 for j in j0..j1 {

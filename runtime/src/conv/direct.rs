@@ -123,8 +123,20 @@ pub(super) fn forward(
     d: &Dims,
     scratch: &mut Vec<f32>,
 ) {
+    forward_in(x, w, geo, out, d, grow(scratch, forward_scratch(d, geo)));
+}
+
+/// [`forward`] with its scratch given as a slice of at least [`forward_scratch`] floats
+/// (the fused conv + pool keeps its own buffers beside it).
+pub(super) fn forward_in(
+    x: &ArrayView4<'_, f32>,
+    w: &ArrayView4<'_, f32>,
+    geo: &Geometry,
+    out: &mut ArrayViewMut4<'_, f32>,
+    d: &Dims,
+    s: &mut [f32],
+) {
     let (hp, wp) = padded(d, geo);
-    let s = grow(scratch, forward_scratch(d, geo));
     let (img, rest) = s.split_at_mut(hp * wp * d.ci);
     let (wbuf, obuf) = rest.split_at_mut(d.k() * d.co);
     let wm: &[f32] = match w.as_slice() {
@@ -377,11 +389,39 @@ macro_rules! dispatch {
     };
 }
 
+/// The forward tile with the pixel step `S` (floats between adjacent output pixels'
+/// windows: `stride * ci`) fixed at compile time for the common layers (`ci` of 1, 16,
+/// 32, 64 at stride 1; 0: read from `Taps`). With `S` known, each pixel's input is at a
+/// constant displacement from the tap's base, one addressing mode of the FMA's embedded
+/// broadcast; with a run-time step LLVM computed the `R` addresses by a chain of
+/// integer adds per input channel, ALU work on the FMA ports (C2's 16-channel tiles ran
+/// at 60% of the 32- and 64-channel ones).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn forward_dispatch(t: &Taps, r: usize, v: usize, mask: u16, x: *const f32, w: *const f32, o: *mut f32) {
-    unsafe { dispatch!(forward_tile, r, v, (t, mask, x, w, o)) }
+    unsafe {
+        match t.step {
+            1 => dispatch!(forward_tile_1, r, v, (t, mask, x, w, o)),
+            16 => dispatch!(forward_tile_16, r, v, (t, mask, x, w, o)),
+            32 => dispatch!(forward_tile_32, r, v, (t, mask, x, w, o)),
+            64 => dispatch!(forward_tile_64, r, v, (t, mask, x, w, o)),
+            _ => dispatch!(forward_tile_any, r, v, (t, mask, x, w, o)),
+        }
+    }
 }
+
+/// `forward_tile` for one pixel step `S` (0: any), as a function of `R` and `V` only,
+/// which `dispatch!` instantiates.
+macro_rules! with_step {
+    ($($name:ident = $s:literal),*) => {$(
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn $name<const R: usize, const V: usize>(t: &Taps, mask: u16, x: *const f32, w: *const f32, o: *mut f32) {
+            unsafe { forward_tile::<R, V, $s>(t, mask, x, w, o) }
+        }
+    )*};
+}
+with_step!(forward_tile_1 = 1, forward_tile_16 = 16, forward_tile_32 = 32, forward_tile_64 = 64, forward_tile_any = 0);
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
@@ -401,7 +441,15 @@ unsafe fn filter_dispatch(
 /// tap, `V` kernel-row loads, `R` broadcasts of the input, `R * V` FMAs.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn forward_tile<const R: usize, const V: usize>(t: &Taps, mask: u16, x: *const f32, w: *const f32, o: *mut f32) {
+#[inline]
+unsafe fn forward_tile<const R: usize, const V: usize, const S: usize>(
+    t: &Taps,
+    mask: u16,
+    x: *const f32,
+    w: *const f32,
+    o: *mut f32,
+) {
+    let step = if S == 0 { t.step } else { S };
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); V]; R];
         for i in 0..t.kh {
@@ -419,7 +467,7 @@ unsafe fn forward_tile<const R: usize, const V: usize>(t: &Taps, mask: u16, x: *
                         };
                     }
                     for (r, row) in acc.iter_mut().enumerate() {
-                        let xv = _mm512_set1_ps(*xb.add(r * t.step + c));
+                        let xv = _mm512_set1_ps(*xb.add(r * step + c));
                         for (a, &wq) in row.iter_mut().zip(&wv) {
                             *a = _mm512_fmadd_ps(xv, wq, *a);
                         }

@@ -34,6 +34,9 @@ use ndarray::{s, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4};
 use crate::kernels::gemm;
 
 mod direct;
+mod fused;
+
+pub use fused::{conv2d_max_pool_with, fused_scratch_len};
 
 /// How one pass of a convolution is computed. The compiler picks one per layer and pass
 /// from the static shape (`model-macros/core/src/ops/conv.rs`, `strategy`); the figures
@@ -379,13 +382,31 @@ pub fn conv2d(
     x: ArrayView4<'_, f32>,
     w: ArrayView4<'_, f32>,
     geo: Geometry,
-    mut out: ArrayViewMut4<'_, f32>,
+    out: ArrayViewMut4<'_, f32>,
     scratch: &mut Vec<f32>,
 ) {
     let ((n, h, wd, ci), (kh, kw, _, co), (_, oh, ow, _)) = (x.dim(), w.dim(), out.dim());
     let d = Dims { n, h, w: wd, ci, kh, kw, co, oh, ow };
+    let len = scratch_len(d.k(), d.co, d.pixels());
+    if scratch.len() < len {
+        scratch.resize(len, 0.0);
+    }
+    conv2d_in(x, w, geo, out, &d, &mut scratch[..len]);
+}
+
+/// [`conv2d`] with its scratch given as a slice of at least [`scratch_len`] floats.
+fn conv2d_in(
+    x: ArrayView4<'_, f32>,
+    w: ArrayView4<'_, f32>,
+    geo: Geometry,
+    mut out: ArrayViewMut4<'_, f32>,
+    d: &Dims,
+    scratch: &mut [f32],
+) {
+    let (d, co) = (*d, d.co);
     let (m, p) = (d.pixels(), tile_pixels(d.k()));
-    let (cols, wbuf, obuf) = split(scratch, p.min(m.max(1)), &d);
+    let (cols, rest) = scratch.split_at_mut(p.min(m.max(1)) * d.k());
+    let (wbuf, obuf) = rest.split_at_mut(d.k() * co);
     let wm = kernel_matrix(&w, wbuf, &d);
     if d.k() == 0 {
         // No channels in: every output is an empty sum (and `cols` has no columns).

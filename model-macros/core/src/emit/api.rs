@@ -392,6 +392,13 @@ pub(super) fn program_flops(ctx: &Ctx, p: &Program) -> TokenStream {
                 let n = dim_tokens(ctx.m, &g.shape(node.inputs[0]).0[0]);
                 c.flops(n)
             }
+            // The fused conv + pool's value: the conv's product and a compare per window
+            // cell per pooled element (the argmax, computed with it, counts 0).
+            Op::ConvPool(c) => {
+                let n = dim_tokens(ctx.m, &g.shape(node.inputs[0]).0[0]);
+                let (conv, out) = (c.conv.flops(n), numel_tokens(ctx.m, &node.shape));
+                quote!(#conv.saturating_add(#out.saturating_mul(#per)))
+            }
             // An embedding bag and its scatter: one add per id per row element.
             Op::GatherSum | Op::ScatterAdd { bags: true, .. } => {
                 let ids = numel_tokens(ctx.m, g.shape(node.inputs[1]));

@@ -44,6 +44,10 @@ pub enum Step {
     /// in place, while in cache, into this node's value (a bias add and an activation,
     /// or an activation's derivative). The product has no buffer of its own.
     MatMulThen(NodeId),
+    /// The pooled value of a fused conv + bias + max pool ([`Op::ConvPool`]) together
+    /// with its u8 argmax (the payload) in one kernel call: one pass per image writes
+    /// both buffers.
+    ConvPoolWithArgmax(NodeId),
 }
 
 /// One generated function's computation.
@@ -111,6 +115,7 @@ fn direct_reads(g: &Graph, inlined: &BTreeSet<NodeId>, id: NodeId, step: &Step) 
         Step::Materialize => Vec::new(),
         Step::Kernel => g.node(id).inputs.clone(),
         Step::XentWithGrad(grad) => g.node(*grad).inputs.clone(),
+        Step::ConvPoolWithArgmax(_) => g.node(id).inputs.clone(),
         Step::Fused => external_operands(g, &members_of(g, inlined, id)),
         Step::MatMulThen(product) => {
             let mut r: Vec<NodeId> = g.node(*product).inputs.clone();
@@ -136,7 +141,7 @@ pub fn step_reads(g: &Graph, program: &Program, i: usize) -> Vec<NodeId> {
 pub fn step_writes(program: &Program, i: usize) -> Vec<NodeId> {
     let (id, step) = &program.steps[i];
     match step {
-        Step::XentWithGrad(other) | Step::MatMulThen(other) => vec![*id, *other],
+        Step::XentWithGrad(other) | Step::MatMulThen(other) | Step::ConvPoolWithArgmax(other) => vec![*id, *other],
         Step::Fused | Step::Kernel | Step::Materialize => vec![*id],
     }
 }
@@ -178,8 +183,8 @@ fn assign_slots(
     let mut free: Vec<usize> = Vec::new();
     for (i, (id, step)) in steps.iter().enumerate() {
         let mut outputs = vec![*id];
-        if let Step::XentWithGrad(grad) = step {
-            outputs.push(*grad);
+        if let Step::XentWithGrad(other) | Step::ConvPoolWithArgmax(other) = step {
+            outputs.push(*other);
         }
         for out in outputs {
             let (shape, dtype) = (&g.node(out).shape, g.node(out).dtype);
@@ -324,6 +329,7 @@ pub fn plan(model: &Model, roots: &[NodeId]) -> Program {
         }
     }
     let all = fuse_xent_with_grad(g, all);
+    let all = pair_conv_pool(g, all);
     let all = fuse_epilogues(g, all, &inlined, roots, &uses);
     // A reshape of a computed node (a workspace buffer: contiguous) is a view of that
     // buffer, not a copy; a reshape of an input (any strides) or a param, or one that is
@@ -457,6 +463,33 @@ fn fuse_xent_with_grad(g: &Graph, mut steps: Vec<(NodeId, Step)>) -> Vec<(NodeId
             let step = if id == loss { Step::XentWithGrad(grad) } else { step };
             steps.push((id, step));
         }
+    }
+    steps
+}
+
+/// Computes the pooled value and the argmax of a fused conv + pool ([`Op::ConvPool`],
+/// the same operands) in one kernel call when a program needs both (a training program
+/// does: the argmax for the scatter, the value forward): the pair's step takes the place
+/// of whichever comes first (both read only the operands, computed before either), and
+/// the other's step disappears.
+fn pair_conv_pool(g: &Graph, mut steps: Vec<(NodeId, Step)>) -> Vec<(NodeId, Step)> {
+    let conv_pool = |id: NodeId, argmax: bool| matches!(&g.node(id).op, Op::ConvPool(c) if c.argmax == argmax);
+    let values: Vec<NodeId> =
+        steps.iter().filter(|(id, s)| *s == Step::Kernel && conv_pool(*id, false)).map(|(id, _)| *id).collect();
+    for value in values {
+        let Op::ConvPool(c) = &g.node(value).op else { continue };
+        let twin = Op::ConvPool(crate::ops::pool::ConvPool { argmax: true, ..c.clone() });
+        let inputs = &g.node(value).inputs;
+        let Some(arg) = steps
+            .iter()
+            .position(|(id, s)| *s == Step::Kernel && g.node(*id).op == twin && g.node(*id).inputs == *inputs)
+        else {
+            continue;
+        };
+        let Some(at) = steps.iter().position(|(id, _)| *id == value) else { continue };
+        let arg_id = steps[arg].0;
+        steps[at.min(arg)] = (value, Step::ConvPoolWithArgmax(arg_id));
+        steps.remove(at.max(arg));
     }
     steps
 }

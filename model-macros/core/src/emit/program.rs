@@ -13,7 +13,20 @@ pub(super) fn workspace(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
         let (b, t, s) = (format_ident!("__s{}", k), array_path_of(shape.rank(), dt), shape_tokens(ctx.m, shape));
         quote!(#b: #t::zeros(#s),)
     });
-    let bytes = p.slot_shapes.iter().map(|shape| numel_tokens(ctx.m, shape));
+    // 4 bytes per f32 or u32 element (and per scratch float); the fused conv + pool's
+    // u8 argmax buffers 1 each, added after.
+    let u8_slot = |dt: &crate::ir::DType| *dt == crate::ir::DType::U8;
+    let bytes: Vec<TokenStream> = p
+        .slot_shapes
+        .iter()
+        .zip(&p.slot_dtypes)
+        .filter(|(_, dt)| !u8_slot(dt))
+        .map(|(shape, _)| numel_tokens(ctx.m, shape))
+        .collect();
+    let bytes_u8 = p.slot_shapes.iter().zip(&p.slot_dtypes).filter(|(_, dt)| u8_slot(dt)).map(|(shape, _)| {
+        let n = numel_tokens(ctx.m, shape);
+        quote!(.saturating_add(#n))
+    });
     // The conv kernels' im2col tiles: one scratch for all of the program's conv steps
     // (they run one after another), grown by the first call (`runtime::conv`).
     let g = &ctx.m.graph;
@@ -24,6 +37,10 @@ pub(super) fn workspace(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
             Op::Conv2d(c) | Op::Conv2dGradInput(c) | Op::Conv2dGradFilter(c) => {
                 let n = dim_tokens(ctx.m, &g.shape(g.node(*id).inputs[0]).0[0]);
                 Some(crate::ops::conv::scratch_tokens(&g.node(*id).op, c, n))
+            }
+            Op::ConvPool(c) => {
+                let n = dim_tokens(ctx.m, &g.shape(g.node(*id).inputs[0]).0[0]);
+                Some(crate::ops::conv::fused_scratch_tokens(&c.conv, n))
             }
             _ => None,
         })
@@ -51,7 +68,7 @@ pub(super) fn workspace(ctx: &Ctx, i: usize, p: &Program) -> TokenStream {
                 Self { #(#inits)* #conv_init }
             }
             fn bytes(__d: &[usize; #k]) -> u64 {
-                4u64.saturating_mul(0u64 #(.saturating_add(#bytes))* #scratch_bytes)
+                4u64.saturating_mul(0u64 #(.saturating_add(#bytes))* #scratch_bytes) #(#bytes_u8)*
             }
         }
     }
@@ -368,6 +385,7 @@ pub(super) fn compute_steps(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
                     );
                 }
             }
+            Step::ConvPoolWithArgmax(arg) => conv_pool_pair(ctx, p, *id, *arg),
             Step::MatMulThen(product) => {
                 let members = group_members(g, p, *id);
                 let Op::MatMul { ta, tb } = g.node(*product).op else {
@@ -445,6 +463,23 @@ pub(super) fn compute_steps(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
         out.push(stmt);
     }
     out
+}
+
+/// The one kernel call of a [`Step::ConvPoolWithArgmax`]: the fused conv + pool writing
+/// the value's buffer and the argmax's.
+fn conv_pool_pair(ctx: &Ctx, p: &Program, value: NodeId, arg: NodeId) -> TokenStream {
+    let g = &ctx.m.graph;
+    let node = g.node(value);
+    let Op::ConvPool(c) = &node.op else { unreachable!("the planner pairs ConvPool nodes only") };
+    let args: Vec<TokenStream> = node.inputs.iter().map(|&i| view(ctx, p, i)).collect();
+    let (vb, ab) = (buf(p, value), buf(p, arg));
+    crate::ops::pool::conv_pool_call(
+        c,
+        &args,
+        Some(&quote!(__ws.#vb.view_mut())),
+        Some(&quote!(__ws.#ab.view_mut())),
+        &quote!(&mut __ws.__conv),
+    )
 }
 
 /// An epilogue the kernels apply themselves (`kernels::matmul_act`), as `(bias, relu,

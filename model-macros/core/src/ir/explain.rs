@@ -255,6 +255,17 @@ impl Printer<'_> {
                 let attrs = crate::ops::conv::attrs_text(c);
                 format!("{name}({}, {}{attrs})", self.expr(x[0], None), self.expr(x[1], None))
             }
+            Op::ConvPool(c) => {
+                let name = if c.argmax { "conv2d_max_pool_argmax" } else { "conv2d_max_pool" };
+                let bias = if c.bias { format!(" + {}", self.expr(x[2], None)) } else { String::new() };
+                format!(
+                    "{name}(conv2d({}, {}{}){bias}, {})",
+                    self.expr(x[0], None),
+                    self.expr(x[1], None),
+                    crate::ops::conv::attrs_text(&c.conv),
+                    c.pool.attrs()
+                )
+            }
             Op::DropoutMask { rate, .. } => format!("dropout_mask(rate = {})", num(f32::from_bits(*rate))),
             Op::Invalid(m) => format!("<invalid: {m}>"),
         }
@@ -397,6 +408,11 @@ pub fn dot(c: &Compiled) -> TokenStream {
             }
             Op::DropoutMask { rate, .. } => format!("dropout_mask rate={} (training only)", num(f32::from_bits(*rate))),
             Op::PoolArgmax(p) => format!("max_pool_argmax {} (first max)", p.short()),
+            Op::ConvPool(c) => {
+                let [kh, kw] = c.conv.kernel;
+                let what = if c.argmax { "argmax (first max)" } else { "value" };
+                format!("conv2d {kh}x{kw} + max_pool {} {what}", c.pool.short())
+            }
             Op::PoolPick(p) => format!("max_pool {}", p.short()),
             Op::MaxPoolGrad(p) => format!("max_pool_grad {}", p.short()),
             Op::AvgPool(p) => format!("avg_pool {}", p.short()),
@@ -418,7 +434,11 @@ pub fn dot(c: &Compiled) -> TokenStream {
             Some(n) => format!("{n} = {label}"),
             None => label,
         };
-        let ty = if node.dtype == crate::ir::DType::U32 { " u32" } else { "" };
+        let ty = match node.dtype {
+            crate::ir::DType::F32 => "",
+            crate::ir::DType::U32 => " u32",
+            crate::ir::DType::U8 => " u8",
+        };
         let _ = writeln!(out, "  n{id} [label=\"{} {}{ty}\"{fill}];", label.replace('"', "'"), node.shape);
         for &i in &node.inputs {
             let _ = writeln!(out, "  n{i} -> n{id};");

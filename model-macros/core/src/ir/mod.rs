@@ -27,6 +27,9 @@ pub enum DType {
     F32,
     /// `u32` indices
     U32,
+    /// `u8` window offsets: only the argmax of the fused conv + max pool
+    /// (`ops::pool::ConvPool`), never a user-visible type.
+    U8,
 }
 
 impl DType {
@@ -35,6 +38,7 @@ impl DType {
         match self {
             DType::F32 => "f32",
             DType::U32 => "u32",
+            DType::U8 => "u8",
         }
     }
 
@@ -43,6 +47,7 @@ impl DType {
         match self {
             DType::F32 => quote::quote!(f32),
             DType::U32 => quote::quote!(u32),
+            DType::U8 => quote::quote!(u8),
         }
     }
 }

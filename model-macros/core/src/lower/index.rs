@@ -45,7 +45,8 @@ impl Lowerer<'_> {
                     "`{name}`: `{d}` is an index tensor (u32 {s}), and arithmetic on indices is not defined; \
                      to compute with it as numbers, encode it: `one_hot({d}, depth = N)`"
                 ),
-                DType::U32 => {
+                // No user argument takes u8 (the fused pooling's internal argmax only).
+                DType::U32 | DType::U8 => {
                     let arg = ["ids", "table"][usize::from(name == "gather" && i == 0)];
                     let arg = if name == "sparse_softmax_cross_entropy" { "labels" } else { arg };
                     format!(

@@ -204,13 +204,34 @@ pub fn strategy(op: &Op) -> Strategy {
     }
 }
 
+/// `op`'s strategy as a runtime path.
+pub fn strategy_tokens(op: &Op) -> TokenStream {
+    let k = quote!(::modelc::__private::conv);
+    match strategy(op) {
+        Strategy::Im2col => quote!(#k::Strategy::Im2col),
+        Strategy::Direct => quote!(#k::Strategy::Direct),
+    }
+}
+
+/// The scratch floats of a fused conv + pool call ([`Op::ConvPool`]) for a batch of `n`,
+/// as a `u64` expression: `runtime::conv::fused_scratch_len`.
+pub fn fused_scratch_tokens(c: &Conv, n: TokenStream) -> TokenStream {
+    let k = quote!(::modelc::__private::conv);
+    let [oh, ow] = c.output().unwrap_or([0, 0]);
+    let ([h, w], [kh, kw], [ci, co]) = (c.image, c.kernel, c.channels);
+    let ([sh, sw], [dh, dw], [pt, pl]) = (c.stride, c.dilation, c.pad_before());
+    let s = strategy_tokens(&Op::Conv2d(*c));
+    quote!((#k::fused_scratch_len(
+        #s,
+        #k::Sizes { n: #n, h: #h, w: #w, ci: #ci, kh: #kh, kw: #kw, co: #co, oh: #oh, ow: #ow },
+        #k::Geometry { stride: [#sh, #sw], dilation: [#dh, #dw], pad: [#pt, #pl] },
+    ) as u64))
+}
+
 /// `op`'s strategy and pass as runtime paths.
 fn runtime_names(op: &Op) -> (TokenStream, TokenStream) {
     let k = quote!(::modelc::__private::conv);
-    let s = match strategy(op) {
-        Strategy::Im2col => quote!(#k::Strategy::Im2col),
-        Strategy::Direct => quote!(#k::Strategy::Direct),
-    };
+    let s = strategy_tokens(op);
     let p = match op {
         Op::Conv2dGradInput(_) => quote!(#k::Pass::GradInput),
         Op::Conv2dGradFilter(_) => quote!(#k::Pass::GradFilter),

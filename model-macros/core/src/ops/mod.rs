@@ -168,6 +168,10 @@ pub enum Op {
     AvgPool(pool::Pool),
     /// `avg_pool`'s gradient for the operand `g`: `g / count` to each valid cell.
     AvgPoolGrad(pool::Pool),
+    /// `max_pool(conv2d(x, w) + bias)` (operands `(x, w)` or `(x, w, bias)`) as one
+    /// kernel: the pooled value (f32) or its u8 argmax, the pair computed by one call;
+    /// made after differentiation by [`pool::fuse_conv_pool`].
+    ConvPool(pool::ConvPool),
     /// `conv2d(x, w)` over NHWC `x` and HWIO `w`; see [`conv`].
     Conv2d(conv::Conv),
     /// The input gradient of [`Op::Conv2d`] for operands `(g, w)`.
@@ -204,7 +208,12 @@ impl Op {
             Op::ScatterAdd { .. } => (&[F32, U32], F32),
             Op::IndexCompare(_) => (&[U32, U32], F32),
             Op::PoolArgmax(_) => (&[F32], U32),
-            Op::PoolPick(_) | Op::MaxPoolGrad(_) => (&[F32, U32], F32),
+            Op::PoolPick(_) => (&[F32, U32], F32),
+            // The offsets of `PoolArgmax` (u32) or of the fused `ConvPool` (u8).
+            Op::MaxPoolGrad(_) => (if ins.get(1) == Some(&DType::U8) { &[F32, DType::U8] } else { &[F32, U32] }, F32),
+            Op::ConvPool(c) => {
+                (if c.bias { &[F32, F32, F32] } else { &[F32, F32] }, if c.argmax { DType::U8 } else { F32 })
+            }
             Op::DropoutMask { .. } => return Err("dropout masks are made by `Graph::leaf`".to_string()),
             // The shape ops move elements: they take either type, all operands alike.
             Op::Reshape(_) | Op::Concat { .. } | Op::Slice { .. } | Op::Select => return shape::dtype(self, ins),
@@ -281,6 +290,7 @@ impl Op {
             Op::PoolArgmax(p) | Op::AvgPool(p) => pool::pool_shape(ins[0], p),
             Op::PoolPick(p) => pool::pick_shape(ins, p),
             Op::MaxPoolGrad(p) | Op::AvgPoolGrad(p) => pool::grad_shape(ins, p),
+            Op::ConvPool(c) => pool::conv_pool_shape(c, ins),
             Op::Conv2d(c) => conv::conv2d_shape(c, ins),
             Op::Conv2dGradInput(c) => conv::grad_input_shape(c, ins),
             Op::Conv2dGradFilter(c) => conv::grad_filter_shape(c, ins),
@@ -330,6 +340,8 @@ impl Op {
             | Op::Conv2dGradFilter(_)
             | Op::DropoutMask { .. }
             | Op::Invalid(_) => false,
+            // The argmax is an index; the value differentiates (`pool::conv_pool_vjp`).
+            Op::ConvPool(c) => c.argmax,
         }
     }
 
@@ -386,6 +398,7 @@ impl Op {
             // Gradients are differentiated once (no second order through pooling).
             Op::MaxPoolGrad(_) => vec![None, None],
             Op::AvgPoolGrad(_) => vec![None],
+            Op::ConvPool(c) => pool::conv_pool_vjp(graph, &node, c, g),
             Op::Conv2d(c) => conv::conv2d_vjp(graph, &node, c, g),
             Op::Conv2dGradInput(c) => conv::grad_input_vjp(graph, &node, c, g),
             Op::Conv2dGradFilter(c) => conv::grad_filter_vjp(graph, &node, c, g),
@@ -437,6 +450,7 @@ impl Op {
             | Op::Conv2d(_)
             | Op::Conv2dGradInput(_)
             | Op::Conv2dGradFilter(_)
+            | Op::ConvPool(_)
             | Op::DropoutMask { .. }
             | Op::Invalid(_) => unreachable!("scalar_expr is only called for elementwise ops"),
         }
@@ -515,6 +529,12 @@ impl Op {
             Op::Conv2d(_) | Op::Conv2dGradInput(_) | Op::Conv2dGradFilter(_) => {
                 conv::kernel_call(self, args, out, &quote!(&mut __ws.__conv))
             }
+            // One output of the pair alone (a program that needs only the value, as
+            // inference); the planner computes both in one call where both are needed.
+            Op::ConvPool(c) => {
+                let (value, arg) = if c.argmax { (None, Some(out.clone())) } else { (Some(out.clone()), None) };
+                pool::conv_pool_call(c, args, value.as_ref(), arg.as_ref(), &quote!(&mut __ws.__conv))
+            }
             Op::Input(_)
             | Op::Param(_)
             | Op::Const(_)
@@ -559,6 +579,9 @@ impl Op {
             Op::MatMul { .. } => 2,
             // Counted per pass by `conv::Conv::flops` (`emit/api.rs`).
             Op::Conv2d(_) | Op::Conv2dGradInput(_) | Op::Conv2dGradFilter(_) => 2,
+            // The conv counted per pass (`emit/api.rs`), plus the pooling's compare per
+            // window cell on the value (the argmax, computed with it, adds nothing).
+            Op::ConvPool(c) => u64::from(!c.argmax) * c.pool.cells(),
             Op::Input(_) | Op::Param(_) | Op::Const(_) | Op::DimProduct(_) | Op::Invalid(_) => 0,
         }
     }

@@ -71,6 +71,14 @@ pub fn run(graph: &Graph, roots: &[NodeId], stage: Stage, log: &mut RewriteLog) 
             break;
         }
     }
+    // A global pass (it needs every reader of a node, which the local rules do not see),
+    // once the backward graph exists: conv + bias + max_pool into one kernel.
+    if stage == Stage::Differentiated {
+        if let Some((fused, map)) = crate::ops::pool::fuse_conv_pool(&current, &current_roots, log) {
+            total = total.into_iter().filter_map(|(k, v)| map.get(&v).map(|&n| (k, n))).collect();
+            current = fused;
+        }
+    }
     (current, total)
 }
 
