@@ -9,46 +9,11 @@
 //! passes against the f64 reference (4 channel pairs x 9 geometries x 2 strategies: the
 //! slowest test, a few seconds in a debug build). A few ms a case otherwise.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-
 use modelc::model;
 use modelc::ndarray::{s, Array, Array1, Array4, ArrayView4};
 
-struct Counting;
-
-// Per thread, because tests run in parallel threads.
-thread_local! {
-    static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-fn bump() {
-    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-}
-
-// SAFETY: forwards to the system allocator, only counting calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        bump();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        bump();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Allocations made by `f` on this thread.
-fn count(f: impl FnOnce()) -> usize {
-    let before = ALLOCATIONS.with(|c| c.get());
-    f();
-    ALLOCATIONS.with(|c| c.get()) - before
-}
+mod common;
+use common::count;
 
 model! {
     /// Every variant on one 9x8 image with 3 channels; an odd (3x3) and an even (2x4) kernel.
