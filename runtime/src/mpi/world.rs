@@ -687,12 +687,12 @@ fn non_finite(x: f32) -> u32 {
 /// Copies `src` into `dst`; whether every value is at most `limit` in magnitude (NaN is
 /// not), in one pass without a branch per value.
 fn copy_bounded(src: &[f32], dst: &mut [f32], limit: f32) -> bool {
-    let mut bad = 0u32;
+    let mut good = 1u32;
     for (d, &s) in dst.iter_mut().zip(src) {
         *d = s;
-        bad |= u32::from(!(s.abs() <= limit));
+        good &= u32::from(s.abs() <= limit);
     }
-    bad == 0
+    good == 1
 }
 
 /// Multiplies `values` by `scale` in place; whether every result is finite (one pass:
