@@ -23,17 +23,18 @@
 //!
 //! # Gradients: the large ones in place, the small ones fused
 //!
-//! A gradient field of at least `IN_PLACE_MIN` (32,768) values is summed in place in its own
-//! array (`MPI_Allreduce` with `MPI_IN_PLACE`), then scaled by 1/N in one pass that also
-//! checks that the mean is finite; the small fields and the loss are copied into one
-//! buffer (checked for finiteness as they are copied), summed in one allreduce, and
-//! copied back scaled. For M3 that is 3 allreduces and no copy of its 1.85M large
-//! values, where one fused buffer cost a copy in, Open MPI's own copy of the send buffer
-//! into the receive buffer, and a copy out (`docs/distributed.md`, "What it costs").
-//! Which field goes where depends on the layout only, so every rank makes the same
-//! calls. The verdict on the means (some field not finite: a NaN or an infinity on some
-//! rank, or a sum that overflows) is made common by one 8-byte allreduce, so every rank
-//! returns the same `Err` even with an MPI that handed ranks different bits.
+//! A gradient field of at least `IN_PLACE_MIN` (32,768) values is summed in place in its
+//! own array (`MPI_Allreduce` with `MPI_IN_PLACE`), then scaled by 1/N in one pass that
+//! also checks that the mean is finite; the small fields are copied into one buffer
+//! (each value checked to be at most `f32::MAX / N` in magnitude: finite, and no sum of
+//! N of them overflows), followed by one flag per in-place field (1 if this rank found
+//! its mean not finite) and the loss, summed in one allreduce, and copied back scaled.
+//! For M3 that is 3 allreduces and no copy of its 1.85M large values, where one fused
+//! buffer cost a copy in, Open MPI's own copy of the send buffer into the receive
+//! buffer, and a copy out (`docs/distributed.md`, "What it costs"). Which field goes
+//! where depends on the layout only, so every rank makes the same calls. The flags'
+//! sums are counts, exact in any order of summation, so every rank takes the same
+//! verdict (the same `Err`) even with an MPI that handed ranks different bits.
 //!
 //! # Leaving
 //!
