@@ -302,13 +302,14 @@ impl World {
     /// Pass the local result instead of `?`-ing it first: a rank that returned early
     /// would leave the others waiting in this collective forever. If any rank's `local`
     /// is an `Err`, or its gradients do not have the model's shapes, or a small (fused)
-    /// field holds a NaN or an infinity, every rank returns the same
+    /// field holds a NaN, an infinity or a value beyond `f32::MAX / N` in magnitude
+    /// (whose sum over the `N` ranks could overflow), every rank returns the same
     /// [`Error::Distributed`] (naming the lowest failing rank and its error) before any
     /// gradient moves, and `gradients` is left as it was. If the ranks' gradients are of
     /// different models or layouts, every rank returns the same
     /// [`Error::InvalidArgument`], also before. If the mean of a field is not finite (a
     /// NaN or an infinity in a large field of some rank, which poisons the sum, or finite
-    /// values whose sum overflows), every rank returns the same [`Error::NonFinite`]
+    /// large values whose sum overflows), every rank returns the same [`Error::NonFinite`]
     /// naming the first such field, and `gradients` holds that non-finite mean. In every
     /// case no rank has applied anything (and `apply_gradients` refuses non-finite
     /// gradients too).
@@ -353,11 +354,12 @@ impl World {
         // collective of its own and without trusting that MPI hands every rank the same
         // bits.
         let (flags, last) = (small.len() - 1 - *in_place, small.len() - 1);
-        let mut k = 0;
         gradients.visit_mut(&mut |i, mut v| {
             if slots.get(i) != Some(&Slot::InPlace) {
                 return;
             }
+            // This field's flag: its rank among the in-place fields.
+            let k = slots[..i].iter().filter(|s| **s == Slot::InPlace).count();
             let finite = match v.as_slice_mut() {
                 Some(values) => {
                     sum_in_place(&self.comm, values);
@@ -384,7 +386,6 @@ impl World {
             if let Some(flag) = small.get_mut(flags + k) {
                 *flag = if finite { 0.0 } else { 1.0 };
             }
-            k += 1;
         });
         small[last] = loss;
         sum_in_place(&self.comm, small);
