@@ -171,10 +171,10 @@ enum Slot {
 /// Gradient fields of at least this many values are reduced in place, one allreduce each;
 /// smaller ones are copied into one fused buffer (with the loss) and reduced together.
 /// An allreduce call costs about 8 us beyond its bytes (1M floats in 128 calls took twice
-/// one call's time, `../shared/design/research/mpi.md`), while copying M3's 1.85M
-/// gradients into a fused buffer and back cost about 2 ms (1.1 us per 1,000 values,
-/// `docs/distributed.md`): in place pays from about 7,000 values, and 32,768 leaves a
-/// margin. M3 (784-1024-1024-10): `w1` and `w2` in place, the 4 others (12,298 values)
+/// one call's time, `../shared/design/research/mpi.md`), while copying M3's 1.86M
+/// gradients into a fused buffer and back cost 1.2-2 ms (0.65-1.1 us per 1,000 values,
+/// `docs/distributed.md`): in place pays from about 7,000-12,000 values, and 32,768
+/// leaves a margin. M3 (784-1024-1024-10): `w1` and `w2` in place, the 4 others (12,298 values)
 /// fused: 3 allreduces.
 const IN_PLACE_MIN: usize = 1 << 15;
 
