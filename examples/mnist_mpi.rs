@@ -16,7 +16,8 @@
 //! the README's benchmarks on random data with 256 rows per rank: its parts (gradients,
 //! `allreduce_mean`, the update) per rank, the raw allreduce of the same buffer, and, on
 //! one rank, the fused single-process `train_step` too, each as the mean and (in
-//! brackets) the median over the steps, which a busy host disturbs least; `--steps N`
+//! brackets) the median and the minimum over the steps, which a busy host disturbs
+//! least; `--steps N`
 //! sets the step count. `MODELC_MPI_BENCH_SYNC=1` adds a barrier before each allreduce,
 //! timed on its own, so that the allreduce's time is its own and not the wait for a
 //! slower rank.
@@ -227,25 +228,40 @@ fn bench(world: &World, steps: u64) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     let column = |i: usize| per_step.iter().map(|p| p[i]).collect::<Vec<f64>>();
     let (means, medians): (Vec<f64>, Vec<f64>) = (0..5).map(|i| (mean(&column(i)), median(column(i)))).unzip();
-    let mine =
-        [total, medians[0], means[1], medians[1], means[2], means[3], medians[3], means[4], mean(&raw), median(raw)];
+    let (step_min, reduce_min, raw_min) = (min(&column(0)), min(&column(3)), min(&raw));
+    let mine = [
+        total,
+        medians[0],
+        means[1],
+        medians[1],
+        means[2],
+        means[3],
+        medians[3],
+        means[4],
+        mean(&raw),
+        median(raw),
+        step_min,
+        reduce_min,
+        raw_min,
+    ];
     let times = gather(world, mine);
     if world.is_root() {
         println!(
-            "M3 (784-1024-1024-10, {} params), {rows} rows per rank, {} ranks, {steps} steps (mean, median in brackets)",
+            "M3 (784-1024-1024-10, {} params), {rows} rows per rank, {} ranks, {steps} steps (mean [median, min])",
             M3::PARAMETERS,
             world.size()
         );
-        for (rank, [step, step_med, grad, grad_med, wait, reduce, reduce_med, apply, raw, raw_med]) in
-            times.iter().enumerate()
-        {
+        for (rank, t) in times.iter().enumerate() {
+            let [step, step_med, grad, grad_med, wait, reduce, reduce_med, apply, raw, raw_med, step_min, reduce_min, raw_min] =
+                *t;
             let wait = if sync { format!(", barrier {wait:.3}") } else { String::new() };
             println!(
-                "rank {rank}: {step:.3} ms per step [{step_med:.3}]: gradients {grad:.3} [{grad_med:.3}]{wait}, \
-                 allreduce_mean {reduce:.3} [{reduce_med:.3}] (raw MPI allreduce {raw:.3} [{raw_med:.3}]), apply \
-                 {apply:.3}; {:.0} rows/s per rank",
+                "rank {rank}: {step:.3} ms per step [{step_med:.3}, min {step_min:.3}]: gradients {grad:.3} \
+                 [{grad_med:.3}]{wait}, allreduce_mean {reduce:.3} [{reduce_med:.3}, min {reduce_min:.3}] (raw MPI \
+                 allreduce {raw:.3} [{raw_med:.3}, min {raw_min:.3}]), apply {apply:.3}; {:.0} rows/s per rank",
                 rows as f64 * 1e3 / step
             );
         }

@@ -598,7 +598,7 @@ mod with_mpi {
         }
         let local = m.compute_gradients_into(xn.view(), ys, &mut g);
         let r = world.allreduce_mean(&mut g, local);
-        fails_everywhere(world, "a NaN", "its gradient on rank 1 has a NaN or an infinity", r);
+        fails_everywhere(world, "a NaN", "its gradient on rank 1 has a NaN, an infinity", r);
 
         // Both ranks fail: the lowest is named, both are counted.
         let r = world.allreduce_mean(&mut g, Err(Error::InvalidArgument(format!("no data on rank {}", world.rank()))));
@@ -686,12 +686,18 @@ mod with_mpi {
         let r = world.allreduce_mean(&mut g, local);
         fails_everywhere(world, "an overflowing in-place field", "param `w1`: the mean of the 2 ranks' gradients", r);
 
-        // The same in a packed field: finite on each rank (so not caught before), its sum
-        // is not.
+        // A packed field whose sum would overflow: caught before the reduction (every
+        // value at most f32::MAX / 2), on both ranks, naming the lowest.
         let local = m.compute_gradients_into(xs, ys, &mut g);
         g.b1[3] = -f32::MAX;
         let r = world.allreduce_mean(&mut g, local);
-        fails_everywhere(world, "an overflowing packed field", "param `b1`: the mean of the 2 ranks' gradients", r);
+        fails_everywhere(
+            world,
+            "an overflowing packed field",
+            "rank 0 failed (2 of 2 ranks failed; no rank applied this step): param `b1`: its gradient on rank 0 has \
+             a NaN, an infinity or a value beyond f32::MAX / 2",
+            r,
+        );
 
         // A NaN in a packed field only (set after the gradients): caught before the
         // reduction, naming the rank.

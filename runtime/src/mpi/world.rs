@@ -23,17 +23,18 @@
 //!
 //! # Gradients: the large ones in place, the small ones fused
 //!
-//! A gradient field of at least `IN_PLACE_MIN` (32,768) values is summed in place in its own
-//! array (`MPI_Allreduce` with `MPI_IN_PLACE`), then scaled by 1/N in one pass that also
-//! checks that the mean is finite; the small fields and the loss are copied into one
-//! buffer (checked for finiteness as they are copied), summed in one allreduce, and
-//! copied back scaled. For M3 that is 3 allreduces and no copy of its 1.85M large
-//! values, where one fused buffer cost a copy in, Open MPI's own copy of the send buffer
-//! into the receive buffer, and a copy out (`docs/distributed.md`, "What it costs").
-//! Which field goes where depends on the layout only, so every rank makes the same
-//! calls. The verdict on the means (some field not finite: a NaN or an infinity on some
-//! rank, or a sum that overflows) is made common by one 8-byte allreduce, so every rank
-//! returns the same `Err` even with an MPI that handed ranks different bits.
+//! A gradient field of at least `IN_PLACE_MIN` (32,768) values is summed in place in its
+//! own array (`MPI_Allreduce` with `MPI_IN_PLACE`), then scaled by 1/N in one pass that
+//! also checks that the mean is finite; the small fields are copied into one buffer
+//! (each value checked to be at most `f32::MAX / N` in magnitude: finite, and no sum of
+//! N of them overflows), followed by one flag per in-place field (1 if this rank found
+//! its mean not finite) and the loss, summed in one allreduce, and copied back scaled.
+//! For M3 that is 3 allreduces and no copy of its 1.85M large values, where one fused
+//! buffer cost a copy in, Open MPI's own copy of the send buffer into the receive
+//! buffer, and a copy out (`docs/distributed.md`, "What it costs"). Which field goes
+//! where depends on the layout only, so every rank makes the same calls. The flags'
+//! sums are counts, exact in any order of summation, so every rank takes the same
+//! verdict (the same `Err`) even with an MPI that handed ranks different bits.
 //!
 //! # Leaving
 //!
@@ -147,7 +148,10 @@ struct Fused {
     slots: Vec<Slot>,
     /// The number of gradient values (the control allreduce's payload length).
     total: usize,
-    /// The fields reduced together (each `Slot::Packed` range), then the loss.
+    /// The number of fields reduced in place.
+    in_place: usize,
+    /// The fields reduced together (each `Slot::Packed` range), then one flag per field
+    /// reduced in place (1 where this rank's mean of it is not finite), then the loss.
     small: Vec<f32>,
     /// A field reduced in place whose array is not contiguous in standard order goes
     /// through this (sized for the largest one met; empty until one is).
@@ -167,10 +171,10 @@ enum Slot {
 /// Gradient fields of at least this many values are reduced in place, one allreduce each;
 /// smaller ones are copied into one fused buffer (with the loss) and reduced together.
 /// An allreduce call costs about 8 us beyond its bytes (1M floats in 128 calls took twice
-/// one call's time, `../shared/design/research/mpi.md`), while copying M3's 1.85M
-/// gradients into a fused buffer and back cost about 2 ms (1.1 us per 1,000 values,
-/// `docs/distributed.md`): in place pays from about 7,000 values, and 32,768 leaves a
-/// margin. M3 (784-1024-1024-10): `w1` and `w2` in place, the 4 others (12,298 values)
+/// one call's time, `../shared/design/research/mpi.md`), while copying M3's 1.86M
+/// gradients into a fused buffer and back cost 1.2-2 ms (0.65-1.1 us per 1,000 values,
+/// `docs/distributed.md`): in place pays from about 7,000-12,000 values, and 32,768
+/// leaves a margin. M3 (784-1024-1024-10): `w1` and `w2` in place, the 4 others (12,298 values)
 /// fused: 3 allreduces.
 const IN_PLACE_MIN: usize = 1 << 15;
 
@@ -298,13 +302,14 @@ impl World {
     /// Pass the local result instead of `?`-ing it first: a rank that returned early
     /// would leave the others waiting in this collective forever. If any rank's `local`
     /// is an `Err`, or its gradients do not have the model's shapes, or a small (fused)
-    /// field holds a NaN or an infinity, every rank returns the same
+    /// field holds a NaN, an infinity or a value beyond `f32::MAX / N` in magnitude
+    /// (whose sum over the `N` ranks could overflow), every rank returns the same
     /// [`Error::Distributed`] (naming the lowest failing rank and its error) before any
     /// gradient moves, and `gradients` is left as it was. If the ranks' gradients are of
     /// different models or layouts, every rank returns the same
     /// [`Error::InvalidArgument`], also before. If the mean of a field is not finite (a
     /// NaN or an infinity in a large field of some rank, which poisons the sum, or finite
-    /// values whose sum overflows), every rank returns the same [`Error::NonFinite`]
+    /// large values whose sum overflows), every rank returns the same [`Error::NonFinite`]
     /// naming the first such field, and `gradients` holds that non-finite mean. In every
     /// case no rank has applied anything (and `apply_gradients` refuses non-finite
     /// gradients too).
@@ -323,15 +328,15 @@ impl World {
         // A layout too large to address is this rank's failure, reported through the
         // control allreduce like any other (returning here would hang the others).
         let sized = if fused.layout != Some(hash) { fused.resize_for::<G>(hash, self.size > 1) } else { Ok(()) };
-        let Fused { slots, total, small, staging, .. } = &mut *fused;
+        let Fused { slots, total, in_place, small, staging, .. } = &mut *fused;
         let n = *total;
         // Shapes everywhere; the packed fields copied (with several ranks) and checked
-        // for finiteness here, so that their rank is named; the in-place ones are checked
-        // in their mean below (or here, in a world of one).
+        // here, so that their rank is named; the in-place ones are checked in their mean
+        // below (or here, in a world of one).
         let several = self.size > 1;
         let local = sized
             .and(local)
-            .and_then(|loss| check_and_pack(gradients, slots, small, several, self.rank).map(|()| loss));
+            .and_then(|loss| check_and_pack(gradients, slots, small, self.size, self.rank).map(|()| loss));
         let failure = local.as_ref().err().map(ToString::to_string);
         self.control(Op::Allreduce, n as u64, hash, failure.as_deref())?;
         let loss = match local {
@@ -343,12 +348,18 @@ impl World {
         }
         let scale = 1.0 / self.size as f32;
         // The large fields, each in place in its own array, scaled and checked in one
-        // pass after its allreduce; then the packed ones and the loss, in one.
-        let mut bad: Option<usize> = None;
+        // pass after its allreduce (its flag set if the mean is not finite); then the
+        // packed ones, the flags and the loss, in one allreduce: the flags' sums (counts,
+        // exact in any order) are the same on every rank, so is the verdict, with no
+        // collective of its own and without trusting that MPI hands every rank the same
+        // bits.
+        let (flags, last) = (small.len() - 1 - *in_place, small.len() - 1);
         gradients.visit_mut(&mut |i, mut v| {
             if slots.get(i) != Some(&Slot::InPlace) {
                 return;
             }
+            // This field's flag: its rank among the in-place fields.
+            let k = slots[..i].iter().filter(|s| **s == Slot::InPlace).count();
             let finite = match v.as_slice_mut() {
                 Some(values) => {
                     sum_in_place(&self.comm, values);
@@ -372,40 +383,32 @@ impl World {
                     finite
                 }
             };
-            if !finite && bad.is_none() {
-                bad = Some(i);
+            if let Some(flag) = small.get_mut(flags + k) {
+                *flag = if finite { 0.0 } else { 1.0 };
             }
         });
-        let last = small.len() - 1;
         small[last] = loss;
         sum_in_place(&self.comm, small);
+        // The packed fields: every value was at most f32::MAX / N in magnitude on every
+        // rank (checked before), so their means are finite.
         gradients.visit_mut(&mut |i, mut v| {
             let Some(&Slot::Packed(start, end)) = slots.get(i) else { return };
             let src = &small[start..end];
-            let finite = match v.as_slice_mut() {
-                Some(dst) => copy_scaled_checked(src, dst, scale),
+            match v.as_slice_mut() {
+                Some(dst) => {
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        *d = s * scale;
+                    }
+                }
                 None => {
-                    let mut ok = true;
                     for (d, &s) in v.iter_mut().zip(src) {
                         *d = s * scale;
-                        ok &= d.is_finite();
                     }
-                    ok
                 }
-            };
-            // Finite on every rank, so this is an overflow of their sum.
-            if !finite && bad.is_none_or(|b| i < b) {
-                bad = Some(i);
             }
         });
-        // Every rank checked the same mean, but the verdict is made common by
-        // construction (one 8-byte allreduce: the lowest non-finite field of any rank)
-        // rather than by trusting that MPI hands every rank the same bits.
-        let mine = [bad.map_or(0, |i| u64::MAX - i as u64)];
-        let mut worst = [0u64];
-        self.comm.all_reduce_into(&mine[..], &mut worst[..], SystemOperation::max());
-        if worst[0] != 0 {
-            let i = usize::try_from(u64::MAX - worst[0]).unwrap_or(0);
+        let in_place_fields = slots.iter().enumerate().filter(|(_, s)| **s == Slot::InPlace).map(|(i, _)| i);
+        if let Some((i, _)) = in_place_fields.zip(&small[flags..last]).find(|(_, f)| **f != 0.0) {
             let param = G::LAYOUT.get(i).map_or("?", |f| f.0);
             return Err(Error::NonFinite {
                 param,
@@ -602,8 +605,9 @@ impl Fused {
                 packed += len;
             }
         }
-        // The packed fields, then the loss.
-        self.small = if buffers { vec![0.0; packed + 1] } else { Vec::new() };
+        // The packed fields, the in-place fields' flags, then the loss.
+        self.in_place = slots.iter().filter(|s| **s == Slot::InPlace).count();
+        self.small = if buffers { vec![0.0; packed + self.in_place + 1] } else { Vec::new() };
         self.slots = slots;
         self.total = total;
         self.layout = Some(hash);
@@ -611,13 +615,16 @@ impl Fused {
     }
 }
 
-/// Checks every field's shape; with `several` ranks, copies the packed fields into
-/// `small` (logical order, whatever a field's memory layout) checking that they are
-/// finite; in a world of one, checks every field's finiteness (nothing moves).
-fn check_and_pack<G: Gradients>(g: &G, slots: &[Slot], small: &mut [f32], several: bool, rank: usize) -> Result<()> {
+/// Checks every field's shape; with several `ranks`, copies the packed fields into
+/// `small` (logical order, whatever a field's memory layout) checking that every value
+/// is at most `f32::MAX / ranks` in magnitude (so finite, and so is the sum of the
+/// ranks' values: no overflow to check after the reduction); in a world of one, checks
+/// every field's finiteness (nothing moves).
+fn check_and_pack<G: Gradients>(g: &G, slots: &[Slot], small: &mut [f32], ranks: usize, rank: usize) -> Result<()> {
     let mut mismatches = Vec::new();
     let mut non_finite: Option<&'static str> = None;
     let mut visited = 0;
+    let limit = f32::MAX / ranks as f32;
     g.visit(&mut |i, v| {
         visited += 1;
         let (Some(&(name, dims)), Some(&slot)) = (G::LAYOUT.get(i), slots.get(i)) else { return };
@@ -625,16 +632,16 @@ fn check_and_pack<G: Gradients>(g: &G, slots: &[Slot], small: &mut [f32], severa
             mismatches.push(ShapeMismatch { name, expected: dims.to_vec(), found: v.shape().to_vec() });
             return;
         }
-        let finite = match (several, slot) {
+        let finite = match (ranks > 1, slot) {
             // Checked in its mean, after the reduction.
             (true, Slot::InPlace) => true,
             (true, Slot::Packed(start, end)) => match v.as_slice() {
-                Some(src) => copy_checked(src, &mut small[start..end]),
+                Some(src) => copy_bounded(src, &mut small[start..end], limit),
                 None => {
                     let mut ok = true;
                     for (d, &s) in small[start..end].iter_mut().zip(v.iter()) {
                         *d = s;
-                        ok &= s.is_finite();
+                        ok &= s.abs() <= limit;
                     }
                     ok
                 }
@@ -659,10 +666,15 @@ fn check_and_pack<G: Gradients>(g: &G, slots: &[Slot], small: &mut [f32], severa
         )));
     }
     if let Some(param) = non_finite {
-        return Err(Error::NonFinite {
-            param,
-            detail: format!("its gradient on rank {rank} has a NaN or an infinity"),
-        });
+        let detail = if ranks > 1 {
+            format!(
+                "its gradient on rank {rank} has a NaN, an infinity or a value beyond f32::MAX / {ranks} (whose sum \
+                 over the ranks could overflow)"
+            )
+        } else {
+            format!("its gradient on rank {rank} has a NaN or an infinity")
+        };
+        return Err(Error::NonFinite { param, detail });
     }
     Ok(())
 }
@@ -674,25 +686,15 @@ fn non_finite(x: f32) -> u32 {
     u32::from(x.to_bits() & 0x7f80_0000 == 0x7f80_0000)
 }
 
-/// Copies `src` into `dst`; whether every value is finite (one pass).
-fn copy_checked(src: &[f32], dst: &mut [f32]) -> bool {
-    let mut bad = 0u32;
+/// Copies `src` into `dst`; whether every value is at most `limit` in magnitude (NaN is
+/// not), in one pass without a branch per value.
+fn copy_bounded(src: &[f32], dst: &mut [f32], limit: f32) -> bool {
+    let mut good = 1u32;
     for (d, &s) in dst.iter_mut().zip(src) {
         *d = s;
-        bad |= non_finite(s);
+        good &= u32::from(s.abs() <= limit);
     }
-    bad == 0
-}
-
-/// Writes `scale * src` into `dst`; whether every result is finite (one pass).
-fn copy_scaled_checked(src: &[f32], dst: &mut [f32], scale: f32) -> bool {
-    let mut bad = 0u32;
-    for (d, &s) in dst.iter_mut().zip(src) {
-        let x = s * scale;
-        *d = x;
-        bad |= non_finite(x);
-    }
-    bad == 0
+    good == 1
 }
 
 /// Multiplies `values` by `scale` in place; whether every result is finite (one pass:
