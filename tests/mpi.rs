@@ -25,41 +25,15 @@
 //! mpi --test mpi` (needs `libopenmpi-dev openmpi-bin libclang-dev`). About 10 s of
 //! test time (each job starts in about 1 s).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-
 use modelc::model;
 use modelc::mpi::{Gradients, Replica};
 use modelc::ndarray::Array2;
 
-/// Counts this thread's allocations (as tests/alloc.rs does): a distributed step
-/// allocates nothing after its first (C allocations inside MPI are not seen).
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
-fn allocations() -> usize {
-    ALLOCATIONS.try_with(|c| c.get()).unwrap_or(0)
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+// Counts this thread's allocations (`tests/common`): a distributed step allocates
+// nothing after its first (C allocations inside MPI are not seen).
+mod common;
+#[cfg(feature = "mpi")]
+use common::allocations;
 
 model! {
     /// Plain SGD, no dropout.
