@@ -72,7 +72,12 @@ const SLACK: usize = 16;
 /// Xeon": the offset within a page seems to matter too).
 pub(super) fn aligned(scratch: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if scratch.len() < len + SLACK {
-        scratch.resize(len + SLACK, 0.0);
+        // Half again as much as asked: with `parallel` a thread runs whichever part of a
+        // split product it claims first, and the parts of one product differ by a unit
+        // of rows or columns, so a part that a thread had not run before (claimed
+        // because the other thread was late) grew its scratch once, an allocation in a
+        // steady-state step (`tests/alloc.rs` with `parallel`, seen in CI under load).
+        scratch.resize((len + SLACK) * 3 / 2, 0.0);
     }
     // `align_offset` may decline (usize::MAX); then the buffer is used as it is.
     let off = Some(scratch.as_ptr().align_offset(64)).filter(|&o| o < SLACK).unwrap_or(0);
