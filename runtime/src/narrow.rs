@@ -97,6 +97,19 @@ unsafe fn store_rows(base: *mut f32, cols: usize, d: [__m512; MAX_COLS]) {
     }
 }
 
+/// The whole blocks of 16 rows that the AVX-512 rows take, where they fit: rows of 1 to
+/// 16 `cols`, `z` and `grad` of `loss.len()` rows, `g` of one float a row, and a CPU with
+/// AVX-512F (the labels' length is the caller's to check).
+fn whole_blocks(z: &[f32], g: &[f32], loss: &[f32], grad: &[f32], cols: usize) -> Option<usize> {
+    let rows = loss.len();
+    let fits = (1..=MAX_COLS).contains(&cols)
+        && z.len() == rows * cols
+        && grad.len() == z.len()
+        && g.len() == rows
+        && crate::sgemm::kernel() == crate::sgemm::Kernel::Avx512;
+    fits.then_some(rows / BLOCK)
+}
+
 /// [`softmax_xent_with_grad`](crate::kernels::softmax_xent_with_grad) over the whole
 /// blocks of 16 rows of `cols` floats: per row, the loss `lse * sum(y) - sum(y * z)`
 /// into `loss` and `(softmax(z) * sum(y) - y) * g` into `grad`. Returns the rows done
@@ -109,17 +122,9 @@ pub(crate) fn softmax_xent_with_grad(
     grad: &mut [f32],
     cols: usize,
 ) -> usize {
-    let rows = loss.len();
-    let fits = (1..=MAX_COLS).contains(&cols)
-        && z.len() == rows * cols
-        && y.len() == z.len()
-        && grad.len() == z.len()
-        && g.len() == rows
-        && crate::sgemm::kernel() == crate::sgemm::Kernel::Avx512;
-    if !fits {
+    let Some(blocks) = whole_blocks(z, g, loss, grad, cols).filter(|_| y.len() == z.len()) else {
         return 0;
-    }
-    let blocks = rows / BLOCK;
+    };
     // SAFETY: AVX-512F was detected; `blocks` whole blocks of 16 rows of `cols` floats
     // lie inside `z`, `y` and `grad`, and 16 floats a block inside `g` and `loss`.
     unsafe { dense_blocks(z, y, g, loss, grad, cols, blocks) };
@@ -179,17 +184,9 @@ pub(crate) fn sparse_softmax_xent_with_grad(
     grad: &mut [f32],
     cols: usize,
 ) -> usize {
-    let rows = loss.len();
-    let fits = (1..=MAX_COLS).contains(&cols)
-        && z.len() == rows * cols
-        && grad.len() == z.len()
-        && y.len() == rows
-        && g.len() == rows
-        && crate::sgemm::kernel() == crate::sgemm::Kernel::Avx512;
-    if !fits {
+    let Some(blocks) = whole_blocks(z, g, loss, grad, cols).filter(|_| y.len() == loss.len()) else {
         return 0;
-    }
-    let blocks = rows / BLOCK;
+    };
     // SAFETY: as in `softmax_xent_with_grad`; `y` holds 16 ids a block.
     unsafe { sparse_blocks(z, y, g, loss, grad, cols, blocks) };
     blocks * BLOCK
