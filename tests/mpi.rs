@@ -739,6 +739,27 @@ mod with_mpi {
         m.apply_gradients(&g).unwrap();
         assert_eq!(m.global_step(), 1);
         same_everywhere(world, "the params after the good step", &bits(&params!(m)));
+
+        // A field of 1M values is reduced in pieces of 128K: an infinity on rank 1 in a
+        // middle piece (the fifth of eight) is found in the mean all the same.
+        let mut big = Big::with_seed(5);
+        world.broadcast_params(&mut big).unwrap();
+        let mut g = BigGradients::zeros();
+        let local = big.compute_gradients_into(xs, ys, &mut g);
+        if one {
+            g.w1[[128, 0]] = f32::INFINITY;
+        }
+        let r = world.allreduce_mean(&mut g, local);
+        fails_everywhere(
+            world,
+            "an infinity in a middle piece of a field",
+            "param `w1`: the mean of the 2 ranks' gradients",
+            r,
+        );
+        let local = big.compute_gradients_into(xs, ys, &mut g);
+        world.allreduce_mean(&mut g, local).unwrap();
+        big.apply_gradients(&g).unwrap();
+        same_everywhere(world, "Big's params after a good step", &bits(&params!(big)));
     }
 
     /// Rank 1 leaves after 2 steps (drops its `World`, as an early return would); rank 0,
