@@ -10,6 +10,7 @@
 //! cargo run --release --features mpi --example mnist_mpi            # one process (a world of one)
 //! mpirun -n 2 target/release/examples/mnist_mpi -- --data DIR       # the standard MNIST IDX files
 //! mpirun -n 2 target/release/examples/mnist_mpi --bench             # M3 (784-1024-1024-10), 256 rows per rank
+//! mpirun -n 2 target/release/examples/mnist_mpi --bench-reduce      # allreduce_mean alone, the ways of reducing
 //! ```
 //!
 //! (As root, add `--allow-run-as-root`.) Rank 0 prints. `--bench` times the M3 step of
@@ -17,8 +18,10 @@
 //! `allreduce_mean`, the update) per rank, the raw allreduce of the same buffer, and, on
 //! one rank, the fused single-process `train_step` too, each as the mean and (in
 //! brackets) the median and the minimum over the steps, which a busy host disturbs
-//! least; `--steps N`
-//! sets the step count. `MODELC_MPI_BENCH_SYNC=1` adds a barrier before each allreduce,
+//! least, and on one process also its compute + apply without `World`; `--steps N`
+//! sets the step count (the rounds of `--bench-reduce`, which times `allreduce_mean`
+//! alone on M3's gradients, whole fields in place, in pieces of several sizes, and
+//! every field packed, interleaved round by round). `MODELC_MPI_BENCH_SYNC=1` adds a barrier before each allreduce,
 //! timed on its own, so that the allreduce's time is its own and not the wait for a
 //! slower rank.
 
