@@ -10,6 +10,7 @@
 //! cargo run --release --features mpi --example mnist_mpi            # one process (a world of one)
 //! mpirun -n 2 target/release/examples/mnist_mpi -- --data DIR       # the standard MNIST IDX files
 //! mpirun -n 2 target/release/examples/mnist_mpi --bench             # M3 (784-1024-1024-10), 256 rows per rank
+//! mpirun -n 2 target/release/examples/mnist_mpi --bench-reduce      # allreduce_mean alone, the ways of reducing
 //! ```
 //!
 //! (As root, add `--allow-run-as-root`.) Rank 0 prints. `--bench` times the M3 step of
@@ -17,8 +18,10 @@
 //! `allreduce_mean`, the update) per rank, the raw allreduce of the same buffer, and, on
 //! one rank, the fused single-process `train_step` too, each as the mean and (in
 //! brackets) the median and the minimum over the steps, which a busy host disturbs
-//! least; `--steps N`
-//! sets the step count. `MODELC_MPI_BENCH_SYNC=1` adds a barrier before each allreduce,
+//! least, and on one process also its compute + apply without `World`; `--steps N`
+//! sets the step count (the rounds of `--bench-reduce`, which times `allreduce_mean`
+//! alone on M3's gradients, whole fields in place, in pieces of several sizes, and
+//! every field packed, interleaved round by round). `MODELC_MPI_BENCH_SYNC=1` adds a barrier before each allreduce,
 //! timed on its own, so that the allreduce's time is its own and not the wait for a
 //! slower rank.
 
@@ -75,7 +78,7 @@ const GLOBAL_BATCH: usize = 200;
 const STEPS: u64 = 2000;
 
 fn main() {
-    let world = match World::init() {
+    let mut world = match World::init() {
         Ok(w) => w,
         Err(e) => {
             eprintln!("error: {e}");
@@ -84,7 +87,7 @@ fn main() {
     };
     // Every error here is the same on every rank (World's calls agree on them), so every
     // rank exits together and none waits for another.
-    if let Err(e) = run(&world) {
+    if let Err(e) = run(&mut world) {
         if world.is_root() {
             eprintln!("error: {e}");
         }
@@ -93,7 +96,7 @@ fn main() {
     }
 }
 
-fn run(world: &World) -> Result<(), Box<dyn std::error::Error>> {
+fn run(world: &mut World) -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     let steps = match args.iter().position(|a| *a == "--steps") {
@@ -106,6 +109,7 @@ fn run(world: &World) -> Result<(), Box<dyn std::error::Error>> {
     };
     match args.as_slice() {
         ["--bench"] => bench(world, steps.unwrap_or(100)),
+        ["--bench-reduce"] => bench_reduce(world, steps.unwrap_or(100)),
         [] => train(world, None, steps.unwrap_or(STEPS)),
         ["--data", dir] => train(world, Some(PathBuf::from(dir)), steps.unwrap_or(STEPS)),
         _ => {
@@ -219,12 +223,18 @@ fn bench(world: &World, steps: u64) -> Result<(), Box<dyn std::error::Error>> {
         raw.push(ms(t.elapsed()));
     }
     // One process's best: the fused `train_step` (SGD's updates inside the products).
-    let mut fused = Vec::new();
+    // And its compute + apply without `World` (whose finiteness check, in a world of one,
+    // `apply_gradients` makes again), interleaved with it step by step.
+    let (mut fused, mut plain) = (Vec::new(), Vec::new());
     if world.size() == 1 {
         for _ in 0..steps {
             let t = Instant::now();
             model.train_step(x.view(), y.view())?;
             fused.push(ms(t.elapsed()));
+            let t = Instant::now();
+            model.compute_gradients_into(x.view(), y.view(), &mut g)?;
+            model.apply_gradients(&g)?;
+            plain.push(ms(t.elapsed()));
         }
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
@@ -269,13 +279,83 @@ fn bench(world: &World, steps: u64) -> Result<(), Box<dyn std::error::Error>> {
         let slowest_med = times.iter().map(|t| t[1]).fold(0.0, f64::max);
         let job = |ms: f64| (rows * world.size()) as f64 * 1e3 / ms;
         println!("job: {:.0} rows/s [{:.0} at the median step]", job(slowest), job(slowest_med));
-        if !fused.is_empty() {
-            let (m, med) = (mean(&fused), median(fused));
+        for (what, v) in [("fused train_step", fused), ("compute + apply without World", plain)] {
+            if v.is_empty() {
+                continue;
+            }
+            let (m, med) = (mean(&v), median(v));
             println!(
-                "one process, fused train_step: {m:.3} ms per step [{med:.3}], {:.0} rows/s [{:.0}]",
+                "one process, {what}: {m:.3} ms per step [{med:.3}], {:.0} rows/s [{:.0}]",
                 rows as f64 * 1e3 / m,
                 rows as f64 * 1e3 / med
             );
+        }
+    }
+    Ok(())
+}
+
+/// `allreduce_mean` alone on M3's gradients, the ways of reducing them interleaved round
+/// by round in one job (each after a barrier): large fields in place, whole or in pieces
+/// of several sizes (the default: 128K values), and every field packed into one fused
+/// buffer.
+fn bench_reduce(world: &mut World, rounds: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let mut g = M3Gradients::zeros();
+    // Values whose mean over identical ranks is themselves (x * N / N is exact for small N).
+    let mut k = 0u32;
+    for v in [&mut g.b1, &mut g.b2] {
+        v.mapv_inplace(|_| {
+            k = k.wrapping_add(1);
+            (k % 1000) as f32 / 1024.0
+        });
+    }
+    for v in [&mut g.w1, &mut g.w2, &mut g.w3] {
+        v.mapv_inplace(|_| {
+            k = k.wrapping_add(1);
+            (k % 1000) as f32 / 1024.0
+        });
+    }
+    let default_min = world.in_place_min();
+    let configs: [(&str, usize, usize); 6] = [
+        ("in place, whole", default_min, usize::MAX),
+        ("in place, pieces of 32K", default_min, 1 << 15),
+        ("in place, pieces of 64K", default_min, 1 << 16),
+        ("in place, pieces of 128K", default_min, 1 << 17),
+        ("in place, pieces of 256K", default_min, 1 << 18),
+        ("all packed", usize::MAX, usize::MAX),
+    ];
+    let mut times = vec![Vec::with_capacity(rounds as usize); configs.len()];
+    for round in 0..rounds + 3 {
+        for (c, &(_, min, chunk)) in configs.iter().enumerate() {
+            world.set_in_place_min(min);
+            world.set_chunk(chunk);
+            world.barrier()?;
+            let t = Instant::now();
+            world.allreduce_mean(&mut g, Ok(0.0))?;
+            if round >= 3 {
+                times[c].push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    world.set_in_place_min(default_min);
+    world.set_chunk(1 << 17);
+    let mine: Vec<f64> = times
+        .into_iter()
+        .flat_map(|t| {
+            let min = t.iter().copied().fold(f64::INFINITY, f64::min);
+            [median(t), min]
+        })
+        .collect();
+    let mut all = vec![0f64; mine.len() * world.size()];
+    world.communicator().all_gather_into(&mine[..], &mut all[..]);
+    if world.is_root() {
+        println!(
+            "allreduce_mean of M3's gradients, {} ranks, {rounds} rounds interleaved, ms [median, min] per rank:",
+            world.size()
+        );
+        for (c, (name, _, _)) in configs.iter().enumerate() {
+            let per_rank: Vec<String> =
+                all.chunks_exact(mine.len()).map(|r| format!("{:.3} [min {:.3}]", r[2 * c], r[2 * c + 1])).collect();
+            println!("  {name:26} {}", per_rank.join(", "));
         }
     }
     Ok(())

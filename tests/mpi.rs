@@ -10,7 +10,9 @@
 //! - `equivalence`: 2 ranks on shards of 8 rows vs one process on the 16-row batch, for
 //!   SGD and Adam, each with and without dropout (two dropout layers: each rank's masks
 //!   are the rows one process draws), 5 steps: the params agree to a measured tolerance
-//!   and are bitwise identical on both ranks; no step after the first allocates.
+//!   and are bitwise identical on both ranks; no step after the first allocates. Also on
+//!   3 and 4 ranks (oversubscribed), with a 1M-value field (`Big`) that takes Open MPI's
+//!   large-message algorithms: the params bit for bit the same on every rank.
 //! - `resume`: a checkpoint written by rank 0 at step 3 and broadcast to a fresh job
 //!   resumes it bit for bit (Adam with dropout, 6 steps).
 //! - `failures`: a bad shape, a NaN, an out-of-range index, gradients of the wrong
@@ -126,6 +128,23 @@ model! {
         let h = relu(matmul(x, w1) + b1);
         loss l = mean(softmax_cross_entropy(matmul(h, w2) + b2, y));
         optimizer adam(learning_rate = 0.02);
+    }
+}
+
+model! {
+    /// A first layer of 1M weights (4 MB, M3's size of field): its allreduce takes Open
+    /// MPI's large-message algorithms (a ring or reduce-scatter + allgather) on any
+    /// number of ranks, where the small models' take recursive doubling.
+    pub struct Big {
+        input x: [batch, 256];
+        input y: [batch, 4];
+        param w1: [256, 4096] = glorot_uniform;
+        param b1: [4096] = constant(0.05);
+        param w2: [4096, 4] = glorot_uniform;
+        param b2: [4] = zeros;
+        let h = relu(matmul(x, w1) + b1);
+        loss l = mean(softmax_cross_entropy(matmul(h, w2) + b2, y));
+        optimizer sgd(learning_rate = 0.3);
     }
 }
 
@@ -290,19 +309,36 @@ mod with_mpi {
 
     /// Runs `case` on 2 ranks and checks that both ranks finished it.
     fn passes(case: &str) -> String {
-        let (out, took) = run(case, 2, 120);
+        passes_on(case, 2)
+    }
+
+    /// Runs `case` on `n` ranks (more than the 2 cores: oversubscribed) and checks that
+    /// every rank finished it.
+    fn passes_on(case: &str, n: usize) -> String {
+        let (out, took) = run(case, n, 120);
         let all = text(&out);
-        assert!(out.status.success(), "mpirun -n 2 {case} failed ({:?}, {took:?}):\n{all}", out.status);
-        for rank in 0..2 {
+        assert!(out.status.success(), "mpirun -n {n} {case} failed ({:?}, {took:?}):\n{all}", out.status);
+        for rank in 0..n {
             assert!(all.contains(&format!("rank {rank}: {case} done")), "rank {rank} did not finish {case}:\n{all}");
         }
-        println!("{case}: {took:.1?}\n{all}");
+        println!("{case} on {n} ranks: {took:.1?}\n{all}");
         all
     }
 
     #[test]
     fn equivalence_with_one_process_on_the_doubled_batch() {
         passes("equivalence");
+    }
+
+    /// 3 and 4 ranks (oversubscribed on 2 cores): the same equivalence with one process on
+    /// the whole batch, and the params bit for bit the same on every rank (Open MPI's
+    /// allreduce with more than 2 ranks reduces in a tree or a ring, so whether every
+    /// rank receives the same bits is not obvious, and the MPI standard does not promise
+    /// it).
+    #[test]
+    fn equivalence_and_identical_replicas_on_3_and_4_ranks() {
+        passes_on("equivalence", 4);
+        passes_on("equivalence", 3);
     }
 
     #[test]
@@ -418,6 +454,14 @@ mod with_mpi {
     /// is far below the effect of a wrong mask or a wrong mean (see the report: masks not
     /// sharded gave 9.8e-2 for SgdDrop).
     const TOLERANCE: f32 = 2e-6;
+    /// `WideAdam` on 3 ranks (session 13): 2.5e-5 (the same with the mean computed as
+    /// `sum / 3` instead of `sum * (1/3)`, so not the inexact 1/3): its `w1` has
+    /// gradients that are near-zero sums of cancelling rows, whose rounding in another
+    /// order (3 shards of 8 rows against 24 rows at once) Adam's division by sqrt(v)
+    /// turns into visible differences of the update (the `WideAdam` note above). 8.4e-7
+    /// on 4 ranks, and its SGD twin `Wide` agrees to 3.7e-8 on 3: the masks and the mean
+    /// are right. Still far below a wrong mean or mask.
+    const ADAM_CANCELLING_TOLERANCE: f32 = 1e-4;
     const STEPS: u64 = 5;
     const PER_RANK: usize = 8;
 
@@ -425,10 +469,14 @@ mod with_mpi {
         ($world:expr, $Model:ident, $Grads:ident) => {
             equivalence_case!($world, $Model, $Grads, 8, false)
         };
+        ($world:expr, $Model:ident, $Grads:ident, $width:expr, $fortran:expr) => {
+            equivalence_case!($world, $Model, $Grads, $width, $fortran, TOLERANCE)
+        };
         // `width` features; with `fortran`, rank 1's `w1` gradient is column-major (its
         // values reach `allreduce_mean` in another memory order than rank 0's).
-        ($world:expr, $Model:ident, $Grads:ident, $width:expr, $fortran:expr) => {{
+        ($world:expr, $Model:ident, $Grads:ident, $width:expr, $fortran:expr, $tolerance:expr) => {{
             let world: &World = $world;
+            let tolerance: f32 = $tolerance;
             let fortran: bool = $fortran && world.rank() == 1;
             let n = world.size();
             // Rank 0's seed wins: the others start elsewhere to show the broadcast.
@@ -464,7 +512,7 @@ mod with_mpi {
                 world.rank(),
                 stringify!($Model)
             );
-            assert!(diff <= TOLERANCE, "{}: {diff:e} > {TOLERANCE:e}", stringify!($Model));
+            assert!(diff <= tolerance, "{}: {diff:e} > {tolerance:e}", stringify!($Model));
             assert!(max_loss_diff <= TOLERANCE, "{}: loss {max_loss_diff:e}", stringify!($Model));
             assert_eq!(m.global_step(), STEPS);
             same_everywhere(world, "the params", &bits(&params!(m)));
@@ -478,8 +526,10 @@ mod with_mpi {
         equivalence_case!(world, AdamDrop, AdamDropGradients);
         // `w1` reduced in place (and through the staging buffer where it is column-major).
         equivalence_case!(world, Wide, WideGradients, 256, false);
-        equivalence_case!(world, WideAdam, WideAdamGradients, 256, false);
+        let wide_adam = if world.size() == 3 { ADAM_CANCELLING_TOLERANCE } else { TOLERANCE };
+        equivalence_case!(world, WideAdam, WideAdamGradients, 256, false, wide_adam);
         equivalence_case!(world, Wide, WideGradients, 256, true);
+        equivalence_case!(world, Big, BigGradients, 256, false);
     }
 
     fn step(world: &World, m: &mut AdamDrop, g: &mut AdamDropGradients) {
@@ -689,6 +739,27 @@ mod with_mpi {
         m.apply_gradients(&g).unwrap();
         assert_eq!(m.global_step(), 1);
         same_everywhere(world, "the params after the good step", &bits(&params!(m)));
+
+        // A field of 1M values is reduced in pieces of 128K: an infinity on rank 1 in a
+        // middle piece (the fifth of eight) is found in the mean all the same.
+        let mut big = Big::with_seed(5);
+        world.broadcast_params(&mut big).unwrap();
+        let mut g = BigGradients::zeros();
+        let local = big.compute_gradients_into(xs, ys, &mut g);
+        if one {
+            g.w1[[128, 0]] = f32::INFINITY;
+        }
+        let r = world.allreduce_mean(&mut g, local);
+        fails_everywhere(
+            world,
+            "an infinity in a middle piece of a field",
+            "param `w1`: the mean of the 2 ranks' gradients",
+            r,
+        );
+        let local = big.compute_gradients_into(xs, ys, &mut g);
+        world.allreduce_mean(&mut g, local).unwrap();
+        big.apply_gradients(&g).unwrap();
+        same_everywhere(world, "Big's params after a good step", &bits(&params!(big)));
     }
 
     /// Rank 1 leaves after 2 steps (drops its `World`, as an early return would); rank 0,

@@ -24,12 +24,14 @@
 //! # Gradients: the large ones in place, the small ones fused
 //!
 //! A gradient field of at least `IN_PLACE_MIN` (32,768) values is summed in place in its
-//! own array (`MPI_Allreduce` with `MPI_IN_PLACE`), then scaled by 1/N in one pass that
-//! also checks that the mean is finite; the small fields are copied into one buffer
+//! own array (`MPI_Allreduce` with `MPI_IN_PLACE`, in pieces of `PIECE` values, 512 KB,
+//! each scaled by 1/N while still in cache, in one pass that also checks that the mean
+//! is finite); the small fields are copied into one buffer
 //! (each value checked to be at most `f32::MAX / N` in magnitude: finite, and no sum of
 //! N of them overflows), followed by one flag per in-place field (1 if this rank found
 //! its mean not finite) and the loss, summed in one allreduce, and copied back scaled.
-//! For M3 that is 3 allreduces and no copy of its 1.85M large values, where one fused
+//! For M3 that is 16 allreduces (15 pieces of `w1` and `w2`, the fused rest) and no
+//! copy of its 1.85M large values, where one fused
 //! buffer cost a copy in, Open MPI's own copy of the send buffer into the receive
 //! buffer, and a copy out (`docs/distributed.md`, "What it costs"). Which field goes
 //! where depends on the layout only, so every rank makes the same calls. The flags'
@@ -133,6 +135,10 @@ pub struct World {
     rank: usize,
     size: usize,
     fused: RefCell<Fused>,
+    /// Fields of at least this many values are reduced in place (`IN_PLACE_MIN` unless set).
+    in_place_min: usize,
+    /// In-place fields are reduced and scaled in pieces of this many values.
+    chunk: usize,
     /// Set when another rank left the job (dropped its `World`) while this one called
     /// `World`: no collective can complete any more, so every call fails at once.
     peer_left: Cell<bool>,
@@ -178,6 +184,16 @@ enum Slot {
 /// fused: 3 allreduces.
 const IN_PLACE_MIN: usize = 1 << 15;
 
+/// An in-place field is summed and scaled in pieces of this many values (512 KB): one
+/// `MPI_Allreduce` per piece, then its 1/N pass while the piece is still in L2 (2 MB per
+/// core here). Interleaved in one job on M3's gradients (Xeon family 6 model 167, 2
+/// ranks, session 13), `allreduce_mean` took 1.84-1.87 ms at the median against
+/// 2.88-2.93 ms with whole fields (pieces of 32K: 1.96-2.00, 64K: 1.91-1.97, 256K:
+/// 1.98-2.16); with both cores also busy with two spinning processes, 6.1-6.2 ms
+/// against 8.1-8.3. A piece costs one more small-message latency (about 8 us), so the
+/// gain is Open MPI's copy and reduction, and the scale pass, running out of cache.
+const PIECE: usize = 1 << 17;
+
 impl World {
     /// Initializes MPI (`MPI_Init_thread`, funneled) and returns its world. Under
     /// `mpirun -n N` this process is one of `N` ranks; run directly, it is a world of one
@@ -210,8 +226,35 @@ impl World {
             rank,
             size,
             fused: RefCell::new(Fused::default()),
+            in_place_min: IN_PLACE_MIN,
+            chunk: PIECE,
             peer_left: Cell::new(false),
         })
+    }
+
+    /// Benchmarks only (`mnist_mpi --bench-reduce`): the size from which a gradient field
+    /// is reduced in place (32,768 values; `usize::MAX` packs every field into the fused
+    /// buffer: 2 collectives a step, measured slower on idle and on busy cores alike,
+    /// `docs/distributed.md`). Every rank must use the same setting: if they differ,
+    /// every rank's `allreduce_mean` returns the same [`Error::InvalidArgument`] before
+    /// any gradient moves.
+    #[doc(hidden)]
+    pub fn set_in_place_min(&mut self, values: usize) {
+        self.in_place_min = values;
+    }
+
+    /// Benchmarks only: the current [`Self::set_in_place_min`].
+    #[doc(hidden)]
+    pub fn in_place_min(&self) -> usize {
+        self.in_place_min
+    }
+
+    /// Benchmarks only: reduce (and scale) in-place fields in pieces of this many values
+    /// (131,072; `usize::MAX` for whole fields). The same rule as
+    /// [`Self::set_in_place_min`] across ranks.
+    #[doc(hidden)]
+    pub fn set_chunk(&mut self, values: usize) {
+        self.chunk = values.clamp(1, MAX_COUNT);
     }
 
     /// This process's rank, `0..size()`.
@@ -323,11 +366,18 @@ impl World {
     /// first (or after a change of model; or, once, the first time a large field is not
     /// contiguous in standard order, which goes through a staging buffer).
     pub fn allreduce_mean<G: Gradients>(&self, gradients: &mut G, local: Result<f32>) -> Result<f32> {
-        let hash = layout_hash::<G>();
+        // The settings decide which calls every rank makes: part of what must match.
+        let hash =
+            layout_hash::<G>() ^ (self.in_place_min as u64).rotate_left(17) ^ (self.chunk as u64).rotate_left(41);
         let mut fused = self.fused.borrow_mut();
         // A layout too large to address is this rank's failure, reported through the
         // control allreduce like any other (returning here would hang the others).
-        let sized = if fused.layout != Some(hash) { fused.resize_for::<G>(hash, self.size > 1) } else { Ok(()) };
+        let sized = if fused.layout != Some(hash) {
+            fused.resize_for::<G>(hash, self.size > 1, self.in_place_min)
+        } else {
+            Ok(())
+        };
+        let chunk = self.chunk;
         let Fused { slots, total, in_place, small, staging, .. } = &mut *fused;
         let n = *total;
         // Shapes everywhere; the packed fields copied (with several ranks) and checked
@@ -362,8 +412,12 @@ impl World {
             let k = slots[..i].iter().filter(|s| **s == Slot::InPlace).count();
             let finite = match v.as_slice_mut() {
                 Some(values) => {
-                    sum_in_place(&self.comm, values);
-                    scale_checked(values, scale)
+                    let mut finite = true;
+                    for piece in values.chunks_mut(chunk) {
+                        sum_in_place(&self.comm, piece);
+                        finite &= scale_checked(piece, scale);
+                    }
+                    finite
                 }
                 None => {
                     // Not contiguous in standard order (a field replaced by a transposed
@@ -586,7 +640,7 @@ impl std::fmt::Debug for World {
 impl Fused {
     /// Plans and sizes the buffers for `G`'s layout (once per model type in a row); a
     /// world of one copies nothing and keeps no buffers (`buffers` false).
-    fn resize_for<G: Gradients>(&mut self, hash: u64, buffers: bool) -> Result<()> {
+    fn resize_for<G: Gradients>(&mut self, hash: u64, buffers: bool, in_place_min: usize) -> Result<()> {
         // Forget the old layout first: on `Err` the buffers fit no layout.
         self.layout = None;
         self.slots.clear();
@@ -598,7 +652,7 @@ impl Fused {
                 Error::InvalidArgument(format!("gradient `{name}` of model `{}` does not fit in memory", G::MODEL))
             })?;
             let len = len.unwrap_or(0);
-            if len >= IN_PLACE_MIN {
+            if len >= in_place_min {
                 slots.push(Slot::InPlace);
             } else {
                 slots.push(Slot::Packed(packed, packed + len));
