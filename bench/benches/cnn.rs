@@ -21,7 +21,8 @@
 //!
 //! `cargo bench -p modelc-bench --bench cnn` (about a minute); `-- --test` runs the
 //! checks and each step once; `MODELC_CNN_CPU=1` prints CPU ms per generated step
-//! instead of criterion's wall times (`=c1` or `=c2`: that step only; see `cpu_report`). Figures and the peers' ratios: README, "Benchmarks".
+//! instead of criterion's wall times (`=c1` or `=c2`: that step only; see `cpu_report`);
+//! `--features profile` prints each step's per-op profile (products and passes) instead. Figures and the peers' ratios: README, "Benchmarks".
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -536,6 +537,13 @@ fn bench(c: &mut Criterion) {
     g1.train_step(x.view(), y.view()).expect("a C1 step");
     let (x, y) = &c2_data[0];
     g2.train_step(x.view(), y.view()).expect("a C2 step");
+    if modelc::profile::ENABLED {
+        // `--features profile`: the per-op profile of each step (the log allocates, so
+        // no allocation check and no timing after it).
+        profile_steps("C1", &mut |i| drop(g1.train_step(c1_data[i].0.view(), c1_data[i].1.view())));
+        profile_steps("C2", &mut |i| drop(g2.train_step(c2_data[i].0.view(), c2_data[i].1.view())));
+        return;
+    }
     let (x1, y1) = &c1_data[1];
     let (x2, y2) = &c2_data[1];
     let allocs = (
@@ -599,6 +607,20 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+/// `--features profile`: the per-op profile of 40 runs of `step` (batch `i % BATCHES`;
+/// `modelc::profile::report`: medians over the runs).
+fn profile_steps(name: &str, step: &mut dyn FnMut(usize)) {
+    let _ = modelc::profile::take();
+    let runs: Vec<(u64, Vec<modelc::profile::Record>)> = (0..40)
+        .map(|i| {
+            let start = std::time::Instant::now();
+            step(i % BATCHES);
+            (start.elapsed().as_nanos() as u64, modelc::profile::take())
+        })
+        .collect();
+    println!("{name}, median of 40 steps:\n{}", modelc::profile::report(&runs));
 }
 
 /// This thread's CPU time in clock ticks (utime + stime of /proc/thread-self/stat).

@@ -9,7 +9,9 @@
 //! one after the other as their steps run them (`beta = 1` for the weight gradients,
 //! which accumulate into the weight), through `sgemm` and the `gemm` crate, and their
 //! sums. `cargo bench -p modelc-bench --bench sgemm -- nomatch` skips criterion;
-//! `MODELC_BENCH_M3=1` prints only the steps' products (about 20 s).
+//! `MODELC_BENCH_M3=1` prints only the steps' products (about 20 s); `MODELC_BENCH_C1=1`
+//! only C1's fc1 products (3136 -> 1024, batch 50); `MODELC_BENCH_FUSE=1` fc1's backward
+//! as two products against one pass over blocks of the weight's rows (docs/decisions.md).
 
 use std::time::{Duration, Instant};
 
@@ -115,6 +117,14 @@ const M3_STEP: &[(&str, usize, usize, usize, bool, bool, f32)] = &[
     ("dw1 784x256x1024 aT +=", 784, 256, 1024, true, false, 1.0),
 ];
 
+/// C1's dense layer fc1 (3136 -> 1024, batch 50) as its step runs it: forward, input
+/// gradient, weight gradient with the SGD update.
+const C1_FC1: &[(&str, usize, usize, usize, bool, bool, f32)] = &[
+    ("fwd 50x3136x1024", 50, 3136, 1024, false, false, 0.0),
+    ("dx 50x1024x3136 bT", 50, 1024, 3136, false, true, 0.0),
+    ("dw 3136x50x1024 aT +=", 3136, 50, 1024, true, false, 1.0),
+];
+
 /// M2's eight products likewise (batch 128).
 const M2_STEP: &[(&str, usize, usize, usize, bool, bool, f32)] = &[
     ("fwd1 128x784x256", 128, 784, 256, false, false, 0.0),
@@ -133,6 +143,17 @@ const M2_STEP: &[(&str, usize, usize, usize, bool, bool, f32)] = &[
 /// `MODELC_BENCH_M3=1` prints only the latter (`cargo bench -p modelc-bench --bench
 /// sgemm -- nomatch` skips criterion's measurements).
 fn summary() {
+    if std::env::var_os("MODELC_BENCH_FUSE").is_some() {
+        fused_backward();
+        return;
+    }
+    if std::env::var_os("MODELC_BENCH_C1").is_some() {
+        // `MODELC_BENCH_C1=1`: C1's fc1 products only (about 5 s).
+        println!("\n{}", common::cpu());
+        step("C1 fc1", C1_FC1, 30);
+        println!("{}", common::load());
+        return;
+    }
     let (peak, width) = common::fma_peak();
     println!("\n{}", common::cpu());
     println!("{}", common::load());
@@ -274,3 +295,70 @@ fn gemm_crate_acc(
 
 criterion_group!(benches, bench);
 criterion_main!(benches);
+
+/// `MODELC_BENCH_FUSE=1`: C1 fc1's backward (`dx = dz w^T`, `w -= lr x^T dz`) as the step
+/// runs it (two products, the update in place) against one pass over blocks of `rows`
+/// rows of `w`, each used for its columns of `dx` while it is in L2, then updated into
+/// a staged copy (`w_new = w - lr x^T dz`, as the guard's staged path). Fastest of 30
+/// interleaved rounds, ms.
+fn fused_backward() {
+    use modelc::ndarray::s;
+    let (b, k, n) = (50, 3136, 1024);
+    let x = filled(b, k, 1);
+    let dz = filled(b, n, 2);
+    let mut w = filled(k, n, 3);
+    let mut w_new = filled(k, n, 4);
+    let mut dx = Array2::<f32>::zeros((b, k));
+    let lr = 1e-6;
+    let variants: &[usize] = &[0, 1, 128, 256, 1128, 1256, 1512];
+    let mut best = vec![f64::MAX; variants.len()];
+    for _ in 0..30 {
+        for (v, t) in variants.iter().zip(best.iter_mut()) {
+            let start = Instant::now();
+            match *v {
+                0 => {
+                    sgemm::sgemm(1.0, dz.view(), w.t(), 0.0, dx.view_mut());
+                    sgemm::sgemm(-lr, x.t(), dz.view(), 1.0, w.view_mut());
+                }
+                1 => {
+                    // Staged, unfused: dx, then w_new = w; w_new -= lr x^T dz.
+                    sgemm::sgemm(1.0, dz.view(), w.t(), 0.0, dx.view_mut());
+                    w_new.assign(&w);
+                    sgemm::sgemm(-lr, x.t(), dz.view(), 1.0, w_new.view_mut());
+                }
+                rows if rows > 1000 => {
+                    let rows = rows - 1000;
+                    for r0 in (0..k).step_by(rows) {
+                        let r1 = (r0 + rows).min(k);
+                        let wb = w.slice(s![r0..r1, ..]);
+                        sgemm::sgemm(1.0, dz.view(), wb.t(), 0.0, dx.slice_mut(s![.., r0..r1]));
+                        sgemm::sgemm(-lr, x.slice(s![.., r0..r1]).t(), dz.view(), 1.0, w.slice_mut(s![r0..r1, ..]));
+                    }
+                }
+                rows => {
+                    for r0 in (0..k).step_by(rows) {
+                        let r1 = (r0 + rows).min(k);
+                        let wb = w.slice(s![r0..r1, ..]);
+                        sgemm::sgemm(1.0, dz.view(), wb.t(), 0.0, dx.slice_mut(s![.., r0..r1]));
+                        let mut nb = w_new.slice_mut(s![r0..r1, ..]);
+                        nb.assign(&wb);
+                        sgemm::sgemm(-lr, x.slice(s![.., r0..r1]).t(), dz.view(), 1.0, nb);
+                    }
+                }
+            }
+            *t = t.min(start.elapsed().as_secs_f64());
+        }
+    }
+    println!("\n{}", common::cpu());
+    println!("C1 fc1 backward, fastest of 30 interleaved rounds, ms");
+    for (v, t) in variants.iter().zip(&best) {
+        let label = match *v {
+            0 => "dx, then w in place".to_string(),
+            1 => "dx, then staged w_new".to_string(),
+            r if r > 1000 => format!("fused, blocks of {} rows, in place", r - 1000),
+            r => format!("fused, blocks of {r} rows, staged"),
+        };
+        println!("{label:<36} {:>8.3}", t * 1e3);
+    }
+    println!("{}", common::load());
+}
