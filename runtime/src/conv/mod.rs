@@ -35,7 +35,7 @@ use crate::kernels::gemm;
 
 mod direct;
 mod fused;
-mod par;
+pub(crate) mod par;
 
 pub use fused::{conv2d_max_pool_with, fused_scratch_len};
 

@@ -5,19 +5,20 @@
 //! over a reduction, so every output element is computed by the same operations in the
 //! same order whatever the part count: the same bits on 1 and 2 threads. Each part gets
 //! its own slice of the caller's scratch (grown once for every part before the split),
-//! so a split pass allocates nothing, and the job itself is a pointer to a closure on
+//! so a split pass allocates nothing (the max-pool scatter, `pool.rs`, splits over
+//! images the same way), and the job itself is a pointer to a closure on
 //! the caller's stack (`sgemm/threads.rs`).
 
 use std::sync::Mutex;
 
 /// Most parts a pass is split into (threads beyond it idle).
-pub(super) const MAX_PARTS: usize = 8;
+pub(crate) const MAX_PARTS: usize = 8;
 
 #[cfg(test)]
 thread_local! {
     /// Tests set this to a part count (0: the default, one a thread), to check that the
     /// bits do not depend on it.
-    pub(super) static FORCE_PARTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    pub(crate) static FORCE_PARTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// The threads a pass may use: the pool's (1 without `parallel`).
@@ -34,7 +35,7 @@ fn threads() -> usize {
 
 /// The parts a pass of `units` independent units and `flops` floating-point operations
 /// is cut into: one a thread, at most `units`, and 1 below [`SPLIT_MIN_FLOPS`].
-pub(super) fn parts(units: usize, flops: usize) -> usize {
+pub(crate) fn parts(units: usize, flops: usize) -> usize {
     #[cfg(test)]
     {
         let forced = FORCE_PARTS.with(|f| f.get());
@@ -52,13 +53,13 @@ pub(super) fn parts(units: usize, flops: usize) -> usize {
 pub(super) const SPLIT_MIN_FLOPS: usize = 1 << 20;
 
 /// Where part `i` of `parts` over `len` units starts (part `parts` is the end).
-pub(super) fn cut(len: usize, parts: usize, i: usize) -> usize {
+pub(crate) fn cut(len: usize, parts: usize, i: usize) -> usize {
     len * i / parts
 }
 
 /// Runs `f(i, items[i])` for `i < parts` on the pool's threads (where it is free, else
 /// one after the other here), each item moved into the one part that uses it.
-pub(super) fn each<T: Send>(items: [Option<T>; MAX_PARTS], parts: usize, f: impl Fn(usize, T) + Sync) {
+pub(crate) fn each<T: Send>(items: [Option<T>; MAX_PARTS], parts: usize, f: impl Fn(usize, T) + Sync) {
     let cells: [Mutex<Option<T>>; MAX_PARTS] = items.map(Mutex::new);
     let part = |i: usize| {
         let item = cells[i].lock().unwrap_or_else(|e| e.into_inner()).take().expect("each part runs once");
