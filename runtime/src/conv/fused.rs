@@ -155,7 +155,7 @@ impl Job<'_, '_, '_> {
             if d.k() == 0 {
                 ob.fill(0.0);
             } else if direct {
-                direct::forward_in(&xb, &w, &geo, &mut ob, &d, conv_s);
+                direct::forward_in(&xb, w, &geo, &mut ob, &d, conv_s);
             } else {
                 conv2d_in(xb, w.view(), geo, ob, &d, conv_s);
             }
