@@ -24,8 +24,6 @@
 //! instead of criterion's wall times (`=c1` or `=c2`: that step only; see `cpu_report`);
 //! `--features profile` prints each step's per-op profile (products and passes) instead. Figures and the peers' ratios: README, "Benchmarks".
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -34,40 +32,10 @@ use modelc::ndarray::{s, Array1, Array2, Array4, ArrayView1, ArrayView2, ArrayVi
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-fn bump() {
-    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-}
-
-// SAFETY: forwards to the system allocator, only counting calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        bump();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        bump();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Allocations made by `f` on this thread.
-fn count(f: impl FnOnce()) -> usize {
-    let before = ALLOCATIONS.with(|c| c.get());
-    f();
-    ALLOCATIONS.with(|c| c.get()) - before
-}
+// The tests' counting allocator (one copy for the tests and this bench).
+#[path = "../../tests/common/mod.rs"]
+mod counting;
+use counting::count;
 
 model! {
     struct C1 {

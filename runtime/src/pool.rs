@@ -30,6 +30,12 @@
 
 use ndarray::{ArrayView4, ArrayViewMut4};
 
+use crate::conv::par;
+
+/// The scatter's work per cell of its image, in the units of `par::parts`'s threshold
+/// (the conv passes' floating-point operations): it splits from about 256 Ki cells.
+const SCATTER_WORK: usize = 4;
+
 /// The geometry of a pooling window (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window {
@@ -280,11 +286,35 @@ pub fn max_pool_grad<I: PoolIndex>(
         #[cfg(target_arch = "x86_64")]
         if vector_blocks(ch) {
             let tiles = tiles(win, (h, w), (oh, ow));
-            if !tiles {
-                ds.fill(0.0);
+            // Over images on the pool's threads (`conv/par.rs`): each image's cells are
+            // written by one part, in the order one thread writes them.
+            let (gi, di) = (oh * ow * ch, h * w * ch);
+            let parts = par::parts(n, SCATTER_WORK * n * di);
+            let mut items: [Option<&mut [f32]>; par::MAX_PARTS] = std::array::from_fn(|_| None);
+            let mut rest = &mut ds[..n * di];
+            for (i, slot) in items.iter_mut().enumerate().take(parts) {
+                let (d, more) = rest.split_at_mut((par::cut(n, parts, i + 1) - par::cut(n, parts, i)) * di);
+                *slot = Some(d);
+                rest = more;
             }
-            // SAFETY: as in `max_pool_argmax`.
-            unsafe { x86::grad(gs, is, (n, h, w, ch), (oh, ow), win, tiles, ds) };
+            par::each(items, parts, |i, d| {
+                let (b0, b1) = (par::cut(n, parts, i), par::cut(n, parts, i + 1));
+                if !tiles {
+                    d.fill(0.0);
+                }
+                // SAFETY: as in `max_pool_argmax`.
+                unsafe {
+                    x86::grad(
+                        &gs[b0 * gi..b1 * gi],
+                        &is[b0 * gi..b1 * gi],
+                        (b1 - b0, h, w, ch),
+                        (oh, ow),
+                        win,
+                        tiles,
+                        d,
+                    )
+                };
+            });
             return;
         }
         ds.fill(0.0);
@@ -515,7 +545,7 @@ pub(crate) fn window_max(
 /// The element type of a window offset: u32 (what [`max_pool_argmax`] writes) or u8
 /// (the fused conv + pool's argmax, a quarter of the memory; windows of at most 256
 /// cells). Sealed: only these two.
-pub trait PoolIndex: Copy + sealed::Sealed {
+pub trait PoolIndex: Copy + Sync + sealed::Sealed {
     /// The offset `r * kw + c` as a u32.
     fn offset(self) -> u32;
     /// Sixteen offsets from `p` widened to u32 lanes.
@@ -940,5 +970,35 @@ mod tests {
             }
         }
         assert_eq!(cases, 70);
+    }
+
+    /// The scatter cut over images into 2, 3 and 5 parts (on the pool's threads with
+    /// `parallel`) writes the bits of one part, with tiling windows (no zero fill first)
+    /// and overlapping ones (a fill, then adds), `dx` starting as garbage.
+    #[test]
+    fn the_split_scatter_gives_the_bits_of_one_part() {
+        let bits = |a: &Array4<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for (h, w, win) in [(8, 6, W2), (7, 7, Window { kh: 3, kw: 3, sh: 2, sw: 2, top: 0, left: 0 })] {
+            let (oh, ow) = ((h - win.kh) / win.sh + 1, (w - win.kw) / win.sw + 1);
+            for ch in [16, 64] {
+                let n = 5;
+                let x = Array4::from_shape_fn((n, h, w, ch), |(b, i, j, c)| ((b * 13 + i * 7 + j * 3 + c) % 5) as f32);
+                let mut a = Array4::<u32>::zeros((n, oh, ow, ch));
+                max_pool_argmax(x.view(), win, a.view_mut());
+                let g =
+                    Array4::from_shape_fn((n, oh, ow, ch), |(b, i, j, c)| (b + 2 * i + 3 * j + c) as f32 * 0.37 - 4.0);
+                let run = |parts: usize| {
+                    crate::conv::par::FORCE_PARTS.with(|f| f.set(parts));
+                    let mut d = Array4::from_elem((n, h, w, ch), 7f32);
+                    max_pool_grad(g.view(), a.view(), win, d.view_mut());
+                    crate::conv::par::FORCE_PARTS.with(|f| f.set(0));
+                    bits(&d)
+                };
+                let one = run(1);
+                for parts in [2, 3, 5] {
+                    assert!(one == run(parts), "{h}x{w} {win:?} {ch} channels, {parts} parts");
+                }
+            }
+        }
     }
 }

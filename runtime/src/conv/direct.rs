@@ -20,11 +20,12 @@
 //! kernels need AVX-512F; [`available`] says whether this CPU (and `MODELC_KERNEL`)
 //! allows it, and the caller falls back to im2col otherwise.
 
-use ndarray::{s, ArrayView4, ArrayViewMut4};
+use ndarray::{s, ArrayView4, ArrayViewMut4, Axis};
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use super::par::{self, MAX_PARTS};
 use super::{Dims, Geometry};
 
 /// Whether the direct kernels can run here: AVX-512F detected and not capped below it
@@ -47,19 +48,47 @@ fn padded(d: &Dims, geo: &Geometry) -> (usize, usize) {
     (one(d.oh, d.kh, geo.stride[0], geo.dilation[0]), one(d.ow, d.kw, geo.stride[1], geo.dilation[1]))
 }
 
-/// The scratch floats a forward call needs: the padded image, a contiguous copy of the
-/// kernel (only used for a non-standard kernel view), a row of the output (for a
-/// non-standard output view).
-pub(super) fn forward_scratch(d: &Dims, geo: &Geometry) -> usize {
-    let (hp, wp) = padded(d, geo);
-    hp * wp * d.ci + d.k() * d.co + d.ow * d.co
+/// The floating-point operations of one pass (a multiply-add is two).
+fn flops(d: &Dims) -> usize {
+    2 * d.pixels() * d.k() * d.co
 }
 
-/// The scratch floats a weight-gradient call needs: the padded image, the `[k, co]`
-/// accumulator, one image of the output gradient (for a non-standard view).
-pub(super) fn grad_filter_scratch(d: &Dims, geo: &Geometry) -> usize {
+/// The parts a forward pass (or an input gradient, as the forward pass of `d`) is cut
+/// into: over images.
+fn image_parts(d: &Dims) -> usize {
+    par::parts(d.n, flops(d))
+}
+
+/// The parts a weight-gradient pass is cut into: over kernel taps (`kh kw ci` rows of
+/// `dw`), each part summing its rows over the whole batch as one thread would.
+fn tap_parts(d: &Dims) -> usize {
+    par::parts(d.k(), flops(d))
+}
+
+/// The scratch floats of one part of a forward pass: the padded image and a row of the
+/// output (for a non-standard output view).
+fn image_part_scratch(d: &Dims, geo: &Geometry) -> usize {
     let (hp, wp) = padded(d, geo);
-    hp * wp * d.ci + d.k() * d.co + d.oh * d.ow * d.co
+    hp * wp * d.ci + d.ow * d.co
+}
+
+/// The scratch floats a forward call needs: a contiguous copy of the kernel (only used
+/// for a non-standard kernel view), then each part's (see [`image_part_scratch`]).
+pub(super) fn forward_scratch(d: &Dims, geo: &Geometry) -> usize {
+    d.k() * d.co + image_parts(d) * image_part_scratch(d, geo)
+}
+
+/// The scratch floats of one part of a weight-gradient pass: the padded image and one
+/// image of the output gradient (for a non-standard view).
+fn tap_part_scratch(d: &Dims, geo: &Geometry) -> usize {
+    let (hp, wp) = padded(d, geo);
+    hp * wp * d.ci + d.oh * d.ow * d.co
+}
+
+/// The scratch floats a weight-gradient call needs: the `[k, co]` accumulator, then
+/// each part's (see [`tap_part_scratch`]).
+pub(super) fn grad_filter_scratch(d: &Dims, geo: &Geometry) -> usize {
+    d.k() * d.co + tap_parts(d) * tap_part_scratch(d, geo)
 }
 
 /// The input gradient's geometry and sizes as a forward convolution of the output
@@ -72,10 +101,10 @@ pub(super) fn transposed(d: &Dims, geo: &Geometry) -> (Dims, Geometry) {
 }
 
 /// The scratch floats an input-gradient call needs: the flipped kernel and the forward
-/// call's on the transposed sizes.
+/// call's parts on the transposed sizes.
 pub(super) fn grad_input_scratch(d: &Dims, geo: &Geometry) -> usize {
     let (t, tg) = transposed(d, geo);
-    d.k() * d.co + forward_scratch(&t, &tg)
+    d.k() * d.co + image_parts(&t) * image_part_scratch(&t, &tg)
 }
 
 /// Grows `scratch` to `len` floats on first use only.
@@ -136,9 +165,7 @@ pub(super) fn forward_in(
     d: &Dims,
     s: &mut [f32],
 ) {
-    let (hp, wp) = padded(d, geo);
-    let (img, rest) = s.split_at_mut(hp * wp * d.ci);
-    let (wbuf, obuf) = rest.split_at_mut(d.k() * d.co);
+    let (wbuf, parts) = s.split_at_mut(d.k() * d.co);
     let wm: &[f32] = match w.as_slice() {
         Some(ws) => ws,
         None => {
@@ -148,20 +175,49 @@ pub(super) fn forward_in(
             wbuf
         }
     };
-    forward_with(x, wm, geo, out, d, img, obuf);
+    forward_with(x, wm, geo, out, d, parts);
 }
 
-/// The forward pass with the kernel given as a contiguous `[kh kw ci, co]` matrix.
+/// The forward pass with the kernel given as a contiguous `[kh kw ci, co]` matrix, cut
+/// over images into [`image_parts`] parts, `s` holding each part's scratch.
 fn forward_with(
     x: &ArrayView4<'_, f32>,
     wm: &[f32],
     geo: &Geometry,
     out: &mut ArrayViewMut4<'_, f32>,
     d: &Dims,
-    img: &mut [f32],
-    obuf: &mut [f32],
+    s: &mut [f32],
+) {
+    let per = image_part_scratch(d, geo);
+    let parts = image_parts(d).min(s.len() / per.max(1)).max(1);
+    if parts == 1 {
+        forward_images(x, wm, geo, out.view_mut(), d, 0, &mut s[..per]);
+        return;
+    }
+    let mut items: [Option<(ArrayViewMut4<'_, f32>, &mut [f32])>; MAX_PARTS] = std::array::from_fn(|_| None);
+    let (mut rest, mut srest) = (out.view_mut(), &mut s[..parts * per]);
+    for (i, slot) in items.iter_mut().enumerate().take(parts) {
+        let (o, more) = rest.split_at(Axis(0), par::cut(d.n, parts, i + 1) - par::cut(d.n, parts, i));
+        let (sc, smore) = srest.split_at_mut(per);
+        *slot = Some((o, sc));
+        (rest, srest) = (more, smore);
+    }
+    par::each(items, parts, |i, (o, sc)| forward_images(x, wm, geo, o, d, par::cut(d.n, parts, i), sc));
+}
+
+/// The forward pass of images `b0..b0 + out.dim().0` of `x` into `out`, `s` one part's
+/// scratch ([`image_part_scratch`]).
+fn forward_images(
+    x: &ArrayView4<'_, f32>,
+    wm: &[f32],
+    geo: &Geometry,
+    mut out: ArrayViewMut4<'_, f32>,
+    d: &Dims,
+    b0: usize,
+    s: &mut [f32],
 ) {
     let (hp, wp) = padded(d, geo);
+    let (img, obuf) = s.split_at_mut(hp * wp * d.ci);
     let standard = out.is_standard_layout();
     let t = Taps {
         kh: d.kh,
@@ -172,8 +228,8 @@ fn forward_with(
         col: geo.dilation[1] * d.ci,
         step: geo.stride[1] * d.ci,
     };
-    for b in 0..d.n {
-        pad_image(x, b, geo.pad, hp, wp, img);
+    for b in 0..out.dim().0 {
+        pad_image(x, b0 + b, geo.pad, hp, wp, img);
         for oy in 0..d.oh {
             let xrow = &img[oy * geo.stride[0] * wp * d.ci..];
             match out.as_slice_mut().filter(|_| standard) {
@@ -203,25 +259,36 @@ pub(super) fn grad_input(
     scratch: &mut Vec<f32>,
 ) {
     let (t, tg) = transposed(d, geo);
-    let (hp, wp) = padded(&t, &tg);
     let s = grow(scratch, grad_input_scratch(d, geo));
-    let (wt, rest) = s.split_at_mut(d.k() * d.co);
-    let (img, rest) = rest.split_at_mut(hp * wp * t.ci);
-    let obuf = &mut rest[t.k() * t.co..];
+    let (wt, parts) = s.split_at_mut(d.k() * d.co);
     // wt[i, j, o, c] = w[kh-1-i, kw-1-j, c, o].
     let (kh, kw, ci, co) = (d.kh, d.kw, d.ci, d.co);
     for i in 0..kh {
         for j in 0..kw {
-            let tap = w.slice(s![kh - 1 - i, kw - 1 - j, .., ..]);
             let at = (i * kw + j) * co * ci;
-            for o in 0..co {
-                for c in 0..ci {
-                    wt[at + o * ci + c] = tap[[c, o]];
+            let dst = &mut wt[at..at + co * ci];
+            match w.as_slice() {
+                Some(ws) => {
+                    let from = ((kh - 1 - i) * kw + (kw - 1 - j)) * ci * co;
+                    let tap = &ws[from..from + ci * co];
+                    for (o, row) in dst.chunks_exact_mut(ci).enumerate() {
+                        for (c, v) in row.iter_mut().enumerate() {
+                            *v = tap[c * co + o];
+                        }
+                    }
+                }
+                None => {
+                    let tap = w.slice(s![kh - 1 - i, kw - 1 - j, .., ..]);
+                    for o in 0..co {
+                        for c in 0..ci {
+                            dst[o * ci + c] = tap[[c, o]];
+                        }
+                    }
                 }
             }
         }
     }
-    forward_with(g, wt, &tg, dx, &t, img, obuf);
+    forward_with(g, wt, &tg, dx, &t, parts);
 }
 
 /// `dw` of `conv2d(x, w)` by the direct weight-gradient kernel.
@@ -233,11 +300,51 @@ pub(super) fn grad_filter(
     d: &Dims,
     scratch: &mut Vec<f32>,
 ) {
-    let (hp, wp) = padded(d, geo);
     let s = grow(scratch, grad_filter_scratch(d, geo));
-    let (img, rest) = s.split_at_mut(hp * wp * d.ci);
-    let (acc, gbuf) = rest.split_at_mut(d.k() * d.co);
+    let (acc, rest) = s.split_at_mut(d.k() * d.co);
     acc.fill(0.0);
+    let (k, per) = (d.k(), tap_part_scratch(d, geo));
+    let parts = tap_parts(d).min(rest.len() / per.max(1)).max(1);
+    if parts == 1 {
+        filter_taps(x, g, geo, d, 0..k, acc, &mut rest[..per]);
+    } else {
+        let mut items: [Option<(&mut [f32], &mut [f32])>; MAX_PARTS] = std::array::from_fn(|_| None);
+        let (mut arest, mut srest) = (&mut acc[..], &mut rest[..parts * per]);
+        for (i, slot) in items.iter_mut().enumerate().take(parts) {
+            let (a, amore) = arest.split_at_mut((par::cut(k, parts, i + 1) - par::cut(k, parts, i)) * d.co);
+            let (sc, smore) = srest.split_at_mut(per);
+            *slot = Some((a, sc));
+            (arest, srest) = (amore, smore);
+        }
+        par::each(items, parts, |i, (a, sc)| {
+            filter_taps(x, g, geo, d, par::cut(k, parts, i)..par::cut(k, parts, i + 1), a, sc)
+        });
+    }
+    match dw.as_slice_mut() {
+        Some(ds) => ds.copy_from_slice(acc),
+        None => {
+            for (dst, &v) in dw.iter_mut().zip(acc.iter()) {
+                *dst = v;
+            }
+        }
+    }
+}
+
+/// The rows `taps` of the weight gradient (`acc`: those rows of the `[k, co]` matrix)
+/// summed over the whole batch, image after image, `s` one part's scratch
+/// ([`tap_part_scratch`]). Each element is the same sum whatever the rows' cut into
+/// parts and blocks: a tile's lanes are independent.
+fn filter_taps(
+    x: &ArrayView4<'_, f32>,
+    g: &ArrayView4<'_, f32>,
+    geo: &Geometry,
+    d: &Dims,
+    taps: std::ops::Range<usize>,
+    acc: &mut [f32],
+    s: &mut [f32],
+) {
+    let (hp, wp) = padded(d, geo);
+    let (img, gbuf) = s.split_at_mut(hp * wp * d.ci);
     let per = d.oh * d.ow * d.co;
     let gs = g.as_slice();
     // The tap offsets in the padded image, tap-major as HWIO: (i d0 wp + j d1) ci + c.
@@ -257,26 +364,20 @@ pub(super) fn grad_filter(
         for g0 in (0..d.co).step_by(GROUP) {
             let v = (d.co - g0).min(GROUP).div_ceil(16);
             let tmax = MAX_ACC / v;
-            let k = d.k();
-            let mut t0 = 0;
-            while t0 < k {
-                let nt = tmax.min(k - t0);
+            // Blocks of equal size (13 taps as 7 and 6 rather than 12 and 1).
+            let len = taps.len();
+            let nt = len.div_ceil(len.div_ceil(tmax).max(1));
+            let mut t0 = taps.start;
+            while t0 < taps.end {
+                let nt = nt.min(taps.end - t0);
                 for (slot, tap) in block[..nt].iter_mut().zip(t0..) {
                     let (ij, c) = (tap / d.ci, tap % d.ci);
                     let (i, j) = (ij / d.kw, ij % d.kw);
                     *slot = (i * geo.dilation[0] * wp + j * geo.dilation[1]) * d.ci + c;
                 }
-                let dst = &mut acc[t0 * d.co + g0..];
+                let dst = &mut acc[(t0 - taps.start) * d.co + g0..];
                 filter_tile(&px, img, &gimg[g0..], &block[..nt], dst, (d.co - g0).min(GROUP));
                 t0 += nt;
-            }
-        }
-    }
-    match dw.as_slice_mut() {
-        Some(ds) => ds.copy_from_slice(acc),
-        None => {
-            for (dst, &v) in dw.iter_mut().zip(acc.iter()) {
-                *dst = v;
             }
         }
     }

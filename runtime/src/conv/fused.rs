@@ -11,23 +11,39 @@
 //! unfused ops' bit for bit: the same conv kernel per image, the same f32 bias add, the
 //! same first-maximum rule (`crate::pool::max_pool_image`).
 
-use ndarray::{s, ArrayView1, ArrayView4, ArrayViewMut4};
+use ndarray::{s, ArrayView1, ArrayView4, ArrayViewMut4, Axis};
 
+use super::par::{self, MAX_PARTS};
 use super::{conv2d_in, direct, scratch_len, Dims, Geometry, Sizes, Strategy};
 use crate::pool::{self, Window};
 
 /// The scratch floats of one [`conv2d_max_pool_with`] call (`z` the conv's sizes, with
-/// `n` the batch): one conv output image, the bias, and one image's conv scratch, for
-/// the direct kernel or im2col, whichever is larger (the call runs im2col where the CPU
-/// lacks AVX-512F).
+/// `n` the batch): the bias, then for each part of the batch ([`parts`]) one conv output
+/// image and one image's conv scratch, for the direct kernel or im2col, whichever is
+/// larger (the call runs im2col where the CPU lacks AVX-512F).
 pub fn fused_scratch_len(strategy: Strategy, z: Sizes, geo: Geometry) -> usize {
-    let d = Dims { n: 1, h: z.h, w: z.w, ci: z.ci, kh: z.kh, kw: z.kw, co: z.co, oh: z.oh, ow: z.ow };
+    z.co + parts(strategy, z) * part_scratch(strategy, z, geo)
+}
+
+/// The scratch floats of one part: one conv output image and one image's conv scratch.
+fn part_scratch(strategy: Strategy, z: Sizes, geo: Geometry) -> usize {
+    let d = Dims { n: 1, ..z.into() };
     let im2col = scratch_len(d.k(), d.co, d.pixels());
     let conv = match strategy {
         Strategy::Direct => direct::forward_scratch(&d, &geo).max(im2col),
         Strategy::Im2col => im2col,
     };
-    z.oh * z.ow * z.co + z.co + conv
+    z.oh * z.ow * z.co + conv
+}
+
+/// The parts the batch is cut into: one a thread for the direct kernel (`conv/par.rs`);
+/// im2col's products split on their own.
+fn parts(strategy: Strategy, z: Sizes) -> usize {
+    let d: Dims = z.into();
+    match strategy {
+        Strategy::Direct if direct::available() => par::parts(d.n, 2 * d.pixels() * d.k() * d.co),
+        _ => 1,
+    }
 }
 
 /// `value = max_pool(conv2d(x, w) + bias)` and `arg` its u8 argmax (each window's first
@@ -62,8 +78,7 @@ pub fn conv2d_max_pool_with(
     if scratch.len() < len {
         scratch.resize(len, 0.0);
     }
-    let (img, rest) = scratch[..len].split_at_mut(oh * ow * co);
-    let (bv, conv_s) = rest.split_at_mut(co);
+    let (bv, rest) = scratch[..len].split_at_mut(co);
     match bias {
         Some(b) => {
             for (d, &v) in bv.iter_mut().zip(b.iter()) {
@@ -72,37 +87,98 @@ pub fn conv2d_max_pool_with(
         }
         None => bv.fill(0.0),
     }
-    let d = Dims { n: 1, ..z.into() };
-    let direct = strategy == Strategy::Direct && direct::available();
-    for b in 0..n {
-        let xb = x.slice(s![b..b + 1, .., .., ..]);
-        let mut ob = ArrayViewMut4::from_shape((1, oh, ow, co), &mut img[..]).expect("the scratch holds one image");
-        if d.k() == 0 {
-            ob.fill(0.0);
-        } else if direct {
-            direct::forward_in(&xb, &w, &geo, &mut ob, &d, conv_s);
-        } else {
-            conv2d_in(xb, w.view(), geo, ob, &d, conv_s);
-        }
-        let mut vb = value.as_mut().map(|v| v.slice_mut(s![b, .., .., ..]));
-        let mut ab = arg.as_mut().map(|a| a.slice_mut(s![b, .., .., ..]));
-        let standard =
-            vb.as_ref().is_none_or(|v| v.is_standard_layout()) && ab.as_ref().is_none_or(|a| a.is_standard_layout());
-        if standard {
-            let vs = vb.as_mut().and_then(|v| v.as_slice_mut());
-            let as_ = ab.as_mut().and_then(|a| a.as_slice_mut());
-            pool::max_pool_image(img, (oh, ow, co), bv, win, pooled, vs, as_);
-            continue;
-        }
-        for oi in 0..pooled.0 {
-            for oj in 0..pooled.1 {
-                for (c, &bc) in bv.iter().enumerate() {
-                    let (m, at) = pool::window_max(img, (oh, ow, co), bc, win, (oi, oj, c));
-                    if let Some(v) = vb.as_mut() {
-                        v[[oi, oj, c]] = m;
-                    }
-                    if let Some(a) = ab.as_mut() {
-                        a[[oi, oj, c]] = at;
+    let bv: &[f32] = bv;
+    let (parts, per) = (parts(strategy, z), part_scratch(strategy, z, geo));
+    let job = Job { strategy, x: &x, w: &w, bias: bv, geo, z, win, pooled };
+    if parts == 1 {
+        job.images(0, value, arg, rest);
+        return;
+    }
+    type Item<'v, 'a, 's> = (Option<ArrayViewMut4<'v, f32>>, Option<ArrayViewMut4<'a, u8>>, &'s mut [f32]);
+    let mut items: [Option<Item<'_, '_, '_>>; MAX_PARTS] = std::array::from_fn(|_| None);
+    let (mut vrest, mut arest, mut srest) =
+        (value.as_mut().map(|v| v.view_mut()), arg.as_mut().map(|a| a.view_mut()), rest);
+    for (i, slot) in items.iter_mut().enumerate().take(parts) {
+        let len = par::cut(n, parts, i + 1) - par::cut(n, parts, i);
+        let (v, vmore) = match vrest {
+            Some(v) => {
+                let (a, b) = v.split_at(Axis(0), len);
+                (Some(a), Some(b))
+            }
+            None => (None, None),
+        };
+        let (a, amore) = match arest {
+            Some(a) => {
+                let (p, q) = a.split_at(Axis(0), len);
+                (Some(p), Some(q))
+            }
+            None => (None, None),
+        };
+        let (sc, smore) = srest.split_at_mut(per);
+        *slot = Some((v, a, sc));
+        (vrest, arest, srest) = (vmore, amore, smore);
+    }
+    par::each(items, parts, |i, (v, a, sc)| job.images(par::cut(n, parts, i), v, a, sc));
+}
+
+/// One fused call's operands, shared by its parts.
+struct Job<'j, 'x, 'w> {
+    strategy: Strategy,
+    x: &'j ArrayView4<'x, f32>,
+    w: &'j ArrayView4<'w, f32>,
+    bias: &'j [f32],
+    geo: Geometry,
+    z: Sizes,
+    win: Window,
+    pooled: (usize, usize),
+}
+
+impl Job<'_, '_, '_> {
+    /// Images `b0..` of the batch (as many as `value` or `arg` holds) into `value` and
+    /// `arg`, `s` one part's scratch ([`part_scratch`]).
+    fn images(
+        &self,
+        b0: usize,
+        mut value: Option<ArrayViewMut4<'_, f32>>,
+        mut arg: Option<ArrayViewMut4<'_, u8>>,
+        s: &mut [f32],
+    ) {
+        let (x, w, bv, geo, win, pooled, z) = (self.x, self.w, self.bias, self.geo, self.win, self.pooled, self.z);
+        let (oh, ow, co) = (z.oh, z.ow, z.co);
+        let n = value.as_ref().map(|v| v.dim().0).or(arg.as_ref().map(|a| a.dim().0)).unwrap_or(0);
+        let (img, conv_s) = s.split_at_mut(oh * ow * co);
+        let d = Dims { n: 1, ..z.into() };
+        let direct = self.strategy == Strategy::Direct && direct::available();
+        for b in 0..n {
+            let xb = x.slice(s![b0 + b..b0 + b + 1, .., .., ..]);
+            let mut ob = ArrayViewMut4::from_shape((1, oh, ow, co), &mut img[..]).expect("the scratch holds one image");
+            if d.k() == 0 {
+                ob.fill(0.0);
+            } else if direct {
+                direct::forward_in(&xb, w, &geo, &mut ob, &d, conv_s);
+            } else {
+                conv2d_in(xb, w.view(), geo, ob, &d, conv_s);
+            }
+            let mut vb = value.as_mut().map(|v| v.slice_mut(s![b, .., .., ..]));
+            let mut ab = arg.as_mut().map(|a| a.slice_mut(s![b, .., .., ..]));
+            let standard = vb.as_ref().is_none_or(|v| v.is_standard_layout())
+                && ab.as_ref().is_none_or(|a| a.is_standard_layout());
+            if standard {
+                let vs = vb.as_mut().and_then(|v| v.as_slice_mut());
+                let as_ = ab.as_mut().and_then(|a| a.as_slice_mut());
+                pool::max_pool_image(img, (oh, ow, co), bv, win, pooled, vs, as_);
+                continue;
+            }
+            for oi in 0..pooled.0 {
+                for oj in 0..pooled.1 {
+                    for (c, &bc) in bv.iter().enumerate() {
+                        let (m, at) = pool::window_max(img, (oh, ow, co), bc, win, (oi, oj, c));
+                        if let Some(v) = vb.as_mut() {
+                            v[[oi, oj, c]] = m;
+                        }
+                        if let Some(a) = ab.as_mut() {
+                            a[[oi, oj, c]] = at;
+                        }
                     }
                 }
             }

@@ -35,6 +35,7 @@ use crate::kernels::gemm;
 
 mod direct;
 mod fused;
+pub(crate) mod par;
 
 pub use fused::{conv2d_max_pool_with, fused_scratch_len};
 
@@ -690,6 +691,86 @@ mod tests {
             conv2d_grad_input_with(strategy, out.view(), k.view(), geo, dx.view_mut(), &mut Vec::new());
             let mut dw = Array4::<f32>::zeros((3, 3, 0, 2));
             conv2d_grad_filter_with(strategy, x.view(), out.view(), geo, dw.view_mut(), &mut Vec::new());
+        }
+    }
+
+    /// The direct passes and the fused conv + pool cut into 2, 3 and 5 parts (over
+    /// images, or over kernel taps for the weight gradient, run on the pool's threads
+    /// with `parallel`) give the bits of one part: C1's and C2's layer shapes on a small
+    /// batch, a strided, dilated and a 70-channel geometry, a batch smaller than the
+    /// part count, and a permuted output view. Random values, so that any change in the
+    /// order of a sum would show.
+    #[test]
+    fn the_split_passes_give_the_bits_of_one_part() {
+        use crate::pool::Window;
+        let bits = |a: &Array4<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        // (n, h, w, ci, kh, kw, co, stride, dilation, pad, oh, ow)
+        let cases = [
+            (5, 14, 14, 32, 5, 5, 64, [1, 1], [1, 1], [2, 2], 14, 14),
+            (5, 28, 28, 1, 5, 5, 32, [1, 1], [1, 1], [2, 2], 28, 28),
+            (7, 28, 28, 1, 3, 3, 16, [1, 1], [1, 1], [0, 0], 26, 26),
+            (6, 13, 13, 16, 3, 3, 32, [1, 1], [1, 1], [0, 0], 11, 11),
+            (3, 10, 11, 17, 3, 3, 33, [2, 3], [1, 1], [1, 1], 5, 4),
+            (2, 9, 13, 3, 3, 3, 70, [1, 1], [2, 2], [2, 2], 9, 13),
+            (1, 8, 8, 16, 3, 3, 16, [1, 1], [1, 1], [1, 1], 8, 8),
+        ];
+        let win = Window { kh: 2, kw: 2, sh: 2, sw: 2, top: 0, left: 0 };
+        for (n, h, w, ci, kh, kw, co, stride, dilation, pad, oh, ow) in cases {
+            let geo = Geometry { stride, dilation, pad };
+            let x = filled((n, h, w, ci), 11);
+            let k = filled((kh, kw, ci, co), 12);
+            let g = filled((n, oh, ow, co), 13);
+            let bias = ndarray::Array1::from_shape_fn(co, |o| o as f32 * 0.01 - 0.2);
+            let (ph, pw) = (oh / 2, ow / 2);
+            let run = |parts: usize| {
+                par::FORCE_PARTS.with(|f| f.set(parts));
+                let mut scratch = Vec::new();
+                let mut out = Array4::zeros((n, oh, ow, co));
+                conv2d_with(Strategy::Direct, x.view(), k.view(), geo, out.view_mut(), &mut scratch);
+                let mut outp = Array4::zeros((n, oh, co, ow));
+                let view = outp.view_mut().permuted_axes([0, 1, 3, 2]);
+                conv2d_with(Strategy::Direct, x.view(), k.view(), geo, view, &mut scratch);
+                let mut dx = Array4::zeros((n, h, w, ci));
+                conv2d_grad_input_with(Strategy::Direct, g.view(), k.view(), geo, dx.view_mut(), &mut scratch);
+                let mut dw = Array4::zeros((kh, kw, ci, co));
+                conv2d_grad_filter_with(Strategy::Direct, x.view(), g.view(), geo, dw.view_mut(), &mut scratch);
+                let (mut v, mut a) = (Array4::zeros((n, ph, pw, co)), Array4::<u8>::zeros((n, ph, pw, co)));
+                conv2d_max_pool_with(
+                    Strategy::Direct,
+                    x.view(),
+                    k.view(),
+                    Some(bias.view()),
+                    geo,
+                    [oh, ow],
+                    win,
+                    Some(v.view_mut()),
+                    Some(a.view_mut()),
+                    &mut scratch,
+                );
+                par::FORCE_PARTS.with(|f| f.set(0));
+                let a = a.mapv(f32::from);
+                [out, outp.permuted_axes([0, 1, 3, 2]).to_owned(), dx, dw, v, a].map(|t| bits(&t))
+            };
+            let one = run(1);
+            for parts in [2, 3, 5] {
+                let split = run(parts);
+                for (what, (a, b)) in [
+                    "forward",
+                    "forward into a permuted view",
+                    "grad_input",
+                    "grad_filter",
+                    "fused value",
+                    "fused argmax",
+                ]
+                .iter()
+                .zip(one.iter().zip(&split))
+                {
+                    assert!(
+                        a == b,
+                        "{what}, {parts} parts, n {n} {h}x{w}x{ci} -> {co} {geo:?}: not the bits of one part"
+                    );
+                }
+            }
         }
     }
 

@@ -62,7 +62,7 @@ mod pack;
 mod portable;
 mod thin;
 #[cfg(feature = "parallel")]
-mod threads;
+pub(crate) mod threads;
 
 use crate::ndarray::{ArrayView2, ArrayViewMut2};
 use driver::{product, MR, NR};

@@ -137,6 +137,17 @@ pub(super) fn run(parts: usize, f: Part<'_>) {
     assert!(!theirs, "a part of a parallel matrix product panicked");
 }
 
+/// The thread count, for the runtime's other split passes (the conv passes, `conv/par.rs`).
+pub(crate) fn threads() -> usize {
+    count()
+}
+
+/// [`run`], for the runtime's other split passes (the conv passes, `conv/par.rs`): the
+/// same pool, so a conv pass and a product never run their parts at the same time.
+pub(crate) fn run_parts(parts: usize, f: Part<'_>) {
+    run(parts, f)
+}
+
 /// Runs unclaimed parts of the open job until none is left.
 fn claim(pool: &Pool, parts: usize, f: Part<'_>) {
     loop {
