@@ -18,7 +18,7 @@ use super::{conv2d_in, direct, scratch_len, Dims, Geometry, Sizes, Strategy};
 use crate::pool::{self, Window};
 
 /// The scratch floats of one [`conv2d_max_pool_with`] call (`z` the conv's sizes, with
-/// `n` the batch): the bias, then for each part of the batch ([`parts`]) one conv output
+/// `n` the batch): the bias, then for each part of the batch (`conv::par::parts`) one conv output
 /// image and one image's conv scratch, for the direct kernel or im2col, whichever is
 /// larger (the call runs im2col where the CPU lacks AVX-512F).
 pub fn fused_scratch_len(strategy: Strategy, z: Sizes, geo: Geometry) -> usize {
