@@ -25,7 +25,7 @@ thread_local! {
 fn threads() -> usize {
     #[cfg(feature = "parallel")]
     {
-        crate::sgemm::threads::threads()
+        crate::sgemm::threads::count()
     }
     #[cfg(not(feature = "parallel"))]
     {
@@ -66,7 +66,7 @@ pub(crate) fn each<T: Send>(items: [Option<T>; MAX_PARTS], parts: usize, f: impl
         f(i, item);
     };
     #[cfg(feature = "parallel")]
-    crate::sgemm::threads::run_parts(parts, &part);
+    crate::sgemm::threads::run(parts, &part);
     #[cfg(not(feature = "parallel"))]
     (0..parts).for_each(part);
 }

@@ -50,8 +50,8 @@ struct Pool {
     wake: Condvar,
 }
 
-/// The thread count (see the module's header).
-pub(super) fn count() -> usize {
+/// The thread count (see the module's header); the conv passes (`conv/par.rs`) read it too.
+pub(crate) fn count() -> usize {
     pool().threads.load(Ordering::Relaxed)
 }
 
@@ -94,7 +94,9 @@ fn pool() -> &'static Pool {
 /// included, takes the next unclaimed part until none is left, so a helper that is
 /// slow to wake (its core busy with another process) leaves its part to the others
 /// rather than holding up the product; which thread runs a part never changes its bits.
-pub(super) fn run(parts: usize, f: Part<'_>) {
+/// The conv passes (`conv/par.rs`) split on it too, so a conv pass and a product never
+/// run their parts at the same time.
+pub(crate) fn run(parts: usize, f: Part<'_>) {
     let pool = pool();
     if parts <= 1 || pool.threads.load(Ordering::Relaxed) < 2 || pool.busy.swap(true, Ordering::Acquire) {
         (0..parts).for_each(f);
@@ -135,17 +137,6 @@ pub(super) fn run(parts: usize, f: Part<'_>) {
         std::panic::resume_unwind(p);
     }
     assert!(!theirs, "a part of a parallel matrix product panicked");
-}
-
-/// The thread count, for the runtime's other split passes (the conv passes, `conv/par.rs`).
-pub(crate) fn threads() -> usize {
-    count()
-}
-
-/// [`run`], for the runtime's other split passes (the conv passes, `conv/par.rs`): the
-/// same pool, so a conv pass and a product never run their parts at the same time.
-pub(crate) fn run_parts(parts: usize, f: Part<'_>) {
-    run(parts, f)
 }
 
 /// Runs unclaimed parts of the open job until none is left.
