@@ -150,7 +150,8 @@ fn a_nan_input_is_caught_through_the_gradients_and_changes_nothing() {
 #[test]
 fn a_nan_is_caught_on_both_guard_paths() {
     // Batch 8: w's update is bounded from its operands (x and dz are smaller than twice w);
-    // batch 100: its gradient is materialized and checked itself (x is 78,400 floats).
+    // batch 100: from the forward product's OR of x's bits, which the NaN makes no bound,
+    // so the update is staged and checked itself (x is 78,400 floats).
     for n in [8, 100] {
         let (x, y) = data(n, 21);
         let mut m = Tutorial::new();
@@ -164,6 +165,36 @@ fn a_nan_is_caught_on_both_guard_paths() {
         let a = m.train_step(x.view(), y.view()).unwrap();
         let b = twin.train_step(x.view(), y.view()).unwrap();
         assert_eq!((a.to_bits(), state(&m)), (b.to_bits(), state(&twin)), "batch {n}");
+    }
+}
+
+/// The plain-SGD guard's three ways to bound `w += -lr x^T dz` before writing it: from
+/// the operands' largest `|v|` (batch 8), from the forward product's OR of `x`'s bits
+/// (batch 100, `x` in [0, 1)), and by staging the update and checking it (batch 100, `x`
+/// on both sides of 2, where the OR is no bound). Each trains like compute_gradients +
+/// apply_gradients, and each refuses a NaN, changing nothing.
+#[test]
+fn every_guard_path_trains_like_compute_then_apply_and_refuses_a_nan() {
+    for (n, scale) in [(8, 1.0), (100, 1.0), (100, 3.0)] {
+        let (mut x, y) = data(n, 31);
+        x *= scale;
+        let mut a = Tutorial::new();
+        let mut b = Tutorial::new();
+        for _ in 0..3 {
+            a.train_step(x.view(), y.view()).unwrap();
+            let (_, g) = b.compute_gradients(x.view(), y.view()).unwrap();
+            b.apply_gradients(&g).unwrap();
+        }
+        let diff = (&a.w - &b.w).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(diff < 1e-5 * scale, "batch {n} x {scale}: {diff}");
+        let before = state(&a);
+        let mut xb = x.clone();
+        xb[[n / 2, 400]] = f32::NAN;
+        assert!(
+            matches!(a.train_step(xb.view(), y.view()), Err(Error::NonFinite { param: "w", .. })),
+            "batch {n} x {scale}"
+        );
+        assert_eq!(before, state(&a), "batch {n} x {scale}");
     }
 }
 

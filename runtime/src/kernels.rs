@@ -74,6 +74,31 @@ pub fn matmul_act(
     });
 }
 
+/// [`matmul_act`] that also returns a bound of `|op(a)|`: at least the largest `|v|` of
+/// its elements where the thin kernel computing the product reads them once anyway
+/// (`sgemm::thin_bits`: the OR of their bits, one instruction a step of its tiles; M1's
+/// forward `x w`), infinite elsewhere, and infinite where the bits OR to an infinity or
+/// a NaN (a NaN or an infinity in `a`, or finite elements whose exponents OR to all ones,
+/// such as values on both sides of 2). The plain-SGD guard bounds `w - lr x^T dz` from
+/// it where it is finite, and stages the update otherwise (`docs/decisions.md`).
+pub fn matmul_act_bound(
+    a: ArrayView2<'_, f32>,
+    ta: bool,
+    b: ArrayView2<'_, f32>,
+    tb: bool,
+    out: ArrayViewMut2<'_, f32>,
+    act: Act<'_>,
+) -> f32 {
+    let a = if ta { a.reversed_axes() } else { a };
+    let b = if tb { b.reversed_axes() } else { b };
+    let rec = || profile::product("matmul_act(bound)", (a.dim().0, a.dim().1, b.dim().1), (ta, tb), false);
+    let bits = profile::timed(rec, || crate::sgemm::sgemm_act_bits(1.0, a, b, 0.0, out, act));
+    match bits.map(f32::from_bits) {
+        Some(v) if v.is_finite() => v,
+        _ => f32::INFINITY,
+    }
+}
+
 /// `out += alpha * op(a) x op(b)`: a gradient product accumulated straight into a
 /// param (the fused SGD update).
 pub fn gemm_acc(

@@ -299,22 +299,34 @@ pub(super) unsafe fn panels_avx512<const R: usize, const P: usize, const PACKED:
 #[target_feature(enable = "avx512f,avx2,fma")]
 // Index loops over the fixed register tile read clearest here.
 #[allow(clippy::needless_range_loop)]
-pub(super) unsafe fn dot_avx512<const R: usize, const C: usize>(
+pub(super) unsafe fn dot_avx512<const R: usize, const C: usize, const B: bool>(
     k: usize,
     a: *const f32,
     lda: isize,
     bt: *const f32,
     ldb: isize,
     tile: &mut DotTile,
+    bits: &mut u32,
 ) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); C]; R];
+    // With `B`, the OR of the bits of every element of `a` the tile loads (one
+    // `vpternlogd` per step of 2 rows: the bound of the plain-SGD guard, see
+    // `thin_bits`). A masked load's zeros add nothing.
+    let mut or = _mm512_setzero_si512();
     let rows: [*const f32; R] = std::array::from_fn(|r| a.offset(r as isize * lda));
     let cols: [*const f32; C] = std::array::from_fn(|j| bt.offset(j as isize * ldb));
     // `load(ptr, p)` is 16 elements from `ptr + p`.
     macro_rules! step {
         ($p:expr, $load:expr) => {
             let av: [__m512; R] = std::array::from_fn(|r| $load(rows[r], $p));
+            if B {
+                // 0xFE: or | x | y.
+                or = _mm512_ternarylogic_epi32::<0xFE>(or, _mm512_castps_si512(av[0]), _mm512_castps_si512(av[R - 1]));
+                for r in 1..R - 1 {
+                    or = _mm512_or_si512(or, _mm512_castps_si512(av[r]));
+                }
+            }
             for j in 0..C {
                 let bv = $load(cols[j], $p);
                 for r in 0..R {
@@ -331,6 +343,9 @@ pub(super) unsafe fn dot_avx512<const R: usize, const C: usize>(
         // A masked load reads nothing past the end.
         let mask = ((1u32 << (k - k16)) - 1) as u16;
         step!(k16, |x: *const f32, p| _mm512_maskz_loadu_ps(mask, x.add(p)));
+    }
+    if B {
+        *bits |= _mm512_reduce_or_epi32(or) as u32;
     }
     for r in 0..R {
         for j in 0..C {

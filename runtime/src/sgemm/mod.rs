@@ -68,7 +68,7 @@ use crate::ndarray::{ArrayView2, ArrayViewMut2};
 use driver::{product, MR, NR};
 use epilogue::{Epi, EpiFn};
 use thin::thin;
-pub use thin::thin_from;
+pub use thin::{thin_bits, thin_from};
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx512::transpose16;
@@ -129,6 +129,36 @@ pub fn sgemm_act(
         (m, n)
     );
     sgemm_epi(alpha, a, b, beta, c, Some(Epi { f: EpiFn::Act(act), transposed: false, i0: 0, j0: 0 }));
+}
+
+/// [`sgemm_act`] that also returns the OR of the bits of every element of `a`, sign
+/// cleared, where the thin kernel that computes it reads `a` once anyway
+/// ([`thin_bits`]); `None` where the product takes another kernel (computed all the
+/// same).
+pub fn sgemm_act_bits(
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    mut c: ArrayViewMut2<'_, f32>,
+    act: Act<'_>,
+) -> Option<u32> {
+    let n = c.dim().1;
+    if act.bias.is_some_and(|v| v.len() != n) || act.mask.is_some_and(|v| v.dim() != c.dim()) {
+        sgemm_act(alpha, a, b, beta, c, act);
+        return None;
+    }
+    match thin_bits(alpha, a, b, beta, c.view_mut()) {
+        Some(bits) => {
+            // As `serial` does after a thin product: the epilogue over all of c at once.
+            Epi { f: EpiFn::Act(act), transposed: false, i0: 0, j0: 0 }.apply(c, 0, 0);
+            Some(bits)
+        }
+        None => {
+            sgemm_act(alpha, a, b, beta, c, act);
+            None
+        }
+    }
 }
 
 fn sgemm_epi(

@@ -68,6 +68,50 @@ pub fn thin_from(
     thin_src(alpha, a, b, beta, Some(src.as_ptr()), c)
 }
 
+/// [`thin`] that also returns a bound of `|a|`: the OR of the bits of every element of
+/// `a`, sign cleared (as an `f32`, at least the largest `|a|`; infinite or NaN where the
+/// elements' exponents OR to all ones, e.g. for values both in [1, 2) and in [2, 4)).
+/// It runs only where that costs one instruction a step of the tiles that read `a`
+/// anyway: the AVX-512 dot form of 7 to 12 columns, each row of a row-major `a` read once
+/// (M1's forward `x w`, 100 x 784 by 784 x 10); elsewhere it returns `None`, touching
+/// nothing, and the caller computes the product as it would have.
+///
+/// The plain-SGD guard bounds the update `w - lr x^T dz` from it instead of staging the
+/// update and reading it back (`docs/decisions.md`).
+pub fn thin_bits(
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    c: ArrayViewMut2<'_, f32>,
+) -> Option<u32> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (m, k) = a.dim();
+        let n = b.dim().1;
+        let fits = avx2_fma()
+            && kernel() == Kernel::Avx512
+            && b.dim().0 == k
+            && c.dim() == (m, n)
+            && n > THIN_C
+            && n <= DOT_C
+            && n <= m
+            && a.strides()[1] == 1
+            && k >= 32;
+        if !fits {
+            return None;
+        }
+        let mut bits = 0;
+        thin_dot(Direct(()), alpha, a, b, beta, None, c, Some(&mut bits));
+        Some(bits & 0x7fff_ffff)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (alpha, a, b, beta, c);
+        None
+    }
+}
+
 /// [`thin`] reading `beta * c` from `src` (same strides as `c`) where given.
 fn thin_src(
     alpha: f32,
@@ -114,7 +158,7 @@ pub(super) fn thin_oriented(
 ) -> bool {
     let (m, k) = a.dim();
     if a.strides()[1] == 1 && k >= 32 {
-        thin_dot(proof, alpha, a, b, beta, src, c);
+        thin_dot(proof, alpha, a, b, beta, src, c, None);
         true
     } else if a.strides()[0] == 1 && m >= 16 {
         thin_outer(proof, alpha, a, b, beta, src, c);
@@ -133,7 +177,10 @@ pub(super) fn thin_groups(n: usize) -> usize {
 /// `c = alpha * a x b + beta * c` where `a`'s rows are contiguous: every `c[i, j]` is a
 /// dot product of row `i` of `a` with column `j` of `b`, which is first copied into a
 /// contiguous row of scratch (`b^T`, `n x k`) unless it already is one.
+///
+/// With `bits`, also ORs into it the bits of every element of `a` (see [`thin_bits`]).
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
 pub(super) fn thin_dot(
     proof: Direct,
     alpha: f32,
@@ -142,6 +189,7 @@ pub(super) fn thin_dot(
     beta: f32,
     src: Option<*const f32>,
     mut c: ArrayViewMut2<'_, f32>,
+    mut bits: Option<&mut u32>,
 ) {
     let (m, k) = a.dim();
     let n = b.dim().1;
@@ -156,7 +204,7 @@ pub(super) fn thin_dot(
         Kernel::Avx512 => (DOT_ROWS, thin_groups(n)),
         _ => (2, thin_groups(n)),
     };
-    let run = |bt: *const f32, ldb: isize| {
+    let mut run = |bt: *const f32, ldb: isize| {
         // Depth blocks (see THIN_KB); the later blocks add to c.
         let kb = block(k, THIN_KB, 8);
         for p0 in (0..k).step_by(kb) {
@@ -177,7 +225,7 @@ pub(super) fn thin_dot(
                     unsafe {
                         let ap = a.as_ptr().offset(i0 as isize * lda).add(p0);
                         let bp = bt.offset(j0 as isize * ldb).add(p0);
-                        dot_tile(proof, rows, cols, kl, ap, lda, bp, ldb, &mut tile);
+                        dot_tile(proof, rows, cols, kl, ap, lda, bp, ldb, &mut tile, bits.as_deref_mut());
                         // SAFETY: i0 + rows <= m, j0 + cols <= n inside the live `c`.
                         store_small(out, i0, j0, rows, cols, |r, j| tile[r][j], alpha, beta);
                     }
@@ -248,7 +296,9 @@ pub(super) unsafe fn transpose8(
 
 /// `rows x cols` dot products of length `k`: row `r` of `a` (at `a + r * lda`) with row
 /// `j` of `bt` (at `bt + j * ldb`), into `tile[r][j]`; with AVX-512 when `rows > 2` or
-/// `cols > THIN_C`.
+/// `cols > THIN_C`. With `bits`, also ORs into it the bits of every element of those
+/// rows of `a` (in the AVX-512 tiles of `cols > THIN_C`, the only ones [`thin_bits`]
+/// asks it of, one instruction a step; elsewhere by a second read of the rows).
 ///
 /// # Safety
 /// Those rows must be readable for `k` elements each; `rows <= 2` and `cols <= THIN_C`,
@@ -267,21 +317,45 @@ pub(super) unsafe fn dot_tile(
     bt: *const f32,
     ldb: isize,
     tile: &mut DotTile,
+    bits: Option<&mut u32>,
 ) {
     macro_rules! go {
-        ($kern:ident: $($r:literal, $c:literal);*) => {
+        (dot_avx2: $($r:literal, $c:literal);*) => {
             match (rows, cols) {
-                $(($r, $c) => $kern::<$r, $c>(k, a, lda, bt, ldb, tile),)*
+                $(($r, $c) => dot_avx2::<$r, $c>(k, a, lda, bt, ldb, tile),)*
+                _ => unreachable!("thin tile {rows} x {cols}"),
+            }
+        };
+        (dot_avx512, $b:literal, $bits:ident: $($r:literal, $c:literal);*) => {
+            match (rows, cols) {
+                $(($r, $c) => dot_avx512::<$r, $c, $b>(k, a, lda, bt, ldb, tile, &mut *$bits),)*
                 _ => unreachable!("thin tile {rows} x {cols}"),
             }
         };
     }
+    let unused = &mut 0;
     if cols > THIN_C {
-        go!(dot_avx512: 1, 7; 1, 8; 1, 9; 1, 10; 1, 11; 1, 12; 2, 7; 2, 8; 2, 9; 2, 10; 2, 11; 2, 12)
-    } else if rows <= 2 {
+        match bits {
+            Some(bits) => {
+                go!(dot_avx512, true, bits: 1, 7; 1, 8; 1, 9; 1, 10; 1, 11; 1, 12; 2, 7; 2, 8; 2, 9; 2, 10; 2, 11; 2, 12)
+            }
+            None => {
+                go!(dot_avx512, false, unused: 1, 7; 1, 8; 1, 9; 1, 10; 1, 11; 1, 12; 2, 7; 2, 8; 2, 9; 2, 10; 2, 11; 2, 12)
+            }
+        }
+        return;
+    }
+    if rows <= 2 {
         go!(dot_avx2: 1, 1; 1, 2; 1, 3; 1, 4; 1, 5; 1, 6; 2, 1; 2, 2; 2, 3; 2, 4; 2, 5; 2, 6)
     } else {
-        go!(dot_avx512: 3, 1; 3, 2; 3, 3; 3, 4; 3, 5; 3, 6; 4, 1; 4, 2; 4, 3; 4, 4; 4, 5; 4, 6)
+        go!(dot_avx512, false, unused: 3, 1; 3, 2; 3, 3; 3, 4; 3, 5; 3, 6; 4, 1; 4, 2; 4, 3; 4, 4; 4, 5; 4, 6)
+    }
+    if let Some(bits) = bits {
+        for r in 0..rows {
+            // SAFETY: the caller's contract: row r of `a` holds k readable elements.
+            let row = std::slice::from_raw_parts(a.offset(r as isize * lda), k);
+            *bits |= row.iter().fold(0, |o, v| o | v.to_bits());
+        }
     }
 }
 
@@ -489,5 +563,61 @@ pub(super) unsafe fn store_small(
                 *row.offset(o) = alpha * value(r, j) + beta * *from.offset(o);
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ndarray::Array2;
+
+    fn matrix(m: usize, n: usize, seed: u32) -> Array2<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761) | 1;
+        Array2::from_shape_fn((m, n), |_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        })
+    }
+
+    /// `thin_bits` gives the bits `thin` gives, and the OR of `|a|`'s bits, on every tile
+    /// shape it takes (1 and 2 rows, 7 to 12 columns, depths with and without a masked
+    /// tail); `None`, touching nothing, where it does not fit.
+    #[test]
+    fn thin_bits_is_thin_plus_the_or_of_a() {
+        if kernel() != Kernel::Avx512 {
+            eprintln!("skipped: thin_bits needs AVX-512F, which this CPU lacks");
+            return;
+        }
+        for (m, k, n) in [(100, 784, 10), (13, 37, 7), (12, 64, 12), (31, 33, 11), (8, 200, 8)] {
+            let mut a = matrix(m, k, (m * k) as u32);
+            a[[m - 1, k - 1]] = 1.75;
+            a[[m / 2, k / 3]] = -1.5;
+            let b = matrix(k, n, 7);
+            let mut want = Array2::zeros((m, n));
+            assert!(thin(1.0, a.view(), b.view(), 0.0, want.view_mut()));
+            let mut got = Array2::from_elem((m, n), f32::NAN);
+            let bits = thin_bits(1.0, a.view(), b.view(), 0.0, got.view_mut()).expect("fits");
+            let or = a.iter().fold(0u32, |o, v| o | v.to_bits()) & 0x7fff_ffff;
+            assert_eq!(bits, or, "{m} x {k} x {n}");
+            assert!(f32::from_bits(bits) >= 1.75);
+            let same = got.iter().zip(want.iter()).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{m} x {k} x {n}");
+        }
+        // Too few columns, more columns than rows, a transposed `a`: not taken.
+        let a = matrix(20, 64, 3);
+        for n in [6, 13] {
+            let b = matrix(64, n, 4);
+            let mut c = Array2::from_elem((20, n), 9.0);
+            assert_eq!(thin_bits(1.0, a.view(), b.view(), 0.0, c.view_mut()), None);
+            assert!(c.iter().all(|&v| v == 9.0));
+        }
+        let (at, b) = (matrix(64, 20, 5), matrix(64, 10, 6));
+        let mut c = Array2::zeros((20, 10));
+        assert_eq!(thin_bits(1.0, at.t(), b.view(), 0.0, c.view_mut()), None);
+        let (a, b) = (matrix(8, 64, 5), matrix(64, 10, 6));
+        let mut c = Array2::zeros((8, 10));
+        assert_eq!(thin_bits(1.0, a.view(), b.view(), 0.0, c.view_mut()), None);
     }
 }

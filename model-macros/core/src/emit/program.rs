@@ -338,6 +338,36 @@ pub(super) fn compute(ctx: &Ctx, p: &Program) -> TokenStream {
 
 /// The statements of each step of `p`, in order.
 pub(super) fn compute_steps(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
+    compute_steps_bounded(ctx, p, &[])
+}
+
+/// The products of `p` that can bound one of `operands` as they compute (a
+/// `matmul_act` step whose untransposed left operand it is: `kernels::matmul_act_bound`),
+/// as `(product, operand)`.
+pub(super) fn bound_sites(ctx: &Ctx, p: &Program, operands: &[NodeId]) -> Vec<(NodeId, NodeId)> {
+    let g = &ctx.m.graph;
+    let mut sites: Vec<(NodeId, NodeId)> = Vec::new();
+    for (id, step) in &p.steps {
+        let Step::MatMulThen(product) = step else { continue };
+        let pn = g.node(*product);
+        let Op::MatMul { ta: false, .. } = pn.op else { continue };
+        let x = pn.inputs[0];
+        let members = group_members(g, p, *id);
+        if operands.contains(&x) && !sites.iter().any(|s| s.1 == x) && kernel_act(g, &members, *id, *product).is_some()
+        {
+            sites.push((*product, x));
+        }
+    }
+    sites
+}
+
+/// [`compute_steps`], where the products of `bounded` (`(product, variable)`, from
+/// [`bound_sites`]) also assign the bound of their left operand to the variable.
+pub(super) fn compute_steps_bounded(
+    ctx: &Ctx,
+    p: &Program,
+    bounded: &[(NodeId, proc_macro2::Ident)],
+) -> Vec<TokenStream> {
     let g = &ctx.m.graph;
     let mut out = Vec::with_capacity(p.steps.len());
     for (id, step) in &p.steps {
@@ -402,11 +432,19 @@ pub(super) fn compute_steps(ctx: &Ctx, p: &Program) -> Vec<TokenStream> {
                         None => quote!(::core::option::Option::None),
                     };
                     let (bias, mask) = (some(bias), some(mask));
-                    quote! {
-                        ::modelc::__private::kernels::matmul_act(
-                            #a, #ta, #bv, #tb, __ws.#b.view_mut(),
-                            ::modelc::__private::kernels::Act { bias: #bias, relu: #relu, mask: #mask },
-                        );
+                    match bounded.iter().find(|s| s.0 == *product) {
+                        Some((_, var)) => quote! {
+                            #var = ::modelc::__private::kernels::matmul_act_bound(
+                                #a, #ta, #bv, #tb, __ws.#b.view_mut(),
+                                ::modelc::__private::kernels::Act { bias: #bias, relu: #relu, mask: #mask },
+                            );
+                        },
+                        None => quote! {
+                            ::modelc::__private::kernels::matmul_act(
+                                #a, #ta, #bv, #tb, __ws.#b.view_mut(),
+                                ::modelc::__private::kernels::Act { bias: #bias, relu: #relu, mask: #mask },
+                            );
+                        },
                     }
                 } else {
                     let externals = plan::external_operands(g, &members);

@@ -99,9 +99,27 @@ pub(super) fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usi
     // update must not start before every other one is known to be finite (see
     // `sgd_guard`). They keep `update_order`'s order: the most recently read param first.
     let order = update_order(&m.graph, p, updates);
-    let body = compute_steps(ctx, p);
+    // The forward products that bound a weight gradient's operand as they read it (M1's
+    // `x w` bounds `x` for `w += -lr x^T dz`), each into its own variable.
+    let operands: Vec<NodeId> = updates
+        .iter()
+        .filter_map(|(_, u)| match *u {
+            Update::MatMul { a, b, .. } => Some([a, b]),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let bounded: Vec<(NodeId, NodeId, Ident)> = program::bound_sites(ctx, p, &operands)
+        .into_iter()
+        .enumerate()
+        .map(|(k, (product, x))| (product, x, format_ident!("__xb{}", k)))
+        .collect();
+    let vars: Vec<(NodeId, Ident)> = bounded.iter().map(|(product, _, v)| (*product, v.clone())).collect();
+    let declare = bounded.iter().map(|(_, _, v)| quote!(let mut #v = ::core::primitive::f32::INFINITY;));
+    let body = program::compute_steps_bounded(ctx, p, &vars);
     let applied: Vec<TokenStream> = order.iter().map(|&(_, i)| update(&updates[i])).collect();
-    let guard = sgd_guard(ctx, p, updates);
+    let bounds: Vec<(NodeId, Ident)> = bounded.iter().map(|(_, x, v)| (*x, v.clone())).collect();
+    let guard = sgd_guard(ctx, p, updates, &bounds);
     let args = input_args(ctx, p);
     // Dropout: the masks are drawn in training mode; the exact path (and a failure)
     // rewinds the stream, so that the exact path draws the same masks and a failed step
@@ -130,6 +148,7 @@ pub(super) fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usi
                 ::core::option::Option::Some(__o) => __o.learning_rate,
                 ::core::option::Option::None => 0.0,
             };
+            #(#declare)*
             #(#body)*
             #guard
             if __risky {
@@ -145,10 +164,26 @@ pub(super) fn fused_train_step(ctx: &Ctx, i: usize, p: &Program, updates: &[(usi
     }
 }
 
+/// A forward product's bound of an operand (the OR of its elements' bits) is used by
+/// the guard only below this (2^32): the OR can exceed the largest `|v|` by far (values
+/// on both sides of 2 OR to 2^124 or to an infinity), and a loose bound would send the
+/// step down the slow exact path; above it the update is staged and checked instead.
+const FORWARD_BOUND_MAX: f32 = 4_294_967_296.0;
+
 /// The guard of the fused SGD updates: the largest `|v|` of each distinct operand (one
 /// vectorized pass each; an input view is read in place), then `sgd_guard`'s bound per
 /// param. Sets `__risky`, or returns `Err(NonFinite)` before anything was written.
-pub(super) fn sgd_guard(ctx: &Ctx, p: &Program, updates: &[(usize, Update)]) -> TokenStream {
+///
+/// `bounded` holds `(operand, variable)` for the operands that a forward product bounded
+/// as it read them (`kernels::matmul_act_bound`): where that bound is below
+/// [`FORWARD_BOUND_MAX`] it stands for the operand's largest `|v|`, and an update that
+/// would be staged for its operand's size (see below) runs in place instead.
+pub(super) fn sgd_guard(
+    ctx: &Ctx,
+    p: &Program,
+    updates: &[(usize, Update)],
+    bounded: &[(NodeId, Ident)],
+) -> TokenStream {
     let m = ctx.m;
     let mut operands: Vec<NodeId> = Vec::new();
     let mut note = |id: NodeId| {
@@ -167,6 +202,7 @@ pub(super) fn sgd_guard(ctx: &Ctx, p: &Program, updates: &[(usize, Update)]) -> 
         }
     }
     let max_of = |id: NodeId| format_ident!("__max{}", operands.iter().position(|&o| o == id).unwrap_or(0));
+    let limit = FORWARD_BOUND_MAX;
     // A weight gradient whose operands are larger than twice the weight (the tutorial's
     // `x^T dz`: x is 78,400 floats, w 7,840) is cheaper to stage and check than to bound
     // from its operands: the update is computed out of place into scratch (`gemm_from`,
@@ -179,7 +215,8 @@ pub(super) fn sgd_guard(ctx: &Ctx, p: &Program, updates: &[(usize, Update)]) -> 
         match *u {
             Update::MatMul { a, b, .. } => {
                 let (av, bv) = (view(ctx, p, a), view(ctx, p, b));
-                quote!(let #mat = #av.len() + #bv.len() > 2 * self.#n.len();)
+                let known = bounded.iter().filter(|(x, _)| *x == a || *x == b).map(|(_, v)| v);
+                quote!(let #mat = #av.len() + #bv.len() > 2 * self.#n.len() #(&& !(#known < #limit))*;)
             }
             _ => quote!(let #mat = false;),
         }
@@ -198,7 +235,18 @@ pub(super) fn sgd_guard(ctx: &Ctx, p: &Program, updates: &[(usize, Update)]) -> 
             let mat = format_ident!("__mat{}", j);
             reads.then(|| quote!(!#mat))
         });
-        quote!(let #n = if false #(|| #users)* { ::modelc::__private::max_abs(#v) } else { 0.0 };)
+        match bounded.iter().find(|(x, _)| *x == id) {
+            Some((_, var)) => quote! {
+                let #n = if #var < #limit {
+                    #var
+                } else if false #(|| #users)* {
+                    ::modelc::__private::max_abs(#v)
+                } else {
+                    0.0
+                };
+            },
+            None => quote!(let #n = if false #(|| #users)* { ::modelc::__private::max_abs(#v) } else { 0.0 };),
+        }
     });
     let materialize = updates.iter().enumerate().filter_map(|(j, (param, u))| {
         let Update::MatMul { ta, tb, a, b } = *u else { return None };
