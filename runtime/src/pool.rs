@@ -278,6 +278,16 @@ pub fn max_pool_grad<I: PoolIndex>(
     g: ArrayView4<'_, f32>,
     idx: ArrayView4<'_, I>,
     win: Window,
+    dx: ArrayViewMut4<'_, f32>,
+) {
+    let len = dx.len();
+    crate::profile::timed(move || crate::profile::pass("pool_grad", len, 2), || max_pool_grad_inner(g, idx, win, dx))
+}
+
+fn max_pool_grad_inner<I: PoolIndex>(
+    g: ArrayView4<'_, f32>,
+    idx: ArrayView4<'_, I>,
+    win: Window,
     mut dx: ArrayViewMut4<'_, f32>,
 ) {
     let (n, oh, ow, ch) = g.dim();

@@ -62,6 +62,32 @@ pub fn conv2d_max_pool_with(
     geo: Geometry,
     conv_out: [usize; 2],
     win: Window,
+    value: Option<ArrayViewMut4<'_, f32>>,
+    arg: Option<ArrayViewMut4<'_, u8>>,
+    scratch: &mut Vec<f32>,
+) {
+    let out = match (&value, &arg) {
+        (Some(v), _) => v.dim(),
+        (None, Some(a)) => a.dim(),
+        (None, None) => (0, 0, 0, 0),
+    };
+    // Recorded as the conv (its output `conv_out`), the pooling and bias inside it.
+    let d = (x.dim(), w.dim(), (out.0, conv_out[0], conv_out[1], out.3));
+    crate::profile::timed(
+        move || super::conv_record("conv_pool", d),
+        || conv2d_max_pool_inner(strategy, x, w, bias, geo, conv_out, win, value, arg, scratch),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv2d_max_pool_inner(
+    strategy: Strategy,
+    x: ArrayView4<'_, f32>,
+    w: ArrayView4<'_, f32>,
+    bias: Option<ArrayView1<'_, f32>>,
+    geo: Geometry,
+    conv_out: [usize; 2],
+    win: Window,
     mut value: Option<ArrayViewMut4<'_, f32>>,
     mut arg: Option<ArrayViewMut4<'_, u8>>,
     scratch: &mut Vec<f32>,

@@ -106,6 +106,18 @@ pub fn conv2d_with(
     x: ArrayView4<'_, f32>,
     w: ArrayView4<'_, f32>,
     geo: Geometry,
+    out: ArrayViewMut4<'_, f32>,
+    scratch: &mut Vec<f32>,
+) {
+    let d = (x.dim(), w.dim(), out.dim());
+    crate::profile::timed(move || conv_record("conv_fwd", d), || conv2d_with_inner(strategy, x, w, geo, out, scratch))
+}
+
+fn conv2d_with_inner(
+    strategy: Strategy,
+    x: ArrayView4<'_, f32>,
+    w: ArrayView4<'_, f32>,
+    geo: Geometry,
     mut out: ArrayViewMut4<'_, f32>,
     scratch: &mut Vec<f32>,
 ) {
@@ -124,6 +136,21 @@ pub fn conv2d_with(
 
 /// [`conv2d_grad_input`] by `strategy` (direct for stride 1 only).
 pub fn conv2d_grad_input_with(
+    strategy: Strategy,
+    g: ArrayView4<'_, f32>,
+    w: ArrayView4<'_, f32>,
+    geo: Geometry,
+    dx: ArrayViewMut4<'_, f32>,
+    scratch: &mut Vec<f32>,
+) {
+    let d = (dx.dim(), w.dim(), g.dim());
+    crate::profile::timed(
+        move || conv_record("conv_dx", d),
+        || conv2d_grad_input_with_inner(strategy, g, w, geo, dx, scratch),
+    )
+}
+
+fn conv2d_grad_input_with_inner(
     strategy: Strategy,
     g: ArrayView4<'_, f32>,
     w: ArrayView4<'_, f32>,
@@ -150,6 +177,21 @@ pub fn conv2d_grad_filter_with(
     x: ArrayView4<'_, f32>,
     g: ArrayView4<'_, f32>,
     geo: Geometry,
+    dw: ArrayViewMut4<'_, f32>,
+    scratch: &mut Vec<f32>,
+) {
+    let d = (x.dim(), dw.dim(), g.dim());
+    crate::profile::timed(
+        move || conv_record("conv_dw", d),
+        || conv2d_grad_filter_with_inner(strategy, x, g, geo, dw, scratch),
+    )
+}
+
+fn conv2d_grad_filter_with_inner(
+    strategy: Strategy,
+    x: ArrayView4<'_, f32>,
+    g: ArrayView4<'_, f32>,
+    geo: Geometry,
     mut dw: ArrayViewMut4<'_, f32>,
     scratch: &mut Vec<f32>,
 ) {
@@ -164,6 +206,25 @@ pub fn conv2d_grad_filter_with(
         return;
     }
     conv2d_grad_filter(x, g, geo, dw, scratch)
+}
+
+type Dim4 = (usize, usize, usize, usize);
+
+/// A conv pass's profile record (`crate::profile`), as the product it amounts to:
+/// `(n oh ow) x (kh kw ci) . (kh kw ci) x co`, reading the image, kernel and output once.
+pub(crate) fn conv_record(
+    name: &'static str,
+    ((n, h, w, ci), (kh, kw, _, co), (_, oh, ow, _)): (Dim4, Dim4, Dim4),
+) -> crate::profile::Record {
+    let (m, k) = (n * oh * ow, kh * kw * ci);
+    crate::profile::Record {
+        name,
+        dims: (m, k, co),
+        transposed: (false, false),
+        flops: 2 * (m * k * co) as u64,
+        bytes: 4 * (n * h * w * ci + k * co + m * co) as u64,
+        nanos: 0,
+    }
 }
 
 /// The attributes of one convolution that the shapes do not carry.
