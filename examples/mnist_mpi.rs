@@ -177,7 +177,7 @@ fn train(world: &World, dir: Option<PathBuf>, steps: u64) -> Result<(), Box<dyn 
     // reference the ranks compute to float rounding: their sums of the shards' gradients
     // round otherwise than one process's sum over the batch, and 2,000 Adam steps carry
     // those roundings on, so the two models end a little apart (measured on a Xeon, family
-    // 6 model 167: 0.9495 against 0.9510, 3 of 10,000 test digits); tests/mpi.rs asserts
+    // 6 model 167: 0.9495 against 0.9510, 3 of its 2,000 test digits); tests/mpi.rs asserts
     // the equivalence over 5 steps, where it is tight.
     if world.size() > 1 && world.is_root() {
         let mut single = Mlp::with_seed(42);
