@@ -16,8 +16,9 @@
 //! ```
 //!
 //! (As root, add `--allow-run-as-root`.) Rank 0 prints. `--bench` times the M3 step of
-//! the README's benchmarks on random data with 256 rows per rank: its parts (gradients,
-//! `allreduce_mean`, the update) per rank, the raw allreduce of the same buffer, and, on
+//! the README's benchmarks on random data with 256 rows per rank, two ways step by step
+//! in turn (`allreduce_mean` then `apply_gradients`, and `allreduce_apply`, whose time
+//! includes the update): its parts (gradients, the reduction, the update) per rank, the raw allreduce of the same buffer, and, on
 //! one rank, the fused single-process `train_step` too, each as the mean and (in
 //! brackets) the median and the minimum over the steps, which a busy host disturbs
 //! least, and on one process also its compute + apply without `World`; `--steps N`
