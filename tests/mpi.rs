@@ -484,10 +484,15 @@ mod with_mpi {
             world.broadcast_params(&mut m).unwrap();
             let mut single = $Model::with_seed(1);
             assert_eq!(params!(m), params!(single));
-            let (mut g, mut gs) = ($Grads::zeros(), $Grads::zeros());
+            // `folded` trains through `allreduce_apply` (the update scales the sums): the
+            // same bits as `m`'s mean and then `apply_gradients`.
+            let mut folded = $Model::with_seed(if world.is_root() { 1 } else { 200 + world.rank() as u64 });
+            world.broadcast_params(&mut folded).unwrap();
+            let (mut g, mut gs, mut gf) = ($Grads::zeros(), $Grads::zeros(), $Grads::zeros());
             if fortran {
                 use modelc::ndarray::ShapeBuilder;
                 g.w1 = Array2::zeros(g.w1.raw_dim().f());
+                gf.w1 = Array2::zeros(gf.w1.raw_dim().f());
             }
             let mut max_loss_diff = 0f32;
             for step in 0..STEPS {
@@ -502,6 +507,15 @@ mod with_mpi {
                     let n = allocations() - before;
                     assert_eq!(n, 0, "{}: step {step} allocated {n} times", stringify!($Model));
                 }
+                let before = allocations();
+                let local = folded.compute_gradients_into(world.shard(x.view()).unwrap(), world.shard(y.view()).unwrap(), &mut gf);
+                let folded_loss = world.allreduce_apply(&mut folded, &mut gf, local).unwrap();
+                if step > 0 && !fortran {
+                    let n = allocations() - before;
+                    assert_eq!(n, 0, "{} (allreduce_apply): step {step} allocated {n} times", stringify!($Model));
+                }
+                assert_eq!(folded_loss.to_bits(), loss.to_bits());
+                assert_eq!(bits(&params!(folded)), bits(&params!(m)), "{}: allreduce_apply's update differs", stringify!($Model));
                 let single_loss = single.compute_gradients_into(x.view(), y.view(), &mut gs).unwrap();
                 single.apply_gradients(&gs).unwrap();
                 max_loss_diff = max_loss_diff.max((loss - single_loss).abs());
@@ -732,6 +746,27 @@ mod with_mpi {
         let r = world.allreduce_mean(&mut g, local);
         fails_everywhere(world, "a NaN in a packed field", "param `b2`: its gradient on rank 1 has a NaN", r);
 
+        // The same through `allreduce_apply`: the same `Err` everywhere, the model
+        // unchanged (the verdict comes before the update writes anything).
+        let local = m.compute_gradients_into(xn.view(), ys, &mut g);
+        let r = world.allreduce_apply(&mut m, &mut g, local);
+        fails_everywhere(
+            world,
+            "allreduce_apply: a NaN in an in-place field",
+            "param `w1`: the mean of the 2 ranks'",
+            r,
+        );
+        let local = m.compute_gradients_into(xs, ys, &mut g);
+        g.w1[[7, 9]] = f32::MAX;
+        let r = world.allreduce_apply(&mut m, &mut g, local);
+        fails_everywhere(world, "allreduce_apply: an overflowing in-place field", "param `w1`: the mean of the 2", r);
+        let local = m.compute_gradients_into(xs, ys, &mut g);
+        if one {
+            g.b2[1] = f32::NAN;
+        }
+        let r = world.allreduce_apply(&mut m, &mut g, local);
+        fails_everywhere(world, "allreduce_apply: a NaN in a packed field", "param `b2`: its gradient on rank 1", r);
+
         // Nothing was applied; a good step works and keeps the ranks equal.
         assert_eq!((params!(m), m.global_step()), before);
         let local = m.compute_gradients_into(xs, ys, &mut g);
@@ -756,6 +791,14 @@ mod with_mpi {
             "param `w1`: the mean of the 2 ranks' gradients",
             r,
         );
+        let big_before = params!(big);
+        let local = big.compute_gradients_into(xs, ys, &mut g);
+        if one {
+            g.w1[[128, 0]] = f32::INFINITY;
+        }
+        let r = world.allreduce_apply(&mut big, &mut g, local);
+        fails_everywhere(world, "allreduce_apply: an infinity in a middle piece", "param `w1`: the mean of the 2", r);
+        assert_eq!((params!(big), big.global_step()), (big_before, 0));
         let local = big.compute_gradients_into(xs, ys, &mut g);
         world.allreduce_mean(&mut g, local).unwrap();
         big.apply_gradients(&g).unwrap();
@@ -832,5 +875,17 @@ mod with_mpi {
         assert!(matches!(e, Error::Distributed { rank: 0, failed: 1, ranks: 1, .. }), "{e}");
         g.w1[[0, 0]] = f32::INFINITY;
         assert!(world.allreduce_mean(&mut g, Ok(0.0)).unwrap_err().to_string().contains("`w1`"));
+        // `allreduce_apply` alone: `apply_gradients` of the gradients themselves; the
+        // update's own check refuses an infinity and changes nothing.
+        let mut plain = m.clone();
+        let mut g = expected.1.clone();
+        assert_eq!(world.allreduce_apply(&mut m, &mut g, Ok(expected.0)).unwrap(), expected.0);
+        plain.apply_gradients(&expected.1).unwrap();
+        assert_eq!(bits(&params!(m)), bits(&params!(plain)));
+        assert_eq!(m.global_step(), 1);
+        g.w1[[0, 0]] = f32::INFINITY;
+        let e = world.allreduce_apply(&mut m, &mut g, Ok(0.0)).unwrap_err();
+        assert!(matches!(e, Error::NonFinite { param: "w1", .. }), "{e}");
+        assert_eq!((bits(&params!(m)), m.global_step()), (bits(&params!(plain)), 1));
     }
 }

@@ -483,17 +483,41 @@ pub fn apply_updates(
     grads: &[&[f32]],
     names: &[&'static str],
 ) -> Result<(), Error> {
+    apply_updates_scaled(opt, step, slots, params, grads, names, 1.0, None)
+}
+
+/// [`apply_updates`] of the gradients `grads` times `grad_scale` (`World::allreduce_apply`:
+/// the ranks' sums and 1/N, so that no pass scales them first; each product is the one
+/// a scaling pass would have stored, so the update is the same bits). `checked`: the
+/// largest `|grad_scale * g|` when the caller has already checked that every gradient is
+/// finite (while the values were in cache), which saves the check's pass; `None` checks
+/// here.
+#[allow(clippy::too_many_arguments)]
+pub fn apply_updates_scaled(
+    opt: &Optimizer,
+    step: &mut u64,
+    slots: &mut [Vec<Vec<f32>>],
+    params: &mut [&mut [f32]],
+    grads: &[&[f32]],
+    names: &[&'static str],
+    grad_scale: f32,
+    checked: Option<f64>,
+) -> Result<(), Error> {
     let non_finite = |i: usize| Error::NonFinite {
         param: names.get(i).copied().unwrap_or("?"),
         detail: "its gradient has a NaN or an infinity".into(),
     };
     let (scale, largest) = if opt.clip_norm.is_some() {
-        let norm = crate::optim::global_norm_f64(grads);
+        let norm = crate::optim::global_norm_f64(grads) * f64::from(grad_scale);
         if !norm.is_finite() {
             let bad = grads.iter().position(|g| !max_abs_slice(g).is_finite()).unwrap_or(0);
             return Err(non_finite(bad));
         }
-        (opt.clip_scale_for(norm), norm)
+        // With grad_scale 1 this is the clip's own scale, as before.
+        let clip = opt.clip_scale_for(norm);
+        (if grad_scale == 1.0 { clip } else { clip * grad_scale }, norm)
+    } else if let Some(largest) = checked {
+        (grad_scale, largest)
     } else {
         let mut largest = 0.0f64;
         for (i, g) in grads.iter().enumerate() {
@@ -503,7 +527,7 @@ pub fn apply_updates(
             }
             largest = largest.max(f64::from(m));
         }
-        (1.0, largest)
+        (grad_scale, largest * f64::from(grad_scale))
     };
     const RISKY: f64 = (1u64 << 40) as f64;
     if largest < RISKY && f64::from(opt.learning_rate.abs()) < RISKY && opt.learning_rate.is_finite() {

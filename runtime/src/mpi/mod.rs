@@ -46,6 +46,9 @@ pub trait Gradients {
 /// A generated model, as `World::broadcast_params` copies it from rank 0. Implemented by
 /// `model!`.
 pub trait Replica {
+    /// The model's gradients struct (`<Model>Gradients`).
+    type Grads: Gradients;
+
     /// The model's state as the bytes of its checkpoint (`save`'s file, in memory): the
     /// params, every optimizer slot, the global step and the dropout stream.
     fn state_bytes(&self) -> Result<Vec<u8>>;
@@ -64,4 +67,12 @@ pub trait Replica {
     /// Makes the dropout masks those of shard `rank` of `ranks` of each batch
     /// (`modelc::random::DropoutStream::set_shard`); no effect without dropout.
     fn set_shard(&mut self, rank: usize, ranks: usize);
+
+    /// `apply_gradients` of `sum` times `scale` (the ranks' summed gradients and 1/N:
+    /// `World::allreduce_apply`), the same update bits as scaling first; `largest` is
+    /// the largest `|scale * g|` when the caller has checked every gradient finite (no
+    /// check pass here), `None` to check here. `Err`, changing nothing, as
+    /// `apply_gradients`.
+    #[doc(hidden)]
+    fn apply_scaled(&mut self, sum: &Self::Grads, scale: f32, largest: Option<f64>) -> Result<()>;
 }

@@ -62,6 +62,7 @@ use mpi::Threading;
 use ndarray::{ArrayView, Axis, Dimension, Slice};
 
 use super::{Gradients, Replica};
+use crate::support::max_abs_slice;
 use crate::{Error, Result, ShapeMismatch};
 
 /// The operations whose control allreduces must match across ranks.
@@ -366,6 +367,44 @@ impl World {
     /// first (or after a change of model; or, once, the first time a large field is not
     /// contiguous in standard order, which goes through a staging buffer).
     pub fn allreduce_mean<G: Gradients>(&self, gradients: &mut G, local: Result<f32>) -> Result<f32> {
+        self.reduce(gradients, local, false).map(|(loss, _)| loss)
+    }
+
+    /// [`Self::allreduce_mean`] and then `model.apply_gradients` of the mean, in one call
+    /// that never stores the mean: `gradients` are left holding the ranks' *sum*, and
+    /// the update multiplies each summed value by 1/N as it reads it (the same product a
+    /// scaling pass stores, so the same update bits as `allreduce_mean` followed by
+    /// `apply_gradients`, except with `clip_norm`, where the clip's scale and 1/N are
+    /// one factor: a rounding apart). The finiteness check of the sums runs on each
+    /// piece right after its allreduce, while it is in cache, and the update does not
+    /// repeat it; in a world of one, only the update's check runs (nothing is reduced).
+    /// That saves a pass over the gradients per step (`docs/distributed.md`, "Session
+    /// 14").
+    ///
+    /// Returns the mean loss. Fails as `allreduce_mean` does, the same `Err` on every
+    /// rank, before any rank changes its model; `Err` from the update (an overflowing
+    /// update, `Error::NonFinite`) leaves the model unchanged, like `apply_gradients`.
+    /// In every `Err` case `gradients` hold what they would after `allreduce_mean`'s,
+    /// except that a non-finite sum is not scaled.
+    ///
+    /// ```text
+    /// let local = model.compute_gradients_into(world.shard(x)?, world.shard(y)?, &mut g);
+    /// let loss = world.allreduce_apply(&mut model, &mut g, local)?;
+    /// ```
+    pub fn allreduce_apply<M: Replica>(
+        &self,
+        model: &mut M,
+        gradients: &mut M::Grads,
+        local: Result<f32>,
+    ) -> Result<f32> {
+        let (loss, largest) = self.reduce(gradients, local, true)?;
+        model.apply_scaled(gradients, 1.0 / self.size as f32, largest)?;
+        Ok(loss)
+    }
+
+    /// `allreduce_mean` (`fold` false) or, with `fold`, the sums left unscaled and the
+    /// largest `|sum / N|` returned (`None` in a world of one, which checks nothing).
+    fn reduce<G: Gradients>(&self, gradients: &mut G, local: Result<f32>, fold: bool) -> Result<(f32, Option<f64>)> {
         // The settings decide which calls every rank makes: part of what must match.
         let hash =
             layout_hash::<G>() ^ (self.in_place_min as u64).rotate_left(17) ^ (self.chunk as u64).rotate_left(41);
@@ -386,7 +425,7 @@ impl World {
         let several = self.size > 1;
         let local = sized
             .and(local)
-            .and_then(|loss| check_and_pack(gradients, slots, small, self.size, self.rank).map(|()| loss));
+            .and_then(|loss| check_and_pack(gradients, slots, small, self.size, self.rank, !fold).map(|()| loss));
         let failure = local.as_ref().err().map(ToString::to_string);
         self.control(Op::Allreduce, n as u64, hash, failure.as_deref())?;
         let loss = match local {
@@ -394,9 +433,11 @@ impl World {
             Err(_) => unreachable!("control() returned Err: this rank failed"),
         };
         if !several {
-            return Ok(loss);
+            return Ok((loss, None));
         }
         let scale = 1.0 / self.size as f32;
+        // With `fold`: the largest |sum| seen (as bits of |x|: a NaN is above infinity).
+        let mut largest = 0.0f32;
         // The large fields, each in place in its own array, scaled and checked in one
         // pass after its allreduce (its flag set if the mean is not finite); then the
         // packed ones, the flags and the loss, in one allreduce: the flags' sums (counts,
@@ -415,7 +456,13 @@ impl World {
                     let mut finite = true;
                     for piece in values.chunks_mut(chunk) {
                         sum_in_place(&self.comm, piece);
-                        finite &= scale_checked(piece, scale);
+                        if fold {
+                            let m = max_abs_slice(piece);
+                            finite &= m.is_finite();
+                            largest = largest.max(m);
+                        } else {
+                            finite &= scale_checked(piece, scale);
+                        }
                     }
                     finite
                 }
@@ -430,7 +477,13 @@ impl World {
                         *s = x;
                     }
                     sum_in_place(&self.comm, stage);
-                    let finite = scale_checked(stage, scale);
+                    let finite = if fold {
+                        let m = max_abs_slice(stage);
+                        largest = largest.max(m);
+                        m.is_finite()
+                    } else {
+                        scale_checked(stage, scale)
+                    };
                     for (x, &s) in v.iter_mut().zip(stage.iter()) {
                         *x = s;
                     }
@@ -444,19 +497,23 @@ impl World {
         small[last] = loss;
         sum_in_place(&self.comm, small);
         // The packed fields: every value was at most f32::MAX / N in magnitude on every
-        // rank (checked before), so their means are finite.
+        // rank (checked before), so their sums and means are finite.
+        let out = if fold { 1.0 } else { scale };
         gradients.visit_mut(&mut |i, mut v| {
             let Some(&Slot::Packed(start, end)) = slots.get(i) else { return };
             let src = &small[start..end];
+            if fold {
+                largest = largest.max(max_abs_slice(src));
+            }
             match v.as_slice_mut() {
                 Some(dst) => {
                     for (d, &s) in dst.iter_mut().zip(src) {
-                        *d = s * scale;
+                        *d = s * out;
                     }
                 }
                 None => {
                     for (d, &s) in v.iter_mut().zip(src) {
-                        *d = s * scale;
+                        *d = s * out;
                     }
                 }
             }
@@ -469,12 +526,13 @@ impl World {
                 detail: format!(
                     "the mean of the {} ranks' gradients has a NaN or an infinity (a rank's gradient has, or \
                      their sum overflows), on every rank; no rank applied this step, and the gradients hold \
-                     that mean",
+                     that mean (`allreduce_apply`: that sum)",
                     self.size
                 ),
             });
         }
-        Ok(small[last] * scale)
+        let largest = fold.then(|| f64::from(largest) * f64::from(scale));
+        Ok((small[last] * scale, largest))
     }
 
     /// Makes the ranks agree on a result each computed on its own (loading its data, a
@@ -673,8 +731,15 @@ impl Fused {
 /// `small` (logical order, whatever a field's memory layout) checking that every value
 /// is at most `f32::MAX / ranks` in magnitude (so finite, and so is the sum of the
 /// ranks' values: no overflow to check after the reduction); in a world of one, checks
-/// every field's finiteness (nothing moves).
-fn check_and_pack<G: Gradients>(g: &G, slots: &[Slot], small: &mut [f32], ranks: usize, rank: usize) -> Result<()> {
+/// every field's finiteness with `check_alone` (nothing moves; `allreduce_apply`'s update checks).
+fn check_and_pack<G: Gradients>(
+    g: &G,
+    slots: &[Slot],
+    small: &mut [f32],
+    ranks: usize,
+    rank: usize,
+    check_alone: bool,
+) -> Result<()> {
     let mut mismatches = Vec::new();
     let mut non_finite: Option<&'static str> = None;
     let mut visited = 0;
@@ -700,6 +765,8 @@ fn check_and_pack<G: Gradients>(g: &G, slots: &[Slot], small: &mut [f32], ranks:
                     ok
                 }
             },
+            // Alone, with nothing reduced: checked by the update (`allreduce_apply`).
+            (false, _) if !check_alone => true,
             (false, _) => match v.as_slice() {
                 Some(src) => all_finite(src),
                 None => v.iter().all(|x| x.is_finite()),

@@ -439,10 +439,13 @@ pub(super) fn replica_impls(ctx: &Ctx) -> TokenStream {
     let trainable = m.trainable();
     let gfields: Vec<&Ident> = trainable.iter().map(|&p| &m.params[p].name).collect();
     let gstrs: Vec<String> = gfields.iter().map(|n| n.to_string()).collect();
-    let gdims = trainable.iter().map(|&p| {
-        let d = m.params[p].dims.iter().map(|&d| usize_lit(d));
-        quote!(&[#(#d),*])
-    });
+    let gdims: Vec<TokenStream> = trainable
+        .iter()
+        .map(|&p| {
+            let d = m.params[p].dims.iter().map(|&d| usize_lit(d));
+            quote!(&[#(#d),*])
+        })
+        .collect();
     let idx: Vec<usize> = (0..gfields.len()).collect();
     let shard = if ctx.dropout { quote!(self.__state.dropout.set_shard(rank, ranks);) } else { TokenStream::new() };
     let view = quote!(::modelc::ndarray::ArrayViewD<'_, f32>);
@@ -463,6 +466,7 @@ pub(super) fn replica_impls(ctx: &Ctx) -> TokenStream {
 
         #[allow(unused_variables)]
         impl ::modelc::mpi::Replica for #name {
+            type Grads = #grads_ty;
             fn state_bytes(&self) -> #res<::std::vec::Vec<u8>, ::modelc::Error> {
                 let __tensors = self.__checkpoint_tensors()?;
                 let __path = ::std::path::Path::new("(in memory)");
@@ -487,6 +491,24 @@ pub(super) fn replica_impls(ctx: &Ctx) -> TokenStream {
             }
             fn set_shard(&mut self, rank: usize, ranks: usize) {
                 #shard
+            }
+            fn apply_scaled(&mut self, __sum: &#grads_ty, __scale: f32, __largest: ::core::option::Option<f64>) -> #res<(), ::modelc::Error> {
+                ::modelc::__private::check_gradient_shapes(&[#((#gstrs, __sum.#gfields.shape(), #gdims)),*])?;
+                #(let #gfields = __sum.#gfields.as_standard_layout();)*
+                let __opt = match self.__state.optimizer.as_ref() {
+                    ::core::option::Option::Some(__o) => __o,
+                    ::core::option::Option::None => return #res::Ok(()),
+                };
+                ::modelc::__private::apply_updates_scaled(
+                    __opt,
+                    &mut self.__state.global_step,
+                    &mut self.__state.slots,
+                    &mut [#(::modelc::__private::slice_mut(&mut self.#gfields)),*],
+                    &[#(::modelc::__private::slice(&#gfields)),*],
+                    &[#(#gstrs),*],
+                    __scale,
+                    __largest,
+                )
             }
         }
     }

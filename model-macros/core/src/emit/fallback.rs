@@ -155,11 +155,13 @@ pub fn fallback(def: &ModelDef, model: &Model, diag: &Diag) -> TokenStream {
 
         #[allow(unused_variables, clippy::all, dead_code, unreachable_code)]
         impl ::modelc::mpi::Replica for #name {
+            type Grads = #grads_ty;
             fn state_bytes(&self) -> ::core::result::Result<::std::vec::Vec<u8>, ::modelc::Error> { #stub }
             fn restore_state_bytes(&mut self, bytes: &[u8]) -> ::core::result::Result<(), ::modelc::Error> { #stub }
             fn replica_learning_rate(&self) -> f32 { #stub }
             fn set_replica_learning_rate(&mut self, learning_rate: f32) { #stub }
             fn set_shard(&mut self, rank: usize, ranks: usize) { #stub }
+            fn apply_scaled(&mut self, sum: &#grads_ty, scale: f32, largest: ::core::option::Option<f64>) -> ::core::result::Result<(), ::modelc::Error> { #stub }
         }
 
         impl ::core::clone::Clone for #name {
