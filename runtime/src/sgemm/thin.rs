@@ -68,7 +68,7 @@ pub fn thin_from(
     thin_src(alpha, a, b, beta, Some(src.as_ptr()), c)
 }
 
-/// [`thin`] that also returns a bound of `|a|`: the OR of the bits of every element of
+/// The thin product (as `sgemm` computes it) that also returns a bound of `|a|`: the OR of the bits of every element of
 /// `a`, sign cleared (as an `f32`, at least the largest `|a|`; infinite or NaN where the
 /// elements' exponents OR to all ones, e.g. for values both in [1, 2) and in [2, 4)).
 /// It runs only where that costs one instruction a step of the tiles that read `a`
