@@ -4,7 +4,7 @@
 //! is bit for bit the step a model that never saw the bad call takes.
 
 use modelc::model;
-use modelc::ndarray::{s, Array1, Array2};
+use modelc::ndarray::{s, Array1, Array2, ArrayView2};
 use modelc::Error;
 
 model! {
@@ -178,14 +178,7 @@ fn every_guard_path_trains_like_compute_then_apply_and_refuses_a_nan() {
     for (n, scale) in [(8, 1.0), (100, 1.0), (100, 3.0)] {
         let (mut x, y) = data(n, 31);
         x *= scale;
-        let mut a = Tutorial::new();
-        let mut b = Tutorial::new();
-        for _ in 0..3 {
-            a.train_step(x.view(), y.view()).unwrap();
-            let (_, g) = b.compute_gradients(x.view(), y.view()).unwrap();
-            b.apply_gradients(&g).unwrap();
-        }
-        let diff = (&a.w - &b.w).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let (mut a, diff) = fused_against_split(x.view(), y.view());
         assert!(diff < 1e-5 * scale, "batch {n} x {scale}: {diff}");
         let before = state(&a);
         let mut xb = x.clone();
@@ -232,15 +225,22 @@ fn the_exact_path_gives_the_fused_paths_bits_for_sane_inputs() {
     // compute_gradients + apply_gradients against the fused train_step: not the same
     // rounding (the fused step accumulates into w), so to a tolerance.
     let (x, y) = data(32, 9);
+    let (_, diff) = fused_against_split(x.view(), y.view());
+    assert!(diff < 1e-5, "{diff}");
+}
+
+/// Three fused `train_step`s against three compute_gradients + apply_gradients from the
+/// same start: the fused model and the largest difference of their `w`.
+fn fused_against_split(x: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>) -> (Tutorial, f32) {
     let mut a = Tutorial::new();
     let mut b = Tutorial::new();
     for _ in 0..3 {
-        a.train_step(x.view(), y.view()).unwrap();
-        let (_, g) = b.compute_gradients(x.view(), y.view()).unwrap();
+        a.train_step(x, y).unwrap();
+        let (_, g) = b.compute_gradients(x, y).unwrap();
         b.apply_gradients(&g).unwrap();
     }
     let diff = (&a.w - &b.w).iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    assert!(diff < 1e-5, "{diff}");
+    (a, diff)
 }
 
 fn adam_data(n: usize) -> (Array2<f32>, Array2<f32>) {
