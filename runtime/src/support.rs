@@ -332,9 +332,9 @@ fn from_abs_bits(m: u32) -> f32 {
 /// value. One pass over `x` of the tutorial (78,400 floats) takes about as long as
 /// reading it.
 ///
-/// With `parallel`, a slice of at least [`MAX_ABS_PARALLEL_MIN`] floats is cut into one
-/// part a thread (sgemm's pool): the largest of the parts' largest bits is the same
-/// integer whatever the cut, so the same result for any thread count.
+/// With `parallel`, a slice of at least 2^17 floats (`MAX_ABS_PARALLEL_MIN`) is cut
+/// into one part a thread (sgemm's pool): the largest of the parts' largest bits is the
+/// same integer whatever the cut, so the same result for any thread count.
 pub fn max_abs_slice(s: &[f32]) -> f32 {
     #[cfg(feature = "parallel")]
     {
