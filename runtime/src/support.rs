@@ -331,7 +331,37 @@ fn from_abs_bits(m: u32) -> f32 {
 /// so that no lane waits on the one before; NaN and infinity come out above every finite
 /// value. One pass over `x` of the tutorial (78,400 floats) takes about as long as
 /// reading it.
+///
+/// With `parallel`, a slice of at least 2^17 floats (`MAX_ABS_PARALLEL_MIN`) is cut
+/// into one part a thread (sgemm's pool): the largest of the parts' largest bits is the
+/// same integer whatever the cut, so the same result for any thread count.
 pub fn max_abs_slice(s: &[f32]) -> f32 {
+    #[cfg(feature = "parallel")]
+    {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let threads = crate::sgemm::threads::count();
+        if s.len() >= MAX_ABS_PARALLEL_MIN && threads >= 2 {
+            let parts = threads.min(64);
+            let most = AtomicU32::new(0);
+            let len = s.len().div_ceil(parts);
+            crate::sgemm::threads::run(parts, &|i| {
+                let part = s.get(i * len..((i + 1) * len).min(s.len())).unwrap_or(&[]);
+                most.fetch_max(max_abs_bits(part), Ordering::Relaxed);
+            });
+            return from_abs_bits(most.into_inner());
+        }
+    }
+    from_abs_bits(max_abs_bits(s))
+}
+
+/// Slices of at least this many floats are searched on all threads by [`max_abs_slice`]
+/// with `parallel`: M3's guard reads its 256 x 1024 operands (262,144 floats each, about
+/// 0.25 ms for the four on one thread); M2's largest, `x`, is 100,352.
+#[cfg(feature = "parallel")]
+const MAX_ABS_PARALLEL_MIN: usize = 1 << 17;
+
+/// The largest `bits & 0x7fff_ffff` of a slice (see [`max_abs_slice`]).
+fn max_abs_bits(s: &[f32]) -> u32 {
     const L: usize = 64;
     crate::sgemm::widest(
         #[inline(always)]
@@ -346,7 +376,7 @@ pub fn max_abs_slice(s: &[f32]) -> f32 {
             for (i, &x) in chunks.remainder().iter().enumerate() {
                 m[i] = m[i].max(x.to_bits() & ABS);
             }
-            from_abs_bits(m.iter().fold(0, |a, &b| a.max(b)))
+            m.iter().fold(0, |a, &b| a.max(b))
         },
     )
 }
@@ -653,6 +683,24 @@ impl GradProbe {
 mod tests {
     use super::*;
     use ndarray::Array2;
+
+    /// `max_abs_slice` (with `parallel`, split across the threads above a size) finds the
+    /// largest |v|, and any NaN or infinity, wherever it is: in either part or at a cut.
+    #[test]
+    fn max_abs_slice_finds_the_largest_anywhere() {
+        let len = (1 << 17) + 37;
+        let base: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
+        assert_eq!(max_abs_slice(&base), 0.5);
+        for at in [0, len / 2 - 1, len / 2, len / 2 + 1, len - 38, len - 1] {
+            for (v, want) in [(-3.5, 3.5), (7.25, 7.25), (f32::NAN, f32::INFINITY), (f32::NEG_INFINITY, f32::INFINITY)]
+            {
+                let mut s = base.clone();
+                s[at] = v;
+                assert_eq!(max_abs_slice(&s).to_bits(), want.to_bits(), "{v} at {at}");
+                assert_eq!(max_abs_slice(&s[..at + 1]).to_bits(), want.to_bits(), "{v} at the end of {}", at + 1);
+            }
+        }
+    }
 
     #[test]
     fn sgd_apply_gives_the_same_bits_on_every_layout() {

@@ -515,6 +515,15 @@ fn split_products_match_one_thread_bit_for_bit() {
         // c's rows 4 KiB apart (each part walked a row of tiles at a time), b's too.
         (40, 300, 1024, false, false, false),
         (100, 64, 1024, true, false, false),
+        // Thin products (one side at most 16) split along c's long side: the dot form
+        // (a's rows contiguous), the outer form (a's columns), each also as c^T, with
+        // edges that are not multiples of the 64-row unit.
+        (256, 1024, 10, false, false, false),
+        (300, 700, 10, false, false, false),
+        (1000, 256, 10, true, false, false),
+        (1000, 256, 13, true, false, true),
+        (10, 256, 1000, false, false, false),
+        (10, 256, 1000, false, true, false),
     ];
     let mut split = 0;
     each_kernel(|kern| {
@@ -547,6 +556,26 @@ fn split_products_match_one_thread_bit_for_bit() {
                         format!("{kern:?} {m}x{k}x{n} ta={ta} tb={tb} ct={ct} alpha={alpha} beta={beta} act={act}");
                     for (x, y) in one.iter().zip(&all) {
                         assert_eq!(x.to_bits(), y.to_bits(), "{what}: {x} on one thread, {y} split");
+                    }
+                    split += 1;
+                }
+                // The out-of-place thin product (the SGD guard's staged update).
+                let src = if ct { filled(n, m, 10).reversed_axes() } else { filled(m, n, 10) };
+                let run = |serial: bool| {
+                    sgemm::FORCE_SERIAL.with(|f| f.set(serial));
+                    let mut out = src.clone();
+                    out.fill(0.0);
+                    let taken = sgemm::thin_from(alpha, a, b, 1.0, src.view(), out.view_mut());
+                    sgemm::FORCE_SERIAL.with(|f| f.set(false));
+                    taken.then_some(out)
+                };
+                if let (Some(one), Some(all)) = (run(true), run(false)) {
+                    for (x, y) in one.iter().zip(&all) {
+                        assert_eq!(
+                            x.to_bits(),
+                            y.to_bits(),
+                            "thin_from {kern:?} {m}x{k}x{n}: {x} one thread, {y} split"
+                        );
                     }
                     split += 1;
                 }

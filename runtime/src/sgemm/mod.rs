@@ -218,8 +218,9 @@ thread_local! {
 /// tile, edge tiles included, is the one the whole product computes; and each part
 /// calls the packed product directly rather than choosing again for its own shape (a
 /// part narrow enough for the AVX2 kernel's direct path, or thin, would round
-/// differently). Thin products (one side at most 16) are not split: they are small and
-/// bound by memory (2% of M3's step), and their kernels' tiles depend on the shape.
+/// differently). Thin products (one side at most 16) are not split here: their kernels'
+/// tiles depend on the shape, and `thin.rs` (`split_thin`) splits them along their long
+/// side instead.
 #[cfg(feature = "parallel")]
 fn parallel<'c, 'e>(
     alpha: f32,
@@ -366,11 +367,7 @@ fn serial(
     if m == 0 || n == 0 {
         return;
     }
-    if thin(alpha, a, b, beta, c.view_mut()) {
-        // A thin c is small: the epilogue runs over all of it at once.
-        if let Some(e) = &epi {
-            e.apply(c, 0, 0);
-        }
+    if thin(alpha, a, b, beta, c.view_mut(), epi) {
         return;
     }
     if transposed_is_cheaper(&a, &b, &c) {

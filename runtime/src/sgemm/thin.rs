@@ -9,6 +9,7 @@ use super::avx2::{dot_avx2, outer_avx2, store_stripe_avx2, transpose_8x8};
 use super::avx512::{dot_avx512, outer_avx512, store_stripe_avx512, transpose_thin_avx512};
 use super::dispatch::{avx2_fma, kernel, Direct, Kernel};
 use super::driver::{aligned, block, Out, SCRATCH};
+use super::epilogue::Epi;
 use crate::ndarray::{ArrayView2, ArrayViewMut2};
 
 /// The widest side of `c` that the thin kernels take.
@@ -34,16 +35,17 @@ pub(super) const OUTER_ROWS: usize = 64;
 pub(super) const THIN_KB: usize = 2048;
 
 /// Computes the product with a thin kernel if one fits (AVX2 + FMA, one side of `c` at
-/// most [`THIN`] wide, and the operand along the wide side contiguous in one direction);
-/// returns false, touching nothing, otherwise.
+/// most [`THIN`] wide, and the operand along the wide side contiguous in one direction),
+/// then `epi` over all of `c`; returns false, touching nothing, otherwise.
 pub(super) fn thin(
     alpha: f32,
     a: ArrayView2<'_, f32>,
     b: ArrayView2<'_, f32>,
     beta: f32,
     c: ArrayViewMut2<'_, f32>,
+    epi: Option<Epi<'_>>,
 ) -> bool {
-    thin_src(alpha, a, b, beta, None, c)
+    thin_src(alpha, a, b, beta, None, c, epi)
 }
 
 /// `c = alpha * a x b + beta * src` with a thin kernel, out of place: `src` is read where
@@ -65,7 +67,27 @@ pub fn thin_from(
     if src.dim() != c.dim() || src.strides() != c.strides() {
         return false;
     }
-    thin_src(alpha, a, b, beta, Some(src.as_ptr()), c)
+    thin_src(alpha, a, b, beta, Some(src.as_ptr()), c, None)
+}
+
+/// Whether a thin kernel takes this product: AVX2 + FMA, and [`thin_oriented`]'s forms
+/// for `c` (long side along its rows) or `c^T`. Returns whether `c` is taken as it is
+/// (`Some(true)`, its rows the long side) or transposed.
+fn thin_fits(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>, c: &ArrayViewMut2<'_, f32>) -> Option<bool> {
+    if !avx2_fma() {
+        return None;
+    }
+    let (m, n) = c.dim();
+    let k = a.dim().1;
+    // The oriented a (`m x k`) of `thin_oriented`: its rows or its columns contiguous.
+    let form = |rows: usize, rs: isize, cs: isize| (cs == 1 && k >= 32) || (rs == 1 && rows >= 16);
+    if n <= THIN && n <= m {
+        form(m, a.strides()[0], a.strides()[1]).then_some(true)
+    } else if m <= THIN {
+        form(n, b.strides()[1], b.strides()[0]).then_some(false)
+    } else {
+        None
+    }
 }
 
 /// The thin product (as `sgemm` computes it) that also returns a bound of `|a|`: the OR of the bits of every element of
@@ -119,29 +141,131 @@ fn thin_src(
     b: ArrayView2<'_, f32>,
     beta: f32,
     src: Option<*const f32>,
-    c: ArrayViewMut2<'_, f32>,
+    mut c: ArrayViewMut2<'_, f32>,
+    epi: Option<Epi<'_>>,
 ) -> bool {
+    let Some(along_rows) = thin_fits(&a, &b, &c) else { return false };
+    #[cfg(feature = "parallel")]
+    if split_thin(alpha, a, b, beta, src, c.view_mut(), epi, along_rows) {
+        return true;
+    }
+    thin_whole(alpha, a, b, beta, src, c.view_mut(), along_rows);
+    // A thin c is small: the epilogue runs over all of it at once.
+    if let Some(e) = &epi {
+        e.apply(c, 0, 0);
+    }
+    true
+}
+
+/// The thin product [`thin_fits`] found, on this thread.
+fn thin_whole(
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    src: Option<*const f32>,
+    c: ArrayViewMut2<'_, f32>,
+    along_rows: bool,
+) {
     #[cfg(target_arch = "x86_64")]
     {
-        if !avx2_fma() {
-            return false;
-        }
         let proof = Direct(());
-        let (m, n) = c.dim();
         // Reversing c's axes swaps its strides; `src`, with the same strides, the same.
-        if n <= THIN && n <= m {
+        let taken = if along_rows {
             thin_oriented(proof, alpha, a, b, beta, src, c)
-        } else if m <= THIN {
-            thin_oriented(proof, alpha, b.reversed_axes(), a.reversed_axes(), beta, src, c.reversed_axes())
         } else {
-            false
-        }
+            thin_oriented(proof, alpha, b.reversed_axes(), a.reversed_axes(), beta, src, c.reversed_axes())
+        };
+        assert!(taken, "thin_fits chose a thin kernel");
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (alpha, a, b, beta, src, c);
-        false
+        let _ = (alpha, a, b, beta, src, c, along_rows);
+        unreachable!("no thin kernel off x86-64");
     }
+}
+
+/// Thin products of at least this many multiply-adds are split across threads
+/// (`parallel`): M3's 1024 -> 10 layer, its input gradient and its weight gradient
+/// (2.6M each); M1's and M2's (at most 0.8M) stay on one thread.
+#[cfg(feature = "parallel")]
+const THIN_PARALLEL_MIN: usize = 1 << 21;
+
+/// The unit of a split thin product along `c`'s long side: a multiple of every tile's
+/// rows (the dot form's 2 or 4, the outer form's stripes of 64, 32, 16 and 8), so that
+/// every row of a part gets the tile it gets in the whole product: the same bits.
+#[cfg(feature = "parallel")]
+const THIN_SPLIT_UNIT: usize = OUTER_ROWS;
+
+/// With `parallel`: the thin product split along `c`'s long side (the rows of the
+/// oriented `c`, each a dot or a column of outer products over the whole depth; never
+/// along `k`), one part a thread, each with its epilogue; false where it is too small
+/// (and nothing is touched). The depth blocking and the column groups depend only on
+/// `k` and the thin side, the tiles' rows on the position along the long side, which
+/// the parts' cuts at multiples of [`THIN_SPLIT_UNIT`] keep: the same bits as one
+/// thread's whatever the thread count.
+#[cfg(feature = "parallel")]
+#[allow(clippy::too_many_arguments)]
+fn split_thin(
+    alpha: f32,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    beta: f32,
+    src: Option<*const f32>,
+    c: ArrayViewMut2<'_, f32>,
+    epi: Option<Epi<'_>>,
+    along_rows: bool,
+) -> bool {
+    use crate::ndarray::{s, Axis};
+    use std::sync::Mutex;
+    let ((m, k), n) = (a.dim(), b.dim().1);
+    #[cfg(test)]
+    if super::FORCE_SERIAL.with(|f| f.get()) {
+        return false;
+    }
+    if m * n * k < THIN_PARALLEL_MIN {
+        return false;
+    }
+    let threads = super::threads::count();
+    let len = if along_rows { m } else { n };
+    let parts = threads.min(len / (2 * THIN_SPLIT_UNIT)).min(super::MAX_PARTS);
+    if parts < 2 {
+        return false;
+    }
+    let cut = |i: usize| (len * i / parts).next_multiple_of(THIN_SPLIT_UNIT).min(len);
+    let axis = if along_rows { Axis(0) } else { Axis(1) };
+    let step = c.strides()[axis.index()];
+    let mut cs: [Option<ArrayViewMut2<'_, f32>>; super::MAX_PARTS] = std::array::from_fn(|_| None);
+    let mut rest = c;
+    for (i, slot) in cs.iter_mut().enumerate().take(parts) {
+        let (part, more) = rest.split_at(axis, cut(i + 1) - cut(i));
+        *slot = Some(part);
+        rest = more;
+    }
+    let cs: [Mutex<Option<ArrayViewMut2<'_, f32>>>; super::MAX_PARTS] = cs.map(Mutex::new);
+    // The address of `src` (a pointer is not `Sync`); each part reads its own rows of it.
+    let src = src.map(|p| p as usize);
+    #[cfg(test)]
+    let forced = super::FORCE_KERNEL.with(|f| f.get());
+    let part = |i: usize| {
+        #[cfg(test)]
+        super::FORCE_KERNEL.with(|f| f.set(forced));
+        let mut c = cs[i].lock().unwrap_or_else(|e| e.into_inner()).take().expect("each part runs once");
+        let (lo, hi) = (cut(i), cut(i + 1));
+        // `src` has c's strides: this part's first element is `lo` steps along `axis`.
+        let src = src.map(|p| (p as *const f32).wrapping_offset(lo as isize * step));
+        let (a, b, at) = if along_rows {
+            (a.slice_move(s![lo..hi, ..]), b, (lo, 0))
+        } else {
+            (a, b.slice_move(s![.., lo..hi]), (0, lo))
+        };
+        thin_whole(alpha, a, b, beta, src, c.view_mut(), along_rows);
+        if let Some(e) = epi {
+            e.offset(at.0, at.1).apply(c, 0, 0);
+        }
+    };
+    super::threads::run(parts, &part);
+    true
 }
 
 /// Thin product with `n <= THIN`: picks the dot or the outer-product form from `a`'s
@@ -596,7 +720,7 @@ mod tests {
             a[[m / 2, k / 3]] = -1.5;
             let b = matrix(k, n, 7);
             let mut want = Array2::zeros((m, n));
-            assert!(thin(1.0, a.view(), b.view(), 0.0, want.view_mut()));
+            assert!(thin(1.0, a.view(), b.view(), 0.0, want.view_mut(), None));
             let mut got = Array2::from_elem((m, n), f32::NAN);
             let bits = thin_bits(1.0, a.view(), b.view(), 0.0, got.view_mut()).expect("fits");
             let or = a.iter().fold(0u32, |o, v| o | v.to_bits()) & 0x7fff_ffff;

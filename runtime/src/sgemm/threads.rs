@@ -10,7 +10,7 @@
 //! job, so the closure outlives every use of the pointer.
 //!
 //! Helpers spin for a while after a part (the next product of a step follows within
-//! microseconds), then sleep on a condition variable. A product started while another
+//! a millisecond: [`SPIN_FOR`]), then sleep on a condition variable. A product started while another
 //! is running (a second user thread, or a part's own nested product) runs its parts one
 //! after the other on its own thread: the same parts, so the same bits.
 //!
@@ -20,12 +20,40 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// One part of a job: `f(i)` computes part `i`.
 type Part<'a> = &'a (dyn Fn(usize) + Sync);
 
-/// Spins of a helper waiting for the next job before it sleeps: about 0.2 ms of `pause`.
-const SPINS: u32 = 1 << 12;
+/// How long a helper spins for the next job before it sleeps. Between two products of
+/// a step there can be a fraction of a millisecond of work on one thread (M3's SGD guard
+/// reads its operands, about 0.25 ms, before the staged weight gradient): a helper that
+/// had gone to sleep there took so long to wake (a futex under KVM) that the caller
+/// had run every part alone. Measured on the Xeon (family 6 model 167) in M3's step on
+/// two threads: the staged 1024 x 256 x 10 gradient took 117 us after 4096 spins of
+/// `pause` (38 us here, not the 0.2 ms once thought), 60 us after 32768 (0.37 ms); on
+/// one thread 93 us. A time rather than a count, since `pause` takes 9 ns here and
+/// several times that on other CPUs.
+const SPIN_FOR: Duration = Duration::from_millis(1);
+
+/// Spins between two readings of the clock while spinning (about 2 us here).
+const SPINS_PER_CHECK: u32 = 256;
+
+/// Spins until `done()` or [`SPIN_FOR`] has passed; returns whether `done()`.
+fn spin_until(done: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        for _ in 0..SPINS_PER_CHECK {
+            if done() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= SPIN_FOR {
+            return done();
+        }
+    }
+}
 
 struct Pool {
     /// Threads, the caller's included (set once the helpers have started).
@@ -122,12 +150,8 @@ pub(crate) fn run(parts: usize, f: Part<'_>) {
     // `active` before it reads `open` (both SeqCst), so either it is counted here or it
     // sees the job closed and touches nothing.
     pool.open.store(false, Ordering::SeqCst);
-    let mut spins = 0u32;
-    while pool.active.load(Ordering::SeqCst) != 0 {
-        if spins < SPINS {
-            std::hint::spin_loop();
-            spins += 1;
-        } else {
+    if !spin_until(|| pool.active.load(Ordering::SeqCst) == 0) {
+        while pool.active.load(Ordering::SeqCst) != 0 {
             std::thread::yield_now();
         }
     }
@@ -154,18 +178,7 @@ fn claim(pool: &Pool, parts: usize, f: Part<'_>) {
 fn helper(pool: &'static Pool) {
     let mut seen = 0;
     loop {
-        let mut spins = 0u32;
-        loop {
-            let e = pool.epoch.load(Ordering::Acquire);
-            if e != seen {
-                seen = e;
-                break;
-            }
-            if spins < SPINS {
-                std::hint::spin_loop();
-                spins += 1;
-                continue;
-            }
+        if !spin_until(|| pool.epoch.load(Ordering::Acquire) != seen) {
             let mut sleepers = pool.lock.lock().unwrap_or_else(|e| e.into_inner());
             *sleepers += 1;
             while pool.epoch.load(Ordering::Acquire) == seen {
@@ -173,6 +186,7 @@ fn helper(pool: &'static Pool) {
             }
             *sleepers -= 1;
         }
+        seen = pool.epoch.load(Ordering::Acquire);
         pool.active.fetch_add(1, Ordering::SeqCst);
         if pool.open.load(Ordering::SeqCst) {
             // SAFETY: the job is open, so `run` has published a pointer to its live
