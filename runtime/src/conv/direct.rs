@@ -86,9 +86,25 @@ fn tap_part_scratch(d: &Dims, geo: &Geometry) -> usize {
 }
 
 /// The scratch floats a weight-gradient call needs: the `[k, co]` accumulator, then
-/// each part's (see [`tap_part_scratch`]).
+/// each part's (see [`tap_part_scratch`]); summed by [`halves`], a second accumulator
+/// and two parts' scratch.
 pub(super) fn grad_filter_scratch(d: &Dims, geo: &Geometry) -> usize {
+    if halves(d) {
+        return 2 * (d.k() * d.co + tap_part_scratch(d, geo));
+    }
     d.k() * d.co + tap_parts(d) * tap_part_scratch(d, geo)
+}
+
+/// Whether a weight-gradient pass sums the two halves of its batch apart (images
+/// `..n / 2` and `n / 2..`, each over every tap), then adds the second sum to the first:
+/// where the pass is at most four tiles of taps per image (`k * vectors <= 4 * MAX_ACC`),
+/// so bound by reading the output gradient (C1 conv1's 25 taps x 32 channels, 5 MB a
+/// batch; C2 conv1's 9 x 16), which the tap cut made every part read whole (1.0-1.12x
+/// on two threads). By shape only, so that 1 and 2 threads give the same bits (one
+/// thread sums the halves one after the other); at least [`par::SPLIT_MIN_FLOPS`], so
+/// small passes keep the one sum.
+pub(super) fn halves(d: &Dims) -> bool {
+    d.n >= 2 && d.k() * d.co.div_ceil(16) <= 4 * MAX_ACC && flops(d) >= par::SPLIT_MIN_FLOPS
 }
 
 /// The input gradient's geometry and sizes as a forward convolution of the output
@@ -314,8 +330,27 @@ pub(super) fn grad_filter(
     acc.fill(0.0);
     let (k, per) = (d.k(), tap_part_scratch(d, geo));
     let parts = tap_parts(d).min(rest.len() / per.max(1)).max(1);
-    if parts == 1 {
-        filter_taps(x, g, geo, d, 0..k, acc, &mut rest[..per]);
+    if halves(d) {
+        let (acc1, rest) = rest.split_at_mut(k * d.co);
+        acc1.fill(0.0);
+        let (s0, s1) = rest[..2 * per].split_at_mut(per);
+        let half = par::cut(d.n, 2, 1);
+        if par::parts(2, flops(d)) == 1 {
+            filter_taps(x, g, geo, d, 0..k, 0..half, acc, s0);
+            filter_taps(x, g, geo, d, 0..k, half..d.n, acc1, s1);
+        } else {
+            let mut items: [Option<(&mut [f32], &mut [f32])>; MAX_PARTS] = std::array::from_fn(|_| None);
+            (items[0], items[1]) = (Some((&mut acc[..], s0)), Some((&mut acc1[..], s1)));
+            par::each(items, 2, |i, (a, sc)| {
+                let images = if i == 0 { 0..half } else { half..d.n };
+                filter_taps(x, g, geo, d, 0..k, images, a, sc)
+            });
+        }
+        for (a, &b) in acc.iter_mut().zip(acc1.iter()) {
+            *a += b;
+        }
+    } else if parts == 1 {
+        filter_taps(x, g, geo, d, 0..k, 0..d.n, acc, &mut rest[..per]);
     } else {
         let mut items: [Option<(&mut [f32], &mut [f32])>; MAX_PARTS] = std::array::from_fn(|_| None);
         let (mut arest, mut srest) = (&mut acc[..], &mut rest[..parts * per]);
@@ -326,7 +361,7 @@ pub(super) fn grad_filter(
             (arest, srest) = (amore, smore);
         }
         par::each(items, parts, |i, (a, sc)| {
-            filter_taps(x, g, geo, d, par::cut(k, parts, i)..par::cut(k, parts, i + 1), a, sc)
+            filter_taps(x, g, geo, d, par::cut(k, parts, i)..par::cut(k, parts, i + 1), 0..d.n, a, sc)
         });
     }
     match dw.as_slice_mut() {
@@ -340,15 +375,17 @@ pub(super) fn grad_filter(
 }
 
 /// The rows `taps` of the weight gradient (`acc`: those rows of the `[k, co]` matrix)
-/// summed over the whole batch, image after image, `s` one part's scratch
-/// ([`tap_part_scratch`]). Each element is the same sum whatever the rows' cut into
-/// parts and blocks: a tile's lanes are independent.
+/// summed over `images` of the batch, image after image, into `acc`, `s` one part's
+/// scratch ([`tap_part_scratch`]). Each element is the same sum whatever the rows' cut
+/// into parts and blocks: a tile's lanes are independent.
+#[allow(clippy::too_many_arguments)]
 fn filter_taps(
     x: &ArrayView4<'_, f32>,
     g: &ArrayView4<'_, f32>,
     geo: &Geometry,
     d: &Dims,
     taps: std::ops::Range<usize>,
+    images: std::ops::Range<usize>,
     acc: &mut [f32],
     s: &mut [f32],
 ) {
@@ -358,7 +395,7 @@ fn filter_taps(
     let gs = g.as_slice();
     // The tap offsets in the padded image, tap-major as HWIO: (i d0 wp + j d1) ci + c.
     let mut block = [0usize; MAX_ACC];
-    for b in 0..d.n {
+    for b in images {
         pad_image(x, b, geo.pad, hp, wp, img);
         let gimg: &[f32] = match gs {
             Some(gs) => &gs[b * per..(b + 1) * per],
