@@ -246,9 +246,10 @@ fn forward_images(
         down: geo.stride[0] * wp * d.ci,
         orow: d.ow * d.co,
     };
-    // Two output rows a tile where the output is standard (the rows adjacent in memory)
-    // and there are two vectors of channels or more (`rows`).
-    let pair = standard && d.co > 16;
+    // Two output rows a tile where the output is standard (the rows adjacent in memory),
+    // there are two vectors of channels or more, and the kernel matrix streams from L2
+    // (more than PAIR_MIN_KERNEL floats): `rows`.
+    let pair = standard && d.co > 16 && d.k() * d.co > PAIR_MIN_KERNEL;
     for b in 0..out.dim().0 {
         pad_image(x, b0 + b, geo.pad, hp, wp, img);
         let mut oy = 0;
@@ -438,6 +439,13 @@ const GROUP: usize = 64;
 
 /// Output channels per two-row forward tile: two 16-lane vectors.
 const PAIR_GROUP: usize = 32;
+
+/// The smallest kernel matrix (floats) the forward pass tiles two rows at a time: 32 KiB,
+/// past what the 48 KiB L1d keeps beside the padded image. Below it (C1 conv1's 3 KiB,
+/// C2 conv2's 18 KiB) the kernel rows come from L1 and the one-row tiles, longer, measured
+/// as fast or faster (C1 conv1's fused forward 483-485 us one-row against 490-513
+/// two-row on two threads; C2's step 3-7% slower at one thread in 2 of 3 rounds).
+const PAIR_MIN_KERNEL: usize = 8192;
 
 /// The forward tile's strides (in floats) and sizes.
 struct Taps {
