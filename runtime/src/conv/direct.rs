@@ -86,9 +86,25 @@ fn tap_part_scratch(d: &Dims, geo: &Geometry) -> usize {
 }
 
 /// The scratch floats a weight-gradient call needs: the `[k, co]` accumulator, then
-/// each part's (see [`tap_part_scratch`]).
+/// each part's (see [`tap_part_scratch`]); summed by [`halves`], a second accumulator
+/// and two parts' scratch.
 pub(super) fn grad_filter_scratch(d: &Dims, geo: &Geometry) -> usize {
+    if halves(d) {
+        return 2 * (d.k() * d.co + tap_part_scratch(d, geo));
+    }
     d.k() * d.co + tap_parts(d) * tap_part_scratch(d, geo)
+}
+
+/// Whether a weight-gradient pass sums the two halves of its batch apart (images
+/// `..n / 2` and `n / 2..`, each over every tap), then adds the second sum to the first:
+/// where the pass is at most four tiles of taps per image (`k * vectors <= 4 * MAX_ACC`),
+/// so bound by reading the output gradient (C1 conv1's 25 taps x 32 channels, 5 MB a
+/// batch; C2 conv1's 9 x 16), which the tap cut made every part read whole (1.0-1.12x
+/// on two threads). By shape only, so that 1 and 2 threads give the same bits (one
+/// thread sums the halves one after the other); at least [`par::SPLIT_MIN_FLOPS`], so
+/// small passes keep the one sum.
+pub(super) fn halves(d: &Dims) -> bool {
+    d.n >= 2 && d.k() * d.co.div_ceil(16) <= 4 * MAX_ACC && flops(d) >= par::SPLIT_MIN_FLOPS
 }
 
 /// The input gradient's geometry and sizes as a forward convolution of the output
@@ -227,21 +243,31 @@ fn forward_images(
         row: geo.dilation[0] * wp * d.ci,
         col: geo.dilation[1] * d.ci,
         step: geo.stride[1] * d.ci,
+        down: geo.stride[0] * wp * d.ci,
+        orow: d.ow * d.co,
     };
+    // Two output rows a tile where the output is standard (the rows adjacent in memory),
+    // there are two vectors of channels or more, and the kernel matrix streams from L2
+    // (more than PAIR_MIN_KERNEL floats): `rows`.
+    let pair = standard && d.co > 16 && d.k() * d.co > PAIR_MIN_KERNEL;
     for b in 0..out.dim().0 {
         pad_image(x, b0 + b, geo.pad, hp, wp, img);
-        for oy in 0..d.oh {
-            let xrow = &img[oy * geo.stride[0] * wp * d.ci..];
+        let mut oy = 0;
+        while oy < d.oh {
+            let xrow = &img[oy * t.down..];
             match out.as_slice_mut().filter(|_| standard) {
                 Some(os) => {
-                    let at = (b * d.oh + oy) * d.ow * d.co;
-                    row(&t, xrow, wm, &mut os[at..at + d.ow * d.co], d.ow);
+                    let h = if pair && oy + 1 < d.oh { 2 } else { 1 };
+                    let at = (b * d.oh + oy) * t.orow;
+                    rows(&t, xrow, wm, &mut os[at..at + h * t.orow], d.ow, h);
+                    oy += h;
                 }
                 None => {
-                    row(&t, xrow, wm, &mut obuf[..d.ow * d.co], d.ow);
+                    rows(&t, xrow, wm, &mut obuf[..t.orow], d.ow, 1);
                     for (dst, &v) in out.slice_mut(s![b, oy, .., ..]).iter_mut().zip(obuf.iter()) {
                         *dst = v;
                     }
+                    oy += 1;
                 }
             }
         }
@@ -305,8 +331,27 @@ pub(super) fn grad_filter(
     acc.fill(0.0);
     let (k, per) = (d.k(), tap_part_scratch(d, geo));
     let parts = tap_parts(d).min(rest.len() / per.max(1)).max(1);
-    if parts == 1 {
-        filter_taps(x, g, geo, d, 0..k, acc, &mut rest[..per]);
+    if halves(d) {
+        let (acc1, rest) = rest.split_at_mut(k * d.co);
+        acc1.fill(0.0);
+        let (s0, s1) = rest[..2 * per].split_at_mut(per);
+        let half = par::cut(d.n, 2, 1);
+        if par::parts(2, flops(d)) == 1 {
+            filter_taps(x, g, geo, d, 0..k, 0..half, acc, s0);
+            filter_taps(x, g, geo, d, 0..k, half..d.n, acc1, s1);
+        } else {
+            let mut items: [Option<(&mut [f32], &mut [f32])>; MAX_PARTS] = std::array::from_fn(|_| None);
+            (items[0], items[1]) = (Some((&mut acc[..], s0)), Some((&mut acc1[..], s1)));
+            par::each(items, 2, |i, (a, sc)| {
+                let images = if i == 0 { 0..half } else { half..d.n };
+                filter_taps(x, g, geo, d, 0..k, images, a, sc)
+            });
+        }
+        for (a, &b) in acc.iter_mut().zip(acc1.iter()) {
+            *a += b;
+        }
+    } else if parts == 1 {
+        filter_taps(x, g, geo, d, 0..k, 0..d.n, acc, &mut rest[..per]);
     } else {
         let mut items: [Option<(&mut [f32], &mut [f32])>; MAX_PARTS] = std::array::from_fn(|_| None);
         let (mut arest, mut srest) = (&mut acc[..], &mut rest[..parts * per]);
@@ -317,7 +362,7 @@ pub(super) fn grad_filter(
             (arest, srest) = (amore, smore);
         }
         par::each(items, parts, |i, (a, sc)| {
-            filter_taps(x, g, geo, d, par::cut(k, parts, i)..par::cut(k, parts, i + 1), a, sc)
+            filter_taps(x, g, geo, d, par::cut(k, parts, i)..par::cut(k, parts, i + 1), 0..d.n, a, sc)
         });
     }
     match dw.as_slice_mut() {
@@ -331,15 +376,17 @@ pub(super) fn grad_filter(
 }
 
 /// The rows `taps` of the weight gradient (`acc`: those rows of the `[k, co]` matrix)
-/// summed over the whole batch, image after image, `s` one part's scratch
-/// ([`tap_part_scratch`]). Each element is the same sum whatever the rows' cut into
-/// parts and blocks: a tile's lanes are independent.
+/// summed over `images` of the batch, image after image, into `acc`, `s` one part's
+/// scratch ([`tap_part_scratch`]). Each element is the same sum whatever the rows' cut
+/// into parts and blocks: a tile's lanes are independent.
+#[allow(clippy::too_many_arguments)]
 fn filter_taps(
     x: &ArrayView4<'_, f32>,
     g: &ArrayView4<'_, f32>,
     geo: &Geometry,
     d: &Dims,
     taps: std::ops::Range<usize>,
+    images: std::ops::Range<usize>,
     acc: &mut [f32],
     s: &mut [f32],
 ) {
@@ -349,7 +396,7 @@ fn filter_taps(
     let gs = g.as_slice();
     // The tap offsets in the padded image, tap-major as HWIO: (i d0 wp + j d1) ci + c.
     let mut block = [0usize; MAX_ACC];
-    for b in 0..d.n {
+    for b in images {
         pad_image(x, b, geo.pad, hp, wp, img);
         let gimg: &[f32] = match gs {
             Some(gs) => &gs[b * per..(b + 1) * per],
@@ -390,6 +437,16 @@ const MAX_ACC: usize = 24;
 /// Output channels per tile: four 16-lane vectors.
 const GROUP: usize = 64;
 
+/// Output channels per two-row forward tile: two 16-lane vectors.
+const PAIR_GROUP: usize = 32;
+
+/// The smallest kernel matrix (floats) the forward pass tiles two rows at a time: 32 KiB,
+/// past what the 48 KiB L1d keeps beside the padded image. Below it (C1 conv1's 3 KiB,
+/// C2 conv2's 18 KiB) the kernel rows come from L1 and the one-row tiles, longer, measured
+/// as fast or faster (C1 conv1's fused forward 483-485 us one-row against 490-513
+/// two-row on two threads; C2's step 3-7% slower at one thread in 2 of 3 rounds).
+const PAIR_MIN_KERNEL: usize = 8192;
+
 /// The forward tile's strides (in floats) and sizes.
 struct Taps {
     kh: usize,
@@ -402,6 +459,10 @@ struct Taps {
     col: usize,
     /// Between two adjacent output pixels' windows.
     step: usize,
+    /// Between two adjacent output rows' windows.
+    down: usize,
+    /// Between two adjacent output rows (floats of the output: `ow * co`).
+    orow: usize,
 }
 
 /// The weight-gradient tile's pixel walk over one image.
@@ -426,20 +487,30 @@ fn last_mask(width: usize) -> u16 {
     }
 }
 
-/// One output row (`ow` pixels x `co` channels into `orow`), its windows starting in
-/// `xrow` (the padded image from the row's top-left tap).
-fn row(t: &Taps, xrow: &[f32], wm: &[f32], orow: &mut [f32], ow: usize) {
+/// `h` output rows (1 or 2; `ow` pixels x `co` channels each, into `orow`, `t.orow`
+/// floats apart), their windows starting in `xrow` (the padded image from the first
+/// row's top-left tap; the second row's `t.down` floats on).
+///
+/// Two rows go in tiles of `R` pixels x 2 rows x `V <= 2` vectors (channel groups of 32):
+/// the kernel rows loaded for a tap serve twice the pixels, so the kernel matrix (read
+/// from L2 for every tile: 200 KiB for C1 conv2) is streamed half as often per FMA as by
+/// one-row tiles of 4 vectors (C1 conv2's forward: 6.4 bytes per FMA against 12.8).
+fn rows(t: &Taps, xrow: &[f32], wm: &[f32], orow: &mut [f32], ow: usize, h: usize) {
     // Every read below stays inside `xrow`, `wm` and `orow`: the padded image covers every
-    // window (`padded`), `wm` is `k * co`, `orow` is `ow * co`. Checked in release builds
-    // too (once a row): the public entry points take views whose shapes a direct caller
+    // window (`padded`), `wm` is `k * co`, `orow` is `h` rows. Checked in release builds
+    // too (once a call): the public entry points take views whose shapes a direct caller
     // of the runtime could get wrong, and the tiles read through raw pointers.
-    assert!(ow == 0 || xrow.len() >= (ow - 1) * t.step + (t.kh - 1) * t.row + (t.kw - 1) * t.col + t.ci);
-    assert!(wm.len() >= t.kh * t.kw * t.ci * t.co && orow.len() >= ow * t.co);
+    assert!(h == 1 || h == 2);
+    assert!(
+        ow == 0 || xrow.len() >= (h - 1) * t.down + (ow - 1) * t.step + (t.kh - 1) * t.row + (t.kw - 1) * t.col + t.ci
+    );
+    assert!(wm.len() >= t.kh * t.kw * t.ci * t.co && orow.len() >= (h - 1) * t.orow + ow * t.co);
+    let group = if h == 2 { PAIR_GROUP } else { GROUP };
     #[cfg(target_arch = "x86_64")]
-    for g0 in (0..t.co).step_by(GROUP) {
-        let width = (t.co - g0).min(GROUP);
+    for g0 in (0..t.co).step_by(group) {
+        let width = (t.co - g0).min(group);
         let v = width.div_ceil(16);
-        let rmax = MAX_ACC / v;
+        let rmax = MAX_ACC / (v * h);
         // Blocks of equal size (28 pixels in blocks of 10, 10, 8 rather than 12, 12, 4).
         let blocks = ow.div_ceil(rmax);
         let r = if blocks == 0 { 0 } else { ow.div_ceil(blocks) };
@@ -448,9 +519,10 @@ fn row(t: &Taps, xrow: &[f32], wm: &[f32], orow: &mut [f32], ow: usize) {
             let rr = r.min(ow - ox);
             let (x, w, o) = (xrow[ox * t.step..].as_ptr(), wm[g0..].as_ptr(), orow[ox * t.co + g0..].as_mut_ptr());
             // SAFETY: `available()` (checked by the caller) saw AVX-512F; the tile reads
-            // `rr` windows from `x`, `k` rows of `width` floats from `w` and writes `rr`
-            // rows of `width` floats to `o`, all inside the slices (asserted above).
-            unsafe { forward_dispatch(t, rr, v, last_mask(width), x, w, o) };
+            // `rr` windows of `h` rows from `x`, `k` rows of `width` floats from `w` and
+            // writes `h` x `rr` rows of `width` floats to `o`, all inside the slices
+            // (asserted above).
+            unsafe { forward_dispatch(t, rr, v, h, last_mask(width), x, w, o) };
             ox += rr;
         }
     }
@@ -480,6 +552,12 @@ macro_rules! dispatch {
             _ => {}
         }
     };
+    (@pair $f:ident, $r:expr, $v:expr, $args:tt) => {
+        match ($v, $r) {
+            (1, r) => dispatch!(@v $f, 1, r, $args, [1 2 3 4 5 6 7 8 9 10 11 12]),
+            (_, r) => dispatch!(@v $f, 2, r, $args, [1 2 3 4 5 6]),
+        }
+    };
     ($f:ident, $r:expr, $v:expr, $args:tt) => {
         match ($v, $r) {
             (1, r) => dispatch!(@v $f, 1, r, $args, [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24]),
@@ -499,8 +577,28 @@ macro_rules! dispatch {
 /// at 60% of the 32- and 64-channel ones).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn forward_dispatch(t: &Taps, r: usize, v: usize, mask: u16, x: *const f32, w: *const f32, o: *mut f32) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_dispatch(
+    t: &Taps,
+    r: usize,
+    v: usize,
+    h: usize,
+    mask: u16,
+    x: *const f32,
+    w: *const f32,
+    o: *mut f32,
+) {
     unsafe {
+        if h == 2 {
+            match t.step {
+                1 => dispatch!(@pair forward_pair_1, r, v, (t, mask, x, w, o)),
+                16 => dispatch!(@pair forward_pair_16, r, v, (t, mask, x, w, o)),
+                32 => dispatch!(@pair forward_pair_32, r, v, (t, mask, x, w, o)),
+                64 => dispatch!(@pair forward_pair_64, r, v, (t, mask, x, w, o)),
+                _ => dispatch!(@pair forward_pair_any, r, v, (t, mask, x, w, o)),
+            }
+            return;
+        }
         match t.step {
             1 => dispatch!(forward_tile_1, r, v, (t, mask, x, w, o)),
             16 => dispatch!(forward_tile_16, r, v, (t, mask, x, w, o)),
@@ -514,15 +612,16 @@ unsafe fn forward_dispatch(t: &Taps, r: usize, v: usize, mask: u16, x: *const f3
 /// `forward_tile` for one pixel step `S` (0: any), as a function of `R` and `V` only,
 /// which `dispatch!` instantiates.
 macro_rules! with_step {
-    ($($name:ident = $s:literal),*) => {$(
+    ($h:literal: $($name:ident = $s:literal),*) => {$(
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx512f,avx2,fma")]
         unsafe fn $name<const R: usize, const V: usize>(t: &Taps, mask: u16, x: *const f32, w: *const f32, o: *mut f32) {
-            unsafe { forward_tile::<R, V, $s>(t, mask, x, w, o) }
+            unsafe { forward_tile::<R, V, $s, $h>(t, mask, x, w, o) }
         }
     )*};
 }
-with_step!(forward_tile_1 = 1, forward_tile_16 = 16, forward_tile_32 = 32, forward_tile_64 = 64, forward_tile_any = 0);
+with_step!(1: forward_tile_1 = 1, forward_tile_16 = 16, forward_tile_32 = 32, forward_tile_64 = 64, forward_tile_any = 0);
+with_step!(2: forward_pair_1 = 1, forward_pair_16 = 16, forward_pair_32 = 32, forward_pair_64 = 64, forward_pair_any = 0);
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
@@ -538,12 +637,13 @@ unsafe fn filter_dispatch(
     unsafe { dispatch!(filter_tile_k, taps.len(), v, (px, taps, mask, x, g, acc)) }
 }
 
-/// `R` output pixels x `V` vectors of channels (the last one masked by `mask`): for each
-/// tap, `V` kernel-row loads, `R` broadcasts of the input, `R * V` FMAs.
+/// `H` rows (1 or 2) of `R` output pixels x `V` vectors of channels (the last one masked
+/// by `mask`): for each tap, `V` kernel-row loads, `H R` broadcasts of the input, `H R V`
+/// FMAs. Each output element is the same sum (taps in order) whatever `R`, `V` and `H`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
-unsafe fn forward_tile<const R: usize, const V: usize, const S: usize>(
+unsafe fn forward_tile<const R: usize, const V: usize, const S: usize, const H: usize>(
     t: &Taps,
     mask: u16,
     x: *const f32,
@@ -552,7 +652,7 @@ unsafe fn forward_tile<const R: usize, const V: usize, const S: usize>(
 ) {
     let step = if S == 0 { t.step } else { S };
     unsafe {
-        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        let mut acc = [[[_mm512_setzero_ps(); V]; R]; H];
         for i in 0..t.kh {
             for j in 0..t.kw {
                 let xb = x.add(i * t.row + j * t.col);
@@ -567,22 +667,27 @@ unsafe fn forward_tile<const R: usize, const V: usize, const S: usize>(
                             _mm512_loadu_ps(wr.add(16 * q))
                         };
                     }
-                    for (r, row) in acc.iter_mut().enumerate() {
-                        let xv = _mm512_set1_ps(*xb.add(r * step + c));
-                        for (a, &wq) in row.iter_mut().zip(&wv) {
-                            *a = _mm512_fmadd_ps(xv, wq, *a);
+                    for (y, rows) in acc.iter_mut().enumerate() {
+                        let xy = xb.add(y * t.down + c);
+                        for (r, row) in rows.iter_mut().enumerate() {
+                            let xv = _mm512_set1_ps(*xy.add(r * step));
+                            for (a, &wq) in row.iter_mut().zip(&wv) {
+                                *a = _mm512_fmadd_ps(xv, wq, *a);
+                            }
                         }
                     }
                 }
             }
         }
-        for (r, row) in acc.iter().enumerate() {
-            for (q, &a) in row.iter().enumerate() {
-                let d = o.add(r * t.co + 16 * q);
-                if q + 1 == V {
-                    _mm512_mask_storeu_ps(d, mask, a);
-                } else {
-                    _mm512_storeu_ps(d, a);
+        for (y, rows) in acc.iter().enumerate() {
+            for (r, row) in rows.iter().enumerate() {
+                for (q, &a) in row.iter().enumerate() {
+                    let d = o.add(y * t.orow + r * t.co + 16 * q);
+                    if q + 1 == V {
+                        _mm512_mask_storeu_ps(d, mask, a);
+                    } else {
+                        _mm512_storeu_ps(d, a);
+                    }
                 }
             }
         }

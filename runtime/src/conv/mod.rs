@@ -835,6 +835,25 @@ mod tests {
         }
     }
 
+    /// The weight gradients summed by halves of the batch (whose bits the split test
+    /// above and the f64 test cover: C1 conv1's shape there, and the 70 x 40 case): the
+    /// first layers of C1 and C2, not their second ones, and never a batch of 1.
+    #[test]
+    fn the_first_layers_weight_gradients_are_summed_by_halves_of_the_batch() {
+        let dims = |n, h, ci, k, co, o| Dims { n, h, w: h, ci, kh: k, kw: k, co, oh: o, ow: o };
+        let got = [
+            dims(50, 28, 1, 5, 32, 28),
+            dims(64, 28, 1, 3, 16, 26),
+            dims(5, 28, 1, 5, 32, 28),
+            dims(3, 70, 2, 5, 3, 70),
+            dims(50, 14, 32, 5, 64, 14),
+            dims(64, 13, 16, 3, 32, 11),
+            dims(1, 28, 1, 5, 32, 28),
+        ]
+        .map(|d| direct::halves(&d));
+        assert_eq!(got, [true, true, true, true, false, false, false]);
+    }
+
     #[test]
     fn a_batch_of_zero_writes_zero_gradients() {
         for strategy in STRATEGIES {
