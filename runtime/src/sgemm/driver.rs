@@ -39,6 +39,10 @@ pub(super) const IN_PLACE_PANELS: usize = 16;
 /// of FMAs a step hide there.
 pub(super) const KC_512_AMD: usize = 512;
 
+/// Depth from which the AVX-512 kernel walks an aliased `c` a column of tiles at a time
+/// on AMD CPUs (see `product`).
+const ROWS_FIRST_DEEP_AMD: usize = 256;
+
 /// `KC` of the AVX-512 kernel: [`KC_512_AMD`] on AMD CPUs, elsewhere the deepest
 /// multiple of 64 (128 to 512) for which the kernel's working set, the pair of `b`
 /// panels and the 12-row panel of `a` (`(2 NR + 2 MR) x KC` floats), fits in the
@@ -148,9 +152,14 @@ pub(super) fn product(
     let wide = false;
     // Rows of c a multiple of 4 KiB apart share their L1 sets: a column of tiles down
     // such a c evicts its own rows before they are written (see `block_avx512`), so the
-    // AVX-512 kernel walks it a row of tiles at a time.
+    // AVX-512 kernel walks it a row of tiles at a time. On AMD CPUs only where k is
+    // shallow (writing c is then most of the work): on the Zen 5 (L2 1 MiB a core) the
+    // row walk's smaller blocks of b cost more than the aliasing where k is deep, M3's
+    // eight products 13.36-13.40 -> 12.74-12.96 ms with the column walk wherever k >= 256,
+    // while C1 fc1's weight gradient (k = 50, c 3136 x 1024) needs the row walk (176 ->
+    // 133-136 GFLOP/s without it; `cargo bench -p modelc-bench --bench sgemm`, session 16).
     let c_aliased = c.strides()[0] % 1024 == 0;
-    let rows_first = wide && c_aliased;
+    let rows_first = wide && c_aliased && !(caches().amd && k >= ROWS_FIRST_DEEP_AMD);
     // The AVX-512 kernel's tile is two panels of a by two of b (see `panels_avx512`).
     let (kc_max, nc_max, tile_rows) = if wide {
         let kc = block(k, kc_avx512(), 1);
