@@ -9,6 +9,9 @@ use super::driver::{MR, NR, PREFETCH_STEPS};
 use super::epilogue::ActPtrs;
 use super::thin::{outer_kernel, DotTile, OUTER_ROWS, THIN_C};
 
+/// Rows of `b` ahead that a tile packing `b` as it reads it prefetches.
+const PACK_B_AHEAD: usize = 16;
+
 /// `c = alpha * a x b + beta * c` for one `mc x nc` block of a row-major `c` with the
 /// AVX-512 kernel: `b` is the block's `nc.div_ceil(NR)` packed panels, taken two at a
 /// time (a last odd one, or a partial one, alone or masked); `a` is packed
@@ -242,6 +245,10 @@ pub(super) unsafe fn panels_avx512<const R: usize, const P: usize, const PACKED:
                     let bv: [__m512; P] = if PACK_B {
                         // Row p of the P panels from b itself, stored into the packing.
                         let row = src.0.offset(p as isize * src.1);
+                        let ahead = row.wrapping_offset(PACK_B_AHEAD as isize * src.1) as *const i8;
+                        for q in 0..P {
+                            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * q));
+                        }
                         std::array::from_fn(|q| {
                             let v = _mm512_loadu_ps(row.add(q * NR));
                             _mm512_storeu_ps(bp.add(q * panel), v);
@@ -457,6 +464,45 @@ pub(super) unsafe fn transpose_thin_avx512(b: *const f32, rs: isize, k: usize, n
         }
     }
     pd
+}
+
+/// Lines ahead of the rows being packed that [`pack_b_columns_avx512`] prefetches in each
+/// column of `b`.
+const PACK_PREFETCH_LINES: usize = 8;
+
+/// Packs the first `16 * floor(kc / 16)` rows of an `NR`-wide panel of a column-major
+/// `b` (column `j` at `col0 + j * cs`, contiguous along k) with 16 x 16 register
+/// transposes, each a whole 64-byte run of every column into 16 rows of the panel, and
+/// returns how many rows it packed. The AVX2 version's 8 x 8 transposes read half a line
+/// of each column at a time; with columns 4 KiB apart (C1 fc1's input gradient, `b` the
+/// transposed 3136 x 1024 weight) the 16 columns' lines share one L1 set, and the
+/// second half was often read again from L2; and no hardware prefetcher follows 16
+/// streams a page apart, so each column is prefetched `PACK_PREFETCH_LINES` ahead.
+///
+/// # Safety
+/// The CPU must support AVX-512F; the `NR` columns must be readable for `kc` elements;
+/// `panel` holds `kc * NR` elements.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn pack_b_columns_avx512(col0: *const f32, cs: isize, kc: usize, panel: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    assert!(panel.len() >= kc * NR && NR == 16);
+    let full = kc / 16 * 16;
+    let out = panel.as_mut_ptr();
+    for p0 in (0..full).step_by(16) {
+        let mut v = [_mm512_setzero_ps(); 16];
+        for (j, v) in v.iter_mut().enumerate() {
+            let col = col0.offset(j as isize * cs);
+            // A prefetch never faults, whatever the address.
+            _mm_prefetch::<_MM_HINT_T0>(col.wrapping_add(p0 + 16 * PACK_PREFETCH_LINES) as *const i8);
+            // SAFETY: rows p0..p0 + 16 <= kc of column j < NR (the caller's promise).
+            *v = unsafe { _mm512_loadu_ps(col.add(p0)) };
+        }
+        for (r, t) in transpose16(v).iter().enumerate() {
+            // SAFETY: panel rows p0 + r < kc, NR values each: inside `panel` (asserted).
+            unsafe { _mm512_storeu_ps(out.add((p0 + r) * NR), *t) };
+        }
+    }
+    full
 }
 
 /// The 16 x 16 transpose of `v` (`out[r]` lane `j` = `v[j]` lane `r`): pairs interleaved
