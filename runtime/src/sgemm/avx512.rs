@@ -140,8 +140,12 @@ pub(super) unsafe fn column_avx512<const P: usize, const PACKED: bool>(
     // P panels' rows of b (past the block's last column too: a prefetch never faults),
     // so that the next column's packing tile finds them in L2 rather than memory: C1's
     // step (fc1's forward, the weight cold after the conv layers) 22.7-25.4 -> 22.9-26.0
-    // ms at 1 thread, faster in 6 of 8 alternating pairs (medians 24.3 -> 23.3).
-    let next = src.map_or(nosrc, |(s, ldb)| (s.wrapping_add(P * NR), ldb));
+    // ms at 1 thread, faster in 6 of 8 alternating pairs (medians 24.3 -> 23.3). On AMD
+    // CPUs only: not measured on the Xeons.
+    let next = match src {
+        Some((s, ldb)) if super::dispatch::caches().amd => (s.wrapping_add(P * NR), ldb),
+        _ => nosrc,
+    };
     panels_avx512::<{ 2 * MR }, P, PACKED, false>(kc, a0, sa, full - first, b, next, mask, c0, rs, alpha, beta, act);
     let done = full * 2 * MR;
     // Where row `done` of the block starts: packed a has MR rows a panel.
