@@ -170,9 +170,15 @@ const SHAPES: &[(usize, usize, usize)] = &[
     // A deeper k with c's rows 4 KiB apart: the AVX-512 kernel walks c a row of tiles at
     // a time (three rows of 12 and a bottom edge of 1), at 300 (two depth blocks) on
     // Intel CPUs only, at 200 on AMD ones too; and a row-major b whose rows are 4 KiB
-    // apart too is packed in a pass of its own, not by the kernel's first tiles.
+    // apart too is packed in a pass of its own, not by the kernel's first tiles (on AMD
+    // CPUs only with more than one block of a, m > MC = 168: at m = 37 the first tiles
+    // pack it there).
     (37, 200, 1024),
     (37, 300, 1024),
+    (170, 300, 1024),
+    // One block of a against a transposed b on AMD CPUs: blocks of b one L2 half wide
+    // (two along n), packed by 16 x 16 transposes with a k % 16 tail of 12 rows.
+    (37, 300, 700),
 ];
 
 // ---------------------------------------------------------------- tests
@@ -516,6 +522,8 @@ fn split_products_match_one_thread_bit_for_bit() {
         // c's rows 4 KiB apart (each part walked a row of tiles at a time), b's too.
         (40, 300, 1024, false, false, false),
         (100, 64, 1024, true, false, false),
+        // One block of a against a transposed b: blocks of half the L2 along n (AMD).
+        (40, 520, 700, false, true, false),
         // Thin products (one side at most 16) split along c's long side: the dot form
         // (a's rows contiguous), the outer form (a's columns), each also as c^T, with
         // edges that are not multiples of the 64-row unit.

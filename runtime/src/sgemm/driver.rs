@@ -165,7 +165,14 @@ pub(super) fn product(
         let kc = block(k, kc_avx512(), 1);
         // A row of tiles at a time reads the whole block of packed b for each tile of
         // a: the block stays within half the L2.
-        let nc = if rows_first { (caches().l2 / 2 / (4 * kc) / (2 * NR) * (2 * NR)).clamp(2 * NR, NC) } else { NC };
+        // So does a single block of a (m <= MC) against a column-major b on AMD CPUs:
+        // each packed panel is read once, by the column of tiles right after the pass
+        // that packed it, which found it in L2 rather than L3 (C1 fc1's input gradient,
+        // 50 x 1024 x 3136, b the transposed weight: 6.4 MiB packed at NC, 512 KiB at
+        // 256 columns; 104-126 -> 131-141 GFLOP/s alone, session 16). A row-major b
+        // lost (its 4 KiB rows then read in 1 KiB runs: 126 -> 109).
+        let in_l2 = rows_first || (caches().amd && m <= MC && b.strides()[0] == 1 && b.strides()[1] != 1);
+        let nc = if in_l2 { (caches().l2 / 2 / (4 * kc) / (2 * NR) * (2 * NR)).clamp(2 * NR, NC) } else { NC };
         (kc, block(n, nc, 2 * NR), 2 * MR)
     } else {
         (block(k, KC, 1), block(n, NC, NR), MR)
@@ -208,7 +215,13 @@ pub(super) fn product(
     // are a multiple of 4 KiB apart: each step of that tile then reads a new page, and
     // the packing pass is cheaper (M3's 256 x 1024 x 1024 forward 113-126 GFLOP/s fused
     // against 129-135 packed first, M2's rows 1 KiB apart 144 fused against 134).
-    let fuse_pack = wide && b.strides()[1] == 1 && b.strides()[0] % 1024 != 0 && n % NR == 0 && m >= 2 * MR;
+    // On AMD CPUs a single block of a (m <= MC) fuses it all the same: the packing tile
+    // prefetches b's rows ahead (`PACK_B_AHEAD`), and the pass it saves is one over b
+    // alone, each packed element then used by at most MC rows. C1's step (fc1's forward,
+    // 50 x 3136 x 1024, the weight cold in cache after the conv layers) 23.9-25.5 ->
+    // 22.3-23.6 ms at 1 thread (session 16, three alternating runs).
+    let row_major_b = b.strides()[1] == 1 && (b.strides()[0] % 1024 != 0 || (caches().amd && m <= MC));
+    let fuse_pack = wide && row_major_b && n % NR == 0 && m >= 2 * MR;
     let out = Out::of(&mut c);
     // The edge tiles' accumulators: every kernel overwrites all of it, so it is zeroed
     // once per call, not once per tile.

@@ -6,6 +6,8 @@
 #[cfg(target_arch = "x86_64")]
 use super::avx2::{pack_a_rows_avx2_impl, transpose_8x8};
 use super::dispatch::avx2_fma;
+#[cfg(target_arch = "x86_64")]
+use super::dispatch::{caches, kernel, Kernel};
 use super::driver::{MR, NR};
 use crate::ndarray::ArrayView2;
 
@@ -151,7 +153,7 @@ pub(super) fn pack_b(b: &ArrayView2<'_, f32>, pc: usize, kc: usize, jc: usize, n
                 // Column-major (a transposed view): 8 x 8 blocks transposed in registers,
                 // the last kc % 8 rows gathered.
                 let col0 = base.offset(pc as isize + j0 as isize * cs);
-                let full = pack_b_columns(col0, cs, kc, panel);
+                let full = pack_b_columns_wide(col0, cs, kc, panel);
                 for (p, d) in panel.chunks_exact_mut(NR).enumerate().skip(full) {
                     for (jj, dv) in d.iter_mut().enumerate() {
                         *dv = *col0.offset(p as isize + jj as isize * cs);
@@ -180,6 +182,28 @@ pub(super) fn pack_b(b: &ArrayView2<'_, f32>, pc: usize, kc: usize, jc: usize, n
             }
         }
     }
+}
+
+/// [`pack_b_columns`], with 16 x 16 transposes where the AVX-512 kernel runs on an AMD
+/// CPU ([`pack_b_columns_avx512`](super::avx512::pack_b_columns_avx512); not measured on
+/// the Intel Xeons, which keep the 8 x 8 ones), the last `kc % 16` rows' first multiple
+/// of 8 with the 8 x 8 ones; returns how many rows it packed.
+///
+/// # Safety
+/// As [`pack_b_columns`].
+unsafe fn pack_b_columns_wide(col0: *const f32, cs: isize, kc: usize, panel: &mut [f32]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if kernel() == Kernel::Avx512 && caches().amd {
+        // SAFETY: `Avx512` is only chosen where avx512f, avx2 and fma were detected; the
+        // columns and the panel as the caller promised.
+        let done = super::avx512::pack_b_columns_avx512(col0, cs, kc, panel);
+        if done == kc {
+            return done;
+        }
+        let more = pack_b_columns(col0.add(done), cs, kc - done, &mut panel[done * NR..]);
+        return done + more;
+    }
+    pack_b_columns(col0, cs, kc, panel)
 }
 
 /// Packs the first `8 * floor(kc / 8)` rows of an `NR`-wide panel of a column-major `b`
